@@ -1,0 +1,223 @@
+"""Suite configuration: YAML at the CLI edge, frozen dataclasses everywhere else.
+
+A suite file looks like::
+
+    name: quick
+    datasets: [mnist5k]
+    seeds: [0]
+    splits: {private: 1500, aux: 1500, test: 1000, targets: 100}
+    task: {model: convnet, epochs: 3}
+    defenses:
+      - id: none
+      - id: blur
+        sweep: {sigma: [1.0, 2.0, 4.0]}
+    attacks:
+      - id: inversion-decoder
+        params: {epochs: 8}
+      - id: linkage
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .contracts import TaskConfig
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    private: int = 1500
+    aux: int = 1500
+    test: int = 1000
+    targets: int = 100
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A registered id with its frozen params (already validated against the plugin's ``Params``)."""
+
+    id: str
+    params: Any
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+    @property
+    def label(self) -> str:
+        """Stable file-name-safe label: ``id`` plus a short hash of non-default params."""
+        return f"{self.id}-{stable_hash(self.params_dict)[:8]}"
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    defenses: tuple[PluginSpec, ...]
+    attacks: tuple[PluginSpec, ...]
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    dataset_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of a canonical JSON encoding (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Validate (and lightly coerce: int -> float, list -> tuple) a YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except InputError as e:
+                errors.append(str(e))
+        raise InputError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, where)
+    return value
+
+
+def build_dataclass(cls: type, mapping: Any, where: str) -> Any:
+    """Build frozen dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`InputError`."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise InputError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields) or 'none'}")
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in mapping.items()}
+    try:
+        return cls(**kwargs)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) -> list[PluginSpec]:
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{where}: expected a non-empty list")
+    specs: list[PluginSpec] = []
+    for i, entry in enumerate(entries):
+        w = f"{where}[{i}]"
+        if isinstance(entry, str):
+            entry = {"id": entry}
+        if not isinstance(entry, Mapping) or "id" not in entry:
+            raise InputError(f"{w}: expected a mapping with an 'id'")
+        extra = sorted(set(entry) - {"id", "params", "sweep"})
+        if extra:
+            raise InputError(f"{w}: unknown key(s) {', '.join(extra)}")
+        try:
+            cls = registry.get(entry["id"])
+        except InputError as e:
+            raise InputError(f"{w}.id: {e}") from None
+        base = dict(entry.get("params") or {})
+        sweep = entry.get("sweep") or {}
+        if sweep and not allow_sweep:
+            raise InputError(f"{w}.sweep: sweeps are only allowed for defenses")
+        if not isinstance(sweep, Mapping) or not all(isinstance(v, list) and v for v in sweep.values()):
+            raise InputError(f"{w}.sweep: expected a mapping of field -> non-empty list")
+        keys = list(sweep)
+        for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
+            params = dict(base, **dict(zip(keys, combo)))
+            specs.append(PluginSpec(entry["id"], build_dataclass(cls.Params, params, f"{w}.params")))
+    return specs
+
+
+def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteConfig:
+    """Load a suite by file path or by name (``quick`` -> ``benchmark/suites/quick.yaml``)."""
+    from .data import DATASETS
+    from attacks import ATTACKS
+    from defenses import DEFENSES
+
+    path = Path(source)
+    if not path.suffix:
+        for d in search_dirs + (Path(__file__).parent / "suites",):
+            cand = d / f"{source}.yaml"
+            if cand.is_file():
+                path = cand
+                break
+    if not path.is_file():
+        raise InputError(f"suite {source!r}: no such file (give a YAML path or a built-in suite name)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{path}: expected a mapping at top level")
+    allowed = {"name", "datasets", "seeds", "defenses", "attacks", "splits", "task", "dataset_options"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise InputError(f"{path}: datasets: expected a non-empty list")
+    for i, d in enumerate(datasets):
+        if not isinstance(d, str):
+            raise InputError(f"{path}: datasets[{i}]: expected a string")
+        try:
+            DATASETS.get(d)
+        except InputError as e:
+            raise InputError(f"{path}: datasets[{i}]: {e}") from None
+    seeds = _check_type(raw.get("seeds", [0]), tuple[int, ...], f"{path}: seeds")
+    opts = raw.get("dataset_options") or {}
+    if not isinstance(opts, Mapping):
+        raise InputError(f"{path}: dataset_options: expected a mapping")
+    return SuiteConfig(
+        name=_check_type(raw.get("name", path.stem), str, f"{path}: name"),
+        datasets=tuple(datasets),
+        seeds=seeds,
+        defenses=tuple(_plugin_specs(raw.get("defenses"), DEFENSES, f"{path}: defenses", True)),
+        attacks=tuple(_plugin_specs(raw.get("attacks"), ATTACKS, f"{path}: attacks", False)),
+        splits=build_dataclass(SplitConfig, raw.get("splits"), f"{path}: splits"),
+        task=build_dataclass(TaskConfig, raw.get("task"), f"{path}: task"),
+        dataset_options={k: dict(v) for k, v in opts.items()},
+    )

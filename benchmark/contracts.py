@@ -1,0 +1,262 @@
+"""The contracts between defenses, attacks and the runner (see DESIGN.md).
+
+A :class:`Defense` turns private data into a :class:`Release`. An :class:`Attack` sees only the surfaces it
+declares in ``requires`` (plus public aux data, and a gallery of candidate originals when ``needs_gallery``), and
+returns an :class:`AttackOutput`. Metrics are computed centrally by the runner, never inside an attack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError
+
+
+class Surface(str, enum.Enum):
+    """What may leave the defender (DESIGN.md, Release surfaces)."""
+
+    DATA = "data"
+    TRANSFORM = "transform"
+    ENCODER = "encoder"
+    BITSTREAM = "bitstream"
+    MODEL = "model"
+    GRADIENTS = "gradients"
+
+
+class Access(str, enum.Enum):
+    WHITE_BOX = "white-box"
+    BLACK_BOX = "black-box"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images ``(N, C, H, W)`` float32 in [0, 1] with integer labels ``(N,)``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        check_images(self.images, "images")
+        if self.labels.ndim != 1 or self.labels.shape[0] != self.images.shape[0]:
+            raise InputError(
+                f"labels: expected shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, idx: Tensor) -> "ImageSet":
+        return ImageSet(self.images[idx], self.labels[idx])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def check_images(x: Tensor, name: str) -> None:
+    """Raise :class:`InputError` unless ``x`` is a finite float tensor ``(N, C, H, W)`` in [0, 1]."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InputError(f"{name}: expected shape (N, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputError(f"{name}: expected a float tensor, got {x.dtype}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name}: contains NaN or infinite pixels")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise InputError(f"{name}: pixel values must lie in [0, 1], got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]
+    sizes: Mapping[str, int]
+    hash: str
+    split_hashes: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Seeded, disjoint splits. ``targets`` indexes ``private``."""
+
+    private: ImageSet
+    aux: ImageSet
+    test: ImageSet
+    targets: Tensor
+    info: DatasetInfo
+
+
+#: ``transform(images (N,C,H,W) in [0,1], generator) -> released images``; fresh secret randomness per call.
+TransformFn = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class ReleaseMeta:
+    epsilon: Optional[float] = None
+    delta: Optional[float] = None
+    accountant: Optional[str] = None
+    bits_per_image: Optional[float] = None
+    defense_seconds: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Release:
+    """What a defense lets out. A surface is exposed iff its field is not ``None``.
+
+    Attributes:
+        data: released images aligned to private indices, ``(N_private, C, H', W')`` in [0, 1].
+        transform: the public algorithm, callable on attacker-chosen images with fresh secret randomness.
+        encoder: image ``(N,C,H,W)`` -> representation at the split point.
+        bitstream: coded bytes per released sample.
+        model: the trained task model.
+        gradients: callable returning gradients of a training batch (shared-update setting).
+        inference_transform: applied to test images before the task model (input-side defenses act at inference).
+    """
+
+    data: Optional[ImageSet] = None
+    transform: Optional[TransformFn] = None
+    encoder: Optional[Callable[[Tensor], Tensor]] = None
+    bitstream: Optional[list[bytes]] = None
+    model: Optional[nn.Module] = None
+    gradients: Optional[Callable[..., Any]] = None
+    inference_transform: Optional[TransformFn] = None
+    meta: ReleaseMeta = field(default_factory=ReleaseMeta)
+
+    @property
+    def surfaces(self) -> frozenset[Surface]:
+        return frozenset(s for s in Surface if getattr(self, s.value) is not None)
+
+    def restricted(self, surfaces: frozenset[Surface]) -> "Release":
+        """A copy exposing only ``surfaces`` (what an attack declared)."""
+        kept = {s.value: getattr(self, s.value) for s in Surface if s in surfaces}
+        return dataclasses.replace(self, **{s.value: kept.get(s.value) for s in Surface}, inference_transform=None)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Per-cell settings handed to plugins. No global state: seeds, device and threads travel here."""
+
+    seed: int
+    device: torch.device
+    task: "TaskConfig"
+    progress: bool = False
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed((self.seed * 1_000_003 + salt) % (2**63))
+        return g
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The utility task model a defense's release is evaluated with."""
+
+    model: str = "convnet"
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+class Plugin(ABC):
+    """Common base: a registered id and a frozen ``Params`` dataclass."""
+
+    id: ClassVar[str]
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+        if not isinstance(self.params, self.Params):
+            raise InputError(f"{type(self).__name__}: params must be {self.Params.__qualname__}")
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+
+class Defense(Plugin):
+    """Base class for defenses. Subclasses set ``surfaces`` and implement :meth:`build`.
+
+    ``strength`` names the Params field that a sweep varies (larger = intended to be more private).
+    """
+
+    surfaces: ClassVar[frozenset[Surface]]
+    strength: ClassVar[Optional[str]] = None
+
+    @abstractmethod
+    def build(self, splits: Splits, ctx: RunContext) -> Release:
+        """Produce the release of ``splits.private``. Expensive parts are cached by the runner."""
+
+    def transform(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """The public algorithm applied to attacker-chosen images ``(N,C,H,W)`` in [0, 1]."""
+        raise InputError(f"defense {self.id!r} has no public transform")
+
+
+@dataclass
+class AttackView:
+    """Everything an attack may see. Private originals reach it only through ``release`` or ``gallery``.
+
+    Attributes:
+        release: the release restricted to the attack's ``requires``.
+        aux: public same-distribution data, disjoint from private.
+        targets: indices into ``release.data`` of the samples under attack (their originals are hidden).
+        gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner).
+        image_shape: ``(C, H, W)`` of the original images; ``num_classes`` of the task.
+    """
+
+    release: Release
+    aux: ImageSet
+    targets: Tensor
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    gallery: Optional[Tensor] = None
+
+
+@dataclass
+class AttackOutput:
+    """What an attack returns; scored centrally.
+
+    Attributes:
+        reconstructions: ``(N_targets, C, H, W)`` in [0, 1], aligned with ``view.targets``.
+        rankings: per method, ``(N_targets, G)`` gallery indices, best first.
+        membership_scores: ``(M,)`` scores, higher = more likely member (ground truth kept by the runner).
+        extra: attack-specific numbers (stored as metrics under ``attack.``).
+    """
+
+    reconstructions: Optional[Tensor] = None
+    rankings: Optional[dict[str, Tensor]] = None
+    membership_scores: Optional[Tensor] = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Attack(Plugin):
+    """Base class for attacks. Subclasses set ``requires``, ``access`` and implement :meth:`run`."""
+
+    requires: ClassVar[frozenset[Surface]]
+    access: ClassVar[Access]
+    adaptive: ClassVar[bool] = False
+    needs_gallery: ClassVar[bool] = False
+
+    def compatible(self, surfaces: frozenset[Surface]) -> Optional[str]:
+        """``None`` if the release exposes what this attack requires, else the reason to skip."""
+        missing = self.requires - surfaces
+        if missing:
+            return "release lacks surface(s): " + ", ".join(sorted(s.value for s in missing))
+        return None
+
+    @abstractmethod
+    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+        """Attack ``view`` and return outputs aligned with ``view.targets``."""

@@ -1,0 +1,99 @@
+"""Dataset registry, pools and seeded splits."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from ..config import SplitConfig
+from ..contracts import DatasetInfo, ImageSet, Splits, check_images
+from ..errors import InputError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Pool:
+    """All images of a dataset: ``images (N,C,H,W)`` float32 in [0,1], ``labels (N,)`` int64.
+
+    ``fixed_test`` optionally marks a predefined test split (e.g. MNIST's t10k files) as a boolean mask.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    fixed_test: torch.Tensor | None = None
+
+
+DatasetFn = Callable[[Mapping[str, Any]], Pool]
+DATASETS: Registry[DatasetFn] = Registry("dataset")
+
+
+def pool_hash(pool: Pool) -> str:
+    """Content hash of a pool (images quantised to 8 bits, plus labels)."""
+    h = hashlib.sha256()
+    q = (pool.images * 255).round().to(torch.uint8).numpy()
+    h.update(str(q.shape).encode())
+    h.update(q.tobytes())
+    h.update(pool.labels.numpy().astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _index_hash(idx: torch.Tensor) -> str:
+    return hashlib.sha256(idx.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def _scaled_sizes(cfg: SplitConfig, available: int, has_fixed_test: bool) -> dict[str, int]:
+    want = {"private": cfg.private, "aux": cfg.aux} if has_fixed_test else {
+        "private": cfg.private, "aux": cfg.aux, "test": cfg.test}
+    total = sum(want.values())
+    if total <= available:
+        return want
+    scale = available / total
+    return {k: max(1, int(v * scale)) for k, v in want.items()}
+
+
+def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None) -> Splits:
+    """Load dataset ``name`` and split it with ``seed``.
+
+    Sizes larger than the pool are scaled down proportionally; the record stores the sizes actually used.
+    """
+    fn = DATASETS.get(name)
+    pool = fn(dict(options or {}))
+    check_images(pool.images, f"dataset {name!r}")
+    if len(pool.images) == 0:
+        raise InputError(f"dataset {name!r} is empty")
+    g = torch.Generator().manual_seed(10_007 * seed + 17)
+    if pool.fixed_test is not None:
+        train_idx = torch.nonzero(~pool.fixed_test).flatten()
+        test_all = torch.nonzero(pool.fixed_test).flatten()
+        sizes = _scaled_sizes(cfg, len(train_idx), True)
+        perm = train_idx[torch.randperm(len(train_idx), generator=g)]
+        test_idx = test_all[torch.randperm(len(test_all), generator=g)][: cfg.test]
+        sizes["test"] = len(test_idx)
+    else:
+        sizes = _scaled_sizes(cfg, len(pool.images), False)
+        perm = torch.randperm(len(pool.images), generator=g)
+        test_idx = perm[sizes["private"] + sizes["aux"]: sizes["private"] + sizes["aux"] + sizes["test"]]
+    priv_idx = perm[: sizes["private"]]
+    aux_idx = perm[sizes["private"]: sizes["private"] + sizes["aux"]]
+    n_targets = min(cfg.targets, len(priv_idx))
+    targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
+    sizes["targets"] = n_targets
+
+    def subset(idx: torch.Tensor) -> ImageSet:
+        return ImageSet(pool.images[idx].contiguous(), pool.labels[idx].contiguous())
+
+    info = DatasetInfo(
+        name=name,
+        num_classes=pool.num_classes,
+        shape=tuple(pool.images.shape[1:]),
+        sizes=sizes,
+        hash=pool_hash(pool),
+        split_hashes={"private": _index_hash(priv_idx), "aux": _index_hash(aux_idx),
+                      "test": _index_hash(test_idx), "targets": _index_hash(targets)},
+    )
+    return Splits(subset(priv_idx), subset(aux_idx), subset(test_idx), targets, info)

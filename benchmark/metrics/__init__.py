@@ -1,0 +1,17 @@
+"""Central metrics: every defense is scored the same way (DESIGN.md, Scores).
+
+Reconstruction metrics take ``x, y (N,C,H,W)`` in [0,1] and return per-sample values ``(N,)``; they are
+registered in :data:`METRICS` with their direction (higher = more similar for all but GMSD/LPIPS).
+"""
+
+from __future__ import annotations
+
+from .image import (METRICS, MetricSpec, edge_psnr, lpips_status, masked_psnr, masked_ssim, psnr,
+                    reconstruction_metrics, ssim)
+from .identity import linkage_scores
+from .membership import membership_scores
+from .bitrate import bits_per_pixel
+from .cost import CostMeter
+
+__all__ = ["METRICS", "MetricSpec", "psnr", "ssim", "edge_psnr", "masked_psnr", "masked_ssim", "lpips_status",
+           "reconstruction_metrics", "linkage_scores", "membership_scores", "bits_per_pixel", "CostMeter"]

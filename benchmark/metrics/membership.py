@@ -1,0 +1,22 @@
+"""Membership-inference scores: AUC, balanced accuracy, TPR at fixed low FPR (Carlini et al., S&P 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch import Tensor
+
+
+def membership_scores(scores: Tensor, is_member: Tensor) -> dict[str, float]:
+    """``scores (M,)`` higher = more likely member; ``is_member (M,)`` bool ground truth."""
+    s = scores.double().numpy()
+    m = is_member.numpy().astype(bool)
+    if m.all() or (~m).all():
+        raise ValueError("membership ground truth needs both members and non-members")
+    fpr, tpr, _ = roc_curve(m, s)
+    out = {"auc": float(roc_auc_score(m, s)),
+           "balanced_accuracy": float(np.max(0.5 * (tpr + 1 - fpr)))}
+    for level, name in ((0.01, "tpr_at_1pct_fpr"), (0.001, "tpr_at_0.1pct_fpr")):
+        ok = fpr <= level
+        out[name] = float(tpr[ok].max()) if ok.any() else 0.0
+    return out

@@ -1,0 +1,8 @@
+"""Small CPU task models with named split points (DESIGN.md, Task models)."""
+
+from __future__ import annotations
+
+from .nets import MODELS, SplitModel, build_model
+from .train import accuracy, predict, train_classifier
+
+__all__ = ["MODELS", "SplitModel", "build_model", "train_classifier", "accuracy", "predict"]

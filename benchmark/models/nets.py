@@ -1,0 +1,131 @@
+"""LeNet, ConvNet and ResNet-8/20 as sequences of named stages, so any stage boundary is a split point."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..registry import Registry
+
+
+class SplitModel(nn.Module):
+    """A classifier made of named stages run in order.
+
+    ``forward(x)``: ``x (N,C,H,W)`` in [0,1] -> logits ``(N, num_classes)``. ``head(point)`` / ``tail(point)``
+    give the parts before and after split point ``point`` (a stage name) for split-DNN defenses.
+    """
+
+    def __init__(self, stages: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+
+    @property
+    def split_points(self) -> list[str]:
+        return list(self.stages)[:-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for stage in self.stages.values():
+            x = stage(x)
+        return x
+
+    def _check_point(self, point: str) -> int:
+        names = list(self.stages)
+        if point not in names[:-1]:
+            raise InputError(f"split point {point!r} does not exist; available: {', '.join(names[:-1])}")
+        return names.index(point)
+
+    def head(self, point: str) -> nn.Sequential:
+        """Stages up to and including ``point``."""
+        i = self._check_point(point)
+        return nn.Sequential(*list(self.stages.values())[: i + 1])
+
+    def tail(self, point: str) -> nn.Sequential:
+        """Stages after ``point``."""
+        i = self._check_point(point)
+        return nn.Sequential(*list(self.stages.values())[i + 1:])
+
+
+ModelFn = Callable[..., SplitModel]
+MODELS: Registry[ModelFn] = Registry("model")
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, bn: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride, 1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+@MODELS.register("lenet")
+def lenet(in_channels: int, num_classes: int, width: int = 6, bn: bool = False) -> SplitModel:
+    """LeNet-5 style (LeCun et al. 1998) with sigmoid-free ReLU; ``width`` = first conv channels."""
+    w1, w2 = width, width * 8 // 3
+    return SplitModel([
+        ("conv1", nn.Sequential(nn.Conv2d(in_channels, w1, 5, padding=2), *( [nn.BatchNorm2d(w1)] if bn else []),
+                                nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))),
+        ("conv2", nn.Sequential(nn.Conv2d(w1, w2, 5, padding=2), *([nn.BatchNorm2d(w2)] if bn else []),
+                                nn.ReLU(), nn.AdaptiveAvgPool2d(4))),
+        ("fc", nn.Sequential(nn.Flatten(), nn.Linear(w2 * 16, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())),
+        ("classifier", nn.Linear(84, num_classes)),
+    ])
+
+
+@MODELS.register("convnet")
+def convnet(in_channels: int, num_classes: int, width: int = 32, bn: bool = True) -> SplitModel:
+    """A small VGG-style ConvNet: three conv blocks (``width``, 2×, 4× channels), global pooling, linear."""
+    w = width
+    return SplitModel([
+        ("block1", nn.Sequential(*_conv_bn(in_channels, w, bn=bn), nn.MaxPool2d(2, ceil_mode=True))),
+        ("block2", nn.Sequential(*_conv_bn(w, 2 * w, bn=bn), nn.MaxPool2d(2, ceil_mode=True))),
+        ("block3", nn.Sequential(*_conv_bn(2 * w, 4 * w, bn=bn), nn.AdaptiveAvgPool2d(1), nn.Flatten())),
+        ("classifier", nn.Linear(4 * w, num_classes)),
+    ])
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al., CVPR 2016) with an optional projection shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.short = (nn.Identity() if stride == 1 and cin == cout else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def _resnet(depth: int, in_channels: int, num_classes: int, width: int) -> SplitModel:
+    n = (depth - 2) // 6
+    w = width
+    stages: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(*_conv_bn(in_channels, w)))]
+    cin = w
+    for i, (cout, stride) in enumerate([(w, 1), (2 * w, 2), (4 * w, 2)], start=1):
+        blocks = [BasicBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]
+        stages.append((f"layer{i}", nn.Sequential(*blocks)))
+        cin = cout
+    stages.append(("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())))
+    stages.append(("classifier", nn.Linear(cin, num_classes)))
+    return SplitModel(stages)
+
+
+@MODELS.register("resnet8")
+def resnet8(in_channels: int, num_classes: int, width: int = 16) -> SplitModel:
+    """CIFAR-style ResNet-8 (one block per stage), widths ``width``, 2×, 4×."""
+    return _resnet(8, in_channels, num_classes, width)
+
+
+@MODELS.register("resnet20")
+def resnet20(in_channels: int, num_classes: int, width: int = 16) -> SplitModel:
+    """CIFAR-style ResNet-20 (three blocks per stage), widths ``width``, 2×, 4×."""
+    return _resnet(20, in_channels, num_classes, width)
+
+
+def build_model(name: str, in_channels: int, num_classes: int, **kwargs: object) -> SplitModel:
+    return MODELS.get(name)(in_channels, num_classes, **kwargs)

@@ -1,0 +1,47 @@
+"""Training and evaluation loops for task models (CPU-first, device-correct)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..contracts import ImageSet
+
+
+def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float,
+                     generator: torch.Generator, device: torch.device,
+                     augment: Optional[Callable[[Tensor], Tensor]] = None) -> nn.Module:
+    """Train ``model`` with Adam and cross-entropy on ``data``; returns the model in eval mode on ``device``."""
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(data)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2:
+                continue
+            x = data.images[idx].to(device)
+            if augment is not None:
+                x = augment(x)
+            loss = F.cross_entropy(model(x), data.labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
+    """Logits ``(N, K)`` on the CPU."""
+    model.eval()
+    out = [model(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, data: ImageSet, device: torch.device) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    return float((predict(model, data.images, device).argmax(1) == data.labels).float().mean())

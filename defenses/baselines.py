@@ -1,0 +1,90 @@
+"""Plain baseline defenses: none, Gaussian blur, pixelation, additive Gaussian noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchmark.errors import InputError
+
+from . import DEFENSES
+from .base import InputDefense
+
+
+def _per_image(images: Tensor, fn) -> Tensor:
+    """Apply an OpenCV function to each ``(H,W,C)`` float32 image of ``(N,C,H,W)``."""
+    arr = images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
+    out = np.stack([fn(a).reshape(a.shape) for a in arr])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+@DEFENSES.register("none")
+class NoDefense(InputDefense):
+    """No defense: releases the private images unchanged (the reference for utility drop)."""
+
+    def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        return images.clone()
+
+
+@DEFENSES.register("blur")
+class Blur(InputDefense):
+    """Gaussian blur with standard deviation ``sigma`` pixels (OpenCV, reflected borders)."""
+
+    strength = "sigma"
+
+    @dataclass(frozen=True)
+    class Params:
+        sigma: float = 2.0
+
+        def __post_init__(self) -> None:
+            if not self.sigma > 0:
+                raise InputError(f"sigma must be > 0, got {self.sigma}")
+
+    def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        s = self.params.sigma
+        return _per_image(images, lambda a: cv2.GaussianBlur(a, (0, 0), sigmaX=s, sigmaY=s,
+                                                             borderType=cv2.BORDER_REFLECT_101))
+
+
+@DEFENSES.register("pixelate")
+class Pixelate(InputDefense):
+    """Pixelation: average over ``block``×``block`` cells (area resampling), then nearest-neighbour upsampling."""
+
+    strength = "block"
+
+    @dataclass(frozen=True)
+    class Params:
+        block: int = 4
+
+        def __post_init__(self) -> None:
+            if self.block < 1:
+                raise InputError(f"block must be >= 1, got {self.block}")
+
+    def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        h, w = images.shape[-2:]
+        small = (max(1, round(w / self.params.block)), max(1, round(h / self.params.block)))
+        return _per_image(images, lambda a: cv2.resize(cv2.resize(a, small, interpolation=cv2.INTER_AREA),
+                                                       (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+@DEFENSES.register("noise")
+class Noise(InputDefense):
+    """Additive Gaussian noise with standard deviation ``sigma`` (data range 1), clipped to [0, 1]; a fresh
+    secret draw for every call."""
+
+    strength = "sigma"
+
+    @dataclass(frozen=True)
+    class Params:
+        sigma: float = 0.25
+
+        def __post_init__(self) -> None:
+            if not self.sigma >= 0:
+                raise InputError(f"sigma must be >= 0, got {self.sigma}")
+
+    def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        return images + self.params.sigma * torch.randn(images.shape, generator=generator, dtype=images.dtype)
