@@ -162,6 +162,7 @@ class TaskConfig:
     """The utility task model a defense's release is evaluated with."""
 
     model: str = "convnet"
+    width: int = 32
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
@@ -203,6 +204,24 @@ class Defense(Plugin):
     def transform(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """The public algorithm applied to attacker-chosen images ``(N,C,H,W)`` in [0, 1]."""
         raise InputError(f"defense {self.id!r} has no public transform")
+
+    def release_state(self, release: Release) -> dict[str, Any]:
+        """Tensors and numbers that rebuild ``release`` without re-running :meth:`build` (for the cache).
+
+        Defenses exposing surfaces beyond ``data``/``transform`` (e.g. a model) extend this and :meth:`restore`.
+        """
+        state: dict[str, Any] = {"meta": dataclasses.asdict(release.meta)}
+        state["meta"]["extra"] = dict(release.meta.extra)
+        if release.data is not None:
+            state["data_images"] = release.data.images
+            state["data_labels"] = release.data.labels
+        return state
+
+    def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
+        """Inverse of :meth:`release_state`."""
+        data = ImageSet(state["data_images"], state["data_labels"]) if "data_images" in state else None
+        public = self.transform if Surface.TRANSFORM in self.surfaces else None
+        return Release(data=data, transform=public, inference_transform=public, meta=ReleaseMeta(**state["meta"]))
 
 
 @dataclass
@@ -246,6 +265,7 @@ class Attack(Plugin):
     """Base class for attacks. Subclasses set ``requires``, ``access`` and implement :meth:`run`."""
 
     requires: ClassVar[frozenset[Surface]]
+    uses: ClassVar[frozenset[Surface]] = frozenset()  # optional surfaces, exposed when the release has them
     access: ClassVar[Access]
     adaptive: ClassVar[bool] = False
     needs_gallery: ClassVar[bool] = False

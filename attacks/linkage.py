@@ -1,0 +1,91 @@
+"""Re-identification: link each target's released version to its original in a gallery of private originals.
+
+Two rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size), and,
+when the defense's public ``transform`` is exposed, nearest neighbour in a feature space learned on aux pairs
+with a contrastive (InfoNCE, Oord et al. 2018) objective — the adaptive variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.errors import InputError
+from benchmark.metrics.identity import rank_by_distance
+
+from . import ATTACKS
+from .nets import Embedder
+
+
+@ATTACKS.register("linkage")
+class Linkage(Attack):
+    """Nearest-neighbour re-identification in pixel space and in a contrastively learned space (adaptive)."""
+
+    requires = frozenset({Surface.DATA})
+    uses = frozenset({Surface.TRANSFORM})
+    access = Access.BLACK_BOX
+    adaptive = True
+    needs_gallery = True
+
+    @dataclass(frozen=True)
+    class Params:
+        epochs: int = 10
+        batch_size: int = 128
+        lr: float = 2e-3
+        dim: int = 64
+        temperature: float = 0.1
+        top_k: int = 5
+
+        def __post_init__(self) -> None:
+            if self.epochs < 0 or self.batch_size < 2 or self.dim < 1 or self.top_k < 1:
+                raise InputError("epochs must be >= 0, batch_size >= 2, dim >= 1, top_k >= 1")
+            if not self.temperature > 0 or not self.lr > 0:
+                raise InputError("temperature and lr must be > 0")
+
+    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+        assert view.release.data is not None and view.gallery is not None
+        p = self.params
+        gallery = view.gallery
+        queries = view.release.data.images[view.targets]
+        if queries.shape[1:] != gallery.shape[1:]:
+            queries_px = F.interpolate(queries, size=gallery.shape[-2:], mode="bilinear", align_corners=False)
+            if queries_px.shape[1] != gallery.shape[1]:
+                queries_px = queries_px.mean(1, keepdim=True).expand(-1, gallery.shape[1], -1, -1)
+        else:
+            queries_px = queries
+        rankings = {"pixel": rank_by_distance(queries_px, gallery, p.top_k)}
+        if view.release.transform is not None and p.epochs > 0:
+            rankings["learned"] = self._learned(view, queries, gallery, ctx)
+        return AttackOutput(rankings=rankings)
+
+    def _learned(self, view: AttackView, queries: torch.Tensor, gallery: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        p = self.params
+        g = ctx.generator(salt=202)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+        f_rel = Embedder(queries.shape[1], p.dim).to(ctx.device)
+        f_org = Embedder(gallery.shape[1], p.dim).to(ctx.device)
+        opt = torch.optim.Adam(list(f_rel.parameters()) + list(f_org.parameters()), lr=p.lr)
+        aux = view.aux.images
+        assert view.release.transform is not None
+        for _ in range(p.epochs):
+            released = view.release.transform(aux, g)
+            perm = torch.randperm(len(aux), generator=g)
+            for i in range(0, len(aux), p.batch_size):
+                idx = perm[i:i + p.batch_size]
+                if len(idx) < 2:
+                    continue
+                zr = f_rel(released[idx].to(ctx.device))
+                zo = f_org(aux[idx].to(ctx.device))
+                logits = zr @ zo.T / p.temperature
+                target = torch.arange(len(idx), device=ctx.device)
+                loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            zq = torch.cat([f_rel(queries[i:i + 512].to(ctx.device)).cpu() for i in range(0, len(queries), 512)])
+            zg = torch.cat([f_org(gallery[i:i + 512].to(ctx.device)).cpu() for i in range(0, len(gallery), 512)])
+        return (zq @ zg.T).topk(min(p.top_k, len(gallery)), dim=1).indices

@@ -1,0 +1,67 @@
+"""Content-addressed artifact cache (releases, utility results, splits) stored as torch files.
+
+Entries are dicts of tensors and plain values, saved atomically and loaded with ``weights_only=True``. The key is a
+hash of everything that determines the artifact (config, code, data hash, seed), so an edit invalidates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+
+def code_hash(*objs: object) -> str:
+    """SHA-256 over the source files defining ``objs`` (classes, functions or modules)."""
+    h = hashlib.sha256()
+    for obj in objs:
+        path = inspect.getsourcefile(obj)  # type: ignore[arg-type]
+        h.update(Path(path).read_bytes() if path else repr(obj).encode())
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    """``get_or_create(key, fn)``: load ``root/<key>.pt`` or compute ``fn()`` and store it atomically."""
+
+    def __init__(self, root: Optional[Path]) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def path(self, key: str) -> Optional[Path]:
+        return None if self.root is None else self.root / f"{key}.pt"
+
+    def get(self, key: str) -> Optional[dict[str, Any]]:
+        p = self.path(key)
+        if p is None or not p.is_file():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError):
+            return None  # unreadable entry (e.g. disk full mid-write elsewhere): recompute and overwrite
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        p = self.path(key)
+        if p is None:
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def get_or_create(self, key: str, fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Returns ``(value, was_cached)``."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit, True
+        value = fn()
+        self.put(key, value)
+        return value, False

@@ -1,0 +1,130 @@
+"""``privbench`` command line: list, run, report, show. Each subcommand is ``fn(args) -> int``.
+
+Bad input (unknown ids, wrong parameter types, missing files, NaN data) prints one ``error:`` line naming the
+file or field and exits with status 2, writing no partial record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import InputError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from attacks import ATTACKS
+    from defenses import DEFENSES
+    from .data import DATASETS
+    from .metrics import METRICS
+    from .models import MODELS
+
+    print("datasets:")
+    for name, fn in DATASETS.items():
+        print(f"  {name:16s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+    print("defenses:")
+    for name, cls in DEFENSES.items():
+        surf = ",".join(sorted(s.value for s in cls.surfaces))
+        strength = f" strength={cls.strength}" if cls.strength else ""
+        print(f"  {name:16s} surfaces={surf}{strength}  {cls.describe()}")
+    print("attacks:")
+    for name, cls in ATTACKS.items():
+        req = ",".join(sorted(s.value for s in cls.requires))
+        print(f"  {name:16s} requires={req} access={cls.access.value}"
+              f"{' adaptive' if cls.adaptive else ''}  {cls.describe()}")
+    print("metrics: " + ", ".join(METRICS))
+    print("models:  " + ", ".join(MODELS))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .config import load_suite
+    from .runner import RunOptions, resolve_device, run_suite
+
+    if args.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {args.jobs}")
+    resolve_device(args.device)
+    suite = load_suite(args.suite)
+    if args.seeds:
+        suite = dataclasses.replace(suite, seeds=tuple(args.seeds))
+    if args.datasets:
+        suite = dataclasses.replace(suite, datasets=tuple(args.datasets))
+    opts = RunOptions(out=Path(args.out), jobs=args.jobs, device=args.device, retry_failed=args.retry_failed,
+                      progress=not args.no_progress, use_lpips=not args.no_lpips)
+    summary = run_suite(suite, opts)
+    print(f"{summary.planned} cells: {summary.reused} reused, {summary.ok} ok, {summary.skipped} skipped, "
+          f"{summary.failed} failed -> {opts.out / 'records'}")
+    if not args.no_report:
+        from .report import write_report
+        write_report(opts.out)
+    return 1 if summary.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    written = write_report(Path(args.dir))
+    for p in written:
+        print(p)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .records import dumps, read_record
+
+    print(dumps(read_record(Path(args.record))), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="privbench", description=__doc__.splitlines()[0])
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="Python file registering extra defenses/attacks (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("list", help="list datasets, defenses (surfaces), attacks (requirements), metrics")
+    sp.set_defaults(fn=_cmd_list)
+    sp = sub.add_parser("run", help="run a suite; resumes from existing records")
+    sp.add_argument("--suite", required=True, help="built-in suite name (quick, ...) or YAML file")
+    sp.add_argument("--out", required=True, help="output directory (records/, tables/, plots/, cache/)")
+    sp.add_argument("--jobs", type=int, default=1, help="worker processes (torch threads are split among them)")
+    sp.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
+    sp.add_argument("--datasets", nargs="+", help="override the suite's datasets")
+    sp.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    sp.add_argument("--retry-failed", action="store_true", help="recompute cells whose record is 'failed'")
+    sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sp.add_argument("--no-report", action="store_true", help="do not regenerate tables/plots afterwards")
+    sp.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if weights are present")
+    sp.set_defaults(fn=_cmd_run)
+    sp = sub.add_parser("report", help="regenerate tables and plots from DIR/records")
+    sp.add_argument("dir")
+    sp.set_defaults(fn=_cmd_report)
+    sp = sub.add_parser("show", help="validate and print one record")
+    sp.add_argument("record")
+    sp.set_defaults(fn=_cmd_show)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from .registry import load_builtins, load_plugin_file
+
+        load_builtins()
+        for f in args.plugin:
+            load_plugin_file(f)
+        return int(args.fn(args))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
