@@ -36,12 +36,13 @@ class Linkage(Attack):
         batch_size: int = 128
         lr: float = 2e-3
         dim: int = 64
+        width: int = 32
         temperature: float = 0.1
         top_k: int = 5
 
         def __post_init__(self) -> None:
-            if self.epochs < 0 or self.batch_size < 2 or self.dim < 1 or self.top_k < 1:
-                raise InputError("epochs must be >= 0, batch_size >= 2, dim >= 1, top_k >= 1")
+            if self.epochs < 0 or self.batch_size < 2 or self.dim < 1 or self.top_k < 1 or self.width < 1:
+                raise InputError("epochs must be >= 0, batch_size >= 2, dim, width and top_k >= 1")
             if not self.temperature > 0 or not self.lr > 0:
                 raise InputError("temperature and lr must be > 0")
 
@@ -65,8 +66,8 @@ class Linkage(Attack):
         p = self.params
         g = ctx.generator(salt=202)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-        f_rel = Embedder(queries.shape[1], p.dim).to(ctx.device)
-        f_org = Embedder(gallery.shape[1], p.dim).to(ctx.device)
+        f_rel = Embedder(queries.shape[1], p.dim, p.width).to(ctx.device)
+        f_org = Embedder(gallery.shape[1], p.dim, p.width).to(ctx.device)
         opt = torch.optim.Adam(list(f_rel.parameters()) + list(f_org.parameters()), lr=p.lr)
         aux = view.aux.images
         assert view.release.transform is not None

@@ -163,9 +163,9 @@ class TaskConfig:
 
     model: str = "convnet"
     width: int = 32
-    epochs: int = 3
+    epochs: int = 6
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
 
 
 class Plugin(ABC):

@@ -216,7 +216,7 @@ def measure_utility(release: Release, splits: Splits, task: TaskConfig, ctx: Run
 
 
 def _prepare(suite: SuiteConfig, defense_spec: PluginSpec, splits: Splits, seed: int, cache: ArtifactCache,
-             device: torch.device) -> tuple[Defense, Release, float, float]:
+             device: torch.device) -> tuple[Defense, Release, float, dict[str, float]]:
     """Build (or load from cache) the release of ``defense_spec`` and its utility."""
     from defenses import DEFENSES
 
@@ -233,12 +233,15 @@ def _prepare(suite: SuiteConfig, defense_spec: PluginSpec, splits: Splits, seed:
             release = defense.build(splits, ctx)
         state = defense.release_state(release)
         state["meta"]["defense_seconds"] = cost.seconds
-        state["utility"] = measure_utility(release, splits, suite.task, ctx)
+        with CostMeter() as ucost:
+            state["utility"] = measure_utility(release, splits, suite.task, ctx)
+        state["utility_seconds"] = ucost.seconds
         return state
 
     state, _ = cache.get_or_create(key, make)
     release = defense.restore(state, splits, ctx)
-    return defense, release, float(state["utility"]), float(state["meta"]["defense_seconds"])
+    return defense, release, float(state["utility"]), {"defense_seconds": float(state["meta"]["defense_seconds"]),
+                                                       "utility_seconds": float(state["utility_seconds"])}
 
 
 def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str) -> list[str]:
@@ -251,7 +254,7 @@ def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str) -> list
     splits = _splits_cached(cache, suite, job.dataset, job.seed)
     defense_cls = DEFENSES.get(job.defense.id)
     statuses = []
-    prepared: Optional[tuple[Defense, Release, float, float]] = None
+    prepared: Optional[tuple[Defense, Release, float, dict[str, float]]] = None
     reference: Optional[float] = None
     defense_error: Optional[str] = None
     for attack_spec in job.attacks:
@@ -316,10 +319,10 @@ def _record_base(suite: SuiteConfig, cell: Cell, splits: Splits, attack: Attack,
     }
 
 
-def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defense, Release, float, float],
+def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defense, Release, float, dict[str, float]],
               reference: Optional[float], device: torch.device, opts: RunOptions, suite: SuiteConfig
               ) -> dict[str, Any]:
-    defense, release, utility, defense_seconds = prepared
+    defense, release, utility, prep_cost = prepared
     exposed = attack.requires | (attack.uses & release.surfaces)
     gallery, truth = None, None
     if attack.needs_gallery:
@@ -340,7 +343,7 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
         "utility": {"top1": utility, "reference_top1": reference,
                     "drop": None if reference is None else reference - utility},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
-        "cost": {"defense_seconds": defense_seconds, "attack_seconds": cost.seconds, "peak_rss_mb": cost.peak_rss_mb},
+        "cost": {**prep_cost, "attack_seconds": cost.seconds, "peak_rss_mb": cost.peak_rss_mb},
     }
     if release.meta.epsilon is not None:
         metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}

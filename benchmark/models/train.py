@@ -14,10 +14,15 @@ from ..contracts import ImageSet
 def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float,
                      generator: torch.Generator, device: torch.device,
                      augment: Optional[Callable[[Tensor], Tensor]] = None) -> nn.Module:
-    """Train ``model`` with Adam and cross-entropy on ``data``; returns the model in eval mode on ``device``."""
+    """Train ``model`` with Adam (cosine-annealed learning rate) and cross-entropy on ``data``.
+
+    Returns the model in eval mode on ``device``.
+    """
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(data)
+    steps = epochs * sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator)
         for i in range(0, n, batch_size):
@@ -31,6 +36,7 @@ def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_siz
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
     return model.eval()
 
 
