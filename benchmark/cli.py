@@ -24,7 +24,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     print("datasets:")
     for name, fn in DATASETS.items():
-        print(f"  {name:16s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:16s} {((fn.__doc__ or '').strip().splitlines() or [''])[0]}")
     print("defenses:")
     for name, cls in DEFENSES.items():
         surf = ",".join(sorted(s.value for s in cls.surfaces))
