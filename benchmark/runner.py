@@ -378,7 +378,7 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor],
         best = None
         for method, ranking in sorted(out.rankings.items()):
             s = linkage_scores(ranking, truth, len(splits.private))
-            privacy.update({f"{method}_{k}": v for k, v in s.items() if not k.startswith("chance")})
+            privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue")})
             if best is None or s["top1"] > best["top1"]:
                 best = s
         assert best is not None

@@ -1,0 +1,69 @@
+"""Ranking sanity on real MNIST digits: the undefended release leaks, the strongest noise does not, and blur and
+pixelation trade privacy for utility as their strength grows."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.config import load_suite
+from benchmark.records import iter_records
+from benchmark.runner import RunOptions, run_suite
+from tests.conftest import write_suite
+
+SUITE = """
+name: ranking
+datasets: [mnist5k]
+seeds: [0]
+splits: {private: 800, aux: 1000, test: 600, targets: 800}
+task: {model: convnet, width: 16, epochs: 6}
+defenses:
+  - id: none
+  - id: blur
+    sweep: {sigma: [1.0, 4.0]}
+  - id: pixelate
+    sweep: {block: [2, 7]}
+  - id: noise
+    params: {sigma: 16.0}
+attacks:
+  - id: inversion-decoder
+    params: {epochs: 4, width: 16}
+  - id: linkage
+    params: {epochs: 4, width: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[tuple[str, float | None, str], dict]:
+    tmp = tmp_path_factory.mktemp("ranking")
+    suite = load_suite(write_suite(tmp / "ranking.yaml", SUITE))
+    run_suite(suite, RunOptions(out=tmp / "out", jobs=2, progress=False))
+    out = {}
+    for _, r in iter_records(tmp / "out" / "records"):
+        assert r["status"] == "ok", r.get("reason")
+        s = r["defense"]["strength"]
+        out[(r["defense"]["id"], None if s is None else s["value"], r["attack"]["id"])] = r["metrics"]
+    return out
+
+
+def test_none_is_least_private(results) -> None:
+    assert results[("none", None, "inversion-decoder")]["privacy"]["psnr"] >= 30.0
+    assert results[("none", None, "linkage")]["privacy"]["top1"] >= 0.95
+    worst = {k: m["leakage"] for k, m in results.items()}
+    assert all(worst[("none", None, a)] >= v - 1e-9 for (d, s, a), v in worst.items())
+
+
+def test_strongest_noise_is_private_and_useless(results) -> None:
+    link = results[("noise", 16.0, "linkage")]["privacy"]
+    assert link["top1"] <= 2 * link["chance_top1"]
+    util = results[("noise", 16.0, "linkage")]["utility"]
+    assert util["top1"] <= 0.2 and util["drop"] >= 0.6  # 10 classes: chance is 0.1
+
+
+@pytest.mark.parametrize("defense,weak,strong", [("blur", 1.0, 4.0), ("pixelate", 2, 7)])
+def test_more_strength_more_privacy_less_utility(results, defense: str, weak: float, strong: float) -> None:
+    w_inv, s_inv = results[(defense, weak, "inversion-decoder")], results[(defense, strong, "inversion-decoder")]
+    w_link, s_link = results[(defense, weak, "linkage")], results[(defense, strong, "linkage")]
+    assert s_inv["privacy"]["psnr"] < w_inv["privacy"]["psnr"] - 3.0
+    assert s_link["privacy"]["top1"] < w_link["privacy"]["top1"]
+    assert max(s_inv["leakage"], s_link["leakage"]) < max(w_inv["leakage"], w_link["leakage"])
+    assert s_inv["utility"]["top1"] < w_inv["utility"]["top1"]
