@@ -55,7 +55,8 @@ def _pareto_plot(table: pd.DataFrame, suite: str, dataset: str, path: Path) -> N
 
 def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, path: Path, n: int = 4) -> bool:
     rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna()]
-    rows = rows[rows.seed == rows.seed.min()].sort_values(["attack", "defense", "strength"])
+    rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != "none")
+    rows = rows.sort_values(["attack", "_n", "defense", "strength"], kind="stable")
     if rows.empty:
         return False
     attack = rows.attack.iloc[0]
