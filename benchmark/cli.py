@@ -59,7 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, opts)
     print(f"{summary.planned} cells: {summary.reused} reused, {summary.ok} ok, {summary.skipped} skipped, "
           f"{summary.failed} failed -> {opts.out / 'records'}")
-    if not args.no_report:
+    computed = summary.ok + summary.skipped + summary.failed
+    if not args.no_report and (computed or not (opts.out / "tables").is_dir()):
         from .report import write_report
         write_report(opts.out)
     return 1 if summary.failed else 0
@@ -114,9 +115,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from .registry import load_builtins, load_plugin_file
 
-        load_builtins()
-        for f in args.plugin:
-            load_plugin_file(f)
+        if args.fn in (_cmd_list, _cmd_run):  # report/show read records only: no torch import, fast
+            load_builtins()
+            for f in args.plugin:
+                load_plugin_file(f)
         return int(args.fn(args))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import piq
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -58,6 +57,8 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     no downsampling; equals scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=1)`` averaged over channels."""
     _check_pair(x, y)
+    import piq
+
     k = _ssim_kernel(*x.shape[-2:])
     return piq.ssim(x.clamp(0, 1), y.clamp(0, 1), data_range=1.0, kernel_size=k, downsample=False,
                     reduction="none").float()
@@ -118,10 +119,15 @@ def masked_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-def _piq(fn: Callable[..., Tensor], **kw: object) -> Callable[[Tensor, Tensor], Tensor]:
+def _piq(name: str, **kw: object) -> Callable[[Tensor, Tensor], Tensor]:
+    """A piq metric by function name (piq imported on first use: it pulls in torchvision)."""
     def metric(x: Tensor, y: Tensor) -> Tensor:
+        import piq
+
         _check_pair(x, y)
-        return fn(x.clamp(0, 1), y.clamp(0, 1), data_range=1.0, reduction="none", **kw).float()
+        extra = {"chromatic": x.shape[1] == 3} if name == "fsim" else {}
+        return getattr(piq, name)(x.clamp(0, 1), y.clamp(0, 1), data_range=1.0, reduction="none", **kw,
+                                  **extra).float()
     return metric
 
 
@@ -139,10 +145,10 @@ METRICS: Registry[MetricSpec] = Registry("metric")
 METRICS.register("psnr")(MetricSpec(psnr))
 METRICS.register("ssim")(MetricSpec(ssim, min_size=3))
 METRICS.register("edge-psnr")(MetricSpec(edge_psnr))
-METRICS.register("fsim")(MetricSpec(lambda x, y: _piq(piq.fsim, chromatic=x.shape[1] == 3)(x, y), min_size=8))
-METRICS.register("gmsd")(MetricSpec(_piq(piq.gmsd), higher_is_similar=False, min_size=8))
-METRICS.register("haarpsi")(MetricSpec(_piq(piq.haarpsi), min_size=16))
-METRICS.register("ms-ssim")(MetricSpec(_piq(piq.multi_scale_ssim), min_size=161))
+METRICS.register("fsim")(MetricSpec(_piq("fsim"), min_size=8))
+METRICS.register("gmsd")(MetricSpec(_piq("gmsd"), higher_is_similar=False, min_size=8))
+METRICS.register("haarpsi")(MetricSpec(_piq("haarpsi"), min_size=16))
+METRICS.register("ms-ssim")(MetricSpec(_piq("multi_scale_ssim"), min_size=161))
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor
 
 
 def membership_scores(scores: Tensor, is_member: Tensor) -> dict[str, float]:
     """``scores (M,)`` higher = more likely member; ``is_member (M,)`` bool ground truth."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     s = scores.double().numpy()
     m = is_member.numpy().astype(bool)
     if m.all() or (~m).all():

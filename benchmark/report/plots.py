@@ -53,7 +53,18 @@ def _pareto_plot(table: pd.DataFrame, suite: str, dataset: str, path: Path) -> N
     plt.close(fig)
 
 
+def _montage(tiles: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Concatenate equally sized ``(H, W, C)`` uint8 tiles horizontally with white padding."""
+    h, _, c = tiles[0].shape
+    sep = np.full((h, pad, c), 255, np.uint8)
+    parts = []
+    for t in tiles:
+        parts += [t, sep]
+    return np.concatenate(parts[:-1], axis=1)
+
+
 def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, path: Path, n: int = 4) -> bool:
+    """One row per defense config: ``n`` targets, each as original | released | reconstructed."""
     rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna()]
     rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != "none")
     rows = rows.sort_values(["attack", "_n", "defense", "strength"], kind="stable")
@@ -61,23 +72,31 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, path: 
         return False
     attack = rows.attack.iloc[0]
     rows = rows[rows.attack == attack]
-    fig, axes = plt.subplots(len(rows), 3 * n, figsize=(3 * n * 0.7, len(rows) * 0.78), squeeze=False)
-    for i, r in enumerate(rows.itertuples()):
+    lines, names = [], []
+    for r in rows.itertuples():
         with np.load(out_dir / r.samples, allow_pickle=False) as z:
             parts = [z["original"], z["released"], z["reconstructed"]]
-        for j in range(n):
-            for k, arr in enumerate(parts):
-                ax = axes[i, 3 * j + k]
-                ax.axis("off")
-                if j < len(arr):
-                    img = arr[j].transpose(1, 2, 0)
-                    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
-                if i == 0:
-                    ax.set_title(("orig", "rel.", "rec.")[k], fontsize=7)
-        axes[i, 0].text(-0.15, 0.5, config_name(r.defense, r.strength_name, r.strength), fontsize=7,
-                        ha="right", va="center", transform=axes[i, 0].transAxes)
-    fig.suptitle(f"{suite} · {dataset} · {attack}: original / released / reconstructed", fontsize=8)
-    fig.subplots_adjust(left=0.2, wspace=0.05, hspace=0.1)
+        k = min(n, len(parts[0]))
+        tiles = [p[j].transpose(1, 2, 0) for j in range(k) for p in parts]
+        tiles = [np.repeat(t, 3, axis=2) if t.shape[2] == 1 else t for t in tiles]
+        lines.append(_montage(tiles, pad=1))
+        names.append(config_name(r.defense, r.strength_name, r.strength))
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    sep = np.full((3, width, 3), 255, np.uint8)
+    grid = np.concatenate([x for line in lines for x in (line, sep)][:-1], axis=0)
+    tile_h = lines[0].shape[0]
+    fig_w = 2.2 + grid.shape[1] / 40
+    fig, ax = plt.subplots(figsize=(fig_w, 0.6 + grid.shape[0] / 40))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_yticks([i * (tile_h + 3) + tile_h / 2 for i in range(len(names))], names, fontsize=7)
+    tile_w = parts[0].shape[-1] + 1
+    ax.set_xticks([i * tile_w + tile_w / 2 for i in range(3 * k)], ["orig", "rel.", "rec."] * k, fontsize=6)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{suite} · {dataset} · {attack}: original / released / reconstructed", fontsize=8)
+    fig.tight_layout()
     fig.savefig(path, dpi=110, metadata=_PNG_META)
     plt.close(fig)
     return True
