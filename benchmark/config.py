@@ -26,7 +26,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import yaml
 
@@ -48,6 +48,7 @@ class PluginSpec:
 
     id: str
     params: Any
+    datasets: Optional[tuple[str, ...]] = None  # restrict a defense config to these datasets (None = all)
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
             entry = {"id": entry}
         if not isinstance(entry, Mapping) or "id" not in entry:
             raise InputError(f"{w}: expected a mapping with an 'id'")
-        extra = sorted(set(entry) - {"id", "params", "sweep"})
+        extra = sorted(set(entry) - {"id", "params", "sweep", "datasets"})
         if extra:
             raise InputError(f"{w}: unknown key(s) {', '.join(extra)}")
         try:
@@ -165,10 +166,15 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
             raise InputError(f"{w}.sweep: sweeps are only allowed for defenses")
         if not isinstance(sweep, Mapping) or not all(isinstance(v, list) and v for v in sweep.values()):
             raise InputError(f"{w}.sweep: expected a mapping of field -> non-empty list")
+        only = entry.get("datasets")
+        if only is not None:
+            if not allow_sweep:
+                raise InputError(f"{w}.datasets: only defenses can be restricted to datasets")
+            only = _check_type(only, tuple[str, ...], f"{w}.datasets")
         keys = list(sweep)
         for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
             params = dict(base, **dict(zip(keys, combo)))
-            specs.append(PluginSpec(entry["id"], build_dataclass(cls.Params, params, f"{w}.params")))
+            specs.append(PluginSpec(entry["id"], build_dataclass(cls.Params, params, f"{w}.params"), only))
     return specs
 
 
@@ -208,6 +214,12 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
         except InputError as e:
             raise InputError(f"{path}: datasets[{i}]: {e}") from None
     seeds = _check_type(raw.get("seeds", [0]), tuple[int, ...], f"{path}: seeds")
+    defenses = tuple(_plugin_specs(raw.get("defenses"), DEFENSES, f"{path}: defenses", True))
+    for i, spec in enumerate(defenses):
+        for d in spec.datasets or ():
+            if d not in datasets:
+                raise InputError(f"{path}: defenses: {spec.id} is restricted to dataset {d!r}, "
+                                 f"which the suite does not list")
     opts = raw.get("dataset_options") or {}
     if not isinstance(opts, Mapping):
         raise InputError(f"{path}: dataset_options: expected a mapping")
@@ -215,7 +227,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
         name=_check_type(raw.get("name", path.stem), str, f"{path}: name"),
         datasets=tuple(datasets),
         seeds=seeds,
-        defenses=tuple(_plugin_specs(raw.get("defenses"), DEFENSES, f"{path}: defenses", True)),
+        defenses=defenses,
         attacks=tuple(_plugin_specs(raw.get("attacks"), ATTACKS, f"{path}: attacks", False)),
         splits=build_dataclass(SplitConfig, raw.get("splits"), f"{path}: splits"),
         task=build_dataclass(TaskConfig, raw.get("task"), f"{path}: task"),

@@ -28,6 +28,7 @@ class Surface(str, enum.Enum):
     BITSTREAM = "bitstream"
     MODEL = "model"
     GRADIENTS = "gradients"
+    MASK = "mask"  # where content was removed from each released sample, plus the public mask generator
 
 
 class Access(str, enum.Enum):
@@ -120,6 +121,9 @@ class Release:
         bitstream: coded bytes per released sample.
         model: the trained task model.
         gradients: callable returning gradients of a training batch (shared-update setting).
+        mask: ``(N_private, 1, H, W)`` bool, true where the defense removed content (aligned to ``data``).
+        mask_generator: the public mask algorithm, ``images (N,C,H,W), generator -> (N,1,H,W)`` bool; it returns
+            the masks that ``transform`` applies when called with a generator in the same state.
         inference_transform: applied to test images before the task model (input-side defenses act at inference).
     """
 
@@ -129,6 +133,8 @@ class Release:
     bitstream: Optional[list[bytes]] = None
     model: Optional[nn.Module] = None
     gradients: Optional[Callable[..., Any]] = None
+    mask: Optional[Tensor] = None
+    mask_generator: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None
     inference_transform: Optional[TransformFn] = None
     meta: ReleaseMeta = field(default_factory=ReleaseMeta)
 
@@ -139,7 +145,8 @@ class Release:
     def restricted(self, surfaces: frozenset[Surface]) -> "Release":
         """A copy exposing only ``surfaces`` (what an attack declared)."""
         kept = {s.value: getattr(self, s.value) for s in Surface if s in surfaces}
-        return dataclasses.replace(self, **{s.value: kept.get(s.value) for s in Surface}, inference_transform=None)
+        return dataclasses.replace(self, **{s.value: kept.get(s.value) for s in Surface}, inference_transform=None,
+                                   mask_generator=self.mask_generator if Surface.MASK in surfaces else None)
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,16 @@ class Defense(Plugin):
         """The public algorithm applied to attacker-chosen images ``(N,C,H,W)`` in [0, 1]."""
         raise InputError(f"defense {self.id!r} has no public transform")
 
+    def task_model(self, in_channels: int, num_classes: int, task: "TaskConfig") -> nn.Module:
+        """The utility model this defense prescribes (default: the suite's task model)."""
+        from .models import build_model
+
+        return build_model(task.model, in_channels, num_classes, width=task.width)
+
+    def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        """The optimizer this defense prescribes for its utility model (default: Adam)."""
+        return torch.optim.Adam(params, lr=lr)
+
     def release_state(self, release: Release) -> dict[str, Any]:
         """Tensors and numbers that rebuild ``release`` without re-running :meth:`build` (for the cache).
 
@@ -215,13 +232,21 @@ class Defense(Plugin):
         if release.data is not None:
             state["data_images"] = release.data.images
             state["data_labels"] = release.data.labels
+        if release.mask is not None:
+            state["mask"] = release.mask
         return state
 
     def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
         """Inverse of :meth:`release_state`."""
         data = ImageSet(state["data_images"], state["data_labels"]) if "data_images" in state else None
         public = self.transform if Surface.TRANSFORM in self.surfaces else None
-        return Release(data=data, transform=public, inference_transform=public, meta=ReleaseMeta(**state["meta"]))
+        masks = self.mask_generator if Surface.MASK in self.surfaces else None
+        return Release(data=data, transform=public, inference_transform=public, mask=state.get("mask"),
+                       mask_generator=masks, meta=ReleaseMeta(**state["meta"]))
+
+    def mask_generator(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """The public mask algorithm of masking defenses: ``(N,C,H,W) -> (N,1,H,W)`` bool."""
+        raise InputError(f"defense {self.id!r} has no mask generator")
 
 
 @dataclass

@@ -92,7 +92,8 @@ def cell_config_hash(suite: SuiteConfig, cell: Cell) -> str:
 
 def plan(suite: SuiteConfig) -> list[Job]:
     """All jobs of the suite, ``none`` first within each (dataset, seed) so the utility reference is cached."""
-    jobs = [Job(d, s, dspec, suite.attacks) for d in suite.datasets for s in suite.seeds for dspec in suite.defenses]
+    jobs = [Job(d, s, dspec, suite.attacks) for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
+            if dspec.datasets is None or d in dspec.datasets]
     return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != "none"))
 
 
@@ -195,11 +196,12 @@ def _splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, seed:
                   DatasetInfo(**info))
 
 
-def measure_utility(release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
+def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
     """Top-1 test accuracy of the task model the defense prescribes.
 
-    A released model is evaluated as is; otherwise a fresh ``task.model`` is trained on the released data. Test
-    images pass through the release's ``inference_transform`` (input-side defenses act at inference too).
+    A released model is evaluated as is; otherwise the defense's ``task_model`` is trained from scratch on the
+    released data with the defense's ``optimizer``. Test images pass through the release's
+    ``inference_transform`` (input-side defenses act at inference too).
     """
     test = splits.test
     if release.inference_transform is not None:
@@ -209,9 +211,9 @@ def measure_utility(release: Release, splits: Splits, task: TaskConfig, ctx: Run
         if release.data is None:
             raise InputError("release exposes neither a model nor data to train one on")
         torch.manual_seed(ctx.seed)
-        model = build_model(task.model, release.data.images.shape[1], splits.info.num_classes, width=task.width)
+        model = defense.task_model(release.data.images.shape[1], splits.info.num_classes, task)
         model = train_classifier(model, release.data, epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
-                                 generator=ctx.generator(salt=3), device=ctx.device)
+                                 generator=ctx.generator(salt=3), device=ctx.device, optimizer=defense.optimizer)
     return accuracy(model.to(ctx.device), test, ctx.device)
 
 
@@ -234,7 +236,7 @@ def _prepare(suite: SuiteConfig, defense_spec: PluginSpec, splits: Splits, seed:
         state = defense.release_state(release)
         state["meta"]["defense_seconds"] = cost.seconds
         with CostMeter() as ucost:
-            state["utility"] = measure_utility(release, splits, suite.task, ctx)
+            state["utility"] = measure_utility(defense, release, splits, suite.task, ctx)
         state["utility_seconds"] = ucost.seconds
         return state
 
@@ -336,13 +338,15 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
     ctx = RunContext(seed=cell.seed, device=device, task=suite.task, progress=False)
     with CostMeter() as cost:
         out = attack.run(view, ctx)
-    privacy, notes, leakage = score(out, splits, truth, opts.use_lpips)
+    mask = release.mask[splits.targets] if release.mask is not None else None
+    privacy, notes, leakage = score(out, splits, truth, opts.use_lpips, mask=mask)
     metrics = {
         "privacy": privacy,
         "leakage": leakage,
         "utility": {"top1": utility, "reference_top1": reference,
                     "drop": None if reference is None else reference - utility},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
+        "release": {k: float(v) for k, v in release.meta.extra.items()},
         "cost": {**prep_cost, "attack_seconds": cost.seconds, "peak_rss_mb": cost.peak_rss_mb},
     }
     if release.meta.epsilon is not None:
@@ -353,11 +357,12 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
     return result
 
 
-def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor],
-          use_lpips: bool = True) -> tuple[dict[str, Any], dict[str, str], float]:
+def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,
+          mask: Optional[torch.Tensor] = None) -> tuple[dict[str, Any], dict[str, str], float]:
     """Central scoring of an attack's output. Returns ``(privacy metrics, notes, leakage in [0, 1])``.
 
-    Leakage is the attack's success on a common scale (1 = fully leaky): SSIM of reconstructions (clipped at 0);
+    ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region; fidelity inside it is reported as
+    ``masked-psnr`` / ``masked-ssim``. Leakage is the attack's success on a common scale (1 = fully leaky): SSIM of reconstructions (clipped at 0);
     linkage advantage over chance ``(top1 - c) / (1 - c)``; membership advantage ``2 * (AUC - 0.5)``.
     """
     privacy: dict[str, Any] = {}
@@ -368,7 +373,8 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor],
         rec = out.reconstructions
         if tuple(rec.shape) != tuple(originals.shape):
             raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
-        values, missing = reconstruction_metrics(rec.detach().cpu().float(), originals, use_lpips=use_lpips)
+        values, missing = reconstruction_metrics(rec.detach().cpu().float(), originals, mask=mask,
+                                                 use_lpips=use_lpips)
         privacy.update(values)
         notes.update({f"unavailable.{k}": v for k, v in missing.items()})
         leaks.append(max(0.0, float(values["ssim"])))

@@ -13,13 +13,15 @@ from ..contracts import ImageSet
 
 def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float,
                      generator: torch.Generator, device: torch.device,
-                     augment: Optional[Callable[[Tensor], Tensor]] = None) -> nn.Module:
-    """Train ``model`` with Adam (cosine-annealed learning rate) and cross-entropy on ``data``.
+                     augment: Optional[Callable[[Tensor], Tensor]] = None,
+                     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None) -> nn.Module:
+    """Train ``model`` with ``optimizer(params, lr)`` (default Adam), a cosine-annealed learning rate and
+    cross-entropy on ``data``.
 
     Returns the model in eval mode on ``device``.
     """
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = (optimizer or torch.optim.Adam)(model.parameters(), lr=lr)
     n = len(data)
     steps = epochs * sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
