@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
 from benchmark.errors import InputError
 
 from . import ATTACKS
-from .nets import UNetDecoder
+from .nets import UNetDecoder, apply_batched, fit_decoder
 
 
 @ATTACKS.register("inversion-decoder")
@@ -43,27 +42,9 @@ class InversionDecoder(Attack):
         assert view.release.data is not None and view.release.transform is not None
         p = self.params
         released_targets = view.release.data.images[view.targets]
-        aux = view.aux.images
-        g = ctx.generator(salt=101)
         c, h, w = view.image_shape
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-        net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width).to(ctx.device)
-        opt = torch.optim.Adam(net.parameters(), lr=p.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
-        for _ in range(p.epochs):
-            inputs = view.release.transform(aux, g)  # fresh secret randomness every epoch
-            perm = torch.randperm(len(aux), generator=g)
-            net.train()
-            for i in range(0, len(aux), p.batch_size):
-                idx = perm[i:i + p.batch_size]
-                pred = net(inputs[idx].to(ctx.device))
-                loss = F.mse_loss(pred, aux[idx].to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-        net.eval()
-        with torch.no_grad():
-            recon = torch.cat([net(released_targets[i:i + 256].to(ctx.device)).cpu()
-                               for i in range(0, len(released_targets), 256)])
-        return AttackOutput(reconstructions=recon.clamp(0, 1))
+        torch.manual_seed(ctx.seed + 101)
+        net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width)
+        fit_decoder(net, view.aux.images, view.release.transform, ctx, epochs=p.epochs, batch_size=p.batch_size,
+                    lr=p.lr, salt=101)
+        return AttackOutput(reconstructions=apply_batched(net, released_targets, ctx.device).clamp(0, 1))

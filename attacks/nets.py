@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from benchmark.contracts import RunContext
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -14,14 +18,17 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class UNetDecoder(nn.Module):
     """Two-level U-Net mapping ``(N, c_in, h, w)`` to ``(N, c_out, H, W)`` in [0, 1].
 
-    The input is first resized to ``(H, W)``. When ``c_in == c_out`` the network predicts a residual on top of its
-    input and starts as the identity (last layer zero-initialised), so an undefended release is inverted exactly.
+    The input is first resized to ``(H, W)``. When ``residual`` (default: ``c_in == c_out``) the network predicts a
+    residual on top of the first ``c_out`` input channels and starts as their identity (last layer zero-initialised),
+    so an undefended release is inverted exactly.
     """
 
-    def __init__(self, c_in: int, c_out: int, out_hw: tuple[int, int], width: int = 32) -> None:
+    def __init__(self, c_in: int, c_out: int, out_hw: tuple[int, int], width: int = 32,
+                 residual: bool | None = None) -> None:
         super().__init__()
         self.out_hw = out_hw
-        self.residual = c_in == c_out
+        self.c_out = c_out
+        self.residual = c_in == c_out if residual is None else residual
         self.enc1 = nn.Sequential(_block(c_in, width), _block(width, width))
         self.enc2 = nn.Sequential(_block(width, 2 * width, stride=2), _block(2 * width, 2 * width))
         self.dec = nn.Sequential(_block(3 * width, width), _block(width, width))
@@ -37,7 +44,7 @@ class UNetDecoder(nn.Module):
         e2 = self.enc2(e1)
         up = F.interpolate(e2, size=e1.shape[-2:], mode="bilinear", align_corners=False)
         y = self.out(self.dec(torch.cat([e1, up], 1)))
-        return (r + y).clamp(0, 1) if self.residual else torch.sigmoid(y)
+        return (r[:, :self.c_out] + y).clamp(0, 1) if self.residual else torch.sigmoid(y)
 
 
 class Embedder(nn.Module):
@@ -50,3 +57,51 @@ class Embedder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.net(x), dim=1)
+
+
+class InpaintNet(nn.Module):
+    """Learned inpainting refinement: input ``(N, C+1, H, W)`` = an image whose removed pixels were pre-filled
+    (e.g. by classical inpainting) and the removed-mask (1 = removed).
+
+    The U-Net predicts a residual on the pre-fill (zero-initialised, so training starts from the pre-fill) and
+    known pixels are kept: ``out = x·(1−m) + pred·m``, in [0, 1].
+    """
+
+    def __init__(self, channels: int, hw: tuple[int, int], width: int = 32) -> None:
+        super().__init__()
+        self.channels = channels
+        self.unet = UNetDecoder(channels + 1, channels, hw, width, residual=True)
+
+    def forward(self, xm: Tensor) -> Tensor:
+        x, m = xm[:, :self.channels], xm[:, self.channels:]
+        return x * (1 - m) + self.unet(xm) * m
+
+
+def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torch.Generator], Tensor],
+                ctx: RunContext, *, epochs: int, batch_size: int, lr: float, salt: int) -> nn.Module:
+    """Train ``net`` with MSE to map ``make_inputs(aux, g)`` back to ``aux (N,C,H,W)``.
+
+    ``make_inputs`` is called once per epoch with the same generator, so defenses with secret randomness give a
+    fresh draw every epoch. Cosine-annealed Adam. Returns ``net`` in eval mode.
+    """
+    g = ctx.generator(salt=salt)
+    net.to(ctx.device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    for _ in range(epochs):
+        inputs = make_inputs(aux, g)
+        perm = torch.randperm(len(aux), generator=g)
+        net.train()
+        for i in range(0, len(aux), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = F.mse_loss(net(inputs[idx].to(ctx.device)), aux[idx].to(ctx.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def apply_batched(net: nn.Module, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
+    return torch.cat([net(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])

@@ -1,0 +1,180 @@
+"""Interpretation-guided masking with recognition support (Li et al., "Mask-based desensitization ...",
+arXiv 2312.08975), plus the feature-selection masknet that adapts the task model to masked images.
+
+Algorithm as implemented (docs/METHODS.md, mask-based desensitization):
+1. The defender trains an interpretation model (the suite's task model) on its private data.
+2. Grad-CAM (Selvaraju et al., ICCV 2017; computed with captum's ``LayerGradCam`` on the last convolutional
+   activation, upsampled bilinearly, ReLU, normalised to [0, 1] per image) is averaged per class over the private
+   images into a **critical template** ``(K, 1, H, W)``.
+3. **Assumption:** an image's mask is its predicted class's template (prediction by the interpretation model, so
+   training and inference images are treated alike), keeping the ``visible`` fraction of pixels with the highest
+   template score; everything else is replaced by the constant ``fill``.
+4. Model adjustment (**assumption**, the closest public design): an instance-guided mask on the penultimate features
+   ``h``: ``m = FC(ReLU(FC(h)))``, output ``LayerNorm(h ⊙ m)`` into the classifier (``masknet: true``); versus plain
+   retraining of the task model on masked images (``masknet: false``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.contracts import (ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
+                                 check_images)
+from benchmark.errors import InputError
+from benchmark.models import SplitModel, predict, train_classifier
+
+from . import DEFENSES
+from .base import InputDefense
+
+
+class MaskNetClassifier(nn.Module):
+    """Task model with a feature-selection masknet before its classifier.
+
+    ``forward(x (N,C,H,W) in [0,1]) -> logits (N,K)``: ``h = body(x)``; ``m = W2·ReLU(W1·h)``;
+    ``logits = classifier(LayerNorm(h ⊙ m))``.
+    """
+
+    def __init__(self, base: SplitModel, in_channels: int, reduction: int = 2) -> None:
+        super().__init__()
+        point = base.split_points[-1]
+        self.body, self.classifier = base.head(point), base.tail(point)
+        with torch.no_grad():
+            dim = self.body(torch.zeros(2, in_channels, 32, 32)).flatten(1).shape[1]
+        self.mask = nn.Sequential(nn.Linear(dim, dim * reduction), nn.ReLU(), nn.Linear(dim * reduction, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body(x).flatten(1)
+        return self.classifier(self.norm(h * self.mask(h)))
+
+
+def _last_conv_activation(model: SplitModel) -> nn.Module:
+    """The last ReLU before global pooling: the layer Grad-CAM explains."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    convs = [i for i, m in enumerate(model.modules()) if isinstance(m, nn.Conv2d)]
+    if not relus or not convs:
+        raise InputError("masking: the interpretation model needs convolution + ReLU layers for Grad-CAM")
+    last_conv = convs[-1]
+    after = [m for i, m in enumerate(model.modules()) if i > last_conv and isinstance(m, nn.ReLU)]
+    return after[0] if after else relus[-1]
+
+
+def grad_cam(model: SplitModel, images: Tensor, targets: Tensor, device: torch.device,
+             batch_size: int = 256) -> Tensor:
+    """Grad-CAM maps ``(N, 1, H, W)`` in [0, 1] for ``targets`` (captum ``LayerGradCam``)."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    model = model.to(device).eval()
+    layer = _last_conv_activation(model)
+    for m in model.modules():  # captum hooks need out-of-place activations
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    cam = LayerGradCam(model, layer)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device)
+        a = cam.attribute(x, target=targets[i:i + batch_size].to(device), relu_attributions=True)
+        a = LayerAttribution.interpolate(a, tuple(x.shape[-2:]), interpolate_mode="bilinear").detach().cpu()
+        a = a.clamp_min(0)
+        out.append(a / a.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1))
+    return torch.cat(out)
+
+
+@DEFENSES.register("masking")
+class InterpretationMasking(InputDefense):
+    """Grad-CAM class templates keep the task-critical pixels, the rest is masked; optional masknet (arXiv 2312.08975)."""
+
+    strength = "masked"
+    surfaces = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK})
+
+    @dataclass(frozen=True)
+    class Params:
+        masked: float = 0.5
+        masknet: bool = True
+        fill: float = 0.0
+
+        def __post_init__(self) -> None:
+            if not 0.0 < self.masked < 1.0:
+                raise InputError(f"masked (fraction of pixels removed) must lie in (0, 1), got {self.masked}")
+            if not 0.0 <= self.fill <= 1.0:
+                raise InputError(f"fill must lie in [0, 1], got {self.fill}")
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self._interp: SplitModel | None = None
+        self._templates: Tensor | None = None
+        self._device = torch.device("cpu")
+
+    # --- the public algorithm -------------------------------------------------------------------------------
+    def mask_generator(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """``(N,C,H,W)`` -> removed-pixel masks ``(N,1,H,W)`` bool (deterministic; ``generator`` unused)."""
+        if self._interp is None or self._templates is None:
+            raise InputError("masking: mask generator used before the defense was built")
+        check_images(images, "masking input")
+        if tuple(images.shape[-2:]) != tuple(self._templates.shape[-2:]):
+            raise InputError(f"masking: images are {tuple(images.shape[-2:])} px but the templates are "
+                             f"{tuple(self._templates.shape[-2:])} px")
+        pred = predict(self._interp, images, self._device).argmax(1)
+        score = self._templates[pred].flatten(1)  # (N, H*W)
+        h, w = images.shape[-2:]
+        keep = max(1, round((1.0 - self.params.masked) * h * w))
+        order = torch.sort(score, dim=1, descending=True, stable=True).indices
+        removed = torch.ones_like(score, dtype=torch.bool)
+        removed.scatter_(1, order[:, :keep], False)
+        return removed.view(-1, 1, h, w)
+
+    def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        removed = self.mask_generator(images, generator).expand_as(images)
+        return torch.where(removed, torch.full_like(images, self.params.fill), images)
+
+    # --- building and caching ------------------------------------------------------------------------------
+    def _fit(self, splits: Splits, ctx: RunContext) -> None:
+        torch.manual_seed(ctx.seed + 11)
+        model = super().task_model(splits.private.images.shape[1], splits.info.num_classes, ctx.task)
+        t = ctx.task
+        self._interp = train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                                        generator=ctx.generator(salt=12), device=ctx.device).cpu()
+        cams = grad_cam(self._interp, splits.private.images, splits.private.labels, ctx.device)
+        k = splits.info.num_classes
+        templates = torch.zeros(k, 1, *cams.shape[-2:])
+        for c in range(k):
+            sel = splits.private.labels == c
+            if sel.any():
+                templates[c] = cams[sel].mean(0)
+        self._templates = templates
+        self._interp = self._interp.cpu()
+
+    def build(self, splits: Splits, ctx: RunContext) -> Release:
+        self._fit(splits, ctx)
+        images = splits.private.images
+        removed = self.mask_generator(images, ctx.generator(salt=1))
+        released = self.apply(images, ctx.generator(salt=1))
+        meta = ReleaseMeta(extra={"masked_fraction": float(removed.float().mean())})
+        return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
+                       inference_transform=self.transform, mask=removed, mask_generator=self.mask_generator,
+                       meta=meta)
+
+    def release_state(self, release: Release) -> dict[str, Any]:
+        state = super().release_state(release)
+        assert self._interp is not None and self._templates is not None
+        state["interp"] = {k: v.cpu() for k, v in self._interp.state_dict().items()}
+        state["templates"] = self._templates
+        return state
+
+    def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
+        model = super().task_model(splits.private.images.shape[1], splits.info.num_classes, ctx.task)
+        model.load_state_dict(state["interp"])
+        self._interp, self._templates = model.eval(), state["templates"]
+        return super().restore(state, splits, ctx)
+
+    def task_model(self, in_channels: int, num_classes: int, task: TaskConfig) -> nn.Module:
+        base = super().task_model(in_channels, num_classes, task)
+        if not self.params.masknet:
+            return base
+        if not isinstance(base, SplitModel):
+            raise InputError("masking.masknet needs a task model with named stages")
+        return MaskNetClassifier(base, in_channels)
