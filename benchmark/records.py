@@ -77,6 +77,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; records and tables are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -64,7 +64,7 @@ class VisualMixer(InputDefense):
     @dataclass(frozen=True)
     class Params:
         target_vfe: float = 0.5
-        optimizer: str = "st-adam"
+        optimizer: str = "adam"
 
         def __post_init__(self) -> None:
             if not 0.0 < self.target_vfe <= 1.0:

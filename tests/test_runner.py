@@ -178,7 +178,7 @@ def test_crashing_attack_becomes_a_failed_record(tmp_path, capsys) -> None:
     (rec,) = [r for _, r in iter_records(tmp_path / "o" / "records")]
     assert rec["status"] == "failed" and "RuntimeError: boom at target 3" in rec["reason"]
     assert "1 failed" in capsys.readouterr().out
-    assert "| failed | RuntimeError: boom" in (tmp_path / "o" / "tables" / "s.md").read_text()
+    assert "RuntimeError: boom at target 3 |" in (tmp_path / "o" / "tables" / "s.md").read_text()
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, capsys, tiny_suite) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,6 +38,8 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "strength": float(strength["value"]) if strength else float("nan"),
             "attack": rec["attack"]["id"],
             "attack_label": rec["attack"]["label"],
+            "attack_params": json.dumps(rec["attack"]["params"], sort_keys=True),
+            "defense_params": json.dumps(rec["defense"]["params"], sort_keys=True),
             "seed": rec["seed"],
             "status": rec["status"],
             "reason": rec.get("reason") or "",
@@ -49,14 +52,33 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "chance_top1": m.get("privacy", {}).get("chance_top1"),
             "samples": rec.get("artifacts", {}).get("samples"),
         })
-    cols = ["file", "suite", "dataset", "defense", "defense_label", "strength_name", "strength", "attack",
-            "attack_label", "seed", "status", "reason", "utility", "drop", "leakage", "primary_key", "primary_label",
+    cols = ["file", "suite", "dataset", "defense", "defense_label", "defense_params", "strength_name", "strength",
+            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "primary_key", "primary_label",
             "primary", "chance_top1", "samples"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df["attack_name"] = _names(df, "attack", "attack_params")
+    df["config"] = _names(df, "defense", "defense_params", always=tuple(df.strength_name.unique()), sep=" ")
+    return df
 
 
-def config_name(defense: str, strength_name: str, strength: float) -> str:
-    if not strength_name:
-        return defense
-    value = int(strength) if float(strength).is_integer() else strength
-    return f"{defense} {strength_name}={value}"
+def _names(df: pd.DataFrame, id_col: str, params_col: str, always: tuple[str, ...] = (),
+           sep: str = "") -> list[str]:
+    """Plugin id plus the params that tell its configs apart: ``inpaint-classical[method=ns]`` or, with
+    ``sep=" "``, ``masking masked=0.5,masknet=True``. Params named in ``always`` are shown whenever present."""
+    names = {}
+    for pid, g in df.groupby(id_col):
+        configs = {p: json.loads(p) for p in g[params_col].unique()}
+        keys = sorted({k for c in configs.values() for k in c
+                       if k in always or len({json.dumps(v.get(k)) for v in configs.values()}) > 1})
+        for p, c in configs.items():
+            shown = [k for k in keys if k in c]
+            if not shown:
+                names[(pid, p)] = pid
+                continue
+            body = ",".join(f"{k}={_fmt_value(c[k])}" for k in shown)
+            names[(pid, p)] = f"{pid} {body}" if sep else f"{pid}[{body}]"
+    return [names[(a, p)] for a, p in zip(df[id_col], df[params_col])]
+
+
+def _fmt_value(v: object) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .tables import summary_table  # noqa: E402
-from .frame import config_name, load_frame  # noqa: E402
+from .frame import load_frame  # noqa: E402
 
 _PNG_META = {"Software": None}
 
@@ -63,15 +63,14 @@ def _montage(tiles: list[np.ndarray], pad: int = 2) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
-def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, path: Path, n: int = 4) -> bool:
-    """One row per defense config: ``n`` targets, each as original | released | reconstructed."""
-    rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna()]
+def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack: str, path: Path,
+               n: int = 4) -> bool:
+    """One row per defense config: ``n`` targets, each as original | released | reconstructed by ``attack``."""
+    rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna() & (df.attack_name == attack)]
     rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != "none")
-    rows = rows.sort_values(["attack", "_n", "defense", "strength"], kind="stable")
+    rows = rows.sort_values(["_n", "defense", "strength", "config"], kind="stable")
     if rows.empty:
         return False
-    attack = rows.attack.iloc[0]
-    rows = rows[rows.attack == attack]
     lines, names = [], []
     for r in rows.itertuples():
         with np.load(out_dir / r.samples, allow_pickle=False) as z:
@@ -80,7 +79,7 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, path: 
         tiles = [p[j].transpose(1, 2, 0) for j in range(k) for p in parts]
         tiles = [np.repeat(t, 3, axis=2) if t.shape[2] == 1 else t for t in tiles]
         lines.append(_montage(tiles, pad=1))
-        names.append(config_name(r.defense, r.strength_name, r.strength))
+        names.append(r.config)
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
     sep = np.full((3, width, 3), 255, np.uint8)
@@ -115,7 +114,9 @@ def write_plots(out_dir: Path) -> list[Path]:
                 p = plots / f"{suite}_{dataset}_privacy_utility.png"
                 _pareto_plot(table, suite, dataset, p)
                 written.append(p)
-            p = plots / f"{suite}_{dataset}_reconstructions.png"
-            if _grid_plot(sdf, out_dir, suite, dataset, p):
-                written.append(p)
+            with_samples = sdf[(sdf.dataset == dataset) & sdf.samples.notna()]
+            for attack in sorted(with_samples.attack_name.unique()):
+                p = plots / f"{suite}_{dataset}_recon_{attack.replace('[', '_').replace(']', '').replace('=', '-')}.png"
+                if _grid_plot(sdf, out_dir, suite, dataset, attack, p):
+                    written.append(p)
     return written

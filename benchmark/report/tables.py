@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..records import atomic_write_text
-from .frame import config_name, load_frame
+from .frame import load_frame
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -16,23 +16,23 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df.status == "ok"]
     if ok.empty:
         return pd.DataFrame()
-    keys = ["dataset", "defense", "defense_label", "strength_name", "strength"]
-    attack_cols = sorted({(r.attack, r.primary_label) for r in ok.itertuples()})
+    keys = ["dataset", "defense", "defense_label", "config", "strength"]
+    attack_cols = sorted({(r.attack_name, r.primary_label) for r in ok.itertuples()})
     out = []
-    for (dataset, defense, label, sname, sval), g in ok.groupby(keys, dropna=False, sort=True):
-        row = {"dataset": dataset, "defense": config_name(defense, sname, sval), "_d": defense,
+    for (dataset, defense, label, config, sval), g in ok.groupby(keys, dropna=False, sort=True):
+        row = {"dataset": dataset, "defense": config, "_d": defense,
                "_s": -np.inf if np.isnan(sval) else sval,
                "seeds": int(g.seed.nunique()),
                "utility": g.groupby("seed").utility.first().mean(),
                "drop": g.groupby("seed").drop.first().mean()}
         for attack, plabel in attack_cols:
-            sub = g[g.attack == attack]
+            sub = g[g.attack_name == attack]
             row[f"{attack} {plabel}"] = sub.primary.mean() if len(sub) else np.nan
         row["worst leakage"] = g.groupby("seed").leakage.max().mean()
         out.append(row)
-    table = pd.DataFrame(out).sort_values(["dataset", "_d", "_s"], kind="stable")
-    none_first = table["_d"] != "none"
-    table = table.assign(_n=none_first).sort_values(["dataset", "_n", "_d", "_s"], kind="stable")
+    table = pd.DataFrame(out)
+    table = table.assign(_n=table["_d"] != "none").sort_values(["dataset", "_n", "_d", "_s", "defense"],
+                                                                kind="stable")
     return table.drop(columns=["_d", "_s", "_n"]).reset_index(drop=True)
 
 
@@ -67,11 +67,17 @@ def write_tables(out_dir: Path) -> list[Path]:
             md.append(to_markdown(t.drop(columns=["dataset"]).dropna(axis=1, how="all")))
         counts = sdf.status.value_counts()
         md.append("\nCells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed")) + ".\n")
-        bad = sdf[sdf.status != "ok"]
-        if len(bad):
-            md.append("\n| cell | status | reason |\n|---|---|---|\n")
-            for r in bad.sort_values("file").itertuples():
-                md.append(f"| {r.file.removesuffix('.json')} | {r.status} | {r.reason.splitlines()[0][:160]} |\n")
+        skipped = sdf[sdf.status == "skipped"]
+        if len(skipped):
+            md.append("\nSkipped pairings (the release lacks what the attack requires):\n\n"
+                      "| attack | reason | cells |\n|---|---|---|\n")
+            for (attack, reason), g in skipped.groupby(["attack_name", "reason"], sort=True):
+                md.append(f"| {attack} | {reason.splitlines()[0][:160]} | {len(g)} |\n")
+        failed = sdf[sdf.status == "failed"]
+        if len(failed):
+            md.append("\nFailed cells:\n\n| cell | reason |\n|---|---|\n")
+            for r in failed.sort_values("file").itertuples():
+                md.append(f"| {r.file.removesuffix('.json')} | {r.reason.splitlines()[0][:160]} |\n")
         tables_dir = out_dir / "tables"
         paths = [tables_dir / f"{suite}.md", tables_dir / f"{suite}.csv", tables_dir / f"{suite}_status.csv"]
         atomic_write_text(paths[0], "".join(md))
