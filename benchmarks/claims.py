@@ -32,13 +32,15 @@ def c3(df: pd.DataFrame) -> None:
     vm = df[df.defense == "visualmixer"]
     for dataset, g in vm.groupby("dataset"):
         print(f"\n{dataset}:")
-        print("| target_vfe | utility | drop (pp) | linkage top-1 | histogram-linkage top-1 | chance | inversion PSNR |")
-        print("|---|---|---|---|---|---|---|")
-        for label, h in sorted(g.groupby("label"), key=lambda kv: kv[1].params.iloc[0]["target_vfe"]):
+        print("| target_vfe | optimizer | utility | drop (pp) | linkage top-1 | histogram-linkage top-1 | chance | "
+              "inversion PSNR |")
+        print("|---|---|---|---|---|---|---|---|")
+        for label, h in sorted(g.groupby("label"), key=lambda kv: (kv[1].params.iloc[0]["target_vfe"],
+                                                                    kv[1].params.iloc[0]["optimizer"])):
             by = {a: x.iloc[0] for a, x in h.groupby("attack")}
             t = h.params.iloc[0]["target_vfe"]
             link, hist, inv = by.get("linkage"), by.get("histogram-linkage"), by.get("inversion-decoder")
-            print(f"| {t} | {h.utility.iloc[0]:.3f} | {100 * h.udrop.iloc[0]:.1f} | "
+            print(f"| {t} | {h.params.iloc[0]['optimizer']} | {h.utility.iloc[0]:.3f} | {100 * h.udrop.iloc[0]:.1f} | "
                   f"{link.top1 if link is not None else float('nan'):.3f} | "
                   f"{hist.top1 if hist is not None else float('nan'):.3f} | "
                   f"{(link if link is not None else hist).chance:.4f} | "

@@ -85,8 +85,11 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
     sep = np.full((3, width, 3), 255, np.uint8)
     grid = np.concatenate([x for line in lines for x in (line, sep)][:-1], axis=0)
     tile_h = lines[0].shape[0]
-    fig_w = 2.2 + grid.shape[1] / 40
-    fig, ax = plt.subplots(figsize=(fig_w, 0.6 + grid.shape[0] / 40))
+    label_w = 0.3 + 0.065 * max(len(name) for name in names)  # inches for the row labels at fontsize 7
+    fig_w = label_w + 0.2 + grid.shape[1] / 40
+    fig_h = 0.7 + grid.shape[0] / 40
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    fig.subplots_adjust(left=label_w / fig_w, right=1 - 0.1 / fig_w, bottom=0.35 / fig_h, top=1 - 0.35 / fig_h)
     ax.imshow(grid, interpolation="nearest")
     ax.set_yticks([i * (tile_h + 3) + tile_h / 2 for i in range(len(names))], names, fontsize=7)
     tile_w = parts[0].shape[-1] + 1
@@ -95,7 +98,6 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(f"{suite} · {dataset} · {attack}: original / released / reconstructed", fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110, metadata=_PNG_META)
     plt.close(fig)
     return True
