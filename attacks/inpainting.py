@@ -22,7 +22,7 @@ from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunCon
 from benchmark.errors import InputError
 
 from . import ATTACKS
-from .nets import InpaintNet, apply_batched, fit_decoder
+from .nets import InpaintNet, TrainBudget, apply_batched, fit_decoder
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -78,15 +78,8 @@ class LearnedInpainting(Attack):
     adaptive = True
 
     @dataclass(frozen=True)
-    class Params:
-        epochs: int = 10
-        batch_size: int = 64
+    class Params(TrainBudget):
         lr: float = 1e-3
-        width: int = 32
-
-        def __post_init__(self) -> None:
-            if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or not self.lr > 0:
-                raise InputError("epochs, batch_size and width must be >= 1 and lr > 0")
 
     def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
         rel = view.release

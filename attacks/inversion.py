@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
-from benchmark.errors import InputError
 
 from . import ATTACKS
-from .nets import UNetDecoder, apply_batched, fit_decoder
+from .nets import TrainBudget, UNetDecoder, apply_batched, fit_decoder
 
 
 @ATTACKS.register("inversion-decoder")
@@ -28,15 +27,8 @@ class InversionDecoder(Attack):
     adaptive = True
 
     @dataclass(frozen=True)
-    class Params:
-        epochs: int = 10
-        batch_size: int = 64
-        lr: float = 2e-3
-        width: int = 32
-
-        def __post_init__(self) -> None:
-            if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or not self.lr > 0:
-                raise InputError("epochs, batch_size and width must be >= 1 and lr > 0")
+    class Params(TrainBudget):
+        pass
 
     def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
         assert view.release.data is not None and view.release.transform is not None

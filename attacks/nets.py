@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -9,6 +10,22 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.contracts import RunContext
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """Training budget shared by attacks that fit a network on aux data."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int = 32
+
+    def __post_init__(self) -> None:
+        from benchmark.errors import InputError
+
+        if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or not self.lr > 0:
+            raise InputError("epochs, batch_size and width must be >= 1 and lr > 0")
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -346,7 +346,7 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
         "utility": {"top1": utility, "reference_top1": reference,
                     "drop": None if reference is None else reference - utility},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
-        "release": {k: float(v) for k, v in release.meta.extra.items()},
+        "release": {**{k: float(v) for k, v in release.meta.extra.items()}, **_release_vfe(release, splits)},
         "cost": {**prep_cost, "attack_seconds": cost.seconds, "peak_rss_mb": cost.peak_rss_mb},
     }
     if release.meta.epsilon is not None:
@@ -355,6 +355,17 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
     if out.reconstructions is not None:
         result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release, out.reconstructions)}
     return result
+
+
+def _release_vfe(release: Release, splits: Splits) -> dict[str, float]:
+    """VFE v1 (:mod:`benchmark.metrics.vfe`) of the released targets, for every defense that releases images."""
+    from .metrics.vfe import VFE_VERSION, normalized_vfe, visual_feature_entropy
+
+    if release.data is None or release.data.images.shape[1:] != splits.private.images.shape[1:]:
+        return {}
+    x = release.data.images[splits.targets]
+    return {"vfe": float(visual_feature_entropy(x).mean()), "vfe_normalized": float(normalized_vfe(x).mean()),
+            "vfe_version": float(VFE_VERSION)}
 
 
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,

@@ -99,3 +99,11 @@ def test_st_adam_is_unbiased_for_a_constant_gradient() -> None:
         p.grad = torch.ones(4)
         opt.step()
         assert torch.allclose(p.data, torch.full((4,), -0.1 * step), atol=1e-5)
+
+
+@pytest.mark.parametrize("dataset,target", [("mnist5k", 0.3), ("faces", 0.4), ("photo-patches", 0.5)])
+def test_grey_and_colour_datasets(dataset: str, target: float) -> None:
+    s = load_splits(dataset, SplitConfig(private=60, aux=10, test=10, targets=5), 0)
+    out, side, reached = _mix(s.private.images, target)
+    assert out.shape == s.private.images.shape and reached.float().mean() > 0.5
+    assert torch.equal(out.flatten(1).sort(1).values, s.private.images.flatten(1).sort(1).values)
