@@ -18,6 +18,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["dataset", "defense", "defense_label", "config", "strength"]
     attack_cols = sorted({(r.attack_name, r.primary_label) for r in ok.itertuples()})
+    masked_cols = sorted(set(ok[ok.masked_psnr.notna()].attack_name))
     out = []
     for (dataset, defense, label, config, sval), g in ok.groupby(keys, dropna=False, sort=True):
         row = {"dataset": dataset, "defense": config, "_d": defense,
@@ -28,6 +29,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
         for attack, plabel in attack_cols:
             sub = g[g.attack_name == attack]
             row[f"{attack} {plabel}"] = sub.primary.mean() if len(sub) else np.nan
+        for attack in masked_cols:  # fidelity inside the removed region, for masking defenses
+            sub = g[g.attack_name == attack]
+            row[f"{attack} masked PSNR dB"] = sub.masked_psnr.mean() if len(sub) else np.nan
         row["worst leakage"] = g.groupby("seed").leakage.max().mean()
         out.append(row)
     table = pd.DataFrame(out)
