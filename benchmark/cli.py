@@ -32,7 +32,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:16s} surfaces={surf}{strength}  {cls.describe()}")
     print("attacks:")
     for name, cls in ATTACKS.items():
-        req = ",".join(sorted(s.value for s in cls.requires))
+        req = cls.requirements()
         print(f"  {name:16s} requires={req} access={cls.access.value}"
               f"{' adaptive' if cls.adaptive else ''}  {cls.describe()}")
     print("metrics: " + ", ".join(METRICS))

@@ -101,6 +101,20 @@ TransformFn = Callable[[Tensor, torch.Generator], Tensor]
 
 
 @dataclass(frozen=True)
+class Bitstream:
+    """Coded representations of the private samples (one payload each, aligned to private indices) and the public
+    decoder: ``decode(payloads) -> (N, *shape)`` float features."""
+
+    payloads: tuple[bytes, ...]
+    shape: tuple[int, ...]
+    decode: Callable[[list[bytes]], Tensor]
+
+    @property
+    def bytes_per_item(self) -> float:
+        return sum(len(p) for p in self.payloads) / max(1, len(self.payloads))
+
+
+@dataclass(frozen=True)
 class ReleaseMeta:
     epsilon: Optional[float] = None
     delta: Optional[float] = None
@@ -117,8 +131,8 @@ class Release:
     Attributes:
         data: released images aligned to private indices, ``(N_private, C, H', W')`` in [0, 1].
         transform: the public algorithm, callable on attacker-chosen images with fresh secret randomness.
-        encoder: image ``(N,C,H,W)`` -> representation at the split point.
-        bitstream: coded bytes per released sample.
+        encoder: image ``(N,C,H,W)`` -> representation at the split point (a differentiable module).
+        bitstream: coded representations of the private samples and their public decoder.
         model: the trained task model.
         gradients: callable returning gradients of a training batch (shared-update setting).
         mask: ``(N_private, 1, H, W)`` bool, true where the defense removed content (aligned to ``data``).
@@ -129,8 +143,8 @@ class Release:
 
     data: Optional[ImageSet] = None
     transform: Optional[TransformFn] = None
-    encoder: Optional[Callable[[Tensor], Tensor]] = None
-    bitstream: Optional[list[bytes]] = None
+    encoder: Optional[nn.Module] = None
+    bitstream: Optional[Bitstream] = None
     model: Optional[nn.Module] = None
     gradients: Optional[Callable[..., Any]] = None
     mask: Optional[Tensor] = None
@@ -294,6 +308,11 @@ class Attack(Plugin):
     access: ClassVar[Access]
     adaptive: ClassVar[bool] = False
     needs_gallery: ClassVar[bool] = False
+
+    @classmethod
+    def requirements(cls) -> str:
+        """Human-readable requirements, e.g. ``data,transform``."""
+        return ",".join(sorted(s.value for s in cls.requires)) or "-"
 
     def compatible(self, surfaces: frozenset[Surface]) -> Optional[str]:
         """``None`` if the release exposes what this attack requires, else the reason to skip."""

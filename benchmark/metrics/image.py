@@ -72,12 +72,15 @@ def luma(x: Tensor) -> Tensor:
     return x.mean(1, keepdim=True)
 
 
-def sobel_magnitude(x: Tensor) -> Tensor:
-    """Sobel gradient magnitude of the luma, kernels scaled by 1/4 (each axis in [-1, 1]); ``(N,1,H,W)``."""
+def sobel_magnitude(x: Tensor, eps: float = 0.0) -> Tensor:
+    """Sobel gradient magnitude of the luma, kernels scaled by 1/4 (each axis in [-1, 1]); ``(N,1,H,W)``.
+
+    ``eps > 0`` makes it differentiable where the gradient vanishes (``sqrt(g² + eps)``), for training losses.
+    """
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device) / 4
     k = torch.stack([kx, kx.T]).unsqueeze(1)
     g = F.conv2d(F.pad(luma(x), (1, 1, 1, 1), mode="replicate"), k)
-    return g.pow(2).sum(1, keepdim=True).sqrt()
+    return (g.pow(2).sum(1, keepdim=True) + eps).sqrt()
 
 
 def edge_psnr(x: Tensor, y: Tensor) -> Tensor:
