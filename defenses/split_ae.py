@@ -83,7 +83,7 @@ class QuantizedEncoder(nn.Module):
     """The device side: ``x (N,C,H,W)`` -> dequantised bottleneck ``(N, b, h, w)`` exactly as the receiver decodes
     it. Quantisation uses a straight-through rounding so white-box attackers can differentiate through it."""
 
-    def __init__(self, head: nn.Module, ae: SplitAutoencoder, quantizer: UniformQuantizer) -> None:
+    def __init__(self, head: nn.Module, ae: nn.Module, quantizer: UniformQuantizer) -> None:
         super().__init__()
         self.head, self.ae, self.quantizer = head, ae, quantizer
 
@@ -213,7 +213,7 @@ class SplitAE(Defense):
         return self._release(head.cpu(), tail.cpu(), ae.cpu(), codec, codec.encode_batch(z_all), extra,
                              (p.bottleneck,) + fshape[1:])
 
-    def _release(self, head: nn.Module, tail: nn.Module, ae: SplitAutoencoder, codec: FeatureCodec,
+    def _release(self, head: nn.Module, tail: nn.Module, ae: nn.Module, codec: FeatureCodec,
                  payloads: list[bytes], extra: dict[str, float], shape: tuple[int, ...]) -> Release:
         """Assemble the release and remember what :meth:`release_state` must cache."""
         encoder = QuantizedEncoder(head, ae, codec.quantizer).eval()
@@ -225,8 +225,7 @@ class SplitAE(Defense):
         bitstream = Bitstream(tuple(payloads), shape, decode)
         extra = dict(extra)
         extra["bytes_per_image"] = bitstream.bytes_per_item
-        if extra.get("raw_feature_bytes_per_image"):
-            extra["bytes_vs_raw_features"] = bitstream.bytes_per_item / extra["raw_feature_bytes_per_image"]
+        extra["bytes_vs_raw_features"] = bitstream.bytes_per_item / extra["raw_feature_bytes_per_image"]
         self._state = {"head": head.state_dict(), "tail": tail.state_dict(), "ae": ae.state_dict(),
                        "q_lo": codec.quantizer.lo, "q_hi": codec.quantizer.hi,
                        "pmf": torch.from_numpy(codec.coder.pmf), "extra": extra,
@@ -234,6 +233,12 @@ class SplitAE(Defense):
                        "payload_lengths": torch.tensor([len(b) for b in payloads], dtype=torch.int64)}
         return Release(encoder=encoder, bitstream=bitstream, model=model,
                        meta=ReleaseMeta(bits_per_image=8 * bitstream.bytes_per_item, extra=extra))
+
+    def _ae(self, fshape: tuple[int, ...]) -> nn.Module:
+        return SplitAutoencoder(fshape[0], self.params.width, self.params.bottleneck)
+
+    def _code_shape(self, fshape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.params.bottleneck,) + tuple(fshape[1:])
 
     # --- caching --------------------------------------------------------------------------------------------
     def release_state(self, release: Release) -> dict[str, Any]:
@@ -245,7 +250,7 @@ class SplitAE(Defense):
         model, head, tail, fshape = self._parts(splits, ctx.task)
         head.load_state_dict(state["head"])
         tail.load_state_dict(state["tail"])
-        ae = SplitAutoencoder(fshape[0], self.params.width, self.params.bottleneck)
+        ae = self._ae(fshape)
         ae.load_state_dict(state["ae"])
         for m in (head, tail, ae):
             m.eval().requires_grad_(False)
@@ -256,10 +261,57 @@ class SplitAE(Defense):
         for n in lengths:
             offsets.append(offsets[-1] + n)
         payloads = [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-        release = self._release(head, tail, ae, codec, payloads, dict(state["extra"]),
-                                (self.params.bottleneck,) + fshape[1:])
+        release = self._release(head, tail, ae, codec, payloads, dict(state["extra"]), self._code_shape(fshape))
         release.meta = ReleaseMeta(**{**state["meta"], "extra": release.meta.extra})
         return release
+
+
+class _IdentityAE(nn.Module):
+    """No autoencoder: the raw split features are what is quantised, coded and sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder, self.decoder = nn.Identity(), nn.Identity()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h
+
+
+@DEFENSES.register("split-none")
+class SplitNone(SplitAE):
+    """Undefended split computing: the task model's raw split features, quantised and entropy-coded (the reference
+    split-ae is compared against)."""
+
+    strength = None
+
+    @dataclass(frozen=True)
+    class Params:
+        split: str = ""
+        bits: int = 8
+
+        def __post_init__(self) -> None:
+            _check_bits(self.bits)
+
+    def build(self, splits: Splits, ctx: RunContext) -> Release:
+        t, dev = ctx.task, ctx.device
+        torch.manual_seed(ctx.seed)
+        model, head, tail, fshape = self._parts(splits, t)
+        train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                         generator=ctx.generator(salt=3), device=dev)
+        for m in (head, tail):
+            m.eval().requires_grad_(False)
+        with torch.no_grad():
+            raw = _batched(head, splits.private.images, dev)
+        codec = FeatureCodec.fit(raw, self.params.bits)
+        payloads = codec.encode_batch(raw)
+        extra = {"raw_feature_bytes_per_image": sum(len(b) for b in payloads) / len(payloads)}
+        return self._release(head.cpu(), tail.cpu(), _IdentityAE(), codec, payloads, extra, self._code_shape(fshape))
+
+    def _ae(self, fshape: tuple[int, ...]) -> nn.Module:
+        return _IdentityAE()
+
+    def _code_shape(self, fshape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(fshape)
 
 
 def _batched(fn, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from attacks.inversion import InversionDecoder
+from attacks.optim_inversion import OptimInversion
 from benchmark.config import SplitConfig
 from benchmark.contracts import AttackView, RunContext, Surface, TaskConfig
 from benchmark.data import load_splits
 from benchmark.errors import InputError
 from benchmark.metrics import psnr
-from defenses.split_ae import SplitAE
+from defenses.split_ae import SplitAE, SplitNone
 
 TASK = TaskConfig(model="convnet", width=16, epochs=4)
 
@@ -80,3 +81,17 @@ def test_bad_split_model_and_bits(splits) -> None:
         SplitAE(SplitAE.Params(split="block3")).build(splits, ctx)
     with pytest.raises(InputError, match=r"bits must be an integer in \[1, 16\], got 0"):
         SplitAE.Params(bits=0)
+
+
+def test_white_box_inversion_works_when_nothing_defends_and_less_against_split_ae(splits, releases) -> None:
+    ctx = RunContext(seed=0, device=torch.device("cpu"), task=TASK)
+    undefended = SplitNone().build(splits, ctx)
+    originals = splits.private.images[splits.targets]
+    scores = {}
+    for name, rel in (("none", undefended), ("split-ae", releases[1.0][1])):
+        view = AttackView(release=rel.restricted(OptimInversion.requires), aux=splits.aux, targets=splits.targets,
+                          image_shape=(1, 28, 28), num_classes=10)
+        scores[name] = float(psnr(OptimInversion().run(view, ctx).reconstructions, originals).mean())
+    assert scores["none"] >= 30.0, scores
+    assert scores["split-ae"] < scores["none"] - 10, scores
+    assert undefended.meta.extra["bytes_vs_raw_features"] == 1.0
