@@ -1,10 +1,12 @@
-"""Print the paper-claim checks (C3 VisualMixer, C4 masknet) computed from a records directory.
+"""Print the paper-claim checks computed from a records directory: C3 (VisualMixer) and C4 (masknet) from the quick
+suite, C1 (split-DNN privacy autoencoder) from the split suite.
 
-Usage: python benchmarks/claims.py leaderboards/quick
+Usage: python benchmarks/claims.py leaderboards/quick [leaderboards/split]
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,7 +25,9 @@ def _frame(out_dir: Path) -> pd.DataFrame:
                      "label": r["defense"]["label"], "attack": r["attack"]["id"], "utility": m["utility"]["top1"],
                      "udrop": m["utility"]["drop"], "top1": m["privacy"].get("top1"),
                      "chance": m["privacy"].get("chance_top1"), "psnr": m["privacy"].get("psnr"),
-                     "masked_psnr": m["privacy"].get("masked-psnr"), "leakage": m["leakage"]})
+                     "masked_psnr": m["privacy"].get("masked-psnr"), "leakage": m["leakage"],
+                     "edge_psnr": m["privacy"].get("edge-psnr"), "release": m.get("release", {}),
+                     "bits": m.get("bitrate", {}).get("bits_per_image")})
     return pd.DataFrame(rows)
 
 
@@ -65,10 +69,33 @@ def c4(df: pd.DataFrame) -> None:
                   f"{100 * (net.iloc[0] - plain.iloc[0]):+.1f} |")
 
 
+def c1(df: pd.DataFrame) -> None:
+    print("\n## C1 split-DNN privacy autoencoder: inversion at (near) equal accuracy, edge-PSNR, bits vs raw features")
+    sp = df[df.defense.isin(["split-ae", "split-none"])]
+    print("| config | utility | bytes/image | bytes vs raw features | decoder PSNR | decoder edge-PSNR | "
+          "white-box PSNR | white-box edge-PSNR | adversary loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, g in sorted(sp.groupby("label"), key=lambda kv: json.dumps(kv[1].params.iloc[0], sort_keys=True)):
+        by = {a: x.iloc[0] for a, x in g.groupby("attack")}
+        p, r = g.params.iloc[0], g.release.iloc[0]
+        name = g.defense.iloc[0] + (f" w_rec={p['w_rec']} b={p['bottleneck']} bits={p['bits']}"
+                                    if g.defense.iloc[0] == "split-ae" else f" bits={p['bits']}")
+        dec, opt = by.get("inversion-decoder"), by.get("inversion-optim")
+        cell = (lambda row, key: f"{row[key]:.2f}" if row is not None and row[key] is not None else "—")
+        print(f"| {name} | {g.utility.iloc[0]:.3f} | {r.get('bytes_per_image', float('nan')):.0f} | "
+              f"{r.get('bytes_vs_raw_features', float('nan')):.3f} | {cell(dec, 'psnr')} | {cell(dec, 'edge_psnr')} | "
+              f"{cell(opt, 'psnr')} | {cell(opt, 'edge_psnr')} | {r.get('adversary_loss_final', float('nan')):.4f} |")
+
+
 def main() -> int:
-    df = _frame(Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboards/quick"))
-    c3(df)
-    c4(df)
+    dirs = [Path(a) for a in sys.argv[1:]] or [Path("leaderboards/quick")]
+    df = pd.concat([_frame(d) for d in dirs], ignore_index=True)
+    if (df.defense == "visualmixer").any():
+        c3(df)
+    if (df.defense == "masking").any():
+        c4(df)
+    if df.defense.isin(["split-ae"]).any():
+        c1(df)
     return 0
 
 
