@@ -51,11 +51,12 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "primary": prim[2] if prim else None,
             "chance_top1": m.get("privacy", {}).get("chance_top1"),
             "masked_psnr": m.get("privacy", {}).get("masked-psnr"),
+            "bits_per_image": m.get("bitrate", {}).get("bits_per_image"),
             "samples": rec.get("artifacts", {}).get("samples"),
         })
     cols = ["file", "suite", "dataset", "defense", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "primary_key", "primary_label",
-            "primary", "chance_top1", "masked_psnr", "samples"]
+            "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
     df = pd.DataFrame(rows, columns=cols)
     df["attack_name"] = _names(df, "attack", "attack_params")
     df["config"] = _names(df, "defense", "defense_params", always=tuple(df.strength_name.unique()), sep=" ")

@@ -103,6 +103,41 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
     return True
 
 
+def _rate_plot(df: pd.DataFrame, suite: str, dataset: str, path: Path) -> bool:
+    """Rate–utility and rate–privacy: bits per image of coded releases against utility and each reconstruction
+    attack's PSNR, one marker per defense config (lines join the configs of one defense id, by rate)."""
+    rows = df[(df.dataset == dataset) & (df.status == "ok") & df.bits_per_image.notna()]
+    if rows.empty:
+        return False
+    fig, (ax_u, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2))
+    per_config = rows.groupby(["defense", "config"], sort=True).agg(bits=("bits_per_image", "mean"),
+                                                                      utility=("utility", "mean")).reset_index()
+    for i, (defense, g) in enumerate(per_config.groupby("defense", sort=True)):
+        g = g.sort_values("bits")
+        ax_u.plot(g.bits, g.utility, "o-", color=plt.cm.tab10(i % 10), label=defense)
+        for r in g.itertuples():
+            ax_u.annotate(r.config.removeprefix(defense).strip(), (r.bits, r.utility), fontsize=6,
+                          textcoords="offset points", xytext=(3, 3))
+    recon = rows[rows.primary_key == "psnr"]
+    markers = "osd^v"
+    for j, (attack, g) in enumerate(recon.groupby("attack_name", sort=True)):
+        for i, (defense, h) in enumerate(g.groupby("defense", sort=True)):
+            h = h.groupby("config").agg(bits=("bits_per_image", "mean"), psnr=("primary", "mean")).sort_values("bits")
+            ax_p.plot(h.bits, h.psnr, markers[j % len(markers)] + "-", color=plt.cm.tab10(i % 10),
+                      label=f"{defense} · {attack}")
+    for ax, ylabel in ((ax_u, "utility: task top-1 accuracy"), (ax_p, "attack PSNR dB (lower = more private)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("coded bits per image (real bytes × 8)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{suite} · {dataset}: rate–utility and rate–privacy", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_PNG_META)
+    plt.close(fig)
+    return True
+
+
 def write_plots(out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     df = load_frame(out_dir)
@@ -115,6 +150,9 @@ def write_plots(out_dir: Path) -> list[Path]:
             if not table.empty:
                 p = plots / f"{suite}_{dataset}_privacy_utility.png"
                 _pareto_plot(table, suite, dataset, p)
+                written.append(p)
+            p = plots / f"{suite}_{dataset}_rate.png"
+            if _rate_plot(sdf, suite, dataset, p):
                 written.append(p)
             with_samples = sdf[(sdf.dataset == dataset) & sdf.samples.notna()]
             for attack in sorted(with_samples.attack_name.unique()):
