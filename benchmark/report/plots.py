@@ -105,26 +105,25 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
 
 def _rate_plot(df: pd.DataFrame, suite: str, dataset: str, path: Path) -> bool:
     """Rate–utility and rate–privacy: bits per image of coded releases against utility and each reconstruction
-    attack's PSNR, one marker per defense config (lines join the configs of one defense id, by rate)."""
+    attack's PSNR, one marker per defense config; lines join the configs of one defense at one strength, by rate."""
     rows = df[(df.dataset == dataset) & (df.status == "ok") & df.bits_per_image.notna()]
     if rows.empty:
         return False
     fig, (ax_u, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2))
-    per_config = rows.groupby(["defense", "config"], sort=True).agg(bits=("bits_per_image", "mean"),
-                                                                      utility=("utility", "mean")).reset_index()
-    for i, (defense, g) in enumerate(per_config.groupby("defense", sort=True)):
+    rows = rows.assign(series=[d if not sn else f"{d} {sn}={v:g}"
+                               for d, sn, v in zip(rows.defense, rows.strength_name, rows.strength)])
+    per_config = rows.groupby(["series", "config"], sort=True).agg(bits=("bits_per_image", "mean"),
+                                                                     utility=("utility", "mean")).reset_index()
+    for i, (series, g) in enumerate(per_config.groupby("series", sort=True)):
         g = g.sort_values("bits")
-        ax_u.plot(g.bits, g.utility, "o-", color=plt.cm.tab10(i % 10), label=defense)
-        for r in g.itertuples():
-            ax_u.annotate(r.config.removeprefix(defense).strip(), (r.bits, r.utility), fontsize=6,
-                          textcoords="offset points", xytext=(3, 3))
+        ax_u.plot(g.bits, g.utility, "o-", color=plt.cm.tab10(i % 10), label=series)
     recon = rows[rows.primary_key == "psnr"]
     markers = "osd^v"
     for j, (attack, g) in enumerate(recon.groupby("attack_name", sort=True)):
-        for i, (defense, h) in enumerate(g.groupby("defense", sort=True)):
+        for i, (series, h) in enumerate(g.groupby("series", sort=True)):
             h = h.groupby("config").agg(bits=("bits_per_image", "mean"), psnr=("primary", "mean")).sort_values("bits")
             ax_p.plot(h.bits, h.psnr, markers[j % len(markers)] + "-", color=plt.cm.tab10(i % 10),
-                      label=f"{defense} · {attack}")
+                      label=f"{series} · {attack}")
     for ax, ylabel in ((ax_u, "utility: task top-1 accuracy"), (ax_p, "attack PSNR dB (lower = more private)")):
         ax.set_xscale("log")
         ax.set_xlabel("coded bits per image (real bytes × 8)")
