@@ -7,7 +7,6 @@ file or field and exits with status 2, writing no partial record.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence

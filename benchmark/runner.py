@@ -15,7 +15,7 @@ import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -24,12 +24,11 @@ from tqdm import tqdm
 from . import __version__
 from .cache import ArtifactCache, code_hash
 from .config import PluginSpec, SuiteConfig, stable_hash
-from .contracts import (Attack, AttackOutput, AttackView, Defense, ImageSet, Release, RunContext, Splits, Surface,
-                        TaskConfig)
+from .contracts import Attack, AttackOutput, AttackView, Defense, ImageSet, Release, RunContext, Splits, TaskConfig
 from .data import load_splits
 from .data.core import DATASETS
 from .errors import InputError
-from .metrics import CostMeter, linkage_scores, membership_scores, reconstruction_metrics
+from .metrics import CostMeter, linkage_scores, reconstruction_metrics
 from .models import accuracy, build_model, train_classifier
 from .provenance import git_commit, provenance
 from .records import SCHEMA_VERSION, read_record, write_record
@@ -147,10 +146,8 @@ def run_suite(suite: SuiteConfig, opts: RunOptions) -> RunSummary:
     statuses: list[str] = []
     try:
         if opts.jobs <= 1 or len(pending) <= 1:
-            for job in pending:
-                st = run_job(suite, job, opts, commit)
-                statuses += st
-                bar.update(len(st))
+            for job in pending:  # in-process: the bar advances per cell
+                statuses += run_job(suite, job, opts, commit, on_cell=lambda _status: bar.update(1))
         else:
             threads = max(1, (os.cpu_count() or 1) // opts.jobs)
             ctx = mp.get_context("spawn")
@@ -246,8 +243,9 @@ def _prepare(suite: SuiteConfig, defense_spec: PluginSpec, splits: Splits, seed:
                                                        "utility_seconds": float(state["utility_seconds"])}
 
 
-def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str) -> list[str]:
-    """Run one job's cells and write their records; returns their statuses."""
+def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str,
+            on_cell: Optional[Callable[[str], None]] = None) -> list[str]:
+    """Run one job's cells and write their records; returns their statuses (``on_cell`` is told each one)."""
     from attacks import ATTACKS
     from defenses import DEFENSES
 
@@ -284,6 +282,8 @@ def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str) -> list
                     defense_error = f"defense failed: {msg}"
         write_record(opts.out / "records" / cell.file_name, base)
         statuses.append(base["status"])
+        if on_cell is not None:
+            on_cell(base["status"])
     return statuses
 
 

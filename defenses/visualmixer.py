@@ -11,7 +11,6 @@ moment (see :class:`STAdam`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
