@@ -20,9 +20,10 @@ import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
 from benchmark.errors import InputError
+from benchmark.models import map_batched
 
 from . import ATTACKS
-from .nets import InpaintNet, TrainBudget, apply_batched, fit_decoder
+from .nets import InpaintNet, TrainBudget, fit_decoder
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -99,7 +100,7 @@ class LearnedInpainting(Attack):
         net = InpaintNet(c, (h, w), p.width)
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                     salt=303)
-        recon = apply_batched(net, torch.cat([classical_fill(images, masks), masks.float()], 1), ctx.device)
+        recon = map_batched(net, torch.cat([classical_fill(images, masks), masks.float()], 1), ctx.device)
         return AttackOutput(reconstructions=recon.clamp(0, 1))
 
 

@@ -16,9 +16,10 @@ from typing import Optional
 import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.models import map_batched
 
 from . import ATTACKS
-from .nets import TrainBudget, UNetDecoder, apply_batched, fit_decoder
+from .nets import TrainBudget, UNetDecoder, fit_decoder
 
 
 @ATTACKS.register("inversion-decoder")
@@ -51,8 +52,7 @@ class InversionDecoder(Attack):
             released_targets = rel.bitstream.decode([rel.bitstream.payloads[i] for i in view.targets.tolist()])
 
             def make_inputs(aux: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-                with torch.no_grad():
-                    return apply_batched(encoder, aux, ctx.device)
+                return map_batched(encoder, aux, ctx.device)
         else:
             assert rel.data is not None and rel.transform is not None
             released_targets, make_inputs = rel.data.images[view.targets], rel.transform
@@ -61,4 +61,4 @@ class InversionDecoder(Attack):
         net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width)
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                     salt=101)
-        return AttackOutput(reconstructions=apply_batched(net, released_targets, ctx.device).clamp(0, 1))
+        return AttackOutput(reconstructions=map_batched(net, released_targets, ctx.device).clamp(0, 1))

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
 from benchmark.errors import InputError
 from benchmark.metrics.identity import rank_by_distance
+from benchmark.models import map_batched
 
 from . import ATTACKS
 from .nets import Embedder
@@ -86,7 +87,6 @@ class Linkage(Attack):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        with torch.no_grad():
-            zq = torch.cat([f_rel(queries[i:i + 512].to(ctx.device)).cpu() for i in range(0, len(queries), 512)])
-            zg = torch.cat([f_org(gallery[i:i + 512].to(ctx.device)).cpu() for i in range(0, len(gallery), 512)])
+        zq = map_batched(f_rel, queries, ctx.device, 512)
+        zg = map_batched(f_org, gallery, ctx.device, 512)
         return (zq @ zg.T).topk(min(p.top_k, len(gallery)), dim=1).indices

@@ -117,8 +117,3 @@ def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torc
             opt.step()
         sched.step()
     return net.eval()
-
-
-@torch.no_grad()
-def apply_batched(net: nn.Module, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
-    return torch.cat([net(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])

@@ -24,6 +24,9 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 
 def _check_numbers(obj: Any, where: str) -> None:
+    """Metrics hold finite numbers, null, or mappings/lists of them; strings and NaN/inf are rejected."""
+    if isinstance(obj, str):
+        raise InputError(f"{where}: metrics must be numbers or null, got string {obj!r}")
     if isinstance(obj, float) and not math.isfinite(obj):
         raise InputError(f"{where}: non-finite number {obj!r} (store null for unavailable values)")
     if isinstance(obj, Mapping):
@@ -32,8 +35,6 @@ def _check_numbers(obj: Any, where: str) -> None:
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             _check_numbers(v, f"{where}[{i}]")
-    elif isinstance(obj, str) and where.split(".")[1:2] == ["metrics"]:
-        raise InputError(f"{where}: metrics must be numbers or null, got string {obj!r}")
 
 
 def validate(record: Mapping[str, Any], where: str = "record") -> None:

@@ -24,7 +24,7 @@ from benchmark.coding import FeatureCodec, FactorizedCoder, UniformQuantizer, _c
 from benchmark.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
 from benchmark.errors import InputError
 from benchmark.metrics.image import sobel_magnitude
-from benchmark.models import SplitModel, train_classifier
+from benchmark.models import SplitModel, map_batched, train_classifier
 
 from . import DEFENSES
 
@@ -201,9 +201,8 @@ class SplitAE(Defense):
                 loss.backward()
                 opt_ae.step()
         ae.eval().requires_grad_(False)
-        with torch.no_grad():
-            z_all = _batched(lambda x: ae.encoder(head(x)), x_all, dev)
-            raw = _batched(head, x_all, dev)
+        z_all = map_batched(lambda x: ae.encoder(head(x)), x_all, dev)
+        raw = map_batched(head, x_all, dev)
         codec = FeatureCodec.fit(z_all, p.bits)
         raw_codec = FeatureCodec.fit(raw, p.bits)
         raw_bytes = sum(len(b) for b in raw_codec.encode_batch(raw)) / n
@@ -300,8 +299,7 @@ class SplitNone(SplitAE):
                          generator=ctx.generator(salt=3), device=dev)
         for m in (head, tail):
             m.eval().requires_grad_(False)
-        with torch.no_grad():
-            raw = _batched(head, splits.private.images, dev)
+        raw = map_batched(head, splits.private.images, dev)
         codec = FeatureCodec.fit(raw, self.params.bits)
         payloads = codec.encode_batch(raw)
         extra = {"raw_feature_bytes_per_image": sum(len(b) for b in payloads) / len(payloads)}
@@ -312,7 +310,3 @@ class SplitNone(SplitAE):
 
     def _code_shape(self, fshape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(fshape)
-
-
-def _batched(fn, x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
-    return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])

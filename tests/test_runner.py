@@ -201,3 +201,16 @@ def test_list_shows_surfaces_and_requirements(capsys) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "inversion-decoder" in out and "requires=data,transform" in out and "surfaces=data,transform" in out
+
+
+def test_record_validation_rejects_strings_and_nan_in_metrics(tmp_path) -> None:
+    from benchmark.errors import InputError
+    from benchmark.records import validate
+
+    (path, good), *_ = list(iter_records(Path(__file__).parent.parent / "leaderboards" / "quick" / "records"))
+    validate(good, str(path))
+    for bad_value, match in (("0.93", "got string"), (float("nan"), "non-finite")):
+        bad = json.loads(json.dumps(good))
+        bad["metrics"]["utility"]["top1"] = bad_value
+        with pytest.raises(InputError, match=match):
+            validate(bad, "tmp/x.y.json")

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .nets import MODELS, SplitModel, build_model
-from .train import accuracy, predict, train_classifier
+from .train import accuracy, map_batched, predict, train_classifier
 
-__all__ = ["MODELS", "SplitModel", "build_model", "train_classifier", "accuracy", "predict"]
+__all__ = ["MODELS", "SplitModel", "build_model", "train_classifier", "accuracy", "predict", "map_batched"]

@@ -43,11 +43,14 @@ def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_siz
 
 
 @torch.no_grad()
+def map_batched(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
+    """``fn`` over ``x`` in batches on ``device`` without gradients; the result is concatenated on the CPU."""
+    return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
 def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
     """Logits ``(N, K)`` on the CPU."""
-    model.eval()
-    out = [model(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
+    return map_batched(model.eval(), images, device, batch_size)
 
 
 def accuracy(model: nn.Module, data: ImageSet, device: torch.device) -> float:
