@@ -29,6 +29,7 @@ class Surface(str, enum.Enum):
     MODEL = "model"
     GRADIENTS = "gradients"
     MASK = "mask"  # where content was removed from each released sample, plus the public mask generator
+    SYNTHETIC = "synthetic"  # a released data set NOT aligned to private samples (e.g. synthesised images)
 
 
 class Access(str, enum.Enum):
@@ -114,6 +115,41 @@ class Bitstream:
         return sum(len(p) for p in self.payloads) / max(1, len(self.payloads))
 
 
+#: ``mechanism(model, images (B,C,H,W), labels (B,), generator) -> per-parameter gradients`` (the shared update).
+GradientMechanism = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, ...]]
+
+
+@dataclass(frozen=True)
+class GradientOracle:
+    """The ``gradients`` surface (shared-update / federated setting).
+
+    The server (attacker) knows the global ``model`` (white-box, the weights the update is computed at) and receives,
+    for a training batch, the update ``mechanism`` produces: the mean cross-entropy gradient for plain training, a
+    clipped and noised one for DP-SGD. Batches are drawn from what the defender trains on: the private split when
+    ``on_private`` (training index ``i`` = private sample ``i``), otherwise its own released training set (e.g.
+    synthetic images), of size ``train_size``. Labels never leave the defender.
+    """
+
+    model: nn.Module
+    mechanism: GradientMechanism
+    train_images: Tensor  # (train_size, C, H, W), kept by the defender; attacks must not read it
+    train_labels: Tensor  # (train_size,)
+    on_private: bool
+    seed: int = 0
+
+    @property
+    def train_size(self) -> int:
+        return int(self.train_images.shape[0])
+
+    def __call__(self, idx: Tensor) -> tuple[Tensor, ...]:
+        """Per-parameter gradients (same order as ``model.parameters()``) of the training batch ``idx`` (B,)."""
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
+            raise InputError(f"gradient batch indices must lie in [0, {self.train_size}), got {idx.tolist()[:8]}")
+        g = torch.Generator().manual_seed(self.seed * 7_919 + int(idx.sum()))
+        return tuple(t.detach() for t in self.mechanism(self.model, self.train_images[idx], self.train_labels[idx], g))
+
+
 @dataclass(frozen=True)
 class ReleaseMeta:
     epsilon: Optional[float] = None
@@ -134,7 +170,8 @@ class Release:
         encoder: image ``(N,C,H,W)`` -> representation at the split point (a differentiable module).
         bitstream: coded representations of the private samples and their public decoder.
         model: the trained task model.
-        gradients: callable returning gradients of a training batch (shared-update setting).
+        gradients: the shared-update oracle (:class:`GradientOracle`).
+        synthetic: a released training set not aligned to private samples (e.g. synthesised images).
         mask: ``(N_private, 1, H, W)`` bool, true where the defense removed content (aligned to ``data``).
         mask_generator: the public mask algorithm, ``images (N,C,H,W), generator -> (N,1,H,W)`` bool; it returns
             the masks that ``transform`` applies when called with a generator in the same state.
@@ -146,10 +183,11 @@ class Release:
     encoder: Optional[nn.Module] = None
     bitstream: Optional[Bitstream] = None
     model: Optional[nn.Module] = None
-    gradients: Optional[Callable[..., Any]] = None
+    gradients: Optional[GradientOracle] = None
     mask: Optional[Tensor] = None
     mask_generator: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None
     inference_transform: Optional[TransformFn] = None
+    synthetic: Optional[ImageSet] = None
     meta: ReleaseMeta = field(default_factory=ReleaseMeta)
 
     @property
@@ -171,6 +209,12 @@ class RunContext:
     device: torch.device
     task: "TaskConfig"
     progress: bool = False
+    #: ``memo(key, make) -> dict``: the runner's artifact cache, for attack artifacts that do not depend on the
+    #: defense (e.g. shadow models); ``None`` = compute every time.
+    memo: Optional[Callable[[str, Callable[[], dict]], dict]] = None
+
+    def remember(self, key: str, make: Callable[[], dict]) -> dict:
+        return make() if self.memo is None else self.memo(key, make)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         g = torch.Generator()
@@ -272,6 +316,7 @@ class AttackView:
         aux: public same-distribution data, disjoint from private.
         targets: indices into ``release.data`` of the samples under attack (their originals are hidden).
         gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner).
+        candidates: membership candidates (members and non-members shuffled; ground truth kept by the runner).
         image_shape: ``(C, H, W)`` of the original images; ``num_classes`` of the task.
     """
 
@@ -281,6 +326,7 @@ class AttackView:
     image_shape: tuple[int, int, int]
     num_classes: int
     gallery: Optional[Tensor] = None
+    candidates: Optional[ImageSet] = None
 
 
 @dataclass
@@ -290,13 +336,22 @@ class AttackOutput:
     Attributes:
         reconstructions: ``(N_targets, C, H, W)`` in [0, 1], aligned with ``view.targets``.
         rankings: per method, ``(N_targets, G)`` gallery indices, best first.
-        membership_scores: ``(M,)`` scores, higher = more likely member (ground truth kept by the runner).
+        membership_scores: per method, ``(M,)`` scores aligned with ``view.candidates``, higher = more likely member.
+        groups: ``(N,)`` batch ids: within a group the order of reconstructions is free (a batch's gradient does not
+            say which image is which); the runner matches them to originals by minimum MSE (Hungarian).
+        sources: ``(N,)`` indices into the gradient oracle's training set that the reconstructions target, when they
+            are not aligned with ``view.targets``.
+        class_labels: ``(N,)``: reconstructions are class prototypes, scored against the nearest private original
+            of that class (GAN attack, or training data that is not private, e.g. synthetic).
         extra: attack-specific numbers (stored as metrics under ``attack.``).
     """
 
     reconstructions: Optional[Tensor] = None
     rankings: Optional[dict[str, Tensor]] = None
-    membership_scores: Optional[Tensor] = None
+    membership_scores: Optional[dict[str, Tensor]] = None
+    groups: Optional[Tensor] = None
+    sources: Optional[Tensor] = None
+    class_labels: Optional[Tensor] = None
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -308,6 +363,7 @@ class Attack(Plugin):
     access: ClassVar[Access]
     adaptive: ClassVar[bool] = False
     needs_gallery: ClassVar[bool] = False
+    needs_candidates: ClassVar[bool] = False
 
     @classmethod
     def requirements(cls) -> str:

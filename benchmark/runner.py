@@ -24,11 +24,12 @@ from tqdm import tqdm
 from . import __version__
 from .cache import ArtifactCache, code_hash
 from .config import PluginSpec, SuiteConfig, stable_hash
-from .contracts import Attack, AttackOutput, AttackView, Defense, ImageSet, Release, RunContext, Splits, TaskConfig
+from .contracts import (Attack, AttackOutput, AttackView, Defense, GradientOracle, ImageSet, Release, RunContext, Splits,
+                        TaskConfig)
 from .data import load_splits
 from .data.core import DATASETS
 from .errors import InputError
-from .metrics import CostMeter, linkage_scores, reconstruction_metrics
+from .metrics import CostMeter, linkage_scores, membership_scores, reconstruction_metrics
 from .models import accuracy, build_model, train_classifier
 from .provenance import git_commit, provenance
 from .records import SCHEMA_VERSION, read_record, write_record
@@ -272,7 +273,7 @@ def run_job(suite: SuiteConfig, job: Job, opts: RunOptions, commit: str,
                     prepared = _prepare(suite, job.defense, splits, job.seed, cache, device)
                     none = PluginSpec("none", DEFENSES.get("none").Params())
                     reference = _prepare(suite, none, splits, job.seed, cache, device)[2]
-                base.update(_run_cell(cell, attack, splits, prepared, reference, device, opts, suite))
+                base.update(_run_cell(cell, attack, splits, prepared, reference, device, opts, suite, cache))
             except InputError:
                 raise
             except Exception as e:  # a crashed cell becomes a 'failed' record with its reason, never a silent skip
@@ -322,8 +323,8 @@ def _record_base(suite: SuiteConfig, cell: Cell, splits: Splits, attack: Attack,
 
 
 def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defense, Release, float, dict[str, float]],
-              reference: Optional[float], device: torch.device, opts: RunOptions, suite: SuiteConfig
-              ) -> dict[str, Any]:
+              reference: Optional[float], device: torch.device, opts: RunOptions, suite: SuiteConfig,
+              cache: Optional[ArtifactCache] = None) -> dict[str, Any]:
     defense, release, utility, prep_cost = prepared
     exposed = attack.requires | (attack.uses & release.surfaces)
     gallery, truth = None, None
@@ -333,13 +334,17 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(len(perm))
         truth = inverse[splits.targets]
+    candidates, is_member = membership_candidates(splits, cell.seed) if attack.needs_candidates else (None, None)
     view = AttackView(release=release.restricted(exposed), aux=splits.aux, targets=splits.targets.clone(),
-                      image_shape=tuple(splits.info.shape), num_classes=splits.info.num_classes, gallery=gallery)
-    ctx = RunContext(seed=cell.seed, device=device, task=suite.task, progress=False)
+                      image_shape=tuple(splits.info.shape), num_classes=splits.info.num_classes, gallery=gallery,
+                      candidates=candidates)
+    ctx = RunContext(seed=cell.seed, device=device, task=suite.task, progress=False,
+                     memo=None if cache is None else _attack_memo(cache, cell.attack.id))
     with CostMeter() as cost:
         out = attack.run(view, ctx)
     mask = release.mask[splits.targets] if release.mask is not None else None
-    privacy, notes, leakage = score(out, splits, truth, opts.use_lpips, mask=mask)
+    privacy, notes, leakage = score(out, splits, truth, opts.use_lpips, mask=mask, is_member=is_member,
+                                    oracle=release.gradients)
     metrics = {
         "privacy": privacy,
         "leakage": leakage,
@@ -351,10 +356,80 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
     }
     if release.meta.epsilon is not None:
         metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}
+        notes["dp.accountant"] = str(release.meta.accountant)
     result: dict[str, Any] = {"metrics": metrics, "notes": notes}
     if out.reconstructions is not None:
-        result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release, out.reconstructions)}
+        rec = out.reconstructions.detach().cpu().float()
+        originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits,
+                                                   release.gradients)
+        result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release,
+                                                        rec if reordered is None else reordered, originals)}
     return result
+
+
+def _attack_memo(cache: ArtifactCache, attack_id: str) -> Callable[[str, Callable[[], dict]], dict]:
+    def memo(key: str, make: Callable[[], dict]) -> dict:
+        return cache.get_or_create(f"attack-{attack_id}-{key}", make)[0]
+    return memo
+
+
+def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Tensor]:
+    """Members = the targets' private originals; non-members = as many test images (never trained on), shuffled.
+
+    Returns ``(candidates, is_member (M,) bool)``; the ground truth stays with the runner.
+    """
+    n = min(len(splits.targets), len(splits.test))
+    members = splits.private.subset(splits.targets[:n])
+    images = torch.cat([members.images, splits.test.images[:n]])
+    labels = torch.cat([members.labels, splits.test.labels[:n]])
+    truth = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
+    perm = torch.randperm(2 * n, generator=torch.Generator().manual_seed(77_017 + seed))
+    return ImageSet(images[perm], labels[perm]), truth[perm]
+
+
+def reference_originals(out: AttackOutput, splits: Splits, oracle: Optional[GradientOracle]
+                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """What reconstructions are scored against, and the reconstructions in matching order.
+
+    - default: the private originals of ``view.targets``;
+    - ``sources`` on a private training set: those private samples;
+    - ``sources`` on a non-private training set (synthetic): the nearest private original of the source's class;
+    - ``class_labels``: the nearest private original (pixel MSE) of that class.
+    Within ``groups`` reconstructions are re-ordered to their originals by minimum total MSE (Hungarian).
+    Returns ``(originals (N,C,H,W), reordered reconstructions or None)``.
+    """
+    rec = out.reconstructions
+    assert rec is not None
+    labels = out.class_labels
+    if out.sources is not None:
+        if oracle is None:
+            raise ValueError("attack returned sources but the release has no gradient oracle")
+        if oracle.on_private:
+            originals = splits.private.images[out.sources]
+        else:
+            labels = oracle.train_labels[out.sources]
+    elif labels is None:
+        originals = splits.private.images[splits.targets]
+    if out.groups is not None and labels is None:
+        from scipy.optimize import linear_sum_assignment
+
+        order = torch.arange(len(rec))
+        for g in torch.unique(out.groups):
+            idx = torch.nonzero(out.groups == g).flatten()
+            cost = ((rec[idx].unsqueeze(1) - originals[idx].unsqueeze(0)) ** 2).flatten(2).mean(2)
+            r, c = linear_sum_assignment(cost.detach().cpu().double().numpy())
+            order[idx[torch.as_tensor(c)]] = idx[torch.as_tensor(r)]
+        return originals, rec[order]
+    if labels is not None:
+        originals = torch.empty_like(rec)
+        for c in torch.unique(labels):
+            pool = splits.private.images[splits.private.labels == c]
+            at = torch.nonzero(labels == c).flatten()
+            if len(pool) == 0:
+                raise ValueError(f"no private original of class {int(c)}")
+            d = torch.cdist(rec[at].flatten(1).float().cpu(), pool.flatten(1))
+            originals[at] = pool[d.argmin(1)]
+    return originals, None
 
 
 def _release_vfe(release: Release, splits: Splits) -> dict[str, float]:
@@ -368,26 +443,46 @@ def _release_vfe(release: Release, splits: Splits) -> dict[str, float]:
             "vfe_version": float(VFE_VERSION)}
 
 
+#: A reconstruction whose SSIM to its original reaches this is counted as memorised / recovered.
+MEMORIZATION_SSIM = 0.9
+
+
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,
-          mask: Optional[torch.Tensor] = None) -> tuple[dict[str, Any], dict[str, str], float]:
+          mask: Optional[torch.Tensor] = None, is_member: Optional[torch.Tensor] = None,
+          oracle: Optional[GradientOracle] = None) -> tuple[dict[str, Any], dict[str, str], float]:
     """Central scoring of an attack's output. Returns ``(privacy metrics, notes, leakage in [0, 1])``.
 
     ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region; fidelity inside it is reported as
-    ``masked-psnr`` / ``masked-ssim``. Leakage is the attack's success on a common scale (1 = fully leaky): SSIM of reconstructions (clipped at 0);
-    linkage advantage over chance ``(top1 - c) / (1 - c)``; membership advantage ``2 * (AUC - 0.5)``.
+    ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared with :func:`reference_originals`; the share
+    with SSIM >= ``MEMORIZATION_SSIM`` is ``memorized_rate``; reconstructions of a non-private training set are
+    also compared with what was actually trained on (``training_*``). Leakage is the attack's success on a common
+    scale (1 = fully leaky): SSIM of reconstructions (clipped at 0); linkage advantage over chance
+    ``(top1 - c) / (1 - c)``; membership advantage ``2 * (AUC - 0.5)`` (best method, clipped at 0).
     """
     privacy: dict[str, Any] = {}
     notes: dict[str, str] = {}
     leaks: list[float] = []
-    originals = splits.private.images[splits.targets]
     if out.reconstructions is not None:
-        rec = out.reconstructions
+        rec = out.reconstructions.detach().cpu().float()
+        originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits, oracle)
+        rec = rec if reordered is None else reordered
         if tuple(rec.shape) != tuple(originals.shape):
             raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
-        values, missing = reconstruction_metrics(rec.detach().cpu().float(), originals, mask=mask,
-                                                 use_lpips=use_lpips)
+        if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
+            raise ValueError(f"attack returned {len(rec)} reconstructions for {len(splits.targets)} targets")
+        values, missing = reconstruction_metrics(rec, originals, mask=mask, use_lpips=use_lpips)
         privacy.update(values)
         notes.update({f"unavailable.{k}": v for k, v in missing.items()})
+        if min(rec.shape[-2:]) >= 3:
+            from .metrics.image import ssim
+
+            privacy["memorized_rate"] = float((ssim(rec, originals) >= MEMORIZATION_SSIM).float().mean())
+        if out.sources is not None and oracle is not None and not oracle.on_private:
+            trained = oracle.train_images[out.sources]
+            from .metrics.image import psnr, ssim
+
+            privacy["training_psnr"] = float(psnr(rec, trained).mean())
+            privacy["training_ssim"] = float(ssim(rec, trained).mean())
         leaks.append(max(0.0, float(values["ssim"])))
     if out.rankings is not None:
         if truth is None:
@@ -403,7 +498,19 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
         c = best["chance_top1"]
         leaks.append(max(0.0, (best["top1"] - c) / (1 - c)))
     if out.membership_scores is not None:
-        raise ValueError("membership scoring needs ground truth from a membership-capable runner path")
+        if is_member is None:
+            raise ValueError("attack returned membership scores but did not declare needs_candidates")
+        best_auc = None
+        for method, scores in sorted(out.membership_scores.items()):
+            if tuple(scores.shape) != tuple(is_member.shape) or not bool(torch.isfinite(scores).all()):
+                raise ValueError(f"membership scores {method!r}: expected {len(is_member)} finite values")
+            m = membership_scores(scores.detach().cpu(), is_member)
+            privacy.update({f"{method}_{k}": v for k, v in m.items()})
+            if best_auc is None or m["auc"] > best_auc["auc"]:
+                best_auc = m
+        assert best_auc is not None
+        privacy.update({f"membership_{k}": v for k, v in best_auc.items()})
+        leaks.append(max(0.0, 2 * (best_auc["auc"] - 0.5)))
     privacy.update({f"attack_{k}": float(v) for k, v in out.extra.items()})
     if not leaks:
         raise ValueError("attack returned nothing to score")

@@ -1,14 +1,17 @@
-"""Shared base for input-side defenses: one public per-image transform applied at training and inference."""
+"""Shared bases: input-side defenses (one public per-image transform at training and inference) and defenses that
+train and release a task model (``model`` + ``gradients`` surfaces)."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from benchmark.contracts import Defense, ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
+from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Release, ReleaseMeta, RunContext,
+                                 Splits, Surface, check_images)
 
 
 class InputDefense(Defense):
@@ -33,3 +36,69 @@ class InputDefense(Defense):
         released = self.transform(splits.private.images, ctx.generator(salt=1))
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform, meta=ReleaseMeta())
+
+
+def cross_entropy_gradients(model: nn.Module, images: Tensor, labels: Tensor,
+                            generator: torch.Generator) -> tuple[Tensor, ...]:
+    """The plain shared update: gradients of the mean cross-entropy of ``model`` on the batch (no privacy)."""
+    loss = F.cross_entropy(model(images), labels)
+    return torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+
+
+class ModelReleaser(Defense):
+    """A defense that trains a task model, releases it (``model``) and exposes the shared update (``gradients``).
+
+    The gradient oracle's model is the freshly initialised task model (seeded; eval mode, so BatchNorm uses its
+    running statistics): the first round of federated training, where gradient inversion is strongest
+    (**assumption**, as in DLG and Inverting Gradients). Subclasses set :meth:`gradient_mechanism` (e.g. DP-SGD's
+    clipped, noised update) and call :meth:`model_release`.
+    """
+
+    def gradient_mechanism(self) -> GradientMechanism:
+        return cross_entropy_gradients
+
+    def _fresh(self, splits: Splits, ctx: RunContext) -> nn.Module:
+        torch.manual_seed(ctx.seed * 1_009 + 17)
+        return self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task).eval()
+
+    def model_release(self, model: nn.Module, train: Optional[ImageSet], splits: Splits, ctx: RunContext,
+                      oracle_state: Optional[Mapping[str, Tensor]] = None, **fields: Any) -> Release:
+        """A release exposing ``model`` and a gradient oracle on ``train`` (``None`` = the private split)."""
+        fresh = self._fresh(splits, ctx)
+        if oracle_state is not None:
+            fresh.load_state_dict(oracle_state)
+        on_private = train is None
+        data = splits.private if train is None else train
+        oracle = GradientOracle(fresh.requires_grad_(True), self.gradient_mechanism(), data.images, data.labels,
+                                on_private, seed=ctx.seed)
+        return Release(model=model.cpu().eval(), gradients=oracle, **fields)
+
+    def release_state(self, release: Release) -> dict[str, Any]:
+        state = super().release_state(release)
+        assert release.model is not None and release.gradients is not None
+        state["model"] = release.model.state_dict()
+        state["oracle_model"] = release.gradients.model.state_dict()
+        if release.synthetic is not None:
+            state["synthetic_images"] = release.synthetic.images
+            state["synthetic_labels"] = release.synthetic.labels
+        return state
+
+    def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
+        base = super().restore(state, splits, ctx)
+        model = self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task)
+        model.load_state_dict(state["model"])
+        synthetic = (ImageSet(state["synthetic_images"], state["synthetic_labels"])
+                     if "synthetic_images" in state else None)
+        return self.model_release(model, synthetic, splits, ctx, state["oracle_model"], data=base.data,
+                                  transform=base.transform, inference_transform=base.inference_transform,
+                                  synthetic=synthetic, meta=base.meta)
+
+    def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext) -> nn.Module:
+        """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget."""
+        from benchmark.models import train_classifier
+
+        t = ctx.task
+        torch.manual_seed(ctx.seed)
+        model = self.task_model(train.images.shape[1], splits.info.num_classes, t)
+        return train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                                generator=ctx.generator(salt=3), device=ctx.device, optimizer=self.optimizer)

@@ -11,8 +11,10 @@ from torch import Tensor
 
 from benchmark.errors import InputError
 
+from benchmark.contracts import Release, RunContext, Splits, Surface
+
 from . import DEFENSES
-from .base import InputDefense
+from .base import InputDefense, ModelReleaser
 
 
 def _per_image(images: Tensor, fn) -> Tensor:
@@ -23,11 +25,21 @@ def _per_image(images: Tensor, fn) -> Tensor:
 
 
 @DEFENSES.register("none")
-class NoDefense(InputDefense):
-    """No defense: releases the private images unchanged (the reference for utility drop)."""
+class NoDefense(ModelReleaser, InputDefense):
+    """No defense: releases the private images unchanged, the task model trained on them and plain shared updates
+    (the reference for utility drop and for every attack surface)."""
+
+    surfaces = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MODEL, Surface.GRADIENTS})
 
     def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
         return images.clone()
+
+    def build(self, splits: Splits, ctx: RunContext) -> Release:
+        base = InputDefense.build(self, splits, ctx)
+        assert base.data is not None
+        model = self.train_task_model(base.data, splits, ctx)
+        return self.model_release(model, None, splits, ctx, data=base.data, transform=base.transform,
+                                  inference_transform=base.inference_transform, meta=base.meta)
 
 
 @DEFENSES.register("blur")

@@ -74,6 +74,28 @@ def lenet(in_channels: int, num_classes: int, width: int = 6, bn: bool = False) 
     ])
 
 
+@MODELS.register("lenet-dlg")
+def lenet_dlg(in_channels: int, num_classes: int, width: int = 12) -> SplitModel:
+    """The LeNet of DLG (Zhu et al., NeurIPS 2019): four 5×5 sigmoid convolutions (strides 2, 2, 1, 1), no pooling,
+    one linear layer; the standard model of gradient-inversion papers. An adaptive average pool to 7×7 before the
+    linear layer (**privbench addition**) lets it take any input of at least 28×28. Weights and biases are drawn
+    from U(-0.5, 0.5) as in the DLG reference code."""
+    w = width
+
+    def conv(cin: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, w, 5, stride, 2), nn.Sigmoid())
+
+    model = SplitModel([
+        ("conv1", conv(in_channels, 2)),
+        ("conv2", conv(w, 2)),
+        ("conv3", nn.Sequential(conv(w, 1), conv(w, 1))),
+        ("classifier", nn.Sequential(nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(w * 49, num_classes))),
+    ])
+    for p in model.parameters():
+        nn.init.uniform_(p, -0.5, 0.5)
+    return model
+
+
 @MODELS.register("convnet")
 def convnet(in_channels: int, num_classes: int, width: int = 32, bn: bool = True) -> SplitModel:
     """A small VGG-style ConvNet: three conv blocks (``width``, 2×, 4× channels), global pooling, linear."""
