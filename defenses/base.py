@@ -54,7 +54,8 @@ class ModelReleaser(Defense):
     clipped, noised update) and call :meth:`model_release`.
     """
 
-    def gradient_mechanism(self) -> GradientMechanism:
+    def gradient_mechanism(self, meta: ReleaseMeta) -> GradientMechanism:
+        """The shared update's mechanism (default: plain gradients); ``meta`` is the release's metadata."""
         return cross_entropy_gradients
 
     def _fresh(self, splits: Splits, ctx: RunContext) -> nn.Module:
@@ -69,8 +70,9 @@ class ModelReleaser(Defense):
             fresh.load_state_dict(oracle_state)
         on_private = train is None
         data = splits.private if train is None else train
-        oracle = GradientOracle(fresh.requires_grad_(True), self.gradient_mechanism(), data.images, data.labels,
-                                on_private, seed=ctx.seed)
+        mechanism = self.gradient_mechanism(fields.get("meta", ReleaseMeta()))
+        oracle = GradientOracle(fresh.requires_grad_(True), mechanism, data.images, data.labels, on_private,
+                                seed=ctx.seed)
         return Release(model=model.cpu().eval(), gradients=oracle, **fields)
 
     def release_state(self, release: Release) -> dict[str, Any]:
