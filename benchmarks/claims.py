@@ -71,7 +71,12 @@ def c4(df: pd.DataFrame) -> None:
 
 def c1(df: pd.DataFrame) -> None:
     print("\n## C1 split-DNN privacy autoencoder: inversion at (near) equal accuracy, edge-PSNR, bits vs raw features")
-    sp = df[df.defense.isin(["split-ae", "split-none"])]
+    for dataset, sp in df[df.defense.isin(["split-ae", "split-none"])].groupby("dataset"):
+        print(f"\n### {dataset}")
+        _c1_table(sp)
+
+
+def _c1_table(sp: pd.DataFrame) -> None:
     print("| config | utility | bytes/image | bytes vs raw features | decoder PSNR | decoder edge-PSNR | "
           "white-box PSNR | white-box edge-PSNR | adversary loss |")
     print("|---|---|---|---|---|---|---|---|---|")
