@@ -13,6 +13,6 @@ from benchmark.registry import Registry
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 from .base import InputDefense  # noqa: E402
-from . import baselines, dp_sgd, masking, split_ae, visualmixer  # noqa: E402,F401
+from . import baselines, bn_synthetic, dp_sgd, masking, split_ae, visualmixer  # noqa: E402,F401
 
 __all__ = ["DEFENSES", "InputDefense"]

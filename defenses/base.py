@@ -95,12 +95,14 @@ class ModelReleaser(Defense):
                                   transform=base.transform, inference_transform=base.inference_transform,
                                   synthetic=synthetic, meta=base.meta)
 
-    def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext) -> nn.Module:
-        """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget."""
+    def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext,
+                         epochs: Optional[int] = None) -> nn.Module:
+        """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget unless
+        ``epochs`` is given."""
         from benchmark.models import train_classifier
 
         t = ctx.task
         torch.manual_seed(ctx.seed)
         model = self.task_model(train.images.shape[1], splits.info.num_classes, t)
-        return train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+        return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
                                 generator=ctx.generator(salt=3), device=ctx.device, optimizer=self.optimizer)

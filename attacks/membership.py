@@ -1,0 +1,127 @@
+"""Membership inference on a released model: was a candidate image in the training set?
+
+Methods (one record, one score per method; the runner computes AUC, balanced accuracy and TPR at 1% / 0.1% FPR):
+- ``loss``: the global loss threshold (Yeom et al., CSF 2018): score = −cross-entropy.
+- ``lira_offline`` / ``lira_online``: the Likelihood Ratio Attack (Carlini et al., IEEE S&P 2022). ``shadows``
+  models with the suite's architecture and recipe are trained on random halves of (aux ∪ candidates), so each
+  candidate is IN about half of them and OUT of the rest. With the logit-scaled confidence
+  ``φ = log p_y − log(1 − p_y)``, online scores ``log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)``; offline uses only
+  the OUT models: ``Φ((φ − μ_out) / σ_out)``. With few shadows the variances are pooled over candidates (the paper's
+  "global variance", recommended below 64 shadows).
+
+Shadow models do not depend on the defense, so they are cached per (candidates, aux, recipe) and shared by every
+defense of a suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchmark.config import stable_hash
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, ImageSet, RunContext, Surface
+from benchmark.errors import InputError
+from benchmark.models import build_model, map_batched, train_classifier
+
+from . import ATTACKS
+
+
+def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
+    """``φ = log p_y − log(1 − p_y)`` computed stably from logits ``(N, K)``; ``(N,)``."""
+    z_y = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return z_y - torch.logsumexp(others, 1)
+
+
+def _tensor_hash(*tensors: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@ATTACKS.register("membership")
+class Membership(Attack):
+    """Membership inference: loss threshold and LiRA (offline and online) with cached shadow models."""
+
+    requires = frozenset({Surface.MODEL})
+    access = Access.BLACK_BOX
+    needs_candidates = True
+
+    @dataclass(frozen=True)
+    class Params:
+        shadows: int = 4
+        epochs: int = 0  # 0 = the suite's task epochs (the attacker mimics the recipe)
+
+        def __post_init__(self) -> None:
+            if isinstance(self.shadows, bool) or self.shadows < 2:
+                raise InputError(f"shadows must be an integer >= 2 (some IN and some OUT), got {self.shadows!r}")
+            if self.epochs < 0:
+                raise InputError("epochs must be >= 0")
+
+    def _shadow_confidences(self, view: AttackView, ctx: RunContext) -> dict[str, Tensor]:
+        """``phi (K, M)`` confidences of each shadow model on the candidates and ``inside (K, M)`` bool."""
+        assert view.candidates is not None
+        cand, aux, t = view.candidates, view.aux, ctx.task
+        epochs = self.params.epochs or t.epochs
+        m, k = len(cand), self.params.shadows
+        g = ctx.generator(salt=313)
+        phi = torch.empty(k, m)
+        inside = torch.zeros(k, m, dtype=torch.bool)
+        for i in range(k):
+            pick_c = torch.randperm(m, generator=g)[: m // 2]
+            pick_a = torch.randperm(len(aux), generator=g)[: len(aux) // 2]
+            inside[i, pick_c] = True
+            train = ImageSet(torch.cat([cand.images[pick_c], aux.images[pick_a]]),
+                             torch.cat([cand.labels[pick_c], aux.labels[pick_a]]))
+            torch.manual_seed(ctx.seed * 101 + i)
+            model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
+            train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
+                             generator=ctx.generator(salt=400 + i), device=ctx.device)
+            phi[i] = logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels)
+        return {"phi": phi, "inside": inside}
+
+    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+        cand = view.candidates
+        model = view.release.model
+        if cand is None or model is None:
+            raise InputError("membership needs candidates and a released model")
+        model = model.to(ctx.device).eval()
+        logits = map_batched(model, cand.images, ctx.device)
+        model.cpu()
+        target_phi = logit_confidence(logits, cand.labels)
+        loss = nn.functional.cross_entropy(logits, cand.labels, reduction="none")
+        key = stable_hash({"candidates": _tensor_hash(cand.images, cand.labels),
+                           "aux": _tensor_hash(view.aux.images, view.aux.labels), "seed": ctx.seed,
+                           "task": [ctx.task.model, ctx.task.width, ctx.task.batch_size, ctx.task.lr, ctx.task.epochs],
+                           "params": [self.params.shadows, self.params.epochs]})[:32]
+        shadow = ctx.remember(f"shadows-{key}", lambda: self._shadow_confidences(view, ctx))
+        phi, inside = shadow["phi"], shadow["inside"]
+        return AttackOutput(membership_scores={"loss": -loss, **lira_scores(target_phi, phi, inside)},
+                            extra={"shadows": float(self.params.shadows)})
+
+
+def lira_scores(target: Tensor, phi: Tensor, inside: Tensor) -> dict[str, Tensor]:
+    """LiRA from shadow confidences ``phi (K, M)`` with IN mask ``inside (K, M)``; ``target (M,)``.
+
+    Per-candidate means, pooled ("global") standard deviations. Returns ``lira_online`` and ``lira_offline`` (M,).
+    """
+    from scipy.stats import norm
+
+    phi_np, ins = phi.double().numpy(), inside.numpy()
+    t = target.double().numpy()
+    out_n, in_n = (~ins).sum(0), ins.sum(0)
+    mu_out = np.where(out_n > 0, np.where(~ins, phi_np, 0).sum(0) / np.maximum(out_n, 1), np.nan)
+    mu_in = np.where(in_n > 0, np.where(ins, phi_np, 0).sum(0) / np.maximum(in_n, 1), np.nan)
+    glob_out, glob_in = phi_np[~ins], phi_np[ins]
+    mu_out = np.where(np.isnan(mu_out), glob_out.mean(), mu_out)
+    mu_in = np.where(np.isnan(mu_in), glob_in.mean(), mu_in)
+    sd_out = float(np.std(phi_np[~ins] - np.broadcast_to(mu_out, phi_np.shape)[~ins])) + 1e-6
+    sd_in = float(np.std(phi_np[ins] - np.broadcast_to(mu_in, phi_np.shape)[ins])) + 1e-6
+    online = norm.logpdf(t, mu_in, sd_in) - norm.logpdf(t, mu_out, sd_out)
+    offline = norm.logcdf(t, mu_out, sd_out)
+    return {"lira_online": torch.from_numpy(online), "lira_offline": torch.from_numpy(offline)}
