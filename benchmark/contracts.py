@@ -141,6 +141,11 @@ class GradientOracle:
     def train_size(self) -> int:
         return int(self.train_images.shape[0])
 
+    def run_training(self, code: Callable[[ImageSet], nn.Module]) -> nn.Module:
+        """The malicious-training threat (Song et al., CCS 2017): the platform runs attacker-supplied training
+        ``code`` on its training set and releases only the returned model (CPU, eval mode)."""
+        return code(ImageSet(self.train_images, self.train_labels)).cpu().eval()
+
     def __call__(self, idx: Tensor) -> tuple[Tensor, ...]:
         """Per-parameter gradients (same order as ``model.parameters()``) of the training batch ``idx`` (B,)."""
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
@@ -343,6 +348,8 @@ class AttackOutput:
             are not aligned with ``view.targets``.
         class_labels: ``(N,)``: reconstructions are class prototypes, scored against the nearest private original
             of that class (GAN attack, or training data that is not private, e.g. synthetic).
+        per_gallery: ``(G, C, H, W)``: one reconstruction per gallery image (e.g. its nearest released image); the
+            runner keeps the targets' rows as ``reconstructions``.
         extra: attack-specific numbers (stored as metrics under ``attack.``).
     """
 
@@ -352,6 +359,7 @@ class AttackOutput:
     groups: Optional[Tensor] = None
     sources: Optional[Tensor] = None
     class_labels: Optional[Tensor] = None
+    per_gallery: Optional[Tensor] = None
     extra: dict[str, float] = field(default_factory=dict)
 
 

@@ -342,6 +342,10 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
                      memo=None if cache is None else _attack_memo(cache, cell.attack.id))
     with CostMeter() as cost:
         out = attack.run(view, ctx)
+    if out.per_gallery is not None:
+        if truth is None or len(out.per_gallery) != len(splits.private):
+            raise ValueError("per_gallery needs needs_gallery and one reconstruction per gallery image")
+        out = dataclasses.replace(out, reconstructions=out.per_gallery[truth], per_gallery=None)
     mask = release.mask[splits.targets] if release.mask is not None else None
     privacy, notes, leakage = score(out, splits, truth, opts.use_lpips, mask=mask, is_member=is_member,
                                     oracle=release.gradients)

@@ -14,9 +14,10 @@ from ..contracts import ImageSet
 def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float,
                      generator: torch.Generator, device: torch.device,
                      augment: Optional[Callable[[Tensor], Tensor]] = None,
-                     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None) -> nn.Module:
+                     optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+                     penalty: Optional[Callable[[nn.Module], Tensor]] = None) -> nn.Module:
     """Train ``model`` with ``optimizer(params, lr)`` (default Adam), a cosine-annealed learning rate and
-    cross-entropy on ``data``.
+    cross-entropy on ``data`` (plus ``penalty(model)``, a scalar added to every step's loss, if given).
 
     Returns the model in eval mode on ``device``.
     """
@@ -35,6 +36,8 @@ def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_siz
             if augment is not None:
                 x = augment(x)
             loss = F.cross_entropy(model(x), data.labels[idx].to(device))
+            if penalty is not None:
+                loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

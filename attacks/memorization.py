@@ -1,0 +1,179 @@
+"""Malicious-training memorisation (Song, Ristenpart & Shmatikov, "Machine Learning Models that Remember Too Much",
+CCS 2017).
+
+Threat: the training code is the attacker's. The platform runs it on its training set (the ``gradients``
+surface's :meth:`GradientOracle.run_training`) and releases only the trained model; the attacker then decodes
+training images from the model's parameters. Encodings (``encoding``):
+
+- ``lsb``: train normally, then overwrite the ``bits`` least significant mantissa bits of every float32 parameter
+  with the images' 8-bit pixels (white-box; exact up to 8-bit quantisation).
+- ``correlation``: add ``−λ·|corr(θ, s)|`` (λ = 10) to the loss, with ``θ`` the first parameters and ``s`` the secret pixels;
+  decode by min–max scaling ``θ`` per image, with the correlation's sign.
+- ``sign``: add ``λ·Σ_i relu(m − θ_i·b_i)`` (margin ``m`` = 1e-3) with ``b_i = ±1`` the secret bits (pixels quantised to ``bits`` bits);
+  decode each bit from the sign of ``θ_i``.
+
+Against DP-SGD the attacker's code does not have to be private, so DP does not stop this threat (the record notes
+it); against synthetic-data training the training set is synthetic, so what leaks is synthetic (scored against the
+nearest private original of the class and, as ``training_*``, against the synthetic images themselves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchmark.contracts import (Access, Attack, AttackOutput, AttackView, GradientOracle, ImageSet, RunContext,
+                                 Surface)
+from benchmark.errors import InputError
+from benchmark.models import build_model, train_classifier
+
+from . import ATTACKS
+
+
+def _flat_params(model: nn.Module) -> Tensor:
+    return torch.cat([p.reshape(-1) for p in model.parameters()])
+
+
+def _capacity_check(model: nn.Module, needed: int, what: str) -> None:
+    have = sum(p.numel() for p in model.parameters())
+    if needed > have:
+        raise InputError(f"memorization: {what} needs {needed} parameters, the model has {have}; encode fewer images")
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How secrets enter training (``penalty``) or the trained weights (``embed``), and how they come out."""
+
+    penalty: Callable[[Tensor, int], Callable[[nn.Module], Tensor]] | None
+    embed: Callable[[nn.Module, Tensor, int], None] | None
+    decode: Callable[[nn.Module, tuple[int, ...], int], Tensor]
+    params_per_pixel: Callable[[int], int]
+
+
+def _pixels8(images: Tensor) -> Tensor:
+    return (images.clamp(0, 1) * 255).round().to(torch.int64).reshape(-1)
+
+
+def _lsb_embed(model: nn.Module, images: Tensor, bits: int) -> None:
+    """Write each 8-bit pixel into ``ceil(8 / bits)`` consecutive parameters' low ``bits`` mantissa bits."""
+    per = -(-8 // bits)
+    px = _pixels8(images)
+    chunks = torch.stack([(px >> (bits * k)) & ((1 << bits) - 1) for k in range(per)], 1).reshape(-1)
+    with torch.no_grad():
+        flat = _flat_params(model).detach().clone()
+        raw = flat.view(torch.int32)
+        mask = (1 << bits) - 1
+        raw[: len(chunks)] = (raw[: len(chunks)] & ~mask) | chunks.to(torch.int32)
+        torch.nn.utils.vector_to_parameters(raw.view(torch.float32), model.parameters())
+
+
+def _lsb_decode(model: nn.Module, shape: tuple[int, ...], bits: int) -> Tensor:
+    per = -(-8 // bits)
+    n = int(np.prod(shape))
+    raw = _flat_params(model).detach().contiguous().view(torch.int32)[: n * per].to(torch.int64)
+    chunks = (raw & ((1 << bits) - 1)).reshape(n, per)
+    px = sum(chunks[:, k] << (bits * k) for k in range(per)) & 255
+    return (px.float() / 255).reshape(shape)
+
+
+def _corr_penalty(images: Tensor, bits: int, weight: float = 10.0) -> Callable[[nn.Module], Tensor]:
+    s = images.reshape(-1).float()
+    s = s - s.mean()
+
+    def penalty(model: nn.Module) -> Tensor:
+        theta = _flat_params(model)[: len(s)]
+        t = theta - theta.mean()
+        corr = (t * s.to(t.device)).sum() / (t.norm() * s.norm() + 1e-12)
+        return -weight * corr.abs()
+
+    return penalty
+
+
+def _corr_decode(model: nn.Module, shape: tuple[int, ...], bits: int) -> Tensor:
+    n = int(np.prod(shape))
+    theta = _flat_params(model).detach()[:n].reshape(shape[0], -1)
+    lo, hi = theta.min(1, keepdim=True).values, theta.max(1, keepdim=True).values
+    x = (theta - lo) / (hi - lo + 1e-12)
+    # The encoding maximises |corr|; images are mostly dark backgrounds, so choose the sign whose median is darker.
+    flip = x.median(1, keepdim=True).values > 0.5
+    return torch.where(flip, 1 - x, x).reshape(shape)
+
+
+def _secret_bits(images: Tensor, bits: int) -> Tensor:
+    q = (images.clamp(0, 1) * (2 ** bits - 1)).round().to(torch.int64).reshape(-1)
+    return torch.stack([(q >> k) & 1 for k in range(bits)], 1).reshape(-1)
+
+
+def _sign_penalty(images: Tensor, bits: int, weight: float = 1.0, margin: float = 1e-3
+                  ) -> Callable[[nn.Module], Tensor]:
+    b = _secret_bits(images, bits).float() * 2 - 1
+
+    def penalty(model: nn.Module) -> Tensor:
+        theta = _flat_params(model)[: len(b)]
+        return weight * torch.relu(margin - theta * b.to(theta.device)).sum()
+
+    return penalty
+
+
+def _sign_decode(model: nn.Module, shape: tuple[int, ...], bits: int) -> Tensor:
+    n = int(np.prod(shape))
+    theta = _flat_params(model).detach()[: n * bits].reshape(n, bits)
+    q = sum(((theta[:, k] > 0).long() << k) for k in range(bits))
+    return (q.float() / (2 ** bits - 1)).reshape(shape)
+
+
+ENCODINGS: dict[str, Encoding] = {
+    "lsb": Encoding(None, _lsb_embed, _lsb_decode, lambda bits: -(-8 // bits)),
+    "correlation": Encoding(_corr_penalty, None, _corr_decode, lambda bits: 1),
+    "sign": Encoding(_sign_penalty, None, _sign_decode, lambda bits: bits),
+}
+
+
+@ATTACKS.register("memorization")
+class Memorization(Attack):
+    """Song et al. (CCS 2017): malicious training code hides training images in the released model's parameters."""
+
+    requires = frozenset({Surface.GRADIENTS})
+    access = Access.WHITE_BOX
+
+    @dataclass(frozen=True)
+    class Params:
+        encoding: str = "lsb"
+        images: int = 8  # how many training images the code hides
+        bits: int = 8  # lsb: low mantissa bits per parameter; sign: bits per pixel; correlation: unused
+
+        def __post_init__(self) -> None:
+            if self.encoding not in ENCODINGS:
+                raise InputError(f"encoding must be one of {sorted(ENCODINGS)}, got {self.encoding!r}")
+            if self.images < 1 or not 1 <= self.bits <= 8:
+                raise InputError("images must be >= 1 and bits in [1, 8]")
+
+    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+        oracle: GradientOracle | None = view.release.gradients
+        assert oracle is not None
+        p, t = self.params, ctx.task
+        enc = ENCODINGS[p.encoding]
+        n = min(p.images, oracle.train_size)
+        sources = view.targets[:n] if oracle.on_private else torch.arange(n)
+        shape = (n,) + tuple(view.image_shape)
+
+        def malicious_code(train: ImageSet) -> nn.Module:
+            """Runs inside the platform with the training set; only the returned model leaves."""
+            secret = train.images[sources]
+            torch.manual_seed(ctx.seed)
+            model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
+            _capacity_check(model, int(np.prod(shape)) * enc.params_per_pixel(p.bits), p.encoding)
+            penalty = enc.penalty(secret, p.bits) if enc.penalty is not None else None
+            train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                             generator=ctx.generator(salt=97), device=ctx.device, penalty=penalty)
+            if enc.embed is not None:
+                enc.embed(model.cpu(), secret, p.bits)
+            return model
+
+        released = oracle.run_training(malicious_code)
+        recon = enc.decode(released, shape, p.bits).clamp(0, 1)
+        return AttackOutput(reconstructions=recon, sources=sources, extra={"encoded_images": float(n)})

@@ -1,0 +1,44 @@
+"""Nearest-neighbour memorisation audit of released data: for each private original, the closest released image
+(pixel L2), scored centrally (PSNR, SSIM, ... and the share above the memorisation threshold ``MEMORIZATION_SSIM``).
+
+Runs on any release of images, aligned (``data``) or not (``synthetic``). The auditor holds the originals (the
+gallery); the released set is what an outsider sees. For ``none`` every original is its own nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+
+from . import ATTACKS
+
+
+@ATTACKS.register("nearest-neighbour")
+class NearestNeighbour(Attack):
+    """Closest released image (pixel L2) to each original: memorisation audit of synthetic or released data."""
+
+    requires = frozenset()
+    uses = frozenset({Surface.DATA, Surface.SYNTHETIC})
+    access = Access.BLACK_BOX
+    needs_gallery = True
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def compatible(self, surfaces: frozenset[Surface]) -> Optional[str]:
+        return None if surfaces & self.uses else "release lacks surface(s): data or synthetic"
+
+    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+        rel = view.release.synthetic if view.release.synthetic is not None else view.release.data
+        assert rel is not None and view.gallery is not None
+        released = rel.images
+        if released.shape[1:] != view.gallery.shape[1:]:
+            released = torch.nn.functional.interpolate(released, size=view.gallery.shape[-2:], mode="nearest")
+        flat = released.flatten(1)
+        nearest = torch.cat([torch.cdist(g.flatten(1), flat).argmin(1) for g in view.gallery.split(512)])
+        return AttackOutput(per_gallery=released[nearest], extra={"released_images": float(len(released))})
