@@ -13,6 +13,6 @@ from benchmark.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
-from . import gradient, histogram, inpainting, inversion, linkage, membership, memorization, nearest, optim_inversion  # noqa: E402,F401,I001
+from . import gan, gradient, histogram, inpainting, inversion, linkage, membership, memorization, nearest, optim_inversion  # noqa: E402,F401,I001
 
 __all__ = ["ATTACKS"]

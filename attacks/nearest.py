@@ -30,6 +30,10 @@ class NearestNeighbour(Attack):
     class Params:
         pass
 
+    @classmethod
+    def requirements(cls) -> str:
+        return "data|synthetic"
+
     def compatible(self, surfaces: frozenset[Surface]) -> Optional[str]:
         return None if surfaces & self.uses else "release lacks surface(s): data or synthetic"
 

@@ -367,7 +367,8 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
         originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits,
                                                    release.gradients)
         result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release,
-                                                        rec if reordered is None else reordered, originals)}
+                                                        rec if reordered is None else reordered, originals,
+                                                        out.sources is None and out.class_labels is None)}
     return result
 
 
@@ -522,13 +523,18 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
 
 
 def _save_samples(out_dir: Path, cell: Cell, splits: Splits, release: Release, recon: torch.Tensor,
-                  n: int = 8) -> str:
-    """Store the first ``n`` targets' original / released / reconstructed images (uint8 .npz, no pickle)."""
+                  originals: torch.Tensor, aligned: bool, n: int = 8) -> str:
+    """Store the first ``n`` original / released / reconstructed images (uint8 .npz, no pickle). ``released`` is
+    black unless the reconstructions are aligned with the targets and the release holds their images."""
     idx = splits.targets[:n]
-    rel = release.data.images[idx] if release.data is not None else torch.zeros_like(splits.private.images[idx])
-    if rel.shape[1:] != splits.private.images.shape[1:]:
-        rel = torch.nn.functional.interpolate(rel, size=splits.private.images.shape[-2:], mode="nearest")
-    arrays = {"original": splits.private.images[idx], "released": rel, "reconstructed": recon[:n]}
+    k = min(n, len(recon))
+    if aligned and release.data is not None:
+        rel = release.data.images[idx]
+    else:
+        rel = torch.zeros_like(originals[:k])
+    if rel.shape[1:] != originals.shape[1:]:
+        rel = torch.nn.functional.interpolate(rel, size=originals.shape[-2:], mode="nearest")
+    arrays = {"original": originals[:k], "released": rel, "reconstructed": recon[:k]}
     rel_path = Path("samples") / cell.file_name.replace(".json", ".npz")
     path = out_dir / rel_path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,181 @@
+"""Issue 5: gradient matching, membership inference, memorisation, DP-SGD, synthetic data from BN statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks import ATTACKS
+from attacks.gradient import infer_labels
+from attacks.membership import lira_scores, logit_confidence
+from benchmark.config import SplitConfig
+from benchmark.contracts import AttackOutput, AttackView, RunContext, Surface, TaskConfig
+from benchmark.data import load_splits
+from benchmark.errors import InputError
+from benchmark.runner import membership_candidates, score
+from defenses import DEFENSES
+
+CPU = torch.device("cpu")
+
+
+def _ctx(**task) -> RunContext:
+    return RunContext(seed=0, device=CPU, task=TaskConfig(**task))
+
+
+def _attack(attack_id: str, release, splits, **params):
+    cls = ATTACKS.get(attack_id)
+    attack = cls(cls.Params(**params))
+    cand, truth = membership_candidates(splits, 0) if attack.needs_candidates else (None, None)
+    gallery = splits.private.images if attack.needs_gallery else None  # identity order: truth = targets
+    view = AttackView(release=release.restricted(attack.requires | (attack.uses & release.surfaces)),
+                      aux=splits.aux, targets=splits.targets, image_shape=tuple(splits.info.shape),
+                      num_classes=splits.info.num_classes, candidates=cand, gallery=gallery)
+    return attack, view, truth
+
+
+def _run(attack_id: str, release, splits, ctx, **params):
+    attack, view, truth = _attack(attack_id, release, splits, **params)
+    out = attack.run(view, ctx)
+    if out.per_gallery is not None:
+        out = AttackOutput(reconstructions=out.per_gallery[splits.targets], extra=out.extra)
+    return score(out, splits, splits.targets if attack.needs_gallery else None, use_lpips=False,
+                 is_member=truth, oracle=release.gradients)[0]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_splits("mnist5k", SplitConfig(private=300, aux=300, test=300, targets=40), 0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", SplitConfig(private=150, aux=600, test=400, targets=150), 0)
+
+
+# --- gradient matching ------------------------------------------------------------------------------------------
+
+def test_dlg_recovers_one_image_from_an_undefended_lenet(mnist) -> None:
+    ctx = _ctx(model="lenet-dlg", width=12, epochs=1)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    privacy = _run("gradient-dlg", release, mnist, ctx, targets=1, steps=200)
+    assert privacy["psnr"] >= 30.0, privacy["psnr"]
+
+
+def test_idlg_label_rule_and_batch_alignment(mnist) -> None:
+    ctx = _ctx(model="lenet-dlg", width=12, epochs=1)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    oracle = release.gradients
+    idx = torch.tensor([0, 1, 2])
+    labels = mnist.private.labels[idx]
+    if len(set(labels.tolist())) == 3:
+        assert set(infer_labels(oracle(idx), oracle.model, 3).tolist()) == set(labels.tolist())
+    assert int(infer_labels(oracle(idx[:1]), oracle.model, 1)) == int(labels[0])
+    # A batch's reconstructions come back in any order; the runner matches them to the originals.
+    originals = mnist.private.images[mnist.targets[:4]]
+    out = AttackOutput(reconstructions=originals[[1, 0, 3, 2]], groups=torch.tensor([0, 0, 1, 1]),
+                       sources=mnist.targets[:4])
+    privacy = score(out, mnist, None, use_lpips=False, oracle=oracle)[0]
+    assert privacy["psnr"] == 100.0
+
+
+def test_inverting_gradients_batches_and_bad_batch_sizes(mnist) -> None:
+    ctx = _ctx(model="lenet-dlg", width=12, epochs=1)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    attack, view, _ = _attack("gradient-ig", release, mnist, batch_size=2, targets=2, steps=60, restarts=1)
+    out = attack.run(view, ctx)
+    assert out.reconstructions.shape == (2, 1, 28, 28) and out.groups.tolist() == [0, 0]
+    for bad in (0, 9, True):
+        with pytest.raises(InputError, match="batch_size"):
+            ATTACKS.get("gradient-ig").Params(batch_size=bad)
+
+
+# --- DP-SGD and membership --------------------------------------------------------------------------------------
+
+def test_lira_matches_a_direct_gaussian_likelihood_ratio() -> None:
+    from scipy.stats import norm
+
+    g = torch.Generator().manual_seed(0)
+    phi = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    inside = (torch.arange(6)[:, None] + torch.arange(5)[None, :]) % 2 == 0  # 3 IN / 3 OUT per candidate
+    target = torch.randn(5, generator=g, dtype=torch.float64)
+    got = lira_scores(target, phi, inside)
+    mu_in = torch.stack([phi[inside[:, j], j].mean() for j in range(5)])
+    mu_out = torch.stack([phi[~inside[:, j], j].mean() for j in range(5)])
+    sd_in = float((phi - mu_in)[inside].std(unbiased=False)) + 1e-6
+    sd_out = float((phi - mu_out)[~inside].std(unbiased=False)) + 1e-6
+    for j in range(5):
+        want = norm.logpdf(float(target[j]), float(mu_in[j]), sd_in) - norm.logpdf(float(target[j]), float(mu_out[j]),
+                                                                                    sd_out)
+        assert abs(float(got["lira_online"][j]) - want) < 1e-9
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    p = torch.softmax(logits, 1)[0, 0]
+    assert abs(float(logit_confidence(logits, torch.tensor([0]))) - float(torch.log(p / (1 - p)))) < 1e-5
+
+
+def test_lira_detects_an_overfit_model_and_dp_sgd_pulls_it_to_chance(digits) -> None:
+    """A model trained 60 epochs on 150 images leaks membership; DP-SGD at epsilon <= 1 does not."""
+    ctx = _ctx(model="convnet", width=16, epochs=60, batch_size=32)
+    overfit = DEFENSES.get("none")().build(digits, ctx)
+    leaky = _run("membership", overfit, digits, ctx, shadows=4)
+    assert leaky["lira_online_auc"] >= 0.6, leaky
+    dp_cls = DEFENSES.get("dp-sgd")
+    private = dp_cls(dp_cls.Params(target_epsilon=1.0, epochs=20)).build(digits, ctx)
+    assert private.meta.epsilon <= 1.0 + 1e-6
+    safe = _run("membership", private, digits, ctx, shadows=4)
+    assert abs(safe["membership_auc"] - 0.5) < abs(leaky["membership_auc"] - 0.5)
+    assert safe["membership_auc"] < 0.58, safe
+
+
+def test_dp_sgd_bad_input_and_clipped_update(digits) -> None:
+    cls = DEFENSES.get("dp-sgd")
+    for bad in ({"target_epsilon": 0.0}, {"target_epsilon": -1.0}, {"noise_multiplier": 0.0}, {"delta": 1.0}):
+        with pytest.raises(InputError):
+            cls.Params(**bad)
+    ctx = _ctx(model="convnet", width=8, epochs=1)
+    release = cls(cls.Params(noise_multiplier=1e-6, max_grad_norm=0.5)).build(digits, ctx)
+    assert release.surfaces == frozenset({Surface.MODEL, Surface.GRADIENTS}) and release.meta.epsilon > 0
+    grads = release.gradients(torch.arange(4))
+    norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+    assert norm <= 0.5 + 1e-3  # the mean of clipped per-sample gradients (noise negligible here)
+
+
+# --- memorisation and synthetic data -----------------------------------------------------------------------------
+
+def test_memorization_decodes_training_images_from_a_malicious_none_model(mnist) -> None:
+    ctx = _ctx(model="convnet", width=16, epochs=10)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    lsb = _run("memorization", release, mnist, ctx, encoding="lsb", images=4)
+    assert lsb["psnr"] >= 40 and lsb["memorized_rate"] == 1.0
+    sign = _run("memorization", release, mnist, ctx, encoding="sign", images=4, bits=4)
+    assert sign["psnr"] >= 25 and sign["ssim"] >= 0.9
+    with pytest.raises(InputError, match="encoding"):
+        ATTACKS.get("memorization").Params(encoding="nope")
+
+
+def test_bn_synthetic_releases_useful_images_far_from_the_originals(mnist) -> None:
+    ctx = _ctx(model="convnet", width=16, epochs=25)
+    cls = DEFENSES.get("bn-synthetic")
+    release = cls(cls.Params(per_class=6, iterations=120)).build(mnist, ctx)
+    assert release.surfaces == frozenset({Surface.SYNTHETIC, Surface.MODEL, Surface.GRADIENTS})
+    assert release.synthetic.images.shape == (60, 1, 28, 28)
+    assert release.meta.extra["teacher_top1"] > 0.6
+    syn = _run("nearest-neighbour", release, mnist, ctx)
+    ref = _run("nearest-neighbour", DEFENSES.get("none")().build(mnist, ctx), mnist, ctx)
+    assert ref["memorized_rate"] == 1.0 and syn["memorized_rate"] == 0.0 and syn["ssim"] < 0.5
+    # What the malicious code memorises is the synthetic training set, not the originals.
+    mem = _run("memorization", release, mnist, ctx, encoding="lsb", images=4)
+    assert mem["training_psnr"] >= 40 and mem["psnr"] < 20
+    # Bad input: a task model without BatchNorm.
+    with pytest.raises(InputError, match="BatchNorm"):
+        cls(cls.Params(per_class=1, iterations=1)).build(mnist, _ctx(model="lenet", epochs=1))
+
+
+def test_gan_attack_returns_class_prototypes(mnist) -> None:
+    ctx = _ctx(model="convnet", width=16, epochs=3)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    attack, view, _ = _attack("gan-attack", release, mnist, per_class=2, steps=30)
+    out = attack.run(view, ctx)
+    assert out.reconstructions.shape == (20, 1, 28, 28) and out.class_labels.tolist()[:3] == [0, 0, 1]
+    privacy = score(out, mnist, None, use_lpips=False)[0]
+    assert 0 <= privacy["ssim"] <= 1 and privacy["psnr"] > 0
+
