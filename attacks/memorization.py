@@ -38,10 +38,12 @@ def _flat_params(model: nn.Module) -> Tensor:
     return torch.cat([p.reshape(-1) for p in model.parameters()])
 
 
-def _capacity_check(model: nn.Module, needed: int, what: str) -> None:
+def _capacity(model: nn.Module, per_image: int, what: str) -> int:
+    """How many images of ``per_image`` parameters the model can hold (at least one, else an error)."""
     have = sum(p.numel() for p in model.parameters())
-    if needed > have:
-        raise InputError(f"memorization: {what} needs {needed} parameters, the model has {have}; encode fewer images")
+    if per_image > have:
+        raise InputError(f"memorization: {what} needs {per_image} parameters per image, the task model has {have}")
+    return have // per_image
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class Memorization(Attack):
     @dataclass(frozen=True)
     class Params:
         encoding: str = "lsb"
-        images: int = 8  # how many training images the code hides
+        images: int = 8  # how many training images the code hides (fewer if the model cannot hold them)
         bits: int = 8  # lsb: low mantissa bits per parameter; sign: bits per pixel; correlation: unused
 
         def __post_init__(self) -> None:
@@ -157,7 +159,9 @@ class Memorization(Attack):
         assert oracle is not None
         p, t = self.params, ctx.task
         enc = ENCODINGS[p.encoding]
-        n = min(p.images, oracle.train_size)
+        probe = build_model(t.model, view.image_shape[0], view.num_classes, width=t.width)
+        per_image = int(np.prod(view.image_shape)) * enc.params_per_pixel(p.bits)
+        n = min(p.images, oracle.train_size, _capacity(probe, per_image, p.encoding))  # as many as fit
         sources = view.targets[:n] if oracle.on_private else torch.arange(n)
         shape = (n,) + tuple(view.image_shape)
 
@@ -166,7 +170,6 @@ class Memorization(Attack):
             secret = train.images[sources]
             torch.manual_seed(ctx.seed)
             model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
-            _capacity_check(model, int(np.prod(shape)) * enc.params_per_pixel(p.bits), p.encoding)
             penalty = enc.penalty(secret, p.bits) if enc.penalty is not None else None
             train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                              generator=ctx.generator(salt=97), device=ctx.device, penalty=penalty)

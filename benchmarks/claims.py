@@ -1,5 +1,6 @@
 """Print the paper-claim checks computed from a records directory: C3 (VisualMixer) and C4 (masknet) from the quick
-suite, C1 (split-DNN privacy autoencoder) from the split suite.
+suite, C1 (split-DNN privacy autoencoder) from the split suite, C5 (synthetic data from BN statistics, and the
+model-side battery against none / dp-sgd / bn-synthetic) from the quick suite.
 
 Usage: python benchmarks/claims.py leaderboards/quick [leaderboards/split]
 """
@@ -27,7 +28,8 @@ def _frame(out_dir: Path) -> pd.DataFrame:
                      "chance": m["privacy"].get("chance_top1"), "psnr": m["privacy"].get("psnr"),
                      "masked_psnr": m["privacy"].get("masked-psnr"), "leakage": m["leakage"],
                      "edge_psnr": m["privacy"].get("edge-psnr"), "release": m.get("release", {}),
-                     "bits": m.get("bitrate", {}).get("bits_per_image")})
+                     "bits": m.get("bitrate", {}).get("bits_per_image"), "privacy": m["privacy"],
+                     "attack_params": r["attack"]["params"], "epsilon": m.get("dp", {}).get("epsilon")})
     return pd.DataFrame(rows)
 
 
@@ -92,6 +94,30 @@ def _c1_table(sp: pd.DataFrame) -> None:
               f"{cell(opt, 'psnr')} | {cell(opt, 'edge_psnr')} | {r.get('adversary_loss_final', float('nan')):.4f} |")
 
 
+def c5(df: pd.DataFrame) -> None:
+    print("\n## C5 synthetic data from BN statistics: utility from scratch, distance to originals, model-side battery")
+    for dataset, d in df[df.defense.isin(["none", "dp-sgd", "bn-synthetic"])].groupby("dataset"):
+        print(f"\n### {dataset}")
+        print("| defense | utility | ε | NN SSIM | NN memorised | DLG PSNR | iDLG PSNR | IG PSNR | training PSNR (IG) | "
+              "memorisation PSNR / SSIM | membership AUC (best) | LiRA online TPR@1%FPR | GAN SSIM |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for label, g in sorted(d.groupby("label"), key=lambda kv: (kv[1].defense.iloc[0] != "none", kv[0])):
+            by = {a: x.iloc[0].privacy for a, x in g.groupby("attack")}
+
+            def f(attack: str, key: str, fmt: str = "{:.2f}") -> str:
+                v = by.get(attack, {}).get(key)
+                return fmt.format(v) if v is not None else "—"
+
+            eps = g.epsilon.dropna()
+            name = g.defense.iloc[0] + "".join(f" {k}={v}" for k, v in sorted(g.params.iloc[0].items()))
+            print(f"| {name} | {g.utility.iloc[0]:.3f} | {f'{eps.iloc[0]:.2f}' if len(eps) else '—'} | "
+                  f"{f('nearest-neighbour', 'ssim', '{:.3f}')} | {f('nearest-neighbour', 'memorized_rate')} | "
+                  f"{f('gradient-dlg', 'psnr')} | {f('gradient-idlg', 'psnr')} | {f('gradient-ig', 'psnr')} | "
+                  f"{f('gradient-ig', 'training_psnr')} | {f('memorization', 'psnr')} / "
+                  f"{f('memorization', 'ssim', '{:.3f}')} | {f('membership', 'membership_auc', '{:.3f}')} | "
+                  f"{f('membership', 'lira_online_tpr_at_1pct_fpr', '{:.3f}')} | {f('gan-attack', 'ssim', '{:.3f}')} |")
+
+
 def main() -> int:
     dirs = [Path(a) for a in sys.argv[1:]] or [Path("leaderboards/quick")]
     df = pd.concat([_frame(d) for d in dirs], ignore_index=True)
@@ -99,8 +125,10 @@ def main() -> int:
         c3(df)
     if (df.defense == "masking").any():
         c4(df)
-    if df.defense.isin(["split-ae"]).any():
+    if df.defense.isin(["split-ae"]).any() and df.attack.isin(["inversion-optim"]).any():
         c1(df)
+    if (df.defense == "bn-synthetic").any():
+        c5(df)
     return 0
 
 

@@ -10,8 +10,9 @@ is one step of the same mechanism: clipped per-sample gradients, summed, noised,
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -109,7 +110,6 @@ class DPSGD(ModelReleaser):
         return dp_gradients(self.params.max_grad_norm, float(meta.extra["noise_multiplier"]))
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        from opacus import PrivacyEngine
         from torch.utils.data import DataLoader, TensorDataset
 
         p, t = self.params, ctx.task
@@ -119,6 +119,17 @@ class DPSGD(ModelReleaser):
         opt = self.optimizer(model.parameters(), p.lr)
         loader = DataLoader(TensorDataset(splits.private.images, splits.private.labels), batch_size=t.batch_size,
                             generator=ctx.generator(salt=3))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded on purpose: reproducible
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
+            return self._train(model, opt, loader, epochs, splits, ctx)
+
+    def _train(self, model: nn.Module, opt: torch.optim.Optimizer, loader: Any, epochs: int, splits: Splits,
+               ctx: RunContext) -> Release:
+        import opacus
+        from opacus import PrivacyEngine
+
+        p = self.params
         engine = PrivacyEngine(accountant="rdp")
         common = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=p.max_grad_norm,
                       noise_generator=ctx.generator(salt=5) if ctx.device.type == "cpu" else None)
@@ -136,7 +147,6 @@ class DPSGD(ModelReleaser):
                 F.cross_entropy(module(x.to(ctx.device)), y.to(ctx.device)).backward()
                 opt.step()
         eps = engine.get_epsilon(p.delta)
-        import opacus
 
         meta = ReleaseMeta(epsilon=float(eps), delta=p.delta, accountant=f"opacus {opacus.__version__} rdp",
                            extra={"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)})
