@@ -11,7 +11,7 @@ import pandas as pd
 from ..records import iter_records
 
 #: Main privacy metric of an attack's output, in order of preference, with "higher = leakier".
-PRIMARY = (("psnr", "PSNR dB", True), ("top1", "top-1", True), ("auc", "AUC", True))
+PRIMARY = (("psnr", "PSNR dB", True), ("top1", "top-1", True), ("membership_auc", "AUC", True))
 
 
 def primary_metric(privacy: dict[str, Any]) -> Optional[tuple[str, str, float]]:
