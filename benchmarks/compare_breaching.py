@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     release = DEFENSES.get("none")().build(splits, ctx)
     oracle = release.gradients
     model = oracle.model
-    ours = InvertingGradients(InvertingGradients.Params(batch_size=1, targets=1, steps=args.iterations, restarts=1))
+    params = InvertingGradients.Params(batch_size=1, targets=1, steps=args.iterations, restarts=1)
+    if args.tv is not None:
+        params = InvertingGradients.Params(batch_size=1, targets=1, steps=args.iterations, restarts=1, tv=args.tv)
+    ours = InvertingGradients(params)
 
     cfg = breaching.get_config(overrides=["attack=invertinggradients"]).attack
     cfg.optim.max_iterations = args.iterations
@@ -76,12 +79,13 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="mnist5k")
+    ap.add_argument("--dataset", default="photo-patches")  # breaching's TV prior assumes 3 channels
     ap.add_argument("--model", default="convnet")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=500)
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tv", type=float, default=None, help="override gradient-ig's TV weight")
     args = ap.parse_args()
     logging.disable(logging.INFO)
     rows = run(args)
