@@ -19,9 +19,9 @@ from torch.nn import functional as F
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
 from benchmark.errors import InputError
+from benchmark.metrics.image import total_variation
 
 from . import ATTACKS
-from .gradient import total_variation
 
 
 class Generator(nn.Module):
@@ -102,7 +102,7 @@ class GANAttack(Attack):
             d_loss.backward()
             opt_d.step()
             g_loss = (F.cross_entropy(model(fake), c.to(dev)) + p.w_adv * F.softplus(-critic(fake)).mean()
-                      + p.tv * total_variation(fake))
+                      + p.tv * total_variation(fake).mean())
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()

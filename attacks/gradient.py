@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, GradientOracle, RunContext, Surface
 from benchmark.errors import InputError
+from benchmark.metrics.image import total_variation
 
 from . import ATTACKS
 
@@ -47,11 +48,6 @@ def infer_labels(grads: tuple[Tensor, ...], model: nn.Module, batch: int) -> Ten
         raise InputError(f"batch size {batch} exceeds the number of classes {signal.numel()}; labels cannot be "
                          "inferred from the last layer")
     return torch.argsort(signal)[:batch]
-
-
-def total_variation(x: Tensor) -> Tensor:
-    """Mean absolute difference between neighbouring pixels of ``x (N,C,H,W)``."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
 def _grads(model: nn.Module, x: Tensor, target: Tensor) -> tuple[Tensor, ...]:
@@ -196,7 +192,7 @@ class InvertingGradients(_GradientAttack):
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
 
         def objective() -> Tensor:
-            return cosine_distance(_grads(model, x, labels), grads) + p.tv * total_variation(x)
+            return cosine_distance(_grads(model, x, labels), grads) + p.tv * total_variation(x).mean()
 
         for _ in range(p.steps):
             opt.zero_grad(set_to_none=True)

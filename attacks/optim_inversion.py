@@ -16,14 +16,9 @@ from torch import Tensor
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
 from benchmark.errors import InputError
+from benchmark.metrics.image import total_variation
 
 from . import ATTACKS
-
-
-def total_variation(x: Tensor) -> Tensor:
-    """Anisotropic total variation per sample ``(N,)`` (mean absolute neighbour difference)."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1) + \
-        (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
 
 
 @ATTACKS.register("inversion-optim")

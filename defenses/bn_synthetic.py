@@ -25,14 +25,11 @@ from torch.nn import functional as F
 
 from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
 from benchmark.errors import InputError
+from benchmark.metrics.image import total_variation
 from benchmark.models import accuracy
 
 from . import DEFENSES
 from .base import ModelReleaser
-
-
-def _tv(x: Tensor) -> Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
 class _BNInputs:
@@ -127,8 +124,8 @@ class BNSynthetic(ModelReleaser):
                     hc = h.reshape(k, p.per_class, h.shape[1], -1).transpose(1, 2).flatten(2)  # (K, C, n·h·w)
                     bn_loss = bn_loss + torch.linalg.vector_norm(hc.mean(2) - mu_c, dim=1).mean() \
                         + torch.linalg.vector_norm(hc.var(2, unbiased=False) - var_c, dim=1).mean()
-                loss = (p.w_bn * bn_loss + p.w_ce * F.cross_entropy(logits, y) + p.w_tv * _tv(x)
-                        + p.w_l2 * x.pow(2).mean())
+                loss = (p.w_bn * bn_loss + p.w_ce * F.cross_entropy(logits, y)
+                        + p.w_tv * total_variation(x).mean() + p.w_l2 * x.pow(2).mean())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -64,6 +64,13 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
                     reduction="none").float()
 
 
+def total_variation(x: Tensor) -> Tensor:
+    """Anisotropic total variation per sample ``(N,)``: mean absolute vertical plus mean absolute horizontal
+    neighbour difference of ``x (N, C, H, W)`` (the image prior of inversion attacks and synthesis)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1) + \
+        (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+
+
 def luma(x: Tensor) -> Tensor:
     """``(N,C,H,W)`` -> ``(N,1,H,W)``: ITU-R BT.601 luma for colour, identity for grey."""
     if x.shape[1] == 3:
