@@ -16,6 +16,7 @@ data), batches are drawn from that set (``sources``) and scored against the near
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Optional
 
@@ -87,10 +88,10 @@ class _GradientAttack(Attack):
         def __post_init__(self) -> None:
             _check_common(self)
 
+    @abstractmethod
     def invert(self, model: nn.Module, grads: tuple[Tensor, ...], shape: tuple[int, ...], num_classes: int,
                generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Return ``(images (B,C,H,W) in [0,1], final loss scalar)`` for one batch."""
-        raise NotImplementedError
 
     def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
         oracle: Optional[GradientOracle] = view.release.gradients

@@ -151,8 +151,10 @@ class GradientOracle:
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
             raise InputError(f"gradient batch indices must lie in [0, {self.train_size}), got {idx.tolist()[:8]}")
-        g = torch.Generator().manual_seed(self.seed * 7_919 + int(idx.sum()))
-        return tuple(t.detach() for t in self.mechanism(self.model, self.train_images[idx], self.train_labels[idx], g))
+        g = torch.Generator().manual_seed(self.seed * 7_919 + int(idx.sum()))  # the defender's noise, per batch
+        dev = next(self.model.parameters()).device  # wherever the attacker moved the (shared) global model
+        x, y = self.train_images[idx].to(dev), self.train_labels[idx].to(dev)
+        return tuple(t.detach() for t in self.mechanism(self.model, x, y, g))
 
 
 @dataclass(frozen=True)
