@@ -9,6 +9,9 @@ training images from the model's parameters. Encodings (``encoding``):
   with the images' 8-bit pixels (white-box; exact up to 8-bit quantisation).
 - ``correlation``: add ``−λ·|corr(θ, s)|`` (λ = 10) to the loss, with ``θ`` the first parameters and ``s`` the secret pixels;
   decode by min–max scaling ``θ`` per image, with the correlation's sign.
+- ``capacity``: capacity abuse — train on extra pseudo-random inputs (from a seed the attacker keeps) labelled with
+  ``floor(log2 K)`` secret bits each; decode black-box from the released model's predictions on the regenerated
+  inputs. It hides ``THUMB``×``THUMB`` thumbnails at ``bits`` bits per pixel (upsampled for scoring).
 - ``sign``: add ``λ·Σ_i relu(m − θ_i·b_i)`` (margin ``m`` = 1e-3) with ``b_i = ±1`` the secret bits (pixels quantised to ``bits`` bits);
   decode each bit from the sign of ``θ_i``.
 
@@ -40,6 +43,8 @@ def _flat_params(model: nn.Module) -> Tensor:
 
 def _capacity(model: nn.Module, per_image: int, what: str) -> int:
     """How many images of ``per_image`` parameters the model can hold (at least one, else an error)."""
+    if per_image == 0:
+        return 2 ** 62  # not stored in the parameters
     have = sum(p.numel() for p in model.parameters())
     if per_image > have:
         raise InputError(f"memorization: {what} needs {per_image} parameters per image, the task model has {have}")
@@ -48,12 +53,14 @@ def _capacity(model: nn.Module, per_image: int, what: str) -> int:
 
 @dataclass(frozen=True)
 class Encoding:
-    """How secrets enter training (``penalty``) or the trained weights (``embed``), and how they come out."""
+    """How secrets enter training (``penalty``, ``augment``) or the trained weights (``embed``), and how they come
+    out (``decode``). ``params_per_pixel(bits) == 0`` means the encoding does not live in the parameters."""
 
     penalty: Callable[[Tensor, int], Callable[[nn.Module], Tensor]] | None
     embed: Callable[[nn.Module, Tensor, int], None] | None
     decode: Callable[[nn.Module, tuple[int, ...], int], Tensor]
     params_per_pixel: Callable[[int], int]
+    augment: Callable[[Tensor, int, int], ImageSet] | None = None
 
 
 def _pixels8(images: Tensor) -> Tensor:
@@ -128,10 +135,54 @@ def _sign_decode(model: nn.Module, shape: tuple[int, ...], bits: int) -> Tensor:
     return (q.float() / (2 ** bits - 1)).reshape(shape)
 
 
+#: Capacity abuse hides ``THUMB``×``THUMB`` thumbnails (an attacker's choice: 28×28 images at 4 bits would need
+#: about 1,000 extra training inputs each).
+THUMB = 7
+_ABUSE_SEED = 20_171_030  # the attacker's public seed for the synthetic inputs (regenerated at decoding time)
+
+
+def _abuse_inputs(count: int, shape: tuple[int, ...]) -> Tensor:
+    g = torch.Generator().manual_seed(_ABUSE_SEED)
+    return torch.rand((count,) + tuple(shape), generator=g)
+
+
+def _label_bits(num_classes: int) -> int:
+    return max(1, int(np.floor(np.log2(num_classes))))
+
+
+def _thumb_bits(images: Tensor, bits: int) -> Tensor:
+    small = torch.nn.functional.interpolate(images, size=(THUMB, THUMB), mode="area")
+    return _secret_bits(small, bits)
+
+
+def _abuse_augment(images: Tensor, bits: int, num_classes: int) -> ImageSet:
+    """Capacity abuse: one synthetic input per ``floor(log2 K)`` secret bits, labelled with those bits."""
+    k = _label_bits(num_classes)
+    stream = _thumb_bits(images, bits)
+    stream = torch.cat([stream, stream.new_zeros((-len(stream)) % k)]).reshape(-1, k)
+    labels = sum(stream[:, j] << j for j in range(k))
+    return ImageSet(_abuse_inputs(len(labels), images.shape[1:]), labels)
+
+
+def _abuse_decode(model: nn.Module, shape: tuple[int, ...], bits: int) -> Tensor:
+    """Black-box: query the released model on the regenerated inputs, read the bits off its predicted labels."""
+    n, c = shape[0], shape[1]
+    total = n * c * THUMB * THUMB * bits
+    probe = model(_abuse_inputs(1, shape[1:]))
+    k = _label_bits(probe.shape[1])
+    with torch.no_grad():
+        pred = model(_abuse_inputs(-(-total // k), shape[1:])).argmax(1).clamp(max=2 ** k - 1)
+    stream = torch.stack([(pred >> j) & 1 for j in range(k)], 1).reshape(-1)[:total].reshape(-1, bits)
+    q = sum(stream[:, j] << j for j in range(bits))
+    small = (q.float() / (2 ** bits - 1)).reshape(n, c, THUMB, THUMB)
+    return torch.nn.functional.interpolate(small, size=tuple(shape[2:]), mode="bilinear", align_corners=False)
+
+
 ENCODINGS: dict[str, Encoding] = {
     "lsb": Encoding(None, _lsb_embed, _lsb_decode, lambda bits: -(-8 // bits)),
     "correlation": Encoding(_corr_penalty, None, _corr_decode, lambda bits: 1),
     "sign": Encoding(_sign_penalty, None, _sign_decode, lambda bits: bits),
+    "capacity": Encoding(None, None, _abuse_decode, lambda bits: 0, _abuse_augment),
 }
 
 
@@ -146,7 +197,7 @@ class Memorization(Attack):
     class Params:
         encoding: str = "lsb"
         images: int = 8  # how many training images the code hides (fewer if the model cannot hold them)
-        bits: int = 8  # lsb: low mantissa bits per parameter; sign: bits per pixel; correlation: unused
+        bits: int = 8  # lsb: low mantissa bits per parameter; sign, capacity: bits per pixel; correlation: unused
 
         def __post_init__(self) -> None:
             if self.encoding not in ENCODINGS:
@@ -171,6 +222,9 @@ class Memorization(Attack):
             torch.manual_seed(ctx.seed)
             model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
             penalty = enc.penalty(secret, p.bits) if enc.penalty is not None else None
+            if enc.augment is not None:
+                extra = enc.augment(secret, p.bits, view.num_classes)
+                train = ImageSet(torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels]))
             train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                              generator=ctx.generator(salt=97), device=ctx.device, penalty=penalty)
             if enc.embed is not None:

@@ -179,3 +179,18 @@ def test_gan_attack_returns_class_prototypes(mnist) -> None:
     privacy = score(out, mnist, None, use_lpips=False)[0]
     assert 0 <= privacy["ssim"] <= 1 and privacy["psnr"] > 0
 
+
+
+def test_capacity_abuse_reads_thumbnails_from_predictions(mnist) -> None:
+    """Black-box decoding works only on the model the malicious code trained (an honest model gives noise)."""
+    from attacks.memorization import _abuse_decode
+
+    ctx = _ctx(model="convnet", width=16, epochs=30)
+    release = DEFENSES.get("none")().build(mnist, ctx)
+    abused = _run("memorization", release, mnist, ctx, encoding="capacity", images=4, bits=4)
+    honest = _abuse_decode(release.model, (4,) + tuple(mnist.info.shape), 4)
+    originals = mnist.private.images[mnist.targets[:4]]
+    from benchmark.metrics.image import psnr, ssim
+
+    assert abused["ssim"] > float(ssim(honest, originals).mean()) + 0.1
+    assert abused["psnr"] > float(psnr(honest, originals).mean()) + 1.0
