@@ -102,7 +102,8 @@ def c5(df: pd.DataFrame) -> None:
               "memorisation PSNR / SSIM | membership AUC (best) | LiRA online TPR@1%FPR | GAN SSIM |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label, g in sorted(d.groupby("label"), key=lambda kv: (kv[1].defense.iloc[0] != "none", kv[0])):
-            by = {a: x.iloc[0].privacy for a, x in g.groupby("attack")}
+            # Per attack id, its strongest configuration (highest PSNR, else first).
+            by = {a: max(x.privacy, key=lambda p: p.get("psnr") or float("-inf")) for a, x in g.groupby("attack")}
 
             def f(attack: str, key: str, fmt: str = "{:.2f}") -> str:
                 v = by.get(attack, {}).get(key)
