@@ -15,14 +15,13 @@ defense of a suite.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.config import stable_hash
+from benchmark.config import stable_hash, tensor_hash
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, ImageSet, RunContext, Surface
 from benchmark.errors import InputError
 from benchmark.models import build_model, map_batched, train_classifier
@@ -35,13 +34,6 @@ def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
     z_y = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return z_y - torch.logsumexp(others, 1)
-
-
-def _tensor_hash(*tensors: Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
 
 
 @ATTACKS.register("membership")
@@ -95,8 +87,8 @@ class Membership(Attack):
         model.cpu()
         target_phi = logit_confidence(logits, cand.labels)
         loss = nn.functional.cross_entropy(logits, cand.labels, reduction="none")
-        key = stable_hash({"candidates": _tensor_hash(cand.images, cand.labels),
-                           "aux": _tensor_hash(view.aux.images, view.aux.labels), "seed": ctx.seed,
+        key = stable_hash({"candidates": tensor_hash(cand.images, cand.labels),
+                           "aux": tensor_hash(view.aux.images, view.aux.labels), "seed": ctx.seed,
                            "task": [ctx.task.model, ctx.task.width, ctx.task.batch_size, ctx.task.lr, ctx.task.epochs],
                            "params": [self.params.shadows, self.params.epochs]})[:32]
         shadow = ctx.remember(f"shadows-{key}", lambda: self._shadow_confidences(view, ctx))

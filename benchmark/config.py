@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+if typing.TYPE_CHECKING:
+    import torch
+
 import yaml
 
 from .contracts import TaskConfig
@@ -76,6 +79,16 @@ def stable_hash(obj: Any) -> str:
     """SHA-256 of a canonical JSON encoding (sorted keys, no whitespace)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def tensor_hash(*tensors: torch.Tensor) -> str:
+    """Exact content hash (hex) of tensors: dtype, shape and bytes of each, in order."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

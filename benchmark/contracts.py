@@ -151,7 +151,10 @@ class GradientOracle:
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
             raise InputError(f"gradient batch indices must lie in [0, {self.train_size}), got {idx.tolist()[:8]}")
-        g = torch.Generator().manual_seed(self.seed * 7_919 + int(idx.sum()))  # the defender's noise, per batch
+        from .config import tensor_hash
+
+        # The defender's noise: fixed per (seed, batch), different for different batches with the same index sum.
+        g = torch.Generator().manual_seed(int(tensor_hash(torch.tensor([self.seed]), idx)[:15], 16))
         dev = next(self.model.parameters()).device  # wherever the attacker moved the (shared) global model
         x, y = self.train_images[idx].to(dev), self.train_labels[idx].to(dev)
         return tuple(t.detach() for t in self.mechanism(self.model, x, y, g))

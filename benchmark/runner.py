@@ -347,8 +347,9 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
             raise ValueError("per_gallery needs needs_gallery and one reconstruction per gallery image")
         out = dataclasses.replace(out, reconstructions=out.per_gallery[truth], per_gallery=None)
     mask = release.mask[splits.targets] if release.mask is not None else None
+    aligned = aligned_reconstructions(out, splits, release.gradients) if out.reconstructions is not None else None
     privacy, notes, leakage = score(out, splits, truth, opts.use_lpips, mask=mask, is_member=is_member,
-                                    oracle=release.gradients)
+                                    oracle=release.gradients, aligned=aligned)
     metrics = {
         "privacy": privacy,
         "leakage": leakage,
@@ -362,12 +363,8 @@ def _run_cell(cell: Cell, attack: Attack, splits: Splits, prepared: tuple[Defens
         metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}
         notes["dp.accountant"] = str(release.meta.accountant)
     result: dict[str, Any] = {"metrics": metrics, "notes": notes}
-    if out.reconstructions is not None:
-        rec = out.reconstructions.detach().cpu().float()
-        originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits,
-                                                   release.gradients)
-        result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release,
-                                                        rec if reordered is None else reordered, originals,
+    if aligned is not None:
+        result["artifacts"] = {"samples": _save_samples(opts.out, cell, splits, release, *aligned,
                                                         out.sources is None and out.class_labels is None)}
     return result
 
@@ -452,13 +449,25 @@ def _release_vfe(release: Release, splits: Splits) -> dict[str, float]:
 MEMORIZATION_SSIM = 0.9
 
 
+def aligned_reconstructions(out: AttackOutput, splits: Splits, oracle: Optional[GradientOracle]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(reconstructions, originals)`` on the CPU, in matching order (see :func:`reference_originals`)."""
+    assert out.reconstructions is not None
+    rec = out.reconstructions.detach().cpu().float()
+    originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits, oracle)
+    return (rec if reordered is None else reordered), originals
+
+
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,
           mask: Optional[torch.Tensor] = None, is_member: Optional[torch.Tensor] = None,
-          oracle: Optional[GradientOracle] = None) -> tuple[dict[str, Any], dict[str, str], float]:
+          oracle: Optional[GradientOracle] = None,
+          aligned: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+          ) -> tuple[dict[str, Any], dict[str, str], float]:
     """Central scoring of an attack's output. Returns ``(privacy metrics, notes, leakage in [0, 1])``.
 
     ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region; fidelity inside it is reported as
-    ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared with :func:`reference_originals`; the share
+    ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared with :func:`reference_originals` (``aligned``:
+    the result of :func:`aligned_reconstructions`, when the caller already has it); the share
     with SSIM >= ``MEMORIZATION_SSIM`` is ``memorized_rate``; reconstructions of a non-private training set are
     also compared with what was actually trained on (``training_*``). Leakage is the attack's success on a common
     scale (1 = fully leaky): SSIM of reconstructions (clipped at 0); linkage advantage over chance
@@ -468,9 +477,7 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
     notes: dict[str, str] = {}
     leaks: list[float] = []
     if out.reconstructions is not None:
-        rec = out.reconstructions.detach().cpu().float()
-        originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits, oracle)
-        rec = rec if reordered is None else reordered
+        rec, originals = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
         if tuple(rec.shape) != tuple(originals.shape):
             raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
         if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
