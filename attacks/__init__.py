@@ -1,18 +1,17 @@
-"""Built-in attacks. Each module registers its attacks in :data:`ATTACKS` on import.
+"""Built-in attacks. Each module registers its attacks in :data:`benchmark.registry.ATTACKS` on import; this
+package is loaded through the ``privbench.attacks`` entry point (``pyproject.toml``), never by the core by name.
 
 To add one: subclass :class:`benchmark.contracts.Attack`, declare ``requires`` (surfaces), ``access`` and a frozen
 ``Params`` dataclass, implement ``run(view, ctx) -> AttackOutput``, and decorate it with
-``@ATTACKS.register("my-id")``. Attacks never compute metrics; the runner scores outputs centrally.
-See ``attacks/README.md``.
+``@ATTACKS.register("my-id")``. Attacks never compute metrics, never import a defense, and run in an isolated child
+process (``benchmark.isolation``). See ``attacks/README.md``.
 """
 
 from __future__ import annotations
 
-from benchmark.contracts import Attack
-from benchmark.registry import Registry
+from benchmark.registry import ATTACKS
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-
-from . import gan, gradient, histogram, inpainting, inversion, linkage, membership, memorization, nearest, optim_inversion  # noqa: E402,F401,I001
+from . import (gan, gradient, histogram, inpainting, inversion, linkage, membership, memorization,  # noqa: F401
+               nearest, optim_inversion)
 
 __all__ = ["ATTACKS"]

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 class Generator(nn.Module):
@@ -78,15 +79,15 @@ class GANAttack(Attack):
             if self.w_adv < 0 or self.tv < 0:
                 raise InputError("w_adv and tv must be >= 0")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         p, dev, k = self.params, ctx.device, view.num_classes
         model = view.release.model
         assert model is not None
         model = model.to(dev).eval().requires_grad_(False)
         g = ctx.generator(salt=131)
-        torch.manual_seed(ctx.seed + 131)
-        gen = Generator(p.z_dim, k, tuple(view.image_shape)).to(dev)
-        critic = Critic(view.image_shape[0]).to(dev)
+        with seeded(g):
+            gen = Generator(p.z_dim, k, tuple(view.image_shape)).to(dev)
+            critic = Critic(view.image_shape[0]).to(dev)
         opt_g = torch.optim.Adam(gen.parameters(), lr=p.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(critic.parameters(), lr=p.lr, betas=(0.5, 0.999))
         aux_x, aux_y = view.aux.images, view.aux.labels

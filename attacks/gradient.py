@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, GradientOracle, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Surface
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 MAX_BATCH = 8
 
@@ -93,8 +93,8 @@ class _GradientAttack(Attack):
                generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Return ``(images (B,C,H,W) in [0,1], final loss scalar)`` for one batch."""
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
-        oracle: Optional[GradientOracle] = view.release.gradients
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
+        oracle: Optional[GradientAccess] = view.release.gradients
         assert oracle is not None
         p = self.params
         n = min(p.targets, len(view.targets) if oracle.on_private else oracle.train_size)

@@ -4,7 +4,9 @@ Shuffling pixels inside a region (spatially and across channels) keeps the regio
 public candidate region side ``s``, every image becomes the sorted values of each of its s×s regions (all channels
 pooled) — the exact empirical distribution of the region — and released targets are compared with gallery originals
 by the mean per-region Wasserstein-1 distance (L1 between sorted values). A target shuffled with side ``s*`` has
-distance 0 to its original at ``s*`` and every multiple of it, so the ranking takes the minimum over sides.
+distance 0 to its original at ``s*`` and every multiple of it, so the ranking takes the minimum over sides. The
+candidate sides come from the release's public algorithm (``transform.public["region_sides"]``) when the transform
+surface is exposed, else every common divisor of the image size.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
 from benchmark.errors import InputError
-from defenses.visualmixer import region_sizes, to_blocks
+from benchmark.regions import region_sizes, to_blocks
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 def region_signature(x: Tensor, s: int) -> Tensor:
@@ -31,6 +33,7 @@ class HistogramLinkage(Attack):
     """Adaptive linkage by per-region value distributions, which region shuffling preserves exactly."""
 
     requires = frozenset({Surface.DATA})
+    uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX
     adaptive = True
     needs_gallery = True
@@ -44,14 +47,15 @@ class HistogramLinkage(Attack):
             if self.top_k < 1 or self.chunk < 1:
                 raise InputError("top_k and chunk must be >= 1")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         assert view.release.data is not None and view.gallery is not None
         queries = view.release.data.images[view.targets]
         gallery = view.gallery
         if queries.shape[1:] != gallery.shape[1:]:
             raise InputError(f"histogram-linkage needs released images shaped like the originals, got "
                              f"{tuple(queries.shape[1:])} vs {tuple(gallery.shape[1:])}")
-        sizes = region_sizes(*gallery.shape[-2:]) or [1]
+        public = view.release.transform.public if view.release.transform is not None else {}
+        sizes = [int(s) for s in public.get("region_sides", region_sizes(*gallery.shape[-2:]))] or [1]
         n_pix = gallery[0].numel()
         best = torch.full((len(queries), len(gallery)), float("inf"), dtype=torch.float64)
         for s in sizes:

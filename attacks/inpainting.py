@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 import torch
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.errors import InputError
 from benchmark.models import map_batched
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 from .nets import InpaintNet, TrainBudget, fit_decoder
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
@@ -64,7 +65,7 @@ class ClassicalInpainting(Attack):
             if not self.radius > 0:
                 raise InputError(f"radius must be > 0, got {self.radius}")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         images, masks = _targets(view)
         return AttackOutput(reconstructions=classical_fill(images, masks, self.params.method, self.params.radius))
 
@@ -82,22 +83,20 @@ class LearnedInpainting(Attack):
     class Params(TrainBudget):
         lr: float = 1e-3
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         rel = view.release
-        assert rel.transform is not None and rel.mask_generator is not None
+        transform = rel.transform
+        assert transform is not None and transform.has_mask
         images, masks = _targets(view)
         c, h, w = view.image_shape
         p = self.params
 
         def make_inputs(aux: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-            state = g.get_state()
-            masked = rel.transform(aux, g)
-            g.set_state(state)  # the mask generator sees the same secret draw as the transform
-            m = rel.mask_generator(aux, g)
+            masked, m = transform.with_mask(aux)  # one secret draw for the release and its mask
             return torch.cat([classical_fill(masked, m), m.float()], 1)
 
-        torch.manual_seed(ctx.seed + 303)
-        net = InpaintNet(c, (h, w), p.width)
+        with seeded(ctx.generator("inpaint-init")):
+            net = InpaintNet(c, (h, w), p.width)
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                     salt=303)
         recon = map_batched(net, torch.cat([classical_fill(images, masks), masks.float()], 1), ctx.device)
@@ -142,14 +141,14 @@ class DiffusionInpainting(Attack):
         scheduler = RePaintScheduler.from_pretrained(root / "scheduler", local_files_only=True)
         return RePaintPipeline(unet=unet, scheduler=scheduler).to(device)
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         images, masks = _targets(view)
         pipe = self.load(ctx.device)
         if pipe.unet.config.in_channels != images.shape[1]:
             raise InputError(f"inpaint-diffusion: the model in {self.params.model_dir} takes "
                              f"{pipe.unet.config.in_channels} channels, the images have {images.shape[1]}")
         p = self.params
-        g = torch.Generator(device="cpu").manual_seed(ctx.seed + 404)
+        g = ctx.generator("repaint")
         out = []
         for i in range(0, len(images), p.batch_size):
             x = images[i:i + p.batch_size]

@@ -15,10 +15,11 @@ from typing import Optional
 
 import torch
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.models import map_batched
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 from .nets import TrainBudget, UNetDecoder, fit_decoder
 
 
@@ -45,7 +46,7 @@ class InversionDecoder(Attack):
     class Params(TrainBudget):
         pass
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         rel, p = view.release, self.params
         if rel.encoder is not None and rel.bitstream is not None:
             encoder = rel.encoder.to(ctx.device).eval()
@@ -55,10 +56,14 @@ class InversionDecoder(Attack):
                 return map_batched(encoder, aux, ctx.device)
         else:
             assert rel.data is not None and rel.transform is not None
-            released_targets, make_inputs = rel.data.images[view.targets], rel.transform
+            transform = rel.transform
+            released_targets = rel.data.images[view.targets]
+
+            def make_inputs(aux: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+                return transform(aux)  # the defender draws fresh secret randomness on every query
         c, h, w = view.image_shape
-        torch.manual_seed(ctx.seed + 101)
-        net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width)
+        with seeded(ctx.generator("decoder-init")):
+            net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width)
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                     salt=101)
         return AttackOutput(reconstructions=map_batched(net, released_targets, ctx.device).clamp(0, 1))

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.errors import InputError
 from benchmark.metrics.identity import rank_by_distance
 from benchmark.models import map_batched
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 from .nets import Embedder
 
 
@@ -47,7 +48,7 @@ class Linkage(Attack):
             if not self.temperature > 0 or not self.lr > 0:
                 raise InputError("temperature and lr must be > 0")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         assert view.release.data is not None and view.gallery is not None
         p = self.params
         gallery = view.gallery
@@ -63,17 +64,17 @@ class Linkage(Attack):
             rankings["learned"] = self._learned(view, queries, gallery, ctx)
         return AttackOutput(rankings=rankings)
 
-    def _learned(self, view: AttackView, queries: torch.Tensor, gallery: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    def _learned(self, view: AttackView, queries: torch.Tensor, gallery: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         p = self.params
         g = ctx.generator(salt=202)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-        f_rel = Embedder(queries.shape[1], p.dim, p.width).to(ctx.device)
-        f_org = Embedder(gallery.shape[1], p.dim, p.width).to(ctx.device)
+        with seeded(g):
+            f_rel = Embedder(queries.shape[1], p.dim, p.width).to(ctx.device)
+            f_org = Embedder(gallery.shape[1], p.dim, p.width).to(ctx.device)
         opt = torch.optim.Adam(list(f_rel.parameters()) + list(f_org.parameters()), lr=p.lr)
         aux = view.aux.images
         assert view.release.transform is not None
         for _ in range(p.epochs):
-            released = view.release.transform(aux, g)
+            released = view.release.transform(aux)
             perm = torch.randperm(len(aux), generator=g)
             for i in range(0, len(aux), p.batch_size):
                 idx = perm[i:i + p.batch_size]

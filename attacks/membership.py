@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.config import stable_hash, tensor_hash
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, ImageSet, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
 from benchmark.errors import InputError
 from benchmark.models import build_model, map_batched, train_classifier
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ class Membership(Attack):
             if self.epochs < 0:
                 raise InputError("epochs must be >= 0")
 
-    def _shadow_confidences(self, view: AttackView, ctx: RunContext) -> dict[str, Tensor]:
+    def _shadow_confidences(self, view: AttackView, ctx: AttackContext) -> dict[str, Tensor]:
         """``phi (K, M)`` confidences of each shadow model on the candidates and ``inside (K, M)`` bool."""
         assert view.candidates is not None
         cand, aux, t = view.candidates, view.aux, ctx.task
@@ -70,14 +71,14 @@ class Membership(Attack):
             inside[i, pick_c] = True
             train = ImageSet(torch.cat([cand.images[pick_c], aux.images[pick_a]]),
                              torch.cat([cand.labels[pick_c], aux.labels[pick_a]]))
-            torch.manual_seed(ctx.seed * 101 + i)
-            model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
+            with seeded(ctx.generator(f"shadow-init-{i}")):
+                model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
             train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
                              generator=ctx.generator(salt=400 + i), device=ctx.device)
             phi[i] = logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels)
         return {"phi": phi, "inside": inside}
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         cand = view.candidates
         model = view.release.model
         if cand is None or model is None:
@@ -88,7 +89,7 @@ class Membership(Attack):
         target_phi = logit_confidence(logits, cand.labels)
         loss = nn.functional.cross_entropy(logits, cand.labels, reduction="none")
         key = stable_hash({"candidates": tensor_hash(cand.images, cand.labels),
-                           "aux": tensor_hash(view.aux.images, view.aux.labels), "seed": ctx.seed,
+                           "aux": tensor_hash(view.aux.images, view.aux.labels), "stream": ctx.stream,
                            "task": [ctx.task.model, ctx.task.width, ctx.task.batch_size, ctx.task.lr, ctx.task.epochs],
                            "params": [self.params.shadows, self.params.epochs]})[:32]
         shadow = ctx.remember(f"shadows-{key}", lambda: self._shadow_confidences(view, ctx))

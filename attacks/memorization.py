@@ -2,7 +2,7 @@
 CCS 2017).
 
 Threat: the training code is the attacker's. The platform runs it on its training set (the ``gradients``
-surface's :meth:`GradientOracle.run_training`) and releases only the trained model; the attacker then decodes
+surface's ``run_training``, in a separate platform process) and releases only the trained weights; the attacker then decodes
 training images from the model's parameters. Encodings (``encoding``):
 
 - ``lsb``: train normally, then overwrite the ``bits`` least significant mantissa bits of every float32 parameter
@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.contracts import (Access, Attack, AttackOutput, AttackView, GradientOracle, ImageSet, RunContext,
-                                 Surface)
+from benchmark.contracts import (Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, ImageSet,
+                                 Surface, TaskConfig)
 from benchmark.errors import InputError
 from benchmark.models import build_model, train_classifier
+from benchmark.seeding import seeded
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 def _flat_params(model: nn.Module) -> Tensor:
@@ -205,8 +206,8 @@ class Memorization(Attack):
             if self.images < 1 or not 1 <= self.bits <= 8:
                 raise InputError("images must be >= 1 and bits in [1, 8]")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
-        oracle: GradientOracle | None = view.release.gradients
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
+        oracle: GradientAccess | None = view.release.gradients
         assert oracle is not None
         p, t = self.params, ctx.task
         enc = ENCODINGS[p.encoding]
@@ -215,22 +216,44 @@ class Memorization(Attack):
         n = min(p.images, oracle.train_size, _capacity(probe, per_image, p.encoding))  # as many as fit
         sources = view.targets[:n] if oracle.on_private else torch.arange(n)
         shape = (n,) + tuple(view.image_shape)
-
-        def malicious_code(train: ImageSet) -> nn.Module:
-            """Runs inside the platform with the training set; only the returned model leaves."""
-            secret = train.images[sources]
-            torch.manual_seed(ctx.seed)
-            model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
-            penalty = enc.penalty(secret, p.bits) if enc.penalty is not None else None
-            if enc.augment is not None:
-                extra = enc.augment(secret, p.bits, view.num_classes)
-                train = ImageSet(torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels]))
-            train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                             generator=ctx.generator(salt=97), device=ctx.device, penalty=penalty)
-            if enc.embed is not None:
-                enc.embed(model.cpu(), secret, p.bits)
-            return model
-
-        released = oracle.run_training(malicious_code)
-        recon = enc.decode(released, shape, p.bits).clamp(0, 1)
+        g = ctx.generator("malicious-training")
+        code = MaliciousTraining(p.encoding, p.bits, sources.clone(), t, view.num_classes,
+                                 init_seed=int(torch.randint(0, 2**62, (1,), generator=g)),
+                                 train_seed=int(torch.randint(0, 2**62, (1,), generator=g)), device=str(ctx.device))
+        state = oracle.run_training(code)
+        released = build_model(t.model, view.image_shape[0], view.num_classes, width=t.width)
+        released.load_state_dict(dict(state))
+        recon = enc.decode(released.eval(), shape, p.bits).clamp(0, 1)
         return AttackOutput(reconstructions=recon, sources=sources, extra={"encoded_images": float(n)})
+
+
+@dataclass(frozen=True)
+class MaliciousTraining:
+    """The attacker's training code (picklable): trains the suite's task model on the platform's training set while
+    hiding the training images ``sources`` with ``encoding``. Runs in the platform's process; only the returned
+    state dict leaves it."""
+
+    encoding: str
+    bits: int
+    sources: Tensor
+    task: TaskConfig
+    num_classes: int
+    init_seed: int
+    train_seed: int
+    device: str = "cpu"
+
+    def __call__(self, train: ImageSet) -> dict[str, Tensor]:
+        enc, t = ENCODINGS[self.encoding], self.task
+        secret = train.images[self.sources]
+        with seeded(torch.Generator().manual_seed(self.init_seed)):
+            model = build_model(t.model, train.images.shape[1], self.num_classes, width=t.width)
+        penalty = enc.penalty(secret, self.bits) if enc.penalty is not None else None
+        if enc.augment is not None:
+            extra = enc.augment(secret, self.bits, self.num_classes)
+            train = ImageSet(torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels]))
+        train_classifier(model, train, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                         generator=torch.Generator().manual_seed(self.train_seed), device=torch.device(self.device),
+                         penalty=penalty)
+        if enc.embed is not None:
+            enc.embed(model.cpu(), secret, self.bits)
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}

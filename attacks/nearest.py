@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 @ATTACKS.register("nearest-neighbour")
@@ -37,7 +37,7 @@ class NearestNeighbour(Attack):
     def compatible(self, surfaces: frozenset[Surface]) -> Optional[str]:
         return None if surfaces & self.uses else "release lacks surface(s): data or synthetic"
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         rel = view.release.synthetic if view.release.synthetic is not None else view.release.data
         assert rel is not None and view.gallery is not None
         released = rel.images

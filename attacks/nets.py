@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import RunContext
+from benchmark.contracts import AttackContext
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class InpaintNet(nn.Module):
 
 
 def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torch.Generator], Tensor],
-                ctx: RunContext, *, epochs: int, batch_size: int, lr: float, salt: int) -> nn.Module:
+                ctx: AttackContext, *, epochs: int, batch_size: int, lr: float, salt: int) -> nn.Module:
     """Train ``net`` with MSE to map ``make_inputs(aux, g)`` back to ``aux (N,C,H,W)``.
 
     ``make_inputs`` is called once per epoch with the same generator, so defenses with secret randomness give a

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, RunContext, Surface
+from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 
-from . import ATTACKS
+from benchmark.registry import ATTACKS
 
 
 @ATTACKS.register("inversion-optim")
@@ -43,7 +43,7 @@ class OptimInversion(Attack):
             if not self.lr > 0 or self.tv < 0:
                 raise InputError("lr must be > 0 and tv >= 0")
 
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         rel = view.release
         assert rel.encoder is not None and rel.bitstream is not None
         encoder = rel.encoder.to(ctx.device).eval()
@@ -57,7 +57,7 @@ class OptimInversion(Attack):
         return AttackOutput(reconstructions=torch.cat(out).clamp(0, 1))
 
     def _invert(self, encoder: torch.nn.Module, z: Tensor, view: AttackView, g: torch.Generator,
-                ctx: RunContext) -> Tensor:
+                ctx: AttackContext) -> Tensor:
         p = self.params
         norm = z.flatten(1).pow(2).sum(1).clamp_min(1e-12)
         best_x = torch.zeros((len(z),) + tuple(view.image_shape))

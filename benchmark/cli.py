@@ -15,9 +15,8 @@ from .errors import InputError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from attacks import ATTACKS
-    from defenses import DEFENSES
     from .data import DATASETS
+    from .registry import ATTACKS, DEFENSES
     from .metrics import METRICS
     from .models import MODELS
 
@@ -54,10 +53,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.datasets:
         suite = dataclasses.replace(suite, datasets=tuple(args.datasets))
     opts = RunOptions(out=Path(args.out), jobs=args.jobs, device=args.device, retry_failed=args.retry_failed,
-                      progress=not args.no_progress, use_lpips=not args.no_lpips)
+                      progress=not args.no_progress, use_lpips=not args.no_lpips,
+                      plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
     summary = run_suite(suite, opts)
     print(f"{summary.planned} cells: {summary.reused} reused, {summary.ok} ok, {summary.skipped} skipped, "
           f"{summary.failed} failed -> {opts.out / 'records'}")
+    for line in summary.failed_cells:
+        print(f"failed: {line}")
     computed = summary.ok + summary.skipped + summary.failed
     if not args.no_report and (computed or not (opts.out / "tables").is_dir()):
         from .report import write_report
@@ -68,6 +70,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    if args.check:
+        from .check import check_records
+
+        problems = check_records(Path(args.dir))
+        for line in problems:
+            print(line)
+        if problems:
+            print(f"{len(problems)} problem(s): re-run the suite at a clean commit to refresh these records",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.dir}: every record matches this checkout's code")
     written = write_report(Path(args.dir))
     for p in written:
         print(p)
@@ -81,10 +94,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin_option(p: argparse.ArgumentParser, dest: str) -> None:
+    p.add_argument("--plugin", dest=dest, action="append", default=[], metavar="FILE",
+                   help="Python file registering extra defenses/attacks (repeatable; before or after the subcommand)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="privbench", description=__doc__.splitlines()[0])
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                   help="Python file registering extra defenses/attacks (repeatable)")
+    _plugin_option(p, "plugin")
     sub = p.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("list", help="list datasets, defenses (surfaces), attacks (requirements), metrics")
     sp.set_defaults(fn=_cmd_list)
@@ -102,22 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=_cmd_run)
     sp = sub.add_parser("report", help="regenerate tables and plots from DIR/records")
     sp.add_argument("dir")
+    sp.add_argument("--check", action="store_true",
+                    help="first fail (exit 1), naming them, if records come from other code or a dirty tree")
     sp.set_defaults(fn=_cmd_report)
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)
+    for name, sp in sub.choices.items():
+        _plugin_option(sp, "plugin_after")  # also accepted after the subcommand
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.plugin = list(args.plugin) + list(getattr(args, "plugin_after", []))
     try:
-        from .registry import load_builtins, load_plugin_file
+        from .registry import load_plugins
 
-        if args.fn in (_cmd_list, _cmd_run):  # report/show read records only: no torch import, fast
-            load_builtins()
-            for f in args.plugin:
-                load_plugin_file(f)
+        if args.fn in (_cmd_list, _cmd_run) or getattr(args, "check", False):  # report/show: records only, fast
+            load_plugins(tuple(args.plugin))
         return int(args.fn(args))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

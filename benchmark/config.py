@@ -39,10 +39,21 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """Split sizes. A request the dataset cannot satisfy is an error naming the field, unless ``scale: fit``
+    (then sizes shrink proportionally and the record keeps the sizes actually used)."""
+
     private: int = 1500
     aux: int = 1500
     test: int = 1000
     targets: int = 100
+    scale: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("exact", "fit"):
+            raise InputError(f"scale must be 'exact' or 'fit', got {self.scale!r}")
+        for name in ("private", "aux", "test", "targets"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class SuiteConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     dataset_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    reference: str = "none"  # the defense utility drop is measured against (same dataset and seed)
 
 
 def stable_hash(obj: Any) -> str:
@@ -194,8 +206,7 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
 def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteConfig:
     """Load a suite by file path or by name (``quick`` -> ``benchmark/suites/quick.yaml``)."""
     from .data import DATASETS
-    from attacks import ATTACKS
-    from defenses import DEFENSES
+    from .registry import ATTACKS, DEFENSES
 
     path = Path(source)
     if not path.suffix:
@@ -212,7 +223,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
         raise InputError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: expected a mapping at top level")
-    allowed = {"name", "datasets", "seeds", "defenses", "attacks", "splits", "task", "dataset_options"}
+    allowed = {"name", "datasets", "seeds", "defenses", "attacks", "splits", "task", "dataset_options", "reference"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -245,4 +256,16 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
         splits=build_dataclass(SplitConfig, raw.get("splits"), f"{path}: splits"),
         task=build_dataclass(TaskConfig, raw.get("task"), f"{path}: task"),
         dataset_options={k: dict(v) for k, v in opts.items()},
+        reference=_reference(raw.get("reference", "none"), defenses, path),
     )
+
+
+def _reference(ref: Any, defenses: tuple[PluginSpec, ...], path: Path) -> str:
+    ref = _check_type(ref, str, f"{path}: reference")
+    from .registry import DEFENSES
+
+    try:
+        DEFENSES.get(ref)
+    except InputError as e:
+        raise InputError(f"{path}: reference: {e}") from None
+    return ref

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -101,14 +101,24 @@ class Splits:
 TransformFn = Callable[[Tensor, torch.Generator], Tensor]
 
 
+class Codec(Protocol):
+    """A public decoder: ``decode_batch(payloads, shape) -> (N, *shape)`` float features."""
+
+    def decode_batch(self, payloads: list[bytes], shape: tuple[int, ...]) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class Bitstream:
     """Coded representations of the private samples (one payload each, aligned to private indices) and the public
-    decoder: ``decode(payloads) -> (N, *shape)`` float features."""
+    decoder (plain data: the codec holds the quantiser range and the coder's probability tables)."""
 
     payloads: tuple[bytes, ...]
     shape: tuple[int, ...]
-    decode: Callable[[list[bytes]], Tensor]
+    codec: Codec
+
+    def decode(self, items: list[bytes]) -> Tensor:
+        """``(len(items), *shape)`` dequantised features."""
+        return self.codec.decode_batch(list(items), self.shape)
 
     @property
     def bytes_per_item(self) -> float:
@@ -119,45 +129,48 @@ class Bitstream:
 GradientMechanism = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, ...]]
 
 
-@dataclass(frozen=True)
 class GradientOracle:
-    """The ``gradients`` surface (shared-update / federated setting).
+    """The ``gradients`` surface, defender side (shared-update / federated setting).
 
     The server (attacker) knows the global ``model`` (white-box, the weights the update is computed at) and receives,
     for a training batch, the update ``mechanism`` produces: the mean cross-entropy gradient for plain training, a
     clipped and noised one for DP-SGD. Batches are drawn from what the defender trains on: the private split when
     ``on_private`` (training index ``i`` = private sample ``i``), otherwise its own released training set (e.g.
-    synthetic images), of size ``train_size``. Labels never leave the defender.
+    synthetic images). This object stays with the defender: attacks get a proxy (``benchmark.isolation``) that
+    forwards batch indices and returns gradients, never the training images, labels or the noise secret.
     """
 
-    model: nn.Module
-    mechanism: GradientMechanism
-    train_images: Tensor  # (train_size, C, H, W), kept by the defender; attacks must not read it
-    train_labels: Tensor  # (train_size,)
-    on_private: bool
-    seed: int = 0
+    def __init__(self, model: nn.Module, mechanism: GradientMechanism, train: ImageSet, on_private: bool,
+                 secret: int) -> None:
+        self.model, self.mechanism, self.on_private = model, mechanism, on_private
+        self._train, self._secret = train, secret
 
     @property
     def train_size(self) -> int:
-        return int(self.train_images.shape[0])
+        return len(self._train)
 
-    def run_training(self, code: Callable[[ImageSet], nn.Module]) -> nn.Module:
-        """The malicious-training threat (Song et al., CCS 2017): the platform runs attacker-supplied training
-        ``code`` on its training set and releases only the returned model (CPU, eval mode)."""
-        return code(ImageSet(self.train_images, self.train_labels)).cpu().eval()
+    @property
+    def training_set(self) -> ImageSet:
+        """The defender's training set (for the runner: scoring and the malicious-training platform)."""
+        return self._train
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, ...]:
         """Per-parameter gradients (same order as ``model.parameters()``) of the training batch ``idx`` (B,)."""
+        from .seeding import derive_seed
+
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
             raise InputError(f"gradient batch indices must lie in [0, {self.train_size}), got {idx.tolist()[:8]}")
-        from .config import tensor_hash
-
-        # The defender's noise: fixed per (seed, batch), different for different batches with the same index sum.
-        g = torch.Generator().manual_seed(int(tensor_hash(torch.tensor([self.seed]), idx)[:15], 16))
-        dev = next(self.model.parameters()).device  # wherever the attacker moved the (shared) global model
-        x, y = self.train_images[idx].to(dev), self.train_labels[idx].to(dev)
+        # The defender's noise: fixed per (secret, batch content), independent across batches.
+        g = torch.Generator().manual_seed(derive_seed(self._secret, "batch", idx.tolist()))
+        dev = next(self.model.parameters()).device
+        x, y = self._train.images[idx].to(dev), self._train.labels[idx].to(dev)
         return tuple(t.detach() for t in self.mechanism(self.model, x, y, g))
+
+
+#: Attacker-supplied training code for the malicious-training threat: ``code(train) -> state_dict`` of the model it
+#: trained. Must be picklable (a module-level class or function): it runs in a separate platform process.
+TrainingCode = Callable[[ImageSet], Mapping[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,7 @@ class Release:
         encoder: image ``(N,C,H,W)`` -> representation at the split point (a differentiable module).
         bitstream: coded representations of the private samples and their public decoder.
         model: the trained task model.
-        gradients: the shared-update oracle (:class:`GradientOracle`).
+        gradients: the shared-update oracle (:class:`GradientOracle`, defender side).
         synthetic: a released training set not aligned to private samples (e.g. synthesised images).
         mask: ``(N_private, 1, H, W)`` bool, true where the defense removed content (aligned to ``data``).
         mask_generator: the public mask algorithm, ``images (N,C,H,W), generator -> (N,1,H,W)`` bool; it returns
@@ -204,32 +217,52 @@ class Release:
     def surfaces(self) -> frozenset[Surface]:
         return frozenset(s for s in Surface if getattr(self, s.value) is not None)
 
-    def restricted(self, surfaces: frozenset[Surface]) -> "Release":
-        """A copy exposing only ``surfaces`` (what an attack declared)."""
-        kept = {s.value: getattr(self, s.value) for s in Surface if s in surfaces}
-        return dataclasses.replace(self, **{s.value: kept.get(s.value) for s in Surface}, inference_transform=None,
-                                   mask_generator=self.mask_generator if Surface.MASK in surfaces else None)
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """Per-cell settings handed to plugins. No global state: seeds, device and threads travel here."""
+    """Per-cell settings handed to a defense (trusted side). Its generators draw the defense's secret randomness
+    from a stream that attack code cannot derive (``benchmark.seeding``); no global state."""
 
     seed: int
     device: torch.device
     task: "TaskConfig"
     progress: bool = False
-    #: ``memo(key, make) -> dict``: the runner's artifact cache, for attack artifacts that do not depend on the
-    #: defense (e.g. shadow models); ``None`` = compute every time.
+
+    def generator(self, salt: int | str = 0) -> torch.Generator:
+        """A fresh generator of the defense's secret stream ``salt``."""
+        from .seeding import derive_seed
+
+        return torch.Generator().manual_seed(derive_seed(self.seed, "defense-secret", salt))
+
+    def secret(self, salt: int | str) -> int:
+        """A secret integer of the defense's stream ``salt`` (e.g. the seed of an oracle's noise)."""
+        from .seeding import derive_seed
+
+        return derive_seed(self.seed, "defense-secret", salt)
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack gets besides its view: a device, the suite's task recipe (public), its own random stream and
+    an artifact memo. It never holds the cell seed: ``stream`` is a one-way function of it and the attack's label.
+
+    ``memo(key, make) -> dict``: cached attack artifacts that do not depend on the defense (e.g. shadow models),
+    keyed by the runner with the attack's code hash; ``None`` = compute every time.
+    """
+
+    device: torch.device
+    task: "TaskConfig"
+    stream: int
     memo: Optional[Callable[[str, Callable[[], dict]], dict]] = None
+
+    def generator(self, salt: int | str = 0) -> torch.Generator:
+        from .seeding import derive_seed
+
+        return torch.Generator().manual_seed(derive_seed(self.stream, "attack", salt))
 
     def remember(self, key: str, make: Callable[[], dict]) -> dict:
         return make() if self.memo is None else self.memo(key, make)
-
-    def generator(self, salt: int = 0) -> torch.Generator:
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + salt) % (2**63))
-        return g
 
 
 @dataclass(frozen=True)
@@ -280,6 +313,11 @@ class Defense(Plugin):
         """The public algorithm applied to attacker-chosen images ``(N,C,H,W)`` in [0, 1]."""
         raise InputError(f"defense {self.id!r} has no public transform")
 
+    def public_info(self, shape: tuple[int, int, int]) -> dict[str, Any]:
+        """Public parameters of the algorithm for images of ``shape`` (C, H, W), shown to attacks with the
+        ``transform`` surface (Kerckhoffs: the algorithm is public, its secret randomness is not)."""
+        return {}
+
     def task_model(self, in_channels: int, num_classes: int, task: "TaskConfig") -> nn.Module:
         """The utility model this defense prescribes (default: the suite's task model)."""
         from .models import build_model
@@ -317,12 +355,71 @@ class Defense(Plugin):
         raise InputError(f"defense {self.id!r} has no mask generator")
 
 
+class TransformAccess(Protocol):
+    """The ``transform`` surface as attacks see it: query access to the public algorithm.
+
+    Each call applies the defense to attacker-chosen images ``(N,C,H,W)`` in [0, 1] with fresh secret randomness
+    drawn by the defender. ``public`` holds the algorithm's public parameters (e.g. VisualMixer's region sides).
+    """
+
+    public: Mapping[str, Any]
+    has_mask: bool
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+    def with_mask(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(released, removed-mask (N,1,H,W) bool)`` from one secret draw (``mask`` surface only)."""
+        ...
+
+
+class GradientAccess(Protocol):
+    """The ``gradients`` surface as attacks see it: the global model (white-box) and the shared update of a batch."""
+
+    model: nn.Module
+    train_size: int
+    on_private: bool
+
+    def __call__(self, idx: Tensor) -> tuple[Tensor, ...]:
+        """The update of training batch ``idx (B,)``: per-parameter tensors, in ``model.parameters()`` order."""
+        ...
+
+    def run_training(self, code: TrainingCode) -> Mapping[str, Tensor]:
+        """Malicious training code (Song et al., CCS 2017): the platform runs ``code`` on its training set in a
+        separate process and returns only the state dict it produced."""
+        ...
+
+
+@dataclass
+class ReleaseView:
+    """The release restricted to what one attack declared: plain data and query-only accessors.
+
+    Attributes:
+        data, mask, synthetic, model, encoder, bitstream, meta: copies of the release's fields (see :class:`Release`).
+        transform: query access to the public algorithm (:class:`TransformAccess`).
+        gradients: query access to the shared update (:class:`GradientAccess`).
+    """
+
+    data: Optional[ImageSet] = None
+    transform: Optional[TransformAccess] = None
+    encoder: Optional[nn.Module] = None
+    bitstream: Optional[Bitstream] = None
+    model: Optional[nn.Module] = None
+    gradients: Optional[GradientAccess] = None
+    mask: Optional[Tensor] = None
+    synthetic: Optional[ImageSet] = None
+    meta: ReleaseMeta = field(default_factory=ReleaseMeta)
+
+    @property
+    def surfaces(self) -> frozenset[Surface]:
+        return frozenset(s for s in Surface if getattr(self, s.value) is not None)
+
+
 @dataclass
 class AttackView:
     """Everything an attack may see. Private originals reach it only through ``release`` or ``gallery``.
 
     Attributes:
-        release: the release restricted to the attack's ``requires``.
+        release: the release restricted to the attack's ``requires`` (and the optional surfaces it ``uses``).
         aux: public same-distribution data, disjoint from private.
         targets: indices into ``release.data`` of the samples under attack (their originals are hidden).
         gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner).
@@ -330,7 +427,7 @@ class AttackView:
         image_shape: ``(C, H, W)`` of the original images; ``num_classes`` of the task.
     """
 
-    release: Release
+    release: ReleaseView
     aux: ImageSet
     targets: Tensor
     image_shape: tuple[int, int, int]
@@ -391,5 +488,5 @@ class Attack(Plugin):
         return None
 
     @abstractmethod
-    def run(self, view: AttackView, ctx: RunContext) -> AttackOutput:
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         """Attack ``view`` and return outputs aligned with ``view.targets``."""

@@ -1,4 +1,4 @@
-"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v1 (DESIGN.md, Records).
+"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v2 (DESIGN.md, Records).
 
 Records are validated on write and on read, and written atomically (temp file, fsync, rename), so a killed run
 leaves either the whole record or none.
@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed")
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "suite": str, "cell_id": str, "dataset": dict, "defense": dict, "attack": dict,
@@ -38,7 +38,7 @@ def _check_numbers(obj: Any, where: str) -> None:
 
 
 def validate(record: Mapping[str, Any], where: str = "record") -> None:
-    """Raise :class:`InputError` naming the field unless ``record`` follows schema v1."""
+    """Raise :class:`InputError` naming the field unless ``record`` follows the current schema."""
     if not isinstance(record, Mapping):
         raise InputError(f"{where}: expected a JSON object")
     for key, tp in _REQUIRED.items():
@@ -59,7 +59,8 @@ def validate(record: Mapping[str, Any], where: str = "record") -> None:
     for key in ("name", "hash", "sizes"):
         if key not in record["dataset"]:
             raise InputError(f"{where}.dataset: missing {key!r}")
-    for key in ("privbench_version", "git_commit", "config_hash", "libraries", "device"):
+    for key in ("privbench_version", "git_commit", "config_hash", "cell_key", "code", "libraries", "device",
+                "machine"):
         if key not in record["provenance"]:
             raise InputError(f"{where}.provenance: missing {key!r}")
     _check_numbers(record["metrics"], f"{where}.metrics")

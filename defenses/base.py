@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.seeding import seeded
+
 from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Release, ReleaseMeta, RunContext,
                                  Splits, Surface, check_images)
 
@@ -33,7 +35,7 @@ class InputDefense(Defense):
         return out.clamp_(0.0, 1.0)
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        released = self.transform(splits.private.images, ctx.generator(salt=1))
+        released = self.transform(splits.private.images, ctx.generator("release"))
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform, meta=ReleaseMeta())
 
@@ -59,8 +61,8 @@ class ModelReleaser(Defense):
         return cross_entropy_gradients
 
     def _fresh(self, splits: Splits, ctx: RunContext) -> nn.Module:
-        torch.manual_seed(ctx.seed * 1_009 + 17)
-        return self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task).eval()
+        with seeded(ctx.generator("global-model-init")):
+            return self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task).eval()
 
     def model_release(self, model: nn.Module, train: Optional[ImageSet], splits: Splits, ctx: RunContext,
                       oracle_state: Optional[Mapping[str, Tensor]] = None, **fields: Any) -> Release:
@@ -71,8 +73,7 @@ class ModelReleaser(Defense):
         on_private = train is None
         data = splits.private if train is None else train
         mechanism = self.gradient_mechanism(fields.get("meta", ReleaseMeta()))
-        oracle = GradientOracle(fresh.requires_grad_(True), mechanism, data.images, data.labels, on_private,
-                                seed=ctx.seed)
+        oracle = GradientOracle(fresh.requires_grad_(True), mechanism, data, on_private, ctx.secret("gradients"))
         return Release(model=model.cpu().eval(), gradients=oracle, **fields)
 
     def release_state(self, release: Release) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class ModelReleaser(Defense):
         from benchmark.models import train_classifier
 
         t = ctx.task
-        torch.manual_seed(ctx.seed)
-        model = self.task_model(train.images.shape[1], splits.info.num_classes, t)
+        with seeded(ctx.generator("task-init")):
+            model = self.task_model(train.images.shape[1], splits.info.num_classes, t)
         return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                generator=ctx.generator(salt=3), device=ctx.device, optimizer=self.optimizer)
+                                generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer)

@@ -13,7 +13,7 @@ from benchmark.errors import InputError
 
 from benchmark.contracts import Release, RunContext, Splits, Surface
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 from .base import InputDefense, ModelReleaser
 
 

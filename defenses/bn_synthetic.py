@@ -28,7 +28,7 @@ from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 from benchmark.models import accuracy
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 from .base import ModelReleaser
 
 
@@ -103,7 +103,7 @@ class BNSynthetic(ModelReleaser):
         """Optimise ``per_class`` images per class; returns the set and the final BN-statistics loss."""
         p, dev = self.params, ctx.device
         k = stats[0][0].shape[0]
-        g = ctx.generator(salt=71)
+        g = ctx.generator("synthesis")
         labels = torch.arange(k).repeat_interleave(p.per_class)
         x = torch.rand((k * p.per_class,) + tuple(shape), generator=g).to(dev).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=p.lr)

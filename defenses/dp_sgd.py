@@ -20,8 +20,9 @@ from torch.nn import functional as F
 
 from benchmark.contracts import GradientMechanism, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
 from benchmark.errors import InputError
+from benchmark.seeding import seeded
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 from .base import ModelReleaser
 
 
@@ -114,11 +115,11 @@ class DPSGD(ModelReleaser):
 
         p, t = self.params, ctx.task
         epochs = p.epochs or t.epochs
-        torch.manual_seed(ctx.seed)
-        model = self.task_model(splits.info.shape[0], splits.info.num_classes, t).to(ctx.device)
+        with seeded(ctx.generator("task-init")):
+            model = self.task_model(splits.info.shape[0], splits.info.num_classes, t).to(ctx.device)
         opt = self.optimizer(model.parameters(), p.lr)
         loader = DataLoader(TensorDataset(splits.private.images, splits.private.labels), batch_size=t.batch_size,
-                            generator=ctx.generator(salt=3))
+                            generator=ctx.generator("task-train"))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded on purpose: reproducible
             warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
@@ -132,7 +133,7 @@ class DPSGD(ModelReleaser):
         p = self.params
         engine = PrivacyEngine(accountant="rdp")
         common = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=p.max_grad_norm,
-                      noise_generator=ctx.generator(salt=5) if ctx.device.type == "cpu" else None)
+                      noise_generator=ctx.generator("dp-noise") if ctx.device.type == "cpu" else None)
         if p.target_epsilon is not None:
             module, opt, loader = engine.make_private_with_epsilon(**common, target_epsilon=p.target_epsilon,
                                                                    target_delta=p.delta, epochs=epochs)

@@ -26,8 +26,9 @@ from benchmark.contracts import (ImageSet, Release, ReleaseMeta, RunContext, Spl
                                  check_images)
 from benchmark.errors import InputError
 from benchmark.models import SplitModel, predict, train_classifier
+from benchmark.seeding import seeded
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 from .base import InputDefense
 
 
@@ -133,11 +134,11 @@ class InterpretationMasking(InputDefense):
 
     # --- building and caching ------------------------------------------------------------------------------
     def _fit(self, splits: Splits, ctx: RunContext) -> None:
-        torch.manual_seed(ctx.seed + 11)
-        model = super().task_model(splits.private.images.shape[1], splits.info.num_classes, ctx.task)
+        with seeded(ctx.generator("interpretation-init")):
+            model = super().task_model(splits.private.images.shape[1], splits.info.num_classes, ctx.task)
         t = ctx.task
         self._interp = train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                        generator=ctx.generator(salt=12), device=ctx.device).cpu()
+                                        generator=ctx.generator("interpretation-train"), device=ctx.device).cpu()
         cams = grad_cam(self._interp, splits.private.images, splits.private.labels, ctx.device)
         k = splits.info.num_classes
         templates = torch.zeros(k, 1, *cams.shape[-2:])
@@ -151,8 +152,8 @@ class InterpretationMasking(InputDefense):
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         self._fit(splits, ctx)
         images = splits.private.images
-        removed = self.mask_generator(images, ctx.generator(salt=1))
-        released = self.apply(images, ctx.generator(salt=1))
+        removed = self.mask_generator(images, ctx.generator("release"))
+        released = self.apply(images, ctx.generator("release"))
         meta = ReleaseMeta(extra={"masked_fraction": float(removed.float().mean())})
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform, mask=removed, mask_generator=self.mask_generator,

@@ -25,8 +25,9 @@ from benchmark.contracts import Bitstream, Defense, Release, ReleaseMeta, RunCon
 from benchmark.errors import InputError
 from benchmark.metrics.image import sobel_magnitude
 from benchmark.models import SplitModel, map_batched, train_classifier
+from benchmark.seeding import seeded
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 
 
 class ResBlock(nn.Module):
@@ -152,19 +153,20 @@ class SplitAE(Defense):
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         p, t, dev = self.params, ctx.task, ctx.device
-        torch.manual_seed(ctx.seed)
-        model, head, tail, fshape = self._parts(splits, t)
+        with seeded(ctx.generator("task-init")):
+            model, head, tail, fshape = self._parts(splits, t)
         train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                         generator=ctx.generator(salt=3), device=dev)
+                         generator=ctx.generator("task-train"), device=dev)
         for m in (head, tail):
             m.to(dev).eval().requires_grad_(False)
         x_all, y_all = splits.private.images, splits.private.labels
         c, hh, ww = splits.info.shape
-        ae = SplitAutoencoder(fshape[0], p.width, p.bottleneck).to(dev)
-        rec = RecNet(p.bottleneck, c, fshape[1:], (hh, ww)).to(dev)
+        with seeded(ctx.generator("autoencoder-init")):
+            ae = SplitAutoencoder(fshape[0], p.width, p.bottleneck).to(dev)
+            rec = RecNet(p.bottleneck, c, fshape[1:], (hh, ww)).to(dev)
         opt_ae = torch.optim.Adam(ae.parameters(), lr=p.lr)
         opt_rec = torch.optim.Adam(rec.parameters(), lr=p.lr)
-        g = ctx.generator(salt=21)
+        g = ctx.generator("autoencoder-batches")
         n = len(x_all)
 
         def batches():
@@ -218,10 +220,7 @@ class SplitAE(Defense):
         encoder = QuantizedEncoder(head, ae, codec.quantizer).eval()
         model = SplitPipeline(encoder, tail).eval()
 
-        def decode(items: list[bytes]) -> Tensor:
-            return codec.decode_batch(items, shape)
-
-        bitstream = Bitstream(tuple(payloads), shape, decode)
+        bitstream = Bitstream(tuple(payloads), shape, codec)
         extra = dict(extra)
         extra["bytes_per_image"] = bitstream.bytes_per_item
         extra["bytes_vs_raw_features"] = bitstream.bytes_per_item / extra["raw_feature_bytes_per_image"]
@@ -293,10 +292,10 @@ class SplitNone(SplitAE):
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         t, dev = ctx.task, ctx.device
-        torch.manual_seed(ctx.seed)
-        model, head, tail, fshape = self._parts(splits, t)
+        with seeded(ctx.generator("task-init")):
+            model, head, tail, fshape = self._parts(splits, t)
         train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                         generator=ctx.generator(salt=3), device=dev)
+                         generator=ctx.generator("task-train"), device=dev)
         for m in (head, tail):
             m.eval().requires_grad_(False)
         raw = map_batched(head, splits.private.images, dev)

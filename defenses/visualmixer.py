@@ -20,25 +20,10 @@ from torch import Tensor
 from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
 from benchmark.errors import InputError
 from benchmark.metrics.vfe import normalized_vfe, visual_feature_entropy
+from benchmark.regions import from_blocks, region_sizes, to_blocks
 
-from . import DEFENSES
+from benchmark.registry import DEFENSES
 from .base import InputDefense
-
-
-def region_sizes(h: int, w: int) -> list[int]:
-    """Square region sides that tile an ``h``×``w`` image: common divisors ≥ 2, ascending."""
-    return [s for s in range(2, min(h, w) + 1) if h % s == 0 and w % s == 0]
-
-
-def to_blocks(x: Tensor, s: int) -> Tensor:
-    """``(N,C,H,W)`` -> ``(N, n_blocks, C·s·s)``: each row holds one s×s region across all channels."""
-    n, c, h, w = x.shape
-    return x.view(n, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // s) * (w // s), c * s * s)
-
-
-def from_blocks(b: Tensor, shape: torch.Size, s: int) -> Tensor:
-    n, c, h, w = shape
-    return b.view(n, h // s, w // s, c, s, s).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
 
 
 def shuffle_regions(x: Tensor, s: int, selected: Tensor, keys: Tensor) -> Tensor:
@@ -74,6 +59,10 @@ class VisualMixer(InputDefense):
 
     def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
         return self.mix(images, generator)[0]
+
+    def public_info(self, shape: tuple[int, int, int]) -> dict[str, Any]:
+        """The public region structure: the candidate region sides for images of ``shape`` (C, H, W)."""
+        return {"region_sides": region_sizes(shape[1], shape[2])}
 
     def mix(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Shuffle ``x (N,C,H,W)`` to the target. Returns ``(mixed, region side per image, reached per image)``."""
@@ -118,7 +107,7 @@ class VisualMixer(InputDefense):
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         check_images(splits.private.images, "visualmixer input")
-        mixed, side, reached = self.mix(splits.private.images, ctx.generator(salt=1))
+        mixed, side, reached = self.mix(splits.private.images, ctx.generator("release"))
         extra = {"vfe_original_mean": float(visual_feature_entropy(splits.private.images).mean()),
                  "vfe_reached_fraction": float(reached.float().mean()),
                  "region_side_mean": float(side.float().mean())}

@@ -50,3 +50,16 @@ attacks:
 @pytest.fixture
 def tiny_suite(tmp_path: Path) -> Path:
     return write_suite(tmp_path / "tiny.yaml", TINY_SUITE)
+
+
+def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None, cache=None):
+    """Run an attack instance on a defender-side release through the runner's isolated path (a child process with
+    the restricted view); returns :class:`benchmark.evaluate.AttackResult` (output + runner-side ground truth)."""
+    import torch
+
+    from benchmark.config import PluginSpec
+    from benchmark.contracts import TaskConfig
+    from benchmark.evaluate import EvalOptions, attack_release
+
+    return attack_release(PluginSpec(attack.id, attack.params), release, splits, seed, task or TaskConfig(),
+                          EvalOptions(threads=torch.get_num_threads()), cache, public)

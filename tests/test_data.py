@@ -18,7 +18,7 @@ from benchmark.errors import InputError
 @pytest.mark.parametrize("name,shape,classes", [("mnist5k", (1, 28, 28), 10), ("digits", (1, 8, 8), 10),
                                                 ("faces", (1, 32, 32), 2), ("photo-patches", (3, 32, 32), 8)])
 def test_embedded_datasets_load_offline(name: str, shape, classes: int) -> None:
-    s = load_splits(name, SplitConfig(private=100, aux=100, test=50, targets=10), 0)
+    s = load_splits(name, SplitConfig(private=100, aux=50, test=50, targets=10), 0)
     assert s.info.shape == shape and s.info.num_classes == classes
     assert s.private.images.min() >= 0 and s.private.images.max() <= 1
     assert s.private.images.std() > 0.05  # real images, not blanks
@@ -41,8 +41,14 @@ def test_splits_are_disjoint_seeded_and_hashed() -> None:
     assert a.info.sizes == {"private": 600, "aux": 600, "test": 400, "targets": 50}
 
 
-def test_splits_scale_down_when_the_pool_is_small() -> None:
-    s = load_splits("faces", SplitConfig(private=1000, aux=1000, test=1000, targets=100), 0)
+def test_a_split_larger_than_the_dataset_is_an_error_unless_scale_fit() -> None:
+    with pytest.raises(InputError, match=r"dataset 'digits' has 1797 images for splits.private \(30000\)"):
+        load_splits("digits", SplitConfig(private=30000, aux=100, test=100, targets=10), 0)
+    with pytest.raises(InputError, match=r"splits.targets \(200\) exceeds the private split \(100 images\)"):
+        load_splits("digits", SplitConfig(private=100, aux=100, test=100, targets=200), 0)
+    with pytest.raises(InputError, match="scale must be 'exact' or 'fit'"):
+        SplitConfig(scale="shrink")
+    s = load_splits("faces", SplitConfig(private=1000, aux=1000, test=1000, targets=100, scale="fit"), 0)
     assert sum(s.info.sizes[k] for k in ("private", "aux", "test")) <= 203
     assert s.info.sizes["targets"] == len(s.targets) <= s.info.sizes["private"]
 

@@ -8,11 +8,12 @@ import torch
 
 from attacks.inpainting import ClassicalInpainting, DiffusionInpainting, LearnedInpainting
 from benchmark.config import SplitConfig
-from benchmark.contracts import AttackView, Release, RunContext, Surface, TaskConfig
+from benchmark.contracts import Release, RunContext, Surface, TaskConfig
 from benchmark.data import load_splits
 from benchmark.errors import InputError
 from benchmark.metrics import masked_psnr
 from defenses.masking import InterpretationMasking
+from tests.conftest import run_attack
 
 CTX = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig(model="convnet", width=16, epochs=3))
 
@@ -66,6 +67,8 @@ def _square_masks(n: int, size: int, side: int, g: torch.Generator) -> torch.Ten
 
 @pytest.fixture(scope="module")
 def small_mask_view():
+    """A hand-built release with small random square masks (defender side: its transform and mask generator stay
+    in the runner; attacks query them). Returns ``(release, splits, masks of the targets)``."""
     splits = load_splits("photo-patches", SplitConfig(private=300, aux=600, test=50, targets=60), 0)
 
     def masks(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -79,15 +82,12 @@ def small_mask_view():
     data = splits.private.images.masked_fill(m.expand_as(splits.private.images), 0.0)
     from benchmark.contracts import ImageSet
     release = Release(data=ImageSet(data, splits.private.labels), transform=transform, mask=m, mask_generator=masks)
-    view = AttackView(release=release, aux=splits.aux, targets=splits.targets, image_shape=(3, 32, 32),
-                      num_classes=8)
-    originals = splits.private.images[splits.targets]
-    return view, originals, m[splits.targets]
+    return release, splits, m[splits.targets]
 
 
-def _mean_fill(view: AttackView) -> torch.Tensor:
-    x = view.release.data.images[view.targets]
-    m = view.release.mask[view.targets].expand_as(x)
+def _mean_fill(release: Release, targets: torch.Tensor) -> torch.Tensor:
+    x = release.data.images[targets]
+    m = release.mask[targets].expand_as(x)
     mean = (x * ~m).sum((2, 3), keepdim=True) / (~m).sum((2, 3), keepdim=True)
     return torch.where(m, mean.expand_as(x), x)
 
@@ -97,13 +97,14 @@ def _mean_fill(view: AttackView) -> torch.Tensor:
                                     LearnedInpainting(LearnedInpainting.Params(epochs=4, width=16))],
                          ids=["telea", "ns", "learned"])
 def test_inpainting_beats_mean_fill_inside_small_masks(small_mask_view, attack) -> None:
-    view, originals, masks = small_mask_view
-    recon = attack.run(view, CTX).reconstructions
+    release, splits, masks = small_mask_view
+    originals = splits.private.images[splits.targets]
+    recon = run_attack(attack, release, splits, task=CTX.task).output.reconstructions
     assert recon.shape == originals.shape
     outside = ~masks.expand_as(recon)
-    assert torch.allclose(recon[outside], view.release.data.images[view.targets][outside], atol=1 / 255 + 1e-6)
+    assert torch.allclose(recon[outside], release.data.images[splits.targets][outside], atol=1 / 255 + 1e-6)
     ours = masked_psnr(recon, originals, masks).mean()
-    baseline = masked_psnr(_mean_fill(view), originals, masks).mean()
+    baseline = masked_psnr(_mean_fill(release, splits.targets), originals, masks).mean()
     assert ours > baseline + 0.5, (float(ours), float(baseline))
 
 
@@ -120,14 +121,15 @@ def _tiny_repaint_dir(tmp_path, channels: int) -> str:
 
 
 def test_diffusion_inpainting_runs_from_a_local_pipeline(tmp_path, small_mask_view) -> None:
-    view, originals, masks = small_mask_view
+    release, splits, masks = small_mask_view
+    originals = splits.private.images[splits.targets]
     attack = DiffusionInpainting(DiffusionInpainting.Params(model_dir=_tiny_repaint_dir(tmp_path, 3), steps=4,
                                                             jump_length=2, jump_n_sample=1, batch_size=64))
     assert attack.compatible(frozenset({Surface.DATA, Surface.MASK})) is None
-    recon = attack.run(view, CTX).reconstructions
+    recon = run_attack(attack, release, splits, task=CTX.task).output.reconstructions
     assert recon.shape == originals.shape and torch.isfinite(recon).all()
     outside = ~masks.expand_as(recon)
-    assert torch.allclose(recon[outside], view.release.data.images[view.targets][outside])
+    assert torch.allclose(recon[outside], release.data.images[splits.targets][outside])
 
 
 def test_diffusion_without_model_is_skipped_with_reason_and_missing_dir_is_an_error(tmp_path) -> None:

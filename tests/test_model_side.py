@@ -9,11 +9,12 @@ from attacks import ATTACKS
 from attacks.gradient import infer_labels
 from attacks.membership import lira_scores, logit_confidence
 from benchmark.config import SplitConfig
-from benchmark.contracts import AttackOutput, AttackView, RunContext, Surface, TaskConfig
+from benchmark.contracts import AttackOutput, RunContext, Surface, TaskConfig
 from benchmark.data import load_splits
 from benchmark.errors import InputError
-from benchmark.runner import membership_candidates, score
+from benchmark.scoring import score
 from defenses import DEFENSES
+from tests.conftest import run_attack
 
 CPU = torch.device("cpu")
 
@@ -22,24 +23,18 @@ def _ctx(**task) -> RunContext:
     return RunContext(seed=0, device=CPU, task=TaskConfig(**task))
 
 
-def _attack(attack_id: str, release, splits, **params):
+def _attack_result(attack_id: str, release, splits, ctx, **params):
     cls = ATTACKS.get(attack_id)
-    attack = cls(cls.Params(**params))
-    cand, truth = membership_candidates(splits, 0) if attack.needs_candidates else (None, None)
-    gallery = splits.private.images if attack.needs_gallery else None  # identity order: truth = targets
-    view = AttackView(release=release.restricted(attack.requires | (attack.uses & release.surfaces)),
-                      aux=splits.aux, targets=splits.targets, image_shape=tuple(splits.info.shape),
-                      num_classes=splits.info.num_classes, candidates=cand, gallery=gallery)
-    return attack, view, truth
+    return run_attack(cls(cls.Params(**params)), release, splits, task=ctx.task)
 
 
 def _run(attack_id: str, release, splits, ctx, **params):
-    attack, view, truth = _attack(attack_id, release, splits, **params)
-    out = attack.run(view, ctx)
+    result = _attack_result(attack_id, release, splits, ctx, **params)
+    out = result.output
     if out.per_gallery is not None:
-        out = AttackOutput(reconstructions=out.per_gallery[splits.targets], extra=out.extra)
-    return score(out, splits, splits.targets if attack.needs_gallery else None, use_lpips=False,
-                 is_member=truth, oracle=release.gradients)[0]
+        out = AttackOutput(reconstructions=out.per_gallery[result.truth], extra=out.extra)
+    return score(out, splits, result.truth, use_lpips=False, is_member=result.is_member,
+                 oracle=release.gradients)[0]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +76,7 @@ def test_idlg_label_rule_and_batch_alignment(mnist) -> None:
 def test_inverting_gradients_batches_and_bad_batch_sizes(mnist) -> None:
     ctx = _ctx(model="lenet-dlg", width=12, epochs=1)
     release = DEFENSES.get("none")().build(mnist, ctx)
-    attack, view, _ = _attack("gradient-ig", release, mnist, batch_size=2, targets=2, steps=60, restarts=1)
-    out = attack.run(view, ctx)
+    out = _attack_result("gradient-ig", release, mnist, ctx, batch_size=2, targets=2, steps=60, restarts=1).output
     assert out.reconstructions.shape == (2, 1, 28, 28) and out.groups.tolist() == [0, 0]
     for bad in (0, 9, True):
         with pytest.raises(InputError, match="batch_size"):
@@ -173,8 +167,7 @@ def test_bn_synthetic_releases_useful_images_far_from_the_originals(mnist) -> No
 def test_gan_attack_returns_class_prototypes(mnist) -> None:
     ctx = _ctx(model="convnet", width=16, epochs=3)
     release = DEFENSES.get("none")().build(mnist, ctx)
-    attack, view, _ = _attack("gan-attack", release, mnist, per_class=2, steps=30)
-    out = attack.run(view, ctx)
+    out = _attack_result("gan-attack", release, mnist, ctx, per_class=2, steps=30).output
     assert out.reconstructions.shape == (20, 1, 28, 28) and out.class_labels.tolist()[:3] == [0, 0, 1]
     privacy = score(out, mnist, None, use_lpips=False)[0]
     assert 0 <= privacy["ssim"] <= 1 and privacy["psnr"] > 0

@@ -9,11 +9,12 @@ import torch
 from attacks.inversion import InversionDecoder
 from attacks.optim_inversion import OptimInversion
 from benchmark.config import SplitConfig
-from benchmark.contracts import AttackView, RunContext, Surface, TaskConfig
+from benchmark.contracts import RunContext, TaskConfig
 from benchmark.data import load_splits
 from benchmark.errors import InputError
 from benchmark.metrics import psnr
 from defenses.split_ae import SplitAE, SplitNone
+from tests.conftest import run_attack
 
 TASK = TaskConfig(model="convnet", width=16, epochs=4)
 
@@ -65,9 +66,7 @@ def test_learned_inversion_from_the_encoder_surface(splits, releases) -> None:
     ctx = RunContext(seed=0, device=torch.device("cpu"), task=TASK)
     attack = InversionDecoder(InversionDecoder.Params(epochs=4, width=16))
     assert attack.compatible(rel.surfaces) is None
-    view = AttackView(release=rel.restricted(frozenset({Surface.ENCODER, Surface.BITSTREAM})), aux=splits.aux,
-                      targets=splits.targets, image_shape=(1, 28, 28), num_classes=10)
-    recon = attack.run(view, ctx).reconstructions
+    recon = run_attack(attack, rel, splits, task=TASK).output.reconstructions
     originals = splits.private.images[splits.targets]
     mean_image = splits.aux.images.mean(0, keepdim=True).expand_as(originals)
     assert psnr(recon, originals).mean() > psnr(mean_image, originals).mean() + 3
@@ -89,9 +88,8 @@ def test_white_box_inversion_works_when_nothing_defends_and_less_against_split_a
     originals = splits.private.images[splits.targets]
     scores = {}
     for name, rel in (("none", undefended), ("split-ae", releases[1.0][1])):
-        view = AttackView(release=rel.restricted(OptimInversion.requires), aux=splits.aux, targets=splits.targets,
-                          image_shape=(1, 28, 28), num_classes=10)
-        scores[name] = float(psnr(OptimInversion().run(view, ctx).reconstructions, originals).mean())
+        recon = run_attack(OptimInversion(), rel, splits, task=TASK).output.reconstructions
+        scores[name] = float(psnr(recon, originals).mean())
     assert scores["none"] >= 30.0, scores
     assert scores["split-ae"] < scores["none"] - 10, scores
     assert undefended.meta.extra["bytes_vs_raw_features"] == 1.0

@@ -9,11 +9,12 @@ import torch
 from attacks.histogram import HistogramLinkage
 from attacks.linkage import Linkage
 from benchmark.config import SplitConfig
-from benchmark.contracts import AttackView, Release, RunContext, TaskConfig
+from benchmark.contracts import Release, RunContext, TaskConfig
 from benchmark.data import load_splits
 from benchmark.errors import InputError
 from benchmark.metrics import linkage_scores
 from benchmark.metrics.vfe import max_vfe, normalized_vfe, visual_feature_entropy
+from tests.conftest import run_attack
 from defenses.visualmixer import STAdam, VisualMixer, to_blocks
 
 
@@ -67,15 +68,12 @@ def test_histogram_linkage_beats_pixel_linkage_on_shuffled_images(patches) -> No
     defense = VisualMixer(VisualMixer.Params(target_vfe=0.6))
     ctx = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig())
     release = defense.build(patches, ctx)
-    perm = torch.randperm(len(patches.private), generator=torch.Generator().manual_seed(5))
-    gallery = patches.private.images[perm]
-    truth = perm.argsort()[patches.targets]
-    view = AttackView(release=Release(data=release.data), aux=patches.aux, targets=patches.targets,
-                      image_shape=(3, 32, 32), num_classes=8, gallery=gallery)
-    hist = HistogramLinkage().run(view, ctx).rankings["histogram"]
-    pixel = Linkage(Linkage.Params(epochs=0)).run(view, ctx).rankings["pixel"]
-    h = linkage_scores(hist, truth, len(gallery))["top1"]
-    p = linkage_scores(pixel, truth, len(gallery))["top1"]
+    data_only = Release(data=release.data)
+    hist = run_attack(HistogramLinkage(), data_only, patches)
+    pixel = run_attack(Linkage(Linkage.Params(epochs=0)), data_only, patches)
+    n = len(patches.private)
+    h = linkage_scores(hist.output.rankings["histogram"], hist.truth, n)["top1"]
+    p = linkage_scores(pixel.output.rankings["pixel"], pixel.truth, n)["top1"]
     assert h >= 0.95 and h > p + 0.2, (h, p)
 
 

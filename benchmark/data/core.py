@@ -13,6 +13,7 @@ from ..config import SplitConfig
 from ..contracts import DatasetInfo, ImageSet, Splits, check_images
 from ..errors import InputError
 from ..registry import Registry
+from ..seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,16 @@ def _index_hash(idx: torch.Tensor) -> str:
     return hashlib.sha256(idx.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
 
 
-def _scaled_sizes(cfg: SplitConfig, available: int, has_fixed_test: bool) -> dict[str, int]:
+def _scaled_sizes(name: str, cfg: SplitConfig, available: int, has_fixed_test: bool) -> dict[str, int]:
     want = {"private": cfg.private, "aux": cfg.aux} if has_fixed_test else {
         "private": cfg.private, "aux": cfg.aux, "test": cfg.test}
     total = sum(want.values())
     if total <= available:
         return want
+    if cfg.scale != "fit":
+        fields = " + ".join(f"splits.{k} ({v})" for k, v in want.items())
+        raise InputError(f"dataset {name!r} has {available} images for {fields} = {total}; request fewer, or set "
+                         f"splits.scale: fit to shrink them proportionally")
     scale = available / total
     return {k: max(1, int(v * scale)) for k, v in want.items()}
 
@@ -59,27 +64,34 @@ def _scaled_sizes(cfg: SplitConfig, available: int, has_fixed_test: bool) -> dic
 def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None) -> Splits:
     """Load dataset ``name`` and split it with ``seed``.
 
-    Sizes larger than the pool are scaled down proportionally; the record stores the sizes actually used.
+    Sizes larger than the pool raise :class:`InputError` unless ``cfg.scale == "fit"`` (then they are scaled down
+    proportionally); the record stores the sizes actually used.
     """
     fn = DATASETS.get(name)
     pool = fn(dict(options or {}))
     check_images(pool.images, f"dataset {name!r}")
     if len(pool.images) == 0:
         raise InputError(f"dataset {name!r} is empty")
-    g = torch.Generator().manual_seed(10_007 * seed + 17)
+    g = torch.Generator().manual_seed(derive_seed(seed, "splits"))
     if pool.fixed_test is not None:
         train_idx = torch.nonzero(~pool.fixed_test).flatten()
         test_all = torch.nonzero(pool.fixed_test).flatten()
-        sizes = _scaled_sizes(cfg, len(train_idx), True)
+        sizes = _scaled_sizes(name, cfg, len(train_idx), True)
         perm = train_idx[torch.randperm(len(train_idx), generator=g)]
+        if cfg.test > len(test_all) and cfg.scale != "fit":
+            raise InputError(f"dataset {name!r} has {len(test_all)} test images for splits.test ({cfg.test}); "
+                             "request fewer, or set splits.scale: fit")
         test_idx = test_all[torch.randperm(len(test_all), generator=g)][: cfg.test]
         sizes["test"] = len(test_idx)
     else:
-        sizes = _scaled_sizes(cfg, len(pool.images), False)
+        sizes = _scaled_sizes(name, cfg, len(pool.images), False)
         perm = torch.randperm(len(pool.images), generator=g)
         test_idx = perm[sizes["private"] + sizes["aux"]: sizes["private"] + sizes["aux"] + sizes["test"]]
     priv_idx = perm[: sizes["private"]]
     aux_idx = perm[sizes["private"]: sizes["private"] + sizes["aux"]]
+    if cfg.targets > len(priv_idx) and cfg.scale != "fit":
+        raise InputError(f"dataset {name!r}: splits.targets ({cfg.targets}) exceeds the private split "
+                         f"({len(priv_idx)} images); request fewer, or set splits.scale: fit")
     n_targets = min(cfg.targets, len(priv_idx))
     targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
     sizes["targets"] = n_targets

@@ -33,6 +33,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "suite": rec["suite"],
             "dataset": rec["dataset"]["name"],
             "defense": rec["defense"]["id"],
+            "reference": rec.get("reference", "none"),
             "defense_label": rec["defense"]["label"],
             "strength_name": strength["name"] if strength else "",
             "strength": float(strength["value"]) if strength else float("nan"),
@@ -54,7 +55,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "bits_per_image": m.get("bitrate", {}).get("bits_per_image"),
             "samples": rec.get("artifacts", {}).get("samples"),
         })
-    cols = ["file", "suite", "dataset", "defense", "defense_label", "defense_params", "strength_name", "strength",
+    cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
     df = pd.DataFrame(rows, columns=cols)

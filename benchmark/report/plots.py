@@ -67,7 +67,7 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
                n: int = 4) -> bool:
     """One row per defense config: ``n`` targets, each as original | released | reconstructed by ``attack``."""
     rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna() & (df.attack_name == attack)]
-    rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != "none")
+    rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != rows.reference)
     rows = rows.sort_values(["_n", "defense", "strength", "config"], kind="stable")
     if rows.empty:
         return False

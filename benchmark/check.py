@@ -1,0 +1,36 @@
+"""``privbench report --check``: records must come from the checkout's code, at a clean tree.
+
+A record is stale when the code that would produce its cell today (its defense's and attack's import closures,
+the core's evaluation and scoring code, the numeric libraries' versions) hashes differently from what the record
+carries, and dirty when it was produced from a tree with uncommitted code changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InputError
+from .plan import code_versions
+from .records import iter_records
+
+
+def check_records(directory: Path) -> list[str]:
+    """One problem line per stale, dirty or unverifiable record under ``directory/records`` (empty = all good)."""
+    problems: list[str] = []
+    current: dict[tuple[str, str], dict[str, str]] = {}
+    for path, rec in iter_records(Path(directory) / "records"):
+        ids = (rec["defense"]["id"], rec["attack"]["id"])
+        try:
+            now = current.setdefault(ids, code_versions(*ids))
+        except InputError as e:
+            problems.append(f"{path.name}: cannot verify ({e}); load the plugin that registers it with --plugin")
+            continue
+        prov = rec["provenance"]
+        changed = [part for part in ("defense", "attack", "core", "libraries") if prov["code"].get(part) != now[part]]
+        if changed:
+            problems.append(f"{path.name}: stale: {', '.join(changed)} code differs from this checkout's")
+        commit = str(prov["git_commit"])
+        if commit.endswith("+dirty") or commit == "unknown":
+            problems.append(f"{path.name}: produced by a {'dirty' if commit != 'unknown' else 'non-git'} tree "
+                            f"({commit})")
+    return problems

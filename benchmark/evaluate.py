@@ -1,0 +1,253 @@
+"""Evaluate: one job's release (built once, cached under a content-and-code hash), its utility, and each attack
+run in isolation (``benchmark.isolation``) and scored centrally (``benchmark.scoring``).
+
+Everything here is a function of its inputs: the driver (``benchmark.runner``) decides what to run and writes the
+records this module returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import ArtifactCache
+from .codehash import library_versions, plugin_hash
+from .config import PluginSpec, SuiteConfig, stable_hash
+from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Release, RunContext, Splits,
+                        Surface, TaskConfig)
+from .data import DATASETS, load_splits
+from .errors import InputError
+from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
+                        run_attack_isolated)
+from .metrics import CostMeter
+from .models import accuracy, train_classifier
+from .registry import ATTACKS, DEFENSES
+from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, release_vfe,
+                      sample_arrays, score)
+from .seeding import derive_seed, seeded
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How a job is evaluated (not what): device, LPIPS, plugin files the attack children load, torch threads."""
+
+    device: str = "cpu"
+    use_lpips: bool = True
+    plugins: tuple[str, ...] = ()
+    threads: int = 1
+
+
+@dataclass
+class Prepared:
+    defense: Defense
+    release: Release
+    utility: float
+    costs: dict[str, float]
+
+
+@dataclass
+class AttackResult:
+    """An attack's output with the runner-side ground truth it is scored against."""
+
+    output: AttackOutput
+    truth: Optional[torch.Tensor]
+    is_member: Optional[torch.Tensor]
+    seconds: float
+    peak_rss_mb: float
+
+
+@dataclass
+class CellResult:
+    """A finished cell: its record (without provenance stamps) and optional sample images."""
+
+    file_name: str
+    record: dict[str, Any]
+    samples: Optional[dict[str, np.ndarray]] = field(default=None)
+
+
+def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, seed: int) -> Splits:
+    """The dataset's seeded splits, cached on disk (raises :class:`InputError` for unsatisfiable sizes)."""
+    options = dict(suite.dataset_options.get(dataset, {}))
+    key = "splits-" + stable_hash({"dataset": dataset, "options": options, "splits": dataclasses.asdict(suite.splits),
+                                   "seed": seed, "code": plugin_hash(DATASETS.get(dataset)),
+                                   "libraries": library_versions()})[:32]
+
+    def make() -> dict[str, Any]:
+        s = load_splits(dataset, suite.splits, seed, options)
+        return {"private": [s.private.images, s.private.labels], "aux": [s.aux.images, s.aux.labels],
+                "test": [s.test.images, s.test.labels], "targets": s.targets,
+                "info": {**dataclasses.asdict(s.info), "shape": list(s.info.shape)}}
+
+    state, _ = cache.get_or_create(key, make)
+    info = dict(state["info"])
+    info["shape"] = tuple(info["shape"])
+    return Splits(ImageSet(*state["private"]), ImageSet(*state["aux"]), ImageSet(*state["test"]), state["targets"],
+                  DatasetInfo(**info))
+
+
+def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
+    """Top-1 test accuracy of the task model the defense prescribes.
+
+    A released model is evaluated as is; otherwise the defense's ``task_model`` is trained from scratch on the
+    released data with the defense's ``optimizer``. Test images pass through the release's
+    ``inference_transform`` (input-side defenses act at inference too).
+    """
+    test = splits.test
+    if release.inference_transform is not None:
+        test = ImageSet(release.inference_transform(test.images, ctx.generator("inference")), test.labels)
+    model = release.model
+    if model is None:
+        if release.data is None:
+            raise InputError("release exposes neither a model nor data to train one on")
+        with seeded(ctx.generator("utility-init")):
+            model = defense.task_model(release.data.images.shape[1], splits.info.num_classes, task)
+        model = train_classifier(model, release.data, epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
+                                 generator=ctx.generator("utility-train"), device=ctx.device,
+                                 optimizer=defense.optimizer)
+    return accuracy(model.to(ctx.device), test, ctx.device)
+
+
+def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, core: str) -> str:
+    return "release-" + stable_hash({
+        "defense": [spec.id, spec.params_dict], "data": splits.info.hash, "splits": dict(splits.info.split_hashes),
+        "seed": seed, "task": dataclasses.asdict(task), "version": __version__,
+        "code": [plugin_hash(DEFENSES.get(spec.id)), core], "libraries": library_versions()})[:40]
+
+
+def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache: ArtifactCache,
+            device: torch.device, core: str) -> Prepared:
+    """Build (or load from cache) the release of ``spec`` and measure its utility."""
+    defense = DEFENSES.get(spec.id)(spec.params)
+    ctx = RunContext(seed=seed, device=device, task=task)
+
+    def make() -> dict[str, Any]:
+        with CostMeter() as cost:
+            release = defense.build(splits, ctx)
+        state = defense.release_state(release)
+        state["meta"]["defense_seconds"] = cost.seconds
+        with CostMeter() as ucost:
+            state["utility"] = measure_utility(defense, release, splits, task, ctx)
+        state["utility_seconds"] = ucost.seconds
+        return state
+
+    state, _ = cache.get_or_create(release_key(spec, splits, seed, task, core), make)
+    release = defense.restore(state, splits, ctx)
+    return Prepared(defense, release, float(state["utility"]),
+                    {"defense_seconds": float(state["meta"]["defense_seconds"]),
+                     "utility_seconds": float(state["utility_seconds"])})
+
+
+def exposed_surfaces(attack: type[Attack] | Attack, surfaces: frozenset[Surface]) -> frozenset[Surface]:
+    return (attack.requires | (attack.uses & surfaces)) & surfaces
+
+
+def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, seed: int, task: TaskConfig,
+                   opts: EvalOptions, cache: Optional[ArtifactCache] = None,
+                   public: Optional[dict[str, Any]] = None) -> AttackResult:
+    """Run one attack on a release in an isolated child process (``public``: the defense's public parameters).
+
+    The child sees the release restricted to the attack's surfaces, aux data, the targets' indices, and (when the
+    attack declares it) a shuffled gallery of originals or shuffled membership candidates. The ground truth of
+    gallery and candidates stays here.
+    """
+    cls = ATTACKS.get(attack_spec.id)
+    gallery, truth = gallery_permutation(splits, seed) if cls.needs_gallery else (None, None)
+    candidates, is_member = membership_candidates(splits, seed) if cls.needs_candidates else (None, None)
+    exposed = exposed_surfaces(cls, release.surfaces)
+    view = AttackView(release=attack_view_release(release, exposed, public or {}), aux=splits.aux,
+                      targets=splits.targets.clone(), image_shape=tuple(splits.info.shape),
+                      num_classes=splits.info.num_classes, gallery=gallery, candidates=candidates)
+    job = AttackJob(attack_spec.id, attack_spec.params, view, opts.device, task,
+                    stream=attack_stream(seed, attack_spec.label), threads=opts.threads, plugins=opts.plugins)
+    namespace = f"attack-{attack_spec.id}-{stable_hash([plugin_hash(cls), library_versions()])[:16]}"
+    services = DefenderServices(
+        release, secret=derive_seed(seed, "defense-secret", "transform-oracle", attack_spec.label),
+        plugins=opts.plugins, threads=opts.threads,
+        memo_get=None if cache is None else (lambda key: cache.get(f"{namespace}-{key}")),
+        memo_put=None if cache is None else (lambda key, value: cache.put(f"{namespace}-{key}", value)))
+    with CostMeter() as cost:
+        out = run_attack_isolated(job, services)
+    return AttackResult(out, truth, is_member, cost.seconds, cost.peak_rss_mb)
+
+
+def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
+               use_lpips: bool) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]]]:
+    """Central scoring of one attack result: ``({metrics, notes}, sample images or None)``."""
+    out, release = result.output, prepared.release
+    if out.per_gallery is not None:
+        if result.truth is None or len(out.per_gallery) != len(splits.private):
+            raise ValueError("per_gallery needs needs_gallery and one reconstruction per gallery image")
+        out = dataclasses.replace(out, reconstructions=out.per_gallery[result.truth], per_gallery=None)
+    mask = release.mask[splits.targets] if release.mask is not None else None
+    aligned = aligned_reconstructions(out, splits, release.gradients) if out.reconstructions is not None else None
+    privacy, notes, leakage = score(out, splits, result.truth, use_lpips, mask=mask, is_member=result.is_member,
+                                    oracle=release.gradients, aligned=aligned)
+    metrics: dict[str, Any] = {
+        "privacy": privacy,
+        "leakage": leakage,
+        "utility": {"top1": prepared.utility, "reference_top1": reference,
+                    "drop": None if reference is None else reference - prepared.utility},
+        "bitrate": {"bits_per_image": release.meta.bits_per_image},
+        "release": {**{k: float(v) for k, v in release.meta.extra.items()}, **release_vfe(release, splits)},
+        "cost": {**prepared.costs, "attack_seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb},
+    }
+    if release.meta.epsilon is not None:
+        metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}
+        notes["dp.accountant"] = str(release.meta.accountant)
+    samples = None
+    if aligned is not None:
+        samples = sample_arrays(splits, release, *aligned, out.sources is None and out.class_labels is None)
+    return {"metrics": metrics, "notes": notes}, samples
+
+
+def run_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, attacks: tuple[PluginSpec, ...],
+            opts: EvalOptions, cache: ArtifactCache, core: str,
+            make_record: Callable[[PluginSpec, Splits], dict[str, Any]],
+            on_cell: Optional[Callable[[str], None]] = None) -> list[CellResult]:
+    """Evaluate one job's cells; ``make_record(attack_spec, splits)`` gives each cell's record skeleton.
+
+    Incompatible pairs become ``skipped``; any exception in a cell (a plugin's ``InputError`` included) becomes a
+    ``failed`` record with its type and message, and a failed defense fails the job's remaining cells.
+    """
+    device = torch.device(opts.device)
+    splits = load_splits_cached(cache, suite, dataset, seed)
+    defense_cls = DEFENSES.get(defense.id)
+    prepared: Optional[Prepared] = None
+    reference: Optional[float] = None
+    defense_error: Optional[str] = None
+    results = []
+    for spec in attacks:
+        record = make_record(spec, splits)
+        samples = None
+        reason = ATTACKS.get(spec.id)(spec.params).compatible(defense_cls.surfaces)
+        if reason is not None:
+            record.update(status="skipped", reason=reason)
+        elif defense_error is not None:
+            record.update(status="failed", reason=defense_error)
+        else:
+            try:
+                if prepared is None:
+                    prepared = prepare(defense, splits, seed, suite.task, cache, device, core)
+                    ref = PluginSpec(suite.reference, DEFENSES.get(suite.reference).Params())
+                    reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
+                result = attack_release(spec, prepared.release, splits, seed, suite.task, opts, cache,
+                                        prepared.defense.public_info(splits.info.shape))
+                scored, samples = score_cell(result, prepared, splits, reference, opts.use_lpips)
+                record.update(scored)
+            except AttackError as e:
+                record.update(status="failed", reason=f"{e.type_name}: {e}", traceback=e.remote_traceback)
+            except Exception as e:  # a crashed cell is a 'failed' record with its reason, never a silent skip
+                msg = f"{type(e).__name__}: {e}"
+                record.update(status="failed", reason=msg, traceback=traceback.format_exc(limit=6))
+                if prepared is None:
+                    defense_error = f"defense failed: {msg}"
+        results.append(CellResult(record.pop("_file_name"), record, samples))
+        if on_cell is not None:
+            on_cell(record["status"])
+    return results

@@ -1,0 +1,81 @@
+"""Plan: a suite becomes jobs (one per dataset × seed × defense config) of cells (one per attack), each with a key
+that changes whenever anything that can change its numbers changes (config, code, numeric libraries)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .codehash import closure_hash, library_versions, plugin_hash
+from .config import PluginSpec, SuiteConfig, stable_hash
+from .records import SCHEMA_VERSION
+from .registry import ATTACKS, DEFENSES
+
+#: The core modules whose source determines a cell's numbers: evaluation, scoring and what they import.
+CORE_MODULES = ("benchmark.evaluate", "benchmark.scoring")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    seed: int
+    defense: PluginSpec
+    attack: PluginSpec
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.dataset}/{self.defense.label}/{self.attack.label}/s{self.seed}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.dataset}__{self.defense.label}__{self.attack.label}__s{self.seed}.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """The cells sharing one release: the defense is built once, its utility measured once."""
+
+    dataset: str
+    seed: int
+    defense: PluginSpec
+    attacks: tuple[PluginSpec, ...]
+
+    def cells(self) -> list[Cell]:
+        return [Cell(self.dataset, self.seed, self.defense, a) for a in self.attacks]
+
+
+def plan(suite: SuiteConfig) -> list[Job]:
+    """All jobs of the suite; the reference defense first within each (dataset, seed), so its utility is cached
+    before the others need it."""
+    jobs = [Job(d, s, dspec, suite.attacks) for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
+            if dspec.datasets is None or d in dspec.datasets]
+    return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != suite.reference))
+
+
+def code_versions(defense_id: str, attack_id: str) -> dict[str, str]:
+    """Hashes of the code that produces a cell: the defense's and attack's import closures, the core's evaluation
+    and scoring code, and the versions of the libraries that change numbers."""
+    return {"defense": plugin_hash(DEFENSES.get(defense_id)), "attack": plugin_hash(ATTACKS.get(attack_id)),
+            "core": core_hash(), "libraries": stable_hash(library_versions())[:16]}
+
+
+def core_hash() -> str:
+    return closure_hash(*CORE_MODULES)
+
+
+def config_hash(suite: SuiteConfig, cell: Cell) -> str:
+    """Hash of the cell's configuration (no code)."""
+    return stable_hash({
+        "schema_version": SCHEMA_VERSION, "privbench": __version__, "suite": suite.name, "dataset": cell.dataset,
+        "dataset_options": dict(suite.dataset_options.get(cell.dataset, {})),
+        "splits": dataclasses.asdict(suite.splits), "task": dataclasses.asdict(suite.task), "seed": cell.seed,
+        "reference": suite.reference,
+        "defense": [cell.defense.id, cell.defense.params_dict], "attack": [cell.attack.id, cell.attack.params_dict],
+    })
+
+
+def cell_key(config: str, code: dict[str, Any]) -> str:
+    """The key a finished record must carry to be reused: configuration and code together."""
+    return stable_hash({"config": config, "code": code})
