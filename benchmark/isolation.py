@@ -17,13 +17,16 @@ made by attack code. An attack that mutates its view changes only its own copy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import multiprocessing as mp
+import os
 import pickle
+import tempfile
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -157,13 +160,19 @@ def _bind(view: AttackView, channel: _Channel) -> None:
             proxy._channel = channel
 
 
-def _prepare_child(threads: int, plugins: tuple[str, ...]) -> None:
+@contextlib.contextmanager
+def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
+    """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
+    reaches the run's directory."""
     from .registry import load_plugins
     from .seeding import set_deterministic
 
     torch.set_num_threads(max(1, threads))
     set_deterministic()
     load_plugins(plugins)
+    with tempfile.TemporaryDirectory(prefix="privbench-child-") as tmp:
+        os.chdir(tmp)
+        yield
 
 
 def _send_error(conn: Any, e: BaseException) -> None:
@@ -175,14 +184,15 @@ def _attack_child(conn: Any) -> None:
     """Child entry: receive an :class:`AttackJob`, run the attack, send its output as plain tensors."""
     try:
         job: AttackJob = pickle.loads(conn.recv_bytes())  # from the runner: trusted
-        _prepare_child(job.threads, job.plugins)
-        from .registry import ATTACKS
+        with _child_environment(job.threads, job.plugins):
+            from .registry import ATTACKS
 
-        channel = _Channel(conn)
-        _bind(job.view, channel)
-        attack = ATTACKS.get(job.attack_id)(job.params)
-        ctx = AttackContext(device=torch.device(job.device), task=job.task, stream=job.stream, memo=channel.memo)
-        out = attack.run(job.view, ctx)
+            channel = _Channel(conn)
+            _bind(job.view, channel)
+            attack = ATTACKS.get(job.attack_id)(job.params)
+            ctx = AttackContext(device=torch.device(job.device), task=job.task, stream=job.stream,
+                                memo=channel.memo)
+            out = attack.run(job.view, ctx)
         if not isinstance(out, AttackOutput):
             raise TypeError(f"attack {job.attack_id!r} returned {type(out).__name__}, not AttackOutput")
         payload = {k: getattr(out, k) for k in _OUTPUT_FIELDS if getattr(out, k) is not None}
@@ -198,9 +208,9 @@ def _platform_child(conn: Any) -> None:
     """Child entry for the malicious-training threat: run attacker code on the training set, return weights."""
     try:
         msg = pickle.loads(conn.recv_bytes())  # the runner's envelope (trusted); ``code`` is the attacker's bytes
-        _prepare_child(msg["threads"], msg["plugins"])
-        code = pickle.loads(msg["code"])
-        state = code(msg["train"])
+        with _child_environment(msg["threads"], msg["plugins"]):
+            code = pickle.loads(msg["code"])
+            state = code(msg["train"])
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
             raise TypeError("training code must return a state dict (str -> Tensor)")
         conn.send_bytes(dumps({"op": "done", "state": {str(k): v.detach().cpu() for k, v in state.items()}}))

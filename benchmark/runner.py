@@ -74,7 +74,9 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _is_done(path: Path, key: str, retry_failed: bool) -> bool:
+def _is_done(path: Path, key: str, retry_failed: bool, commit: str) -> bool:
+    """Whether the record at ``path`` can be reused: same cell key, not a failure being retried, and not made by a
+    dirty tree when this tree is clean (so a run at a clean commit refreshes such records)."""
     if not path.is_file():
         return False
     try:
@@ -83,6 +85,8 @@ def _is_done(path: Path, key: str, retry_failed: bool) -> bool:
         return False  # unreadable: recompute and overwrite
     if rec["provenance"].get("cell_key") != key:
         return False  # other configuration or other code: stale
+    if str(rec["provenance"]["git_commit"]).endswith("+dirty") and not commit.endswith("+dirty"):
+        return False
     return not (retry_failed and rec["status"] == "failed")
 
 
@@ -200,7 +204,7 @@ def pending_tasks(suite: SuiteConfig, opts: RunOptions, summary: RunSummary) -> 
             code = code_cache.setdefault(ids, code_versions(*ids))
             cfg = config_hash(suite, cell)
             keys[cell.attack.label] = (cfg, code, cell_key(cfg, code))
-            if not _is_done(records / cell.file_name, keys[cell.attack.label][2], opts.retry_failed):
+            if not _is_done(records / cell.file_name, keys[cell.attack.label][2], opts.retry_failed, commit):
                 todo.append(cell.attack)
         summary.planned += len(job.attacks)
         summary.reused += len(job.attacks) - len(todo)
