@@ -1,0 +1,109 @@
+"""Registry-driven coverage and numeric goldens.
+
+Every registered defense meets every registered attack on tiny data (one suite run, shared by the tests); each
+pair is its own test id, so a new plugin is covered without anyone writing a test for it. The non-cost metrics of
+that run are compared with ``tests/goldens/pairs.json`` within :data:`RTOL` / :data:`ATOL`; refresh the goldens
+deliberately with ``PRIVBENCH_REGEN_GOLDENS=1 python -m pytest tests/test_registry_pairs.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from attacks import ATTACKS
+from benchmark.config import load_suite
+from benchmark.records import iter_records
+from benchmark.runner import RunOptions, run_suite
+from defenses import DEFENSES
+from tests.conftest import write_suite
+
+GOLDENS = Path(__file__).parent / "goldens" / "pairs.json"
+#: Tolerances of the golden comparison: the same machine reproduces these cells exactly; other CPUs and thread
+#: counts move tiny-budget training slightly (docs/REPRODUCIBILITY.md).
+RTOL, ATOL = 0.05, 0.02
+_SMALL = {"epochs": 1, "pretrain_epochs": 1, "adv_epochs": 1, "steps": 3, "iterations": 3, "per_class": 2,
+          "targets": 2, "images": 2, "restarts": 1, "shadows": 2}
+
+
+def _budget(cls) -> str:
+    """The smallest budget each plugin accepts, for the fields it has."""
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    return json.dumps({k: v for k, v in _SMALL.items() if k in fields})
+
+
+PAIRS = [(d, a) for d in DEFENSES for a in ATTACKS]
+
+
+@pytest.fixture(scope="module")
+def pair_records(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    tmp = tmp_path_factory.mktemp("pairs")
+    defenses = "\n".join(f"  - id: {d}\n    params: {_budget(cls)}" for d, cls in DEFENSES.items())
+    attacks = "\n".join(f"  - id: {a}\n    params: {_budget(cls)}" for a, cls in ATTACKS.items())
+    path = write_suite(tmp / "pairs.yaml", f"""
+name: pairs
+datasets: [digits]
+splits: {{private: 200, aux: 200, test: 100, targets: 20}}
+task: {{model: convnet, width: 4, epochs: 1}}
+defenses:
+{defenses}
+attacks:
+{attacks}
+""")
+    summary = run_suite(load_suite(path), RunOptions(out=tmp / "out", progress=False))
+    assert summary.planned == len(PAIRS)
+    return {(r["defense"]["id"], r["attack"]["id"]): r for _, r in iter_records(tmp / "out" / "records")}
+
+
+@pytest.mark.parametrize("defense,attack", PAIRS, ids=[f"{d}-x-{a}" for d, a in PAIRS])
+def test_pair(pair_records, defense: str, attack: str) -> None:
+    r = pair_records[(defense, attack)]
+    cls_d, cls_a = DEFENSES.get(defense), ATTACKS.get(attack)
+    expected = "skipped" if cls_a(cls_a.Params(**r["attack"]["params"])).compatible(cls_d.surfaces) else "ok"
+    assert r["status"] == expected, (r["cell_id"], r.get("reason"), r.get("traceback"))
+    if expected == "ok":
+        assert 0.0 <= r["metrics"]["leakage"] <= 1.0
+        assert 0.0 <= r["metrics"]["utility"]["top1"] <= 1.0
+        prov = r["provenance"]
+        assert prov["libraries"]["torch"] and prov["cell_key"] and prov["device"] == "cpu"
+        assert prov["machine"]["cpu"] and prov["machine"]["torch_threads"] >= 1
+        assert prov["machine"]["deterministic"]["deterministic_algorithms"] is True
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    """Flattened non-cost metrics."""
+    out = {}
+
+    def walk(prefix: str, obj) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            out[prefix] = float(obj)
+
+    walk("", {k: v for k, v in metrics.items() if k != "cost"})
+    return out
+
+
+def test_goldens(pair_records) -> None:
+    got = {f"{d}|{a}": _numbers(r["metrics"]) for (d, a), r in sorted(pair_records.items()) if r["status"] == "ok"}
+    if os.environ.get("PRIVBENCH_REGEN_GOLDENS"):
+        GOLDENS.parent.mkdir(exist_ok=True)
+        GOLDENS.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"goldens rewritten: {GOLDENS}")
+    want = json.loads(GOLDENS.read_text())
+    assert sorted(got) == sorted(want), "cells differ from the goldens: refresh them deliberately"
+    bad = []
+    for cell, values in want.items():
+        for key, v in values.items():
+            g = got[cell].get(key)
+            if key.endswith(("_seconds", "time")) or "training_" in key:
+                continue
+            if g is None or not math.isclose(g, v, rel_tol=RTOL, abs_tol=ATOL * max(1.0, abs(v) / 10)):
+                bad.append(f"{cell} {key}: {g} vs golden {v}")
+    assert not bad, "\n".join(bad[:20])
