@@ -1,4 +1,4 @@
-"""The contracts between defenses, attacks and the runner (see DESIGN.md).
+"""The contracts between defenses, attacks and the runner (see docs/DESIGN.md).
 
 A :class:`Defense` turns private data into a :class:`Release`. An :class:`Attack` sees only the surfaces it
 declares in ``requires`` (plus public aux data, and a gallery of candidate originals when ``needs_gallery``), and
@@ -20,7 +20,7 @@ from .errors import InputError
 
 
 class Surface(str, enum.Enum):
-    """What may leave the defender (DESIGN.md, Release surfaces)."""
+    """What may leave the defender (docs/DESIGN.md, Release surfaces)."""
 
     DATA = "data"
     TRANSFORM = "transform"

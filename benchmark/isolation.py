@@ -1,4 +1,4 @@
-"""Isolation of attack code (DESIGN.md, Isolation).
+"""Isolation of attack code (docs/DESIGN.md, Isolation).
 
 Every attack cell runs in a fresh child process forked from a clean server process that has imported the code but
 never held private data (``multiprocessing`` ``forkserver``; ``spawn`` where that does not exist). The child gets a
@@ -183,10 +183,11 @@ def _send_error(conn: Any, e: BaseException) -> None:
 def _attack_child(conn: Any) -> None:
     """Child entry: receive an :class:`AttackJob`, run the attack, send its output as plain tensors."""
     try:
-        job: AttackJob = pickle.loads(conn.recv_bytes())  # from the runner: trusted
-        with _child_environment(job.threads, job.plugins):
+        threads, plugins = pickle.loads(conn.recv_bytes())  # from the runner: trusted
+        with _child_environment(threads, plugins):
             from .registry import ATTACKS
 
+            job: AttackJob = pickle.loads(conn.recv_bytes())  # after the plugins: their classes must resolve
             channel = _Channel(conn)
             _bind(job.view, channel)
             attack = ATTACKS.get(job.attack_id)(job.params)
@@ -298,7 +299,7 @@ def _serve(conn: Any, proc: Any, on_request: Callable[[str, Mapping[str, Any]], 
         conn.send_bytes(pickle.dumps(reply))
 
 
-def _run_child(target: Callable[[Any], None], payload: bytes,
+def _run_child(target: Callable[[Any], None], payloads: list[bytes],
                on_request: Callable[[str, Mapping[str, Any]], dict]) -> dict[str, Any]:
     ctx = process_context()
     parent, child = ctx.Pipe(duplex=True)
@@ -306,7 +307,8 @@ def _run_child(target: Callable[[Any], None], payload: bytes,
     proc.start()
     child.close()
     try:
-        parent.send_bytes(payload)
+        for payload in payloads:
+            parent.send_bytes(payload)
         return _serve(parent, proc, on_request)
     finally:
         parent.close()
@@ -325,7 +327,7 @@ def run_platform(code: bytes, oracle: GradientOracle, plugins: tuple[str, ...], 
     def refuse(op: str, msg: Mapping[str, Any]) -> dict:
         raise InputError("training code has no access to the runner")
 
-    return _run_child(_platform_child, envelope, refuse)["state"]
+    return _run_child(_platform_child, [envelope], refuse)["state"]
 
 
 def attack_view_release(release: Release, exposed: frozenset[Surface], public: Mapping[str, Any]) -> ReleaseView:
@@ -350,7 +352,7 @@ def attack_view_release(release: Release, exposed: frozenset[Surface], public: M
 
 def run_attack_isolated(job: AttackJob, services: DefenderServices) -> AttackOutput:
     """Run ``job`` in an isolated child, serving its queries with ``services``; the attack's output."""
-    done = _run_child(_attack_child, pickle.dumps(job), services.handle)
+    done = _run_child(_attack_child, [pickle.dumps((job.threads, job.plugins)), pickle.dumps(job)], services.handle)
     out = done["output"]
     return AttackOutput(**{k: out.get(k) for k in _OUTPUT_FIELDS if k != "extra"}, extra=dict(out.get("extra", {})))
 

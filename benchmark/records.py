@@ -1,4 +1,4 @@
-"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v2 (DESIGN.md, Records).
+"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v2 (docs/DESIGN.md, Records).
 
 Records are validated on write and on read, and written atomically (temp file, fsync, rename), so a killed run
 leaves either the whole record or none.

@@ -1,4 +1,4 @@
-"""Central scoring (DESIGN.md, Scores): what an attack's output is compared with, and the privacy metrics.
+"""Central scoring (docs/DESIGN.md, Scores): what an attack's output is compared with, and the privacy metrics.
 
 Pure functions of the attack output and the runner-side ground truth (targets' originals, gallery truth,
 membership truth); no attack code runs here.

@@ -23,6 +23,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _restore_registries():
+    """Plugins a test registers (``--plugin`` in-process, ``load_plugin_file``) do not leak into other tests."""
+    import sys
+
+    from benchmark.data import DATASETS
+    from benchmark.registry import ATTACKS, DEFENSES
+
+    saved = [(r, dict(r._items)) for r in (DEFENSES, ATTACKS, DATASETS)]
+    modules = set(sys.modules)
+    yield
+    for registry, items in saved:
+        registry._items.clear()
+        registry._items.update(items)
+    for name in set(sys.modules) - modules:
+        if name.startswith("privbench_plugin_"):
+            del sys.modules[name]
+
+
 def write_suite(path: Path, body: str) -> Path:
     path.write_text(textwrap.dedent(body))
     return path

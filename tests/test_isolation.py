@@ -54,6 +54,10 @@ def _reachable(root, depth=3):
 
 @ATTACKS.register("nosy")
 class Nosy(Attack):
+    @dataclass(frozen=True)
+    class Params:
+        hashes_path: str = ""
+
     requires = frozenset()
     uses = frozenset(Surface)
     access = Access.WHITE_BOX
@@ -91,7 +95,7 @@ class Nosy(Attack):
             if isinstance(o, torch.Tensor) and o.ndim == 4 and tuple(o.shape[1:]) == tuple(view.image_shape):
                 q = (o.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
                 hashes += [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in q]
-        with open(os.environ["NOSY_OUT"], "a") as f:
+        with open(self.params.hashes_path, "a") as f:
             f.write(json.dumps(hashes) + "\\n")
         recon = view.aux.images.mean(0, keepdim=True).expand(len(view.targets), *view.image_shape).clone()
         return AttackOutput(reconstructions=recon, extra=found)
@@ -137,15 +141,15 @@ class Reader(Attack):
 SPLITS = {"private": 100, "aux": 100, "test": 60, "targets": 30}
 
 
-@pytest.fixture(scope="module")
-def nosy_plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plugins") / "nosy.py"
+@pytest.fixture
+def nosy_plugin(tmp_path) -> Path:
+    path = tmp_path / "nosy.py"
     path.write_text(NOSY)
     load_plugin_file(path)
     return path
 
 
-def test_a_nosy_attack_reaches_no_private_data_or_secret(tmp_path, monkeypatch, nosy_plugin) -> None:
+def test_a_nosy_attack_reaches_no_private_data_or_secret(tmp_path, nosy_plugin) -> None:
     suite = write_suite(tmp_path / "nosy.yaml", f"""
 name: nosy
 datasets: [digits]
@@ -159,10 +163,9 @@ defenses:
     params: {{masked: 0.5}}
   - id: dp-sgd
     params: {{epochs: 1}}
-attacks: [nosy]
+attacks: [{{id: nosy, params: {{hashes_path: {tmp_path / "hashes.jsonl"}}}}}]
 """)
     hashes_file = tmp_path / "hashes.jsonl"
-    monkeypatch.setenv("NOSY_OUT", str(hashes_file))
     out = tmp_path / "out"
     summary = run_suite(load_suite(suite), RunOptions(out=out, progress=False, plugins=(str(nosy_plugin),)))
     assert summary.ok == 3, summary.failed_cells

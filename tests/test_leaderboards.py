@@ -1,5 +1,6 @@
 """Committed leaderboards are generated, never hand-edited: regenerating their tables from the committed records
-changes nothing, and every committed record validates."""
+changes nothing, every committed record validates, and every record comes from this checkout's code at a clean
+tree (``privbench report --check``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.check import check_records
 from benchmark.records import iter_records
 from benchmark.report import write_report
 
@@ -18,6 +20,8 @@ BOARDS = sorted(p for p in (Path(__file__).parent.parent / "leaderboards").iterd
 def test_regenerating_tables_changes_nothing(tmp_path, board: Path) -> None:
     records = list(iter_records(board / "records"))
     assert records and all(r["status"] in ("ok", "skipped") for _, r in records)
+    problems = check_records(board)
+    assert not problems, "\n".join(problems[:10])
     copy = tmp_path / board.name
     shutil.copytree(board, copy)
     shutil.rmtree(copy / "tables")

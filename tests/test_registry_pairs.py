@@ -37,14 +37,15 @@ def _budget(cls) -> str:
     return json.dumps({k: v for k, v in _SMALL.items() if k in fields})
 
 
-PAIRS = [(d, a) for d in DEFENSES for a in ATTACKS]
+DEFENSE_IDS, ATTACK_IDS = list(DEFENSES), list(ATTACKS)  # the registered plugins at collection time
+PAIRS = [(d, a) for d in DEFENSE_IDS for a in ATTACK_IDS]
 
 
 @pytest.fixture(scope="module")
 def pair_records(tmp_path_factory) -> dict[tuple[str, str], dict]:
     tmp = tmp_path_factory.mktemp("pairs")
-    defenses = "\n".join(f"  - id: {d}\n    params: {_budget(cls)}" for d, cls in DEFENSES.items())
-    attacks = "\n".join(f"  - id: {a}\n    params: {_budget(cls)}" for a, cls in ATTACKS.items())
+    defenses = "\n".join(f"  - id: {d}\n    params: {_budget(DEFENSES.get(d))}" for d in DEFENSE_IDS)
+    attacks = "\n".join(f"  - id: {a}\n    params: {_budget(ATTACKS.get(a))}" for a in ATTACK_IDS)
     path = write_suite(tmp / "pairs.yaml", f"""
 name: pairs
 datasets: [digits]

@@ -1,4 +1,4 @@
-"""Datasets that ship inside installed packages and work offline (DESIGN.md, Data)."""
+"""Datasets that ship inside installed packages and work offline (docs/DESIGN.md, Data)."""
 
 from __future__ import annotations
 

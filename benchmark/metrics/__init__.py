@@ -1,4 +1,4 @@
-"""Central metrics: every defense is scored the same way (DESIGN.md, Scores).
+"""Central metrics: every defense is scored the same way (docs/DESIGN.md, Scores).
 
 Reconstruction metrics take ``x, y (N,C,H,W)`` in [0,1] and return per-sample values ``(N,)``; they are
 registered in :data:`METRICS` with their direction (higher = more similar for all but GMSD/LPIPS).

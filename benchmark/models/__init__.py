@@ -1,4 +1,4 @@
-"""Small CPU task models with named split points (DESIGN.md, Task models)."""
+"""Small CPU task models with named split points (docs/DESIGN.md, Task models)."""
 
 from __future__ import annotations
 
