@@ -11,22 +11,30 @@ from pathlib import Path
 
 from .errors import InputError
 from .plan import code_versions
-from .records import iter_records
+from .records import read_record
 
 
 def check_records(directory: Path) -> list[str]:
     """One problem line per stale, dirty or unverifiable record under ``directory/records`` (empty = all good)."""
     problems: list[str] = []
-    current: dict[tuple[str, str], dict[str, str]] = {}
-    for path, rec in iter_records(Path(directory) / "records"):
-        ids = (rec["defense"]["id"], rec["attack"]["id"])
+    current: dict[tuple[str, str, str], dict[str, str]] = {}
+    records = Path(directory) / "records"
+    if not records.is_dir():
+        raise InputError(f"{records}: no records directory")
+    for path in sorted(records.glob("*.json")):
+        try:
+            rec = read_record(path)
+        except InputError as e:
+            problems.append(f"{path.name}: invalid: {e}")
+            continue
+        ids = (rec["defense"]["id"], rec["attack"]["id"], rec.get("reference", "none"))
         try:
             now = current.setdefault(ids, code_versions(*ids))
         except InputError as e:
             problems.append(f"{path.name}: cannot verify ({e}); load the plugin that registers it with --plugin")
             continue
         prov = rec["provenance"]
-        changed = [part for part in ("defense", "attack", "core", "libraries") if prov["code"].get(part) != now[part]]
+        changed = [part for part in now if prov["code"].get(part) != now[part]]
         if changed:
             problems.append(f"{path.name}: stale: {', '.join(changed)} code differs from this checkout's")
         commit = str(prov["git_commit"])

@@ -69,7 +69,10 @@ def _package_of(name: str, path: Path) -> str:
 
 @lru_cache(maxsize=None)
 def _top_is_library(top: str, own_root: Path) -> bool:
-    """Whether top-level module ``top`` lives in the interpreter or site-packages (found without importing it)."""
+    """Whether top-level module ``top`` lives in the interpreter or site-packages (found without importing it).
+    The core package itself is never a library, however privbench is installed."""
+    if top == __name__.split(".")[0]:
+        return False
     if top in sys.builtin_module_names:
         return True
     mod = sys.modules.get(top)
@@ -122,7 +125,7 @@ def _closure_files(root: str) -> tuple[tuple[str, Path], ...]:
         if name in seen:
             continue
         path = _module_file(name)
-        if path is None or (name != root and _is_library(path, own_root)):
+        if path is None or (name != root and _top_is_library(name.split(".")[0], own_root)):
             continue
         seen[name] = path
         todo.extend(sorted(_imports(name, path, own_root) - set(seen)))

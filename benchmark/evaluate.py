@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from .errors import InputError
 from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
                         run_attack_isolated)
 from .metrics import CostMeter
-from .models import accuracy, train_classifier
+from .models import accuracy, build_model, train_classifier
+from .records import validate
 from .registry import ATTACKS, DEFENSES
 from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, release_vfe,
                       sample_arrays, score)
@@ -165,12 +166,24 @@ def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, se
                       num_classes=splits.info.num_classes, gallery=gallery, candidates=candidates)
     job = AttackJob(attack_spec.id, attack_spec.params, view, opts.device, task,
                     stream=attack_stream(seed, attack_spec.label), threads=opts.threads, plugins=opts.plugins)
-    namespace = f"attack-{attack_spec.id}-{stable_hash([plugin_hash(cls), library_versions()])[:16]}"
+    # Attack artifacts are shared by the cells of one attack code, dataset and seed (e.g. LiRA shadows across
+    # defenses); the attack's key is hashed, so it names no path.
+    namespace = "attack-{}-{}".format(attack_spec.id, stable_hash([plugin_hash(cls), library_versions(),
+                                                                   splits.info.hash, seed])[:24])
+
+    def memo_path(key: str) -> str:
+        return f"{namespace}-{stable_hash(key)[:32]}"
+
+    def expected_state() -> dict[str, Any]:
+        with seeded(torch.Generator().manual_seed(0)):
+            return build_model(task.model, splits.info.shape[0], splits.info.num_classes, width=task.width).state_dict()
+
     services = DefenderServices(
         release, secret=derive_seed(seed, "defense-secret", "transform-oracle", attack_spec.label),
         plugins=opts.plugins, threads=opts.threads,
-        memo_get=None if cache is None else (lambda key: cache.get(f"{namespace}-{key}")),
-        memo_put=None if cache is None else (lambda key, value: cache.put(f"{namespace}-{key}", value)))
+        memo_get=None if cache is None else (lambda key: cache.get(memo_path(key))),
+        memo_put=None if cache is None else (lambda key, value: cache.put(memo_path(key), value)),
+        expected_state=expected_state)
     with CostMeter() as cost:
         out = run_attack_isolated(job, services)
     return AttackResult(out, truth, is_member, cost.seconds, cost.peak_rss_mb)
@@ -206,14 +219,15 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
     return {"metrics": metrics, "notes": notes}, samples
 
 
-def run_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, attacks: tuple[PluginSpec, ...],
-            opts: EvalOptions, cache: ArtifactCache, core: str,
-            make_record: Callable[[PluginSpec, Splits], dict[str, Any]],
-            on_cell: Optional[Callable[[str], None]] = None) -> list[CellResult]:
-    """Evaluate one job's cells; ``make_record(attack_spec, splits)`` gives each cell's record skeleton.
+def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, attacks: tuple[PluginSpec, ...],
+             opts: EvalOptions, cache: ArtifactCache, core: str,
+             make_record: Callable[[PluginSpec, Splits], dict[str, Any]]) -> Iterator[CellResult]:
+    """Evaluate one job's cells, yielding each as soon as it is finished (so a killed run loses at most the cell
+    in progress); ``make_record(attack_spec, splits)`` gives each cell's record skeleton.
 
-    Incompatible pairs become ``skipped``; any exception in a cell (a plugin's ``InputError`` included) becomes a
-    ``failed`` record with its type and message, and a failed defense fails the job's remaining cells.
+    Incompatible pairs become ``skipped``; any exception in a cell (a plugin's ``InputError``, a plugin constructor,
+    a record that fails validation, e.g. a NaN metric) becomes a ``failed`` record with its type and message, and a
+    failed defense or reference build fails the job's remaining cells.
     """
     device = torch.device(opts.device)
     splits = load_splits_cached(cache, suite, dataset, seed)
@@ -221,11 +235,16 @@ def run_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, at
     prepared: Optional[Prepared] = None
     reference: Optional[float] = None
     defense_error: Optional[str] = None
-    results = []
     for spec in attacks:
         record = make_record(spec, splits)
+        file_name = record.pop("_file_name")
         samples = None
-        reason = ATTACKS.get(spec.id)(spec.params).compatible(defense_cls.surfaces)
+        try:
+            reason = ATTACKS.get(spec.id)(spec.params).compatible(defense_cls.surfaces)
+        except Exception as e:  # a plugin's constructor or compatible() failed
+            record.update(status="failed", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6))
+            yield CellResult(file_name, record)
+            continue
         if reason is not None:
             record.update(status="skipped", reason=reason)
         elif defense_error is not None:
@@ -233,21 +252,22 @@ def run_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, at
         else:
             try:
                 if prepared is None:
-                    prepared = prepare(defense, splits, seed, suite.task, cache, device, core)
+                    built = prepare(defense, splits, seed, suite.task, cache, device, core)
                     ref = PluginSpec(suite.reference, DEFENSES.get(suite.reference).Params())
                     reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
+                    prepared = built  # only once both the defense and the reference are built
                 result = attack_release(spec, prepared.release, splits, seed, suite.task, opts, cache,
                                         prepared.defense.public_info(splits.info.shape))
                 scored, samples = score_cell(result, prepared, splits, reference, opts.use_lpips)
-                record.update(scored)
+                candidate = {**record, **scored}
+                validate(candidate, f"cell {record['cell_id']}")  # e.g. a NaN metric fails this cell only
+                record = candidate
             except AttackError as e:
                 record.update(status="failed", reason=f"{e.type_name}: {e}", traceback=e.remote_traceback)
             except Exception as e:  # a crashed cell is a 'failed' record with its reason, never a silent skip
                 msg = f"{type(e).__name__}: {e}"
                 record.update(status="failed", reason=msg, traceback=traceback.format_exc(limit=6))
+                samples = None
                 if prepared is None:
                     defense_error = f"defense failed: {msg}"
-        results.append(CellResult(record.pop("_file_name"), record, samples))
-        if on_cell is not None:
-            on_cell(record["status"])
-    return results
+        yield CellResult(file_name, record, samples if record["status"] == "ok" else None)

@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from .contracts import (AttackContext, AttackOutput, AttackView, GradientOracle, ImageSet, Release, ReleaseView,
-                        Surface, TaskConfig, TrainingCode)
+from .contracts import (AttackContext, AttackOutput, AttackView, GradientOracle, ImageSet, Release, ReleaseMeta,
+                        ReleaseView, Surface, TaskConfig, TrainingCode)
 from .errors import InputError
 from .seeding import derive_seed
 
@@ -160,6 +160,21 @@ def _bind(view: AttackView, channel: _Channel) -> None:
             proxy._channel = channel
 
 
+def _exit_with_parent() -> None:
+    """A daemon thread ending this child when the process that forked it goes away (e.g. the runner was killed)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="privbench-parent-watch").start()
+
+
 @contextlib.contextmanager
 def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
     """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
@@ -167,6 +182,7 @@ def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]
     from .registry import load_plugins
     from .seeding import set_deterministic
 
+    _exit_with_parent()
     torch.set_num_threads(max(1, threads))
     set_deterministic()
     load_plugins(plugins)
@@ -239,6 +255,9 @@ class DefenderServices:
     threads: int = 1
     memo_get: Optional[Callable[[str], Optional[dict]]] = None
     memo_put: Optional[Callable[[str, dict], None]] = None
+    #: The state dict training code must return (the suite's task model): anything else is refused, so training
+    #: code cannot smuggle its training set out as "weights".
+    expected_state: Optional[Callable[[], Mapping[str, Tensor]]] = None
 
     def __post_init__(self) -> None:
         self._g = torch.Generator().manual_seed(self.secret)
@@ -256,7 +275,9 @@ class DefenderServices:
         if op == "gradients" and rel.gradients is not None:
             return {"grads": list(rel.gradients(msg["idx"]))}
         if op == "train" and rel.gradients is not None:
-            return {"state": run_platform(msg["code"], rel.gradients, self.plugins, self.threads)}
+            state = run_platform(msg["code"], rel.gradients, self.plugins, self.threads)
+            check_state_dict(state, self.expected_state() if self.expected_state else None)
+            return {"state": state}
         if op == "memo_get":
             value = self.memo_get(str(msg["key"])) if self.memo_get else None
             return {"hit": value is not None, "value": value}
@@ -307,8 +328,11 @@ def _run_child(target: Callable[[Any], None], payloads: list[bytes],
     proc.start()
     child.close()
     try:
-        for payload in payloads:
-            parent.send_bytes(payload)
+        try:
+            for payload in payloads:
+                parent.send_bytes(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child died early; its error report (if any) is read below
         return _serve(parent, proc, on_request)
     finally:
         parent.close()
@@ -316,6 +340,18 @@ def _run_child(target: Callable[[Any], None], payloads: list[bytes],
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+def check_state_dict(state: Mapping[str, Tensor], expected: Optional[Mapping[str, Tensor]]) -> None:
+    """Refuse a returned state dict whose keys, shapes or dtypes differ from ``expected``'s."""
+    if expected is None:
+        return
+    want = {k: (tuple(v.shape), v.dtype) for k, v in expected.items()}
+    got = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+    if got != want:
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        raise InputError("training code must return the state dict of the suite's task model; "
+                         f"unexpected {extra[:3]}, missing {missing[:3]}, or other shapes/dtypes")
 
 
 def run_platform(code: bytes, oracle: GradientOracle, plugins: tuple[str, ...], threads: int) -> dict[str, Tensor]:
@@ -346,7 +382,9 @@ def attack_view_release(release: Release, exposed: frozenset[Surface], public: M
         gradients=None if grads is None else GradientProxy(grads.model, grads.train_size, grads.on_private),
         mask=release.mask if keep[Surface.MASK] else None,
         synthetic=release.synthetic if keep[Surface.SYNTHETIC] else None,
-        meta=release.meta,
+        # The public claims only: ``extra`` holds the defender's own statistics (some of the private originals).
+        meta=ReleaseMeta(epsilon=release.meta.epsilon, delta=release.meta.delta, accountant=release.meta.accountant,
+                         bits_per_image=release.meta.bits_per_image),
     )
 
 

@@ -54,20 +54,22 @@ def plan(suite: SuiteConfig) -> list[Job]:
     return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != suite.reference))
 
 
-def code_versions(defense_id: str, attack_id: str) -> dict[str, str]:
-    """Hashes of the code that produces a cell: the defense's and attack's import closures, the core's evaluation
-    and scoring code, and the versions of the libraries that change numbers."""
+def code_versions(defense_id: str, attack_id: str, reference_id: str = "none") -> dict[str, str]:
+    """Hashes of the code that produces a cell: the defense's, the attack's and the reference defense's import
+    closures, the core's evaluation and scoring code, and the versions of the libraries that change numbers."""
     return {"defense": plugin_hash(DEFENSES.get(defense_id)), "attack": plugin_hash(ATTACKS.get(attack_id)),
-            "core": core_hash(), "libraries": stable_hash(library_versions())[:16]}
+            "reference": plugin_hash(DEFENSES.get(reference_id)), "core": core_hash(),
+            "libraries": stable_hash(library_versions())[:16]}
 
 
 def core_hash() -> str:
     return closure_hash(*CORE_MODULES)
 
 
-def config_hash(suite: SuiteConfig, cell: Cell) -> str:
-    """Hash of the cell's configuration (no code)."""
-    return stable_hash({
+def config_hash(suite: SuiteConfig, cell: Cell, data: dict[str, Any], run: dict[str, Any]) -> str:
+    """Hash of the cell's configuration (no code): the suite's settings for it, the content and split hashes of its
+    data (``data``), and the run options that change numbers (``run``: device, LPIPS)."""
+    return stable_hash({"data": data, "run": run,
         "schema_version": SCHEMA_VERSION, "privbench": __version__, "suite": suite.name, "dataset": cell.dataset,
         "dataset_options": dict(suite.dataset_options.get(cell.dataset, {})),
         "splits": dataclasses.asdict(suite.splits), "task": dataclasses.asdict(suite.task), "seed": cell.seed,

@@ -24,7 +24,7 @@ from .cache import ArtifactCache
 from .config import PluginSpec, SuiteConfig
 from .contracts import Splits
 from .errors import InputError
-from .evaluate import CellResult, EvalOptions, load_splits_cached, run_job
+from .evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
 from .plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
 from .provenance import git_commit, machine, provenance
 from .records import SCHEMA_VERSION, read_record, write_record
@@ -95,38 +95,98 @@ def _is_done(path: Path, key: str, retry_failed: bool, commit: str) -> bool:
 
 
 class Executor(ABC):
-    """Runs :func:`execute_job` over job tasks and yields ``(task, results)`` as they finish."""
+    """Runs job tasks and yields each finished cell's result as soon as it exists; only the driver writes."""
 
     @abstractmethod
-    def run(self, tasks: list[JobTask], on_cell: Callable[[str], None]) -> Iterator[tuple[JobTask, list[CellResult]]]:
-        """Evaluate ``tasks``; ``on_cell(status)`` may be called per finished cell (progress)."""
+    def run(self, tasks: list[JobTask]) -> Iterator[CellResult]:
+        """Evaluate ``tasks``; a task that crashes as a whole yields ``failed`` results for its unfinished cells."""
 
 
 class InlineExecutor(Executor):
-    """In this process, one job after another (progress per cell)."""
+    """In this process, one job after another."""
 
-    def run(self, tasks, on_cell):
+    def run(self, tasks):
         for task in tasks:
-            yield task, execute_job(task, on_cell)
+            seen: set[str] = set()
+            try:
+                for result in execute_job(task):
+                    seen.add(result.file_name)
+                    yield result
+            except Exception as e:  # e.g. the splits of this job could not be loaded
+                yield from crashed_cells(task, seen, f"{type(e).__name__}: {e}")
 
 
 class ProcessPoolExecutor(Executor):
-    """A local pool of spawned worker processes; torch threads are split among them (progress per job)."""
+    """A local pool of spawned worker processes (torch threads split among them); workers stream finished cells
+    to the driver through a queue."""
 
     def __init__(self, workers: int, plugins: tuple[str, ...]) -> None:
         self.workers, self.plugins = workers, plugins
 
-    def run(self, tasks, on_cell):
+    def run(self, tasks):
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                    initargs=(threads, self.plugins)) as pool:
-            futures = {pool.submit(execute_job, t): t for t in tasks}
-            for fut in cf.as_completed(futures):
-                results = fut.result()
-                for r in results:
-                    on_cell(r.record["status"])
-                yield futures[fut], results
+        with ctx.Manager() as manager:
+            results = manager.Queue()
+            pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
+                                          initargs=(threads, self.plugins))
+            try:
+                futures = {pool.submit(stream_job, t, results): t for t in tasks}
+                seen: dict[str, set[str]] = {}
+                pending = set(futures)
+                while pending:
+                    done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                    yield from _drain(results, seen)  # everything a finished worker put is in the queue now
+                    for fut in done:
+                        if fut.exception() is not None:
+                            task = futures[fut]
+                            yield from crashed_cells(task, seen.get(_task_id(task), set()),
+                                                     f"{type(fut.exception()).__name__}: {fut.exception()}")
+                yield from _drain(results, seen)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _task_id(task: JobTask) -> str:
+    return f"{task.job.dataset}/{task.job.seed}/{task.job.defense.label}"
+
+
+def _drain(results: Any, seen: dict[str, set[str]]) -> Iterator[CellResult]:
+    import queue
+
+    while True:
+        try:
+            task_id, result = results.get_nowait()
+        except queue.Empty:
+            return
+        seen.setdefault(task_id, set()).add(result.file_name)
+        yield result
+
+
+def stream_job(task: JobTask, results: Any) -> int:
+    """Worker side of :class:`ProcessPoolExecutor`: evaluate a job, putting each finished cell in ``results``."""
+    n = 0
+    for result in execute_job(task):
+        results.put((_task_id(task), result))
+        n += 1
+    return n
+
+
+def crashed_cells(task: JobTask, seen: set[str], reason: str) -> Iterator[CellResult]:
+    """``failed`` results for the cells of ``task`` that did not finish (its worker or job setup crashed)."""
+    for cell in task.job.cells():
+        if cell.file_name in seen:
+            continue
+        cfg, code, key = task.keys[cell.attack.label]
+        rec = {"schema_version": SCHEMA_VERSION, "suite": task.suite.name, "cell_id": cell.cell_id,
+               "dataset": {"name": cell.dataset, "hash": "", "sizes": {}}, "seed": cell.seed,
+               "defense": {"id": cell.defense.id, "label": cell.defense.label, "params": cell.defense.params_dict},
+               "attack": {"id": cell.attack.id, "label": cell.attack.label, "params": cell.attack.params_dict},
+               "threat_model": {}, "reference": task.suite.reference, "status": "failed",
+               "reason": f"job crashed: {reason}", "metrics": {}, "notes": {}, "artifacts": {},
+               "provenance": provenance(config_hash=cfg, cell_key=key, code=code, device=task.opts.device,
+                                        commit=task.commit, machine_info=machine(task.opts.device))}
+        yield CellResult(cell.file_name, rec)
 
 
 def init_worker(threads: int, plugins: tuple[str, ...]) -> None:
@@ -136,8 +196,8 @@ def init_worker(threads: int, plugins: tuple[str, ...]) -> None:
     load_plugins(plugins)
 
 
-def execute_job(task: JobTask, on_cell: Optional[Callable[[str], None]] = None) -> list[CellResult]:
-    """Evaluate one job (in whatever process the executor chose) and return its stamped records."""
+def execute_job(task: JobTask) -> Iterator[CellResult]:
+    """Evaluate one job (in whatever process the executor chose), yielding its stamped records cell by cell."""
     opts, job = task.opts, task.job
     eval_opts = EvalOptions(device=opts.device, use_lpips=opts.use_lpips, plugins=opts.plugins,
                             threads=torch.get_num_threads())
@@ -150,8 +210,8 @@ def execute_job(task: JobTask, on_cell: Optional[Callable[[str], None]] = None) 
                                        commit=task.commit, machine_info=machine_info)
         return rec
 
-    return run_job(task.suite, job.dataset, job.seed, job.defense, job.attacks, eval_opts,
-                   ArtifactCache(opts.out / "cache"), task.core, make_record, on_cell)
+    yield from iter_job(task.suite, job.dataset, job.seed, job.defense, job.attacks, eval_opts,
+                        ArtifactCache(opts.out / "cache"), task.core, make_record)
 
 
 def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str, Any]:
@@ -191,21 +251,32 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
 # The driver.
 
 
-def pending_tasks(suite: SuiteConfig, opts: RunOptions, summary: RunSummary) -> list[JobTask]:
-    """Jobs with at least one cell whose record is missing, failed (with ``retry_failed``) or stale."""
+def pending_tasks(suite: SuiteConfig, opts: RunOptions, summary: RunSummary,
+                  data: dict[tuple[str, int], dict[str, Any]]) -> list[JobTask]:
+    """Jobs with at least one cell whose record is missing, failed (with ``retry_failed``) or stale.
+
+    ``data[(dataset, seed)]`` holds the content and split hashes that enter each cell's key. Reused ``failed``
+    records count as failed in ``summary``.
+    """
     records = opts.out / "records"
     core, commit = core_hash(), git_commit()
+    run = {"device": torch.device(opts.device).type, "use_lpips": opts.use_lpips}
     code_cache: dict[tuple[str, str], dict[str, str]] = {}
     tasks = []
     for job in plan(suite):
         keys, todo = {}, []
         for cell in job.cells():
             ids = (cell.defense.id, cell.attack.id)
-            code = code_cache.setdefault(ids, code_versions(*ids))
-            cfg = config_hash(suite, cell)
+            code = code_cache.setdefault(ids, code_versions(*ids, suite.reference))
+            cfg = config_hash(suite, cell, data[(cell.dataset, cell.seed)], run)
             keys[cell.attack.label] = (cfg, code, cell_key(cfg, code))
-            if not _is_done(records / cell.file_name, keys[cell.attack.label][2], opts.retry_failed, commit):
+            path = records / cell.file_name
+            if not _is_done(path, keys[cell.attack.label][2], opts.retry_failed, commit):
                 todo.append(cell.attack)
+            elif (rec := read_record(path))["status"] == "failed":
+                summary.failed += 1
+                summary.failed_cells.append(f"{rec['cell_id']} (reused; --retry-failed recomputes it): "
+                                            f"{rec['reason']}")
         summary.planned += len(job.attacks)
         summary.reused += len(job.attacks) - len(todo)
         if todo:
@@ -236,11 +307,13 @@ def run_suite(suite: SuiteConfig, opts: RunOptions, executor: Optional[Executor]
     set_deterministic()
     (opts.out / "records").mkdir(parents=True, exist_ok=True)
     cache = ArtifactCache(opts.out / "cache")
+    data = {}
     for dataset in suite.datasets:  # validate split sizes up front (and warm the split cache for the workers)
         for seed in suite.seeds:
-            load_splits_cached(cache, suite, dataset, seed)
+            info = load_splits_cached(cache, suite, dataset, seed).info
+            data[(dataset, seed)] = {"hash": info.hash, "splits": dict(info.split_hashes), "sizes": dict(info.sizes)}
     summary = RunSummary()
-    tasks = pending_tasks(suite, opts, summary)
+    tasks = pending_tasks(suite, opts, summary, data)
     total = sum(len(t.job.attacks) for t in tasks)
     if executor is None:
         executor = InlineExecutor() if opts.jobs <= 1 or len(tasks) <= 1 else ProcessPoolExecutor(opts.jobs,
@@ -248,13 +321,13 @@ def run_suite(suite: SuiteConfig, opts: RunOptions, executor: Optional[Executor]
     bar = tqdm(total=total, unit="cell", desc=f"privbench {suite.name}", disable=not opts.progress or total == 0,
                dynamic_ncols=True)
     try:
-        for _, results in executor.run(tasks, on_cell=lambda _status: bar.update(1)):
-            for result in results:
-                write_result(opts.out, result)
-                status = result.record["status"]
-                setattr(summary, status, getattr(summary, status) + 1)
-                if status == "failed":
-                    summary.failed_cells.append(f"{result.record['cell_id']}: {result.record['reason']}")
+        for result in executor.run(tasks):
+            write_result(opts.out, result)
+            bar.update(1)
+            status = result.record["status"]
+            setattr(summary, status, getattr(summary, status) + 1)
+            if status == "failed":
+                summary.failed_cells.append(f"{result.record['cell_id']}: {result.record['reason']}")
     finally:
         bar.close()
     return summary

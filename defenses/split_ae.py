@@ -84,12 +84,12 @@ class QuantizedEncoder(nn.Module):
     """The device side: ``x (N,C,H,W)`` -> dequantised bottleneck ``(N, b, h, w)`` exactly as the receiver decodes
     it. Quantisation uses a straight-through rounding so white-box attackers can differentiate through it."""
 
-    def __init__(self, head: nn.Module, ae: nn.Module, quantizer: UniformQuantizer) -> None:
+    def __init__(self, head: nn.Module, encoder: nn.Module, quantizer: UniformQuantizer) -> None:
         super().__init__()
-        self.head, self.ae, self.quantizer = head, ae, quantizer
+        self.head, self.encoder, self.quantizer = head, encoder, quantizer  # the device side only: no decoder
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.ae.encoder(self.head(x))
+        z = self.encoder(self.head(x))
         zq = self.quantizer.dequantize(self.quantizer.quantize(z))
         return z + (zq - z).detach()
 
@@ -97,12 +97,12 @@ class QuantizedEncoder(nn.Module):
 class SplitPipeline(nn.Module):
     """The deployed task model: quantised encoder on the device, decoder and the rest of the task model after."""
 
-    def __init__(self, encoder: QuantizedEncoder, tail: nn.Module) -> None:
+    def __init__(self, encoder: QuantizedEncoder, decoder: nn.Module, tail: nn.Module) -> None:
         super().__init__()
-        self.encoder, self.tail = encoder, tail
+        self.encoder, self.decoder, self.tail = encoder, decoder, tail
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.tail(self.encoder.ae.decoder(self.encoder(x)))
+        return self.tail(self.decoder(self.encoder(x)))
 
 
 @DEFENSES.register("split-ae")
@@ -217,8 +217,8 @@ class SplitAE(Defense):
     def _release(self, head: nn.Module, tail: nn.Module, ae: nn.Module, codec: FeatureCodec,
                  payloads: list[bytes], extra: dict[str, float], shape: tuple[int, ...]) -> Release:
         """Assemble the release and remember what :meth:`release_state` must cache."""
-        encoder = QuantizedEncoder(head, ae, codec.quantizer).eval()
-        model = SplitPipeline(encoder, tail).eval()
+        encoder = QuantizedEncoder(head, ae.encoder, codec.quantizer).eval()
+        model = SplitPipeline(encoder, ae.decoder, tail).eval()
 
         bitstream = Bitstream(tuple(payloads), shape, codec)
         extra = dict(extra)

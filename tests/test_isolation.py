@@ -90,6 +90,9 @@ class Nosy(Attack):
         if grads is not None:
             g = grads(view.targets[:1])
             found["gradient_count"] = float(len(g))
+        # The memo's keys name no path: a traversal attempt is just another key.
+        got = ctx.remember("/../../../escaped", lambda: {"v": torch.ones(1)})
+        found["memo_roundtrip"] = float(got["v"].sum())
         hashes = []  # every image-shaped tensor alive in this process, for the test to compare with the originals
         for o in gc.get_objects():
             if isinstance(o, torch.Tensor) and o.ndim == 4 and tuple(o.shape[1:]) == tuple(view.image_shape):
@@ -99,6 +102,23 @@ class Nosy(Attack):
             f.write(json.dumps(hashes) + "\\n")
         recon = view.aux.images.mean(0, keepdim=True).expand(len(view.targets), *view.image_shape).clone()
         return AttackOutput(reconstructions=recon, extra=found)
+
+
+class Smuggle:
+    """Training code that returns its training set instead of weights."""
+
+    def __call__(self, train):
+        return {"images": train.images, "labels": train.labels.float()}
+
+
+@ATTACKS.register("smuggler")
+class Smuggler(Attack):
+    requires = frozenset({Surface.GRADIENTS})
+    access = Access.WHITE_BOX
+
+    def run(self, view, ctx):
+        state = view.release.gradients.run_training(Smuggle())
+        return AttackOutput(reconstructions=state["images"][:len(view.targets)])
 
 
 @ATTACKS.register("mutator")
@@ -163,13 +183,19 @@ defenses:
     params: {{masked: 0.5}}
   - id: dp-sgd
     params: {{epochs: 1}}
-attacks: [{{id: nosy, params: {{hashes_path: {tmp_path / "hashes.jsonl"}}}}}]
+attacks: [{{id: nosy, params: {{hashes_path: {tmp_path / "hashes.jsonl"}}}}}, smuggler]
 """)
     hashes_file = tmp_path / "hashes.jsonl"
     out = tmp_path / "out"
     summary = run_suite(load_suite(suite), RunOptions(out=out, progress=False, plugins=(str(nosy_plugin),)))
     assert summary.ok == 3, summary.failed_cells
-    records = {r["defense"]["id"]: r for _, r in iter_records(out / "records")}
+    # Training code that tries to return the training set instead of weights is refused.
+    (smuggled,) = [r for _, r in iter_records(out / "records") if r["attack"]["id"] == "smuggler"
+                   and r["status"] != "skipped"]
+    assert smuggled["status"] == "failed" and "must return the state dict" in smuggled["reason"]
+    records = {r["defense"]["id"]: r for _, r in iter_records(out / "records") if r["attack"]["id"] == "nosy"}
+    assert all(p.parent == out / "cache" for p in out.rglob("*.pt")) and not list(tmp_path.rglob("escaped*"))
+    assert all(r["metrics"]["privacy"]["attack_memo_roundtrip"] == 1.0 for r in records.values())
     for defense, rec in records.items():
         p = rec["metrics"]["privacy"]
         for probe in ("train_images", "transform_self_is_defense", "private_modules_via_surfaces", "closure_cells",

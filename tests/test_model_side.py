@@ -106,6 +106,7 @@ def test_lira_matches_a_direct_gaussian_likelihood_ratio() -> None:
     assert abs(float(logit_confidence(logits, torch.tensor([0]))) - float(torch.log(p / (1 - p)))) < 1e-5
 
 
+@pytest.mark.slow
 def test_lira_detects_an_overfit_model_and_dp_sgd_pulls_it_to_chance(digits) -> None:
     """A model trained 60 epochs on 150 images leaks membership; DP-SGD at epsilon <= 1 does not."""
     ctx = _ctx(model="convnet", width=16, epochs=60, batch_size=32)

@@ -95,8 +95,8 @@ def test_entry_point_plugin_of_an_installed_package(tmp_path) -> None:
     assert listed.returncode == 0 and "ep-invert" in listed.stdout and "ep-bad" in listed.stdout
     suite = write_suite(tmp_path / "ep.yaml", SUITE.replace("invert-test", "ep-invert").replace(
         "  - bad-input-test\n", ""))
-    done = _cli(["run", "--suite", str(suite), "--out", str(tmp_path / "o"), "--jobs", "2", "--no-progress",
-                 "--no-report"], env=env)
+    done = _cli(["run", "--suite", str(suite), "--out", str(tmp_path / "o"), "--no-progress", "--no-report"],
+                env=env)
     assert done.returncode == 0, done.stderr
     statuses = {r["defense"]["id"]: r["status"] for _, r in iter_records(tmp_path / "o" / "records")}
     assert statuses == {"none": "ok", "ep-invert": "ok"}
