@@ -146,3 +146,15 @@ def test_membership_matches_sklearn_and_is_calibrated() -> None:
 def test_bits_per_pixel() -> None:
     out = bits_per_pixel([b"\x00" * 98, b"\x00" * 98], 28, 28)
     assert out["bytes_per_image"] == 98 and out["bpp"] == pytest.approx(1.0)
+
+
+def test_an_undefined_sample_is_left_out_and_counted() -> None:
+    """piq's HaarPSI is inf for an all-black image compared with itself: that sample is left out of the mean and
+    the record says how many were undefined, instead of a non-finite metric failing the cell."""
+    from benchmark.metrics.image import reconstruction_metrics
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x[0] = 0.0
+    values, missing = reconstruction_metrics(x, x.clone(), use_lpips=False)
+    assert values["haarpsi"] == pytest.approx(1.0, abs=1e-4)
+    assert "undefined for 1 of 3 samples" in missing["partial.haarpsi"]

@@ -209,7 +209,8 @@ def reconstruction_metrics(x: Tensor, y: Tensor, mask: Optional[Tensor] = None,
     """All registered fidelity metrics, averaged over samples.
 
     Returns ``(values, unavailable)``: ``values[name]`` is a float (or ``None`` when it cannot be computed) and
-    ``unavailable[name]`` says why.
+    ``unavailable[name]`` says why. Samples where a metric is undefined (non-finite) are left out of its mean and
+    counted under ``unavailable["partial.<name>"]``.
     """
     _check_pair(x, y)
     values: dict[str, Optional[float]] = {}
@@ -220,7 +221,16 @@ def reconstruction_metrics(x: Tensor, y: Tensor, mask: Optional[Tensor] = None,
             values[name] = None
             missing[name] = f"images are {side}px; {name} needs at least {spec.min_size}px"
             continue
-        values[name] = float(spec.fn(x, y).mean())
+        per = spec.fn(x, y)
+        finite = torch.isfinite(per)
+        if not bool(finite.any()):
+            values[name] = None
+            missing[name] = f"{name} is undefined for all {len(per)} samples"
+            continue
+        values[name] = float(per[finite].mean())
+        if not bool(finite.all()):  # e.g. piq's HaarPSI is inf for an all-black image compared with itself
+            missing[f"partial.{name}"] = (f"undefined for {int((~finite).sum())} of {len(per)} samples "
+                                          "(e.g. all-black images); averaged over the rest")
     reason = lpips_status() if use_lpips else "disabled"
     if reason is None and side >= 16:
         values["lpips"] = float(lpips_distance(x, y, build_lpips()).mean())
