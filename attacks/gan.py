@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 from benchmark.seeding import seeded
@@ -60,6 +61,7 @@ class Critic(nn.Module):
 class GANAttack(Attack):
     """GAN attack (Hitaj et al., CCS 2017): a generator steered by the released classifier recovers class prototypes."""
 
+    threat = ThreatModel.MODEL_HOLDER
     requires = frozenset({Surface.MODEL})
     access = Access.WHITE_BOX
 

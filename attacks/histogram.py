@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.regions import region_sizes, to_blocks
 
@@ -32,6 +33,7 @@ def region_signature(x: Tensor, s: int) -> Tensor:
 class HistogramLinkage(Attack):
     """Adaptive linkage by per-region value distributions, which region shuffling preserves exactly."""
 
+    threat = ThreatModel.LINKER
     requires = frozenset({Surface.DATA})
     uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX

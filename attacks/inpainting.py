@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
@@ -51,6 +52,7 @@ def _targets(view: AttackView) -> tuple[torch.Tensor, torch.Tensor]:
 class ClassicalInpainting(Attack):
     """OpenCV Telea / Navier–Stokes inpainting of the masked region."""
 
+    threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.DATA, Surface.MASK})
     access = Access.BLACK_BOX
 
@@ -75,6 +77,7 @@ class LearnedInpainting(Attack):
     """Adaptive learned inpainting: a U-Net refining Telea inpainting, trained on aux masked by the defense's own
     public transform and mask generator."""
 
+    threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK})
     access = Access.BLACK_BOX
     adaptive = True
@@ -107,6 +110,7 @@ class LearnedInpainting(Attack):
 class DiffusionInpainting(Attack):
     """RePaint inpainting with a local unconditional diffusers DDPM (``model_dir``); skipped when none is given."""
 
+    threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.DATA, Surface.MASK})
     access = Access.BLACK_BOX
 

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from benchmark.threats import ThreatModel
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
 
@@ -27,6 +28,7 @@ from .nets import TrainBudget, UNetDecoder, fit_decoder
 class InversionDecoder(Attack):
     """Adaptive learned inversion: U-Net trained on (transform(aux), aux) pairs, applied to released targets."""
 
+    threat = ThreatModel.OBSERVER
     requires: frozenset[Surface] = frozenset()
     uses = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.ENCODER, Surface.BITSTREAM})
     access = Access.BLACK_BOX

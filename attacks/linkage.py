@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.identity import rank_by_distance
 from benchmark.models import map_batched
@@ -26,6 +27,7 @@ from .nets import Embedder
 class Linkage(Attack):
     """Nearest-neighbour re-identification in pixel space and in a contrastively learned space (adaptive)."""
 
+    threat = ThreatModel.LINKER
     requires = frozenset({Surface.DATA})
     uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX

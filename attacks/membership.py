@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from benchmark.config import stable_hash, tensor_hash
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import build_model, map_batched, train_classifier
 from benchmark.seeding import seeded
@@ -41,6 +42,7 @@ def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
 class Membership(Attack):
     """Membership inference: loss threshold and LiRA (offline and online) with cached shadow models."""
 
+    threat = ThreatModel.MODEL_HOLDER
     requires = frozenset({Surface.MODEL})
     access = Access.BLACK_BOX
     needs_candidates = True

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from benchmark.contracts import (Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, ImageSet,
                                  Surface, TaskConfig)
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import build_model, train_classifier
 from benchmark.seeding import seeded
@@ -191,6 +192,7 @@ ENCODINGS: dict[str, Encoding] = {
 class Memorization(Attack):
     """Song et al. (CCS 2017): malicious training code hides training images in the released model's parameters."""
 
+    threat = ThreatModel.TRAINING_CODE
     requires = frozenset({Surface.GRADIENTS})
     access = Access.WHITE_BOX
 

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from benchmark.threats import ThreatModel
 
 from benchmark.registry import ATTACKS
 
@@ -21,6 +22,7 @@ from benchmark.registry import ATTACKS
 class NearestNeighbour(Attack):
     """Closest released image (pixel L2) to each original: memorisation audit of synthetic or released data."""
 
+    threat = ThreatModel.OBSERVER
     requires = frozenset()
     uses = frozenset({Surface.DATA, Surface.SYNTHETIC})
     access = Access.BLACK_BOX

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 
@@ -25,6 +26,7 @@ from benchmark.registry import ATTACKS
 class OptimInversion(Attack):
     """White-box inversion: optimise inputs whose encoding matches the targets' representations (TV prior)."""
 
+    threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.ENCODER, Surface.BITSTREAM})
     access = Access.WHITE_BOX
     adaptive = True

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputError
+from .threats import ThreatModel
 
 
 class Surface(str, enum.Enum):
@@ -304,6 +305,8 @@ class Defense(Plugin):
 
     surfaces: ClassVar[frozenset[Surface]]
     strength: ClassVar[Optional[str]] = None
+    #: Threat models the defense claims protection against (its card); others show "not claimed" in the tables.
+    claims: ClassVar[frozenset[ThreatModel]] = frozenset()
 
     @abstractmethod
     def build(self, splits: Splits, ctx: RunContext) -> Release:
@@ -474,6 +477,19 @@ class Attack(Plugin):
     adaptive: ClassVar[bool] = False
     needs_gallery: ClassVar[bool] = False
     needs_candidates: ClassVar[bool] = False
+    #: Who the attacker is (:class:`~benchmark.threats.ThreatModel`); ``None``: derived by :meth:`threat_model`.
+    threat: ClassVar[Optional[ThreatModel]] = None
+
+    @classmethod
+    def threat_model(cls) -> ThreatModel:
+        """``threat`` if set; else gradients -> server, model -> model holder, a gallery -> linker, else observer."""
+        if cls.threat is not None:
+            return cls.threat
+        if Surface.GRADIENTS in cls.requires:
+            return ThreatModel.SERVER
+        if Surface.MODEL in cls.requires:
+            return ThreatModel.MODEL_HOLDER
+        return ThreatModel.LINKER if cls.needs_gallery else ThreatModel.OBSERVER
 
     @classmethod
     def requirements(cls) -> str:

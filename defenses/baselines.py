@@ -12,6 +12,7 @@ from torch import Tensor
 from benchmark.errors import InputError
 
 from benchmark.contracts import Release, RunContext, Splits, Surface
+from benchmark.threats import ThreatModel
 
 from benchmark.registry import DEFENSES
 from .base import InputDefense, ModelReleaser
@@ -46,6 +47,7 @@ class NoDefense(ModelReleaser, InputDefense):
 class Blur(InputDefense):
     """Gaussian blur with standard deviation ``sigma`` pixels (OpenCV, reflected borders)."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength = "sigma"
 
     @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Blur(InputDefense):
 class Pixelate(InputDefense):
     """Pixelation: average over ``block``×``block`` cells (area resampling), then nearest-neighbour upsampling."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength = "block"
 
     @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Noise(InputDefense):
     """Additive Gaussian noise with standard deviation ``sigma`` (data range 1), clipped to [0, 1]; a fresh
     secret draw for every call."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength = "sigma"
 
     @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 from benchmark.models import accuracy
@@ -78,6 +79,7 @@ def class_statistics(teacher: nn.Module, data: ImageSet, num_classes: int,
 class BNSynthetic(ModelReleaser):
     """Release synthetic images matching class-wise BatchNorm statistics of a private teacher (Soufleri et al.)."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.MODEL_HOLDER, ThreatModel.SERVER})
     surfaces = frozenset({Surface.SYNTHETIC, Surface.MODEL, Surface.GRADIENTS})
 
     @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.contracts import GradientMechanism, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.seeding import seeded
 
@@ -66,6 +67,7 @@ def _without_batchnorm(module: nn.Module) -> nn.Module:
 class DPSGD(ModelReleaser):
     """DP-SGD with Opacus: per-sample clipping + Gaussian noise; ε from the RDP accountant in every record."""
 
+    claims = frozenset({ThreatModel.MODEL_HOLDER, ThreatModel.SERVER})
     surfaces = frozenset({Surface.MODEL, Surface.GRADIENTS})
     strength = "noise_multiplier"
 

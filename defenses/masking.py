@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from benchmark.contracts import (ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
                                  check_images)
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import SplitModel, predict, train_classifier
 from benchmark.seeding import seeded
@@ -89,6 +90,7 @@ def grad_cam(model: SplitModel, images: Tensor, targets: Tensor, device: torch.d
 class InterpretationMasking(InputDefense):
     """Grad-CAM class templates keep the task-critical pixels, the rest is masked; optional masknet (arXiv 2312.08975)."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength = "masked"
     surfaces = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK})
 

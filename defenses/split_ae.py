@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from benchmark.coding import FeatureCodec, FactorizedCoder, UniformQuantizer, _check_bits
 from benchmark.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.image import sobel_magnitude
 from benchmark.models import SplitModel, map_batched, train_classifier
@@ -109,6 +110,7 @@ class SplitPipeline(nn.Module):
 class SplitAE(Defense):
     """Split-DNN privacy autoencoder, adversarially trained against reconstruction, with real coded bits."""
 
+    claims = frozenset({ThreatModel.OBSERVER})
     surfaces = frozenset({Surface.ENCODER, Surface.BITSTREAM, Surface.MODEL})
     strength = "w_rec"
 
@@ -280,6 +282,7 @@ class SplitNone(SplitAE):
     """Undefended split computing: the task model's raw split features, quantised and entropy-coded (the reference
     split-ae is compared against)."""
 
+    claims = frozenset()  # the undefended reference claims nothing
     strength = None
 
     @dataclass(frozen=True)

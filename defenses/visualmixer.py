@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
+from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.metrics.vfe import normalized_vfe, visual_feature_entropy
 from benchmark.regions import from_blocks, region_sizes, to_blocks
@@ -42,6 +43,7 @@ def shuffle_regions(x: Tensor, s: int, selected: Tensor, keys: Tensor) -> Tensor
 class VisualMixer(InputDefense):
     """VisualMixer pixel shuffling to a target Visual Feature Entropy (Li et al., arXiv 2404.04098)."""
 
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength: ClassVar[str] = "target_vfe"
     surfaces = frozenset({Surface.DATA, Surface.TRANSFORM})
 
