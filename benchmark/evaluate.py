@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .cache import ArtifactCache
+from .calibration import Units
 from .codehash import library_versions, plugin_hash
 from .config import PluginSpec, SuiteConfig, stable_hash
 from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Release, RunContext, Splits,
@@ -70,6 +71,7 @@ class CellResult:
     file_name: str
     record: dict[str, Any]
     samples: Optional[dict[str, np.ndarray]] = field(default=None)
+    units: Optional[dict[str, np.ndarray]] = field(default=None)  # the calibrated advantage's per-unit evidence
 
 
 def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, seed: int) -> Splits:
@@ -189,9 +191,18 @@ def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, se
     return AttackResult(out, truth, is_member, cost.seconds, cost.peak_rss_mb)
 
 
+def calibrated(units: Units, seed: int) -> dict[str, Any]:
+    """The record's ``metrics.calibrated`` block: raw score, no-release prior, advantage and its within-seed
+    bootstrap standard error (docs/METHODS.md, Calibrated leakage); the statistic is named in the notes."""
+    raw, prior, adv = units.estimate()
+    return {"raw": raw, "prior": prior, "ideal": units.ideal, "advantage": adv,
+            "se": float(np.sqrt(units.variance(seed))), "units": len(units)}
+
+
 def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
-               use_lpips: bool) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]]]:
-    """Central scoring of one attack result: ``({metrics, notes}, sample images or None)``."""
+               use_lpips: bool, seed: int
+               ) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Central scoring of one attack result: ``({metrics, notes}, sample images or None, units arrays)``."""
     out, release = result.output, prepared.release
     if out.per_gallery is not None:
         if result.truth is None or len(out.per_gallery) != len(splits.private):
@@ -199,12 +210,16 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
         out = dataclasses.replace(out, reconstructions=out.per_gallery[result.truth], per_gallery=None)
     mask = release.mask[splits.targets] if release.mask is not None else None
     aligned = aligned_reconstructions(out, splits, release.gradients) if out.reconstructions is not None else None
-    privacy, notes, leakage = score(out, splits, result.truth, use_lpips, mask=mask, is_member=result.is_member,
-                                    oracle=release.gradients, aligned=aligned)
+    privacy, notes, units = score(out, splits, result.truth, use_lpips, mask=mask, is_member=result.is_member,
+                                  oracle=release.gradients, aligned=aligned)
+    cal = calibrated(units, seed)
+    notes["calibrated.statistic"] = units.statistic
+    n_test = len(splits.test)
     metrics: dict[str, Any] = {
         "privacy": privacy,
-        "leakage": leakage,
-        "utility": {"top1": prepared.utility, "reference_top1": reference,
+        "calibrated": cal,
+        "leakage": cal["advantage"],
+        "utility": {"top1": prepared.utility, "reference_top1": reference, "test_size": n_test,
                     "drop": None if reference is None else reference - prepared.utility},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
         "release": {**{k: float(v) for k, v in release.meta.extra.items()}, **release_vfe(release, splits)},
@@ -215,8 +230,9 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
         notes["dp.accountant"] = str(release.meta.accountant)
     samples = None
     if aligned is not None:
-        samples = sample_arrays(splits, release, *aligned, out.sources is None and out.class_labels is None)
-    return {"metrics": metrics, "notes": notes}, samples
+        samples = sample_arrays(splits, release, aligned.rec, aligned.originals,
+                                out.sources is None and out.class_labels is None)
+    return {"metrics": metrics, "notes": notes}, samples, units.arrays()
 
 
 def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, attacks: tuple[PluginSpec, ...],
@@ -238,7 +254,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
     for spec in attacks:
         record = make_record(spec, splits)
         file_name = record.pop("_file_name")
-        samples = None
+        samples = units = None
         try:
             reason = ATTACKS.get(spec.id)(spec.params).compatible(defense_cls.surfaces)
         except Exception as e:  # a plugin's constructor or compatible() failed
@@ -258,7 +274,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
                     prepared = built  # only once both the defense and the reference are built
                 result = attack_release(spec, prepared.release, splits, seed, suite.task, opts, cache,
                                         prepared.defense.public_info(splits.info.shape))
-                scored, samples = score_cell(result, prepared, splits, reference, opts.use_lpips)
+                scored, samples, units = score_cell(result, prepared, splits, reference, opts.use_lpips, seed)
                 candidate = {**record, **scored}
                 validate(candidate, f"cell {record['cell_id']}")  # e.g. a NaN metric fails this cell only
                 record = candidate
@@ -267,7 +283,8 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
             except Exception as e:  # a crashed cell is a 'failed' record with its reason, never a silent skip
                 msg = f"{type(e).__name__}: {e}"
                 record.update(status="failed", reason=msg, traceback=traceback.format_exc(limit=6))
-                samples = None
+                samples = units = None
                 if prepared is None:
                     defense_error = f"defense failed: {msg}"
-        yield CellResult(file_name, record, samples if record["status"] == "ok" else None)
+        ok = record["status"] == "ok"
+        yield CellResult(file_name, record, samples if ok else None, units if ok else None)

@@ -1,4 +1,4 @@
-"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v2 (docs/DESIGN.md, Records).
+"""Records: one JSON object per (dataset, defense config, attack, seed) cell, schema v3 (docs/DESIGN.md, Records).
 
 Records are validated on write and on read, and written atomically (temp file, fsync, rename), so a killed run
 leaves either the whole record or none.
@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "skipped", "failed")
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "suite": str, "cell_id": str, "dataset": dict, "defense": dict, "attack": dict,
@@ -64,6 +64,15 @@ def validate(record: Mapping[str, Any], where: str = "record") -> None:
         if key not in record["provenance"]:
             raise InputError(f"{where}.provenance: missing {key!r}")
     _check_numbers(record["metrics"], f"{where}.metrics")
+    if record["status"] == "ok":
+        if "name" not in record["threat_model"]:
+            raise InputError(f"{where}.threat_model: missing 'name'")
+        cal = record["metrics"].get("calibrated")
+        if not isinstance(cal, Mapping):
+            raise InputError(f"{where}.metrics: missing 'calibrated' (raw score, prior, advantage)")
+        for key in ("raw", "prior", "ideal", "advantage", "se", "units"):
+            if not isinstance(cal.get(key), (int, float)):
+                raise InputError(f"{where}.metrics.calibrated: missing number {key!r}")
 
 
 def dumps(record: Mapping[str, Any]) -> str:

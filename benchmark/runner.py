@@ -229,11 +229,12 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
                     "num_classes": splits.info.num_classes,
                     "options": dict(suite.dataset_options.get(cell.dataset, {}))},
         "defense": {"id": cell.defense.id, "label": cell.defense.label, "params": cell.defense.params_dict,
+                    "claims": sorted(t.value for t in dcls.claims),
                     "strength": None if strength is None else
                     {"name": strength, "value": cell.defense.params_dict[strength]}},
         "attack": {"id": cell.attack.id, "label": cell.attack.label, "params": cell.attack.params_dict},
         "seed": cell.seed,
-        "threat_model": {"surfaces": visible, "access": acls.access.value, "adaptive": acls.adaptive,
+        "threat_model": {"name": acls.threat_model().value, "surfaces": visible, "access": acls.access.value, "adaptive": acls.adaptive,
                          "aux_size": splits.info.sizes["aux"], "aux_labels_known": True, "bn_stats_known": False,
                          "gallery_size": splits.info.sizes["private"] if acls.needs_gallery else None,
                          "targets": splits.info.sizes["targets"]},
@@ -285,15 +286,21 @@ def pending_tasks(suite: SuiteConfig, opts: RunOptions, summary: RunSummary,
 
 
 def write_result(out: Path, result: CellResult) -> None:
-    """Samples first, then the record (atomically): a record on disk always has its artifacts."""
-    if result.samples is not None:
-        rel = Path("samples") / result.file_name.replace(".json", ".npz")
+    """Artifacts first (sample images, the calibrated advantage's units), then the record (atomically): a record on
+    disk always has its artifacts."""
+    artifacts = {}
+    for kind, arrays in (("samples", result.samples), ("units", result.units)):
+        if arrays is None:
+            continue
+        rel = Path(kind) / result.file_name.replace(".json", ".npz")
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **result.samples)
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
-        result.record["artifacts"] = {"samples": rel.as_posix()}
+        artifacts[kind] = rel.as_posix()
+    if artifacts:
+        result.record["artifacts"] = artifacts
     write_record(out / "records" / result.file_name, result.record)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
-from .metrics import linkage_scores, membership_scores, reconstruction_metrics
+from .calibration import Units
+from .metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
 from .seeding import derive_seed
 
 
@@ -32,19 +33,56 @@ def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Te
 
 
 
-def reference_originals(out: AttackOutput, splits: Splits, oracle: Optional[GradientOracle]
-                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """What reconstructions are scored against, and the reconstructions in matching order.
+@dataclasses.dataclass(frozen=True)
+class Aligned:
+    """Reconstructions ``rec (N,C,H,W)`` and what they are scored against, in matching order, on the CPU.
+
+    ``controls``: for best-match scoring, the closest held-out non-member of the same class (the control of the
+    ``best-match-ssim`` prior, :mod:`benchmark.calibration`); ``None`` when reconstructions are aligned with
+    their own originals.
+    """
+
+    rec: torch.Tensor
+    originals: torch.Tensor
+    controls: Optional[torch.Tensor] = None
+
+
+def _closest(rec: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """For each of ``rec (n,C,H,W)``, the image of ``pool (k,C,H,W)`` closest in pixel MSE."""
+    d = torch.cdist(rec.flatten(1).float(), pool.flatten(1).float())
+    return pool[d.argmin(1)]
+
+
+def best_match(rec: torch.Tensor, labels: torch.Tensor, splits: Splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(originals, controls)``: for each reconstruction of class ``labels[i]``, the closest (pixel MSE) of ``k``
+    private images of that class, and the closest of ``k`` held-out test images of that class (never trained on),
+    with ``k`` the smaller of the two class pools, so that the member and control statistics draw on equally
+    many candidates."""
+    originals, controls = torch.empty_like(rec), torch.empty_like(rec)
+    for c in torch.unique(labels):
+        members = splits.private.images[splits.private.labels == c]
+        held_out = splits.test.images[splits.test.labels == c]
+        k = min(len(members), len(held_out))
+        if k == 0:
+            raise ValueError(f"class {int(c)}: no private or no held-out image to compare with")
+        at = torch.nonzero(labels == c).flatten()
+        originals[at] = _closest(rec[at], members[:k])
+        controls[at] = _closest(rec[at], held_out[:k])
+    return originals, controls
+
+
+def aligned_reconstructions(out: AttackOutput, splits: Splits, oracle: Optional[GradientOracle]) -> Aligned:
+    """What reconstructions are scored against, and the reconstructions in matching order:
 
     - default: the private originals of ``view.targets``;
     - ``sources`` on a private training set: those private samples;
-    - ``sources`` on a non-private training set (synthetic): the nearest private original of the source's class;
-    - ``class_labels``: the nearest private original (pixel MSE) of that class.
+    - ``sources`` on a non-private training set (synthetic), or ``class_labels``: best match within the class
+      (:func:`best_match`, with its held-out control).
+
     Within ``groups`` reconstructions are re-ordered to their originals by minimum total MSE (Hungarian).
-    Returns ``(originals (N,C,H,W), reordered reconstructions or None)``.
     """
-    rec = out.reconstructions
-    assert rec is not None
+    assert out.reconstructions is not None
+    rec = out.reconstructions.detach().cpu().float()
     labels = out.class_labels
     if out.sources is not None:
         if oracle is None:
@@ -55,27 +93,21 @@ def reference_originals(out: AttackOutput, splits: Splits, oracle: Optional[Grad
             labels = oracle.training_set.labels[out.sources]
     elif labels is None:
         originals = splits.private.images[splits.targets]
-    if out.groups is not None and labels is None:
+    if labels is not None:
+        return Aligned(rec, *best_match(rec, labels, splits))
+    if tuple(rec.shape) != tuple(originals.shape):
+        raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
+    if out.groups is not None:
         from scipy.optimize import linear_sum_assignment
 
         order = torch.arange(len(rec))
         for g in torch.unique(out.groups):
             idx = torch.nonzero(out.groups == g).flatten()
             cost = ((rec[idx].unsqueeze(1) - originals[idx].unsqueeze(0)) ** 2).flatten(2).mean(2)
-            r, c = linear_sum_assignment(cost.detach().cpu().double().numpy())
+            r, c = linear_sum_assignment(cost.double().numpy())
             order[idx[torch.as_tensor(c)]] = idx[torch.as_tensor(r)]
-        return originals, rec[order]
-    if labels is not None:
-        originals = torch.empty_like(rec)
-        for c in torch.unique(labels):
-            pool = splits.private.images[splits.private.labels == c]
-            at = torch.nonzero(labels == c).flatten()
-            if len(pool) == 0:
-                raise ValueError(f"no private original of class {int(c)}")
-            d = torch.cdist(rec[at].flatten(1).float().cpu(), pool.flatten(1))
-            originals[at] = pool[d.argmin(1)]
-    return originals, None
-
+        rec = rec[order]
+    return Aligned(rec, originals)
 
 
 def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
@@ -94,53 +126,47 @@ def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
 MEMORIZATION_SSIM = 0.9
 
 
-def aligned_reconstructions(out: AttackOutput, splits: Splits, oracle: Optional[GradientOracle]
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(reconstructions, originals)`` on the CPU, in matching order (see :func:`reference_originals`)."""
-    assert out.reconstructions is not None
-    rec = out.reconstructions.detach().cpu().float()
-    originals, reordered = reference_originals(dataclasses.replace(out, reconstructions=rec), splits, oracle)
-    return (rec if reordered is None else reordered), originals
-
-
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,
           mask: Optional[torch.Tensor] = None, is_member: Optional[torch.Tensor] = None,
-          oracle: Optional[GradientOracle] = None,
-          aligned: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-          ) -> tuple[dict[str, Any], dict[str, str], float]:
-    """Central scoring of an attack's output. Returns ``(privacy metrics, notes, leakage in [0, 1])``.
+          oracle: Optional[GradientOracle] = None, aligned: Optional[Aligned] = None
+          ) -> tuple[dict[str, Any], dict[str, str], Units]:
+    """Central scoring of an attack's output. Returns ``(privacy metrics, notes, units)``.
 
-    ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region; fidelity inside it is reported as
-    ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared with :func:`reference_originals` (``aligned``:
-    the result of :func:`aligned_reconstructions`, when the caller already has it); the share
-    with SSIM >= ``MEMORIZATION_SSIM`` is ``memorized_rate``; reconstructions of a non-private training set are
-    also compared with what was actually trained on (``training_*``). Leakage is the attack's success on a common
-    scale (1 = fully leaky): SSIM of reconstructions (clipped at 0); linkage advantage over chance
-    ``(top1 - c) / (1 - c)``; membership advantage ``2 * (AUC - 0.5)`` (best method, clipped at 0).
+    ``units`` (:class:`~benchmark.calibration.Units`) carry the per-target evidence of the calibrated advantage
+    over the no-release prior; when the output holds several kinds (reconstructions, rankings, membership scores),
+    the kind with the largest advantage. ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region;
+    fidelity inside it is reported as ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared as in
+    :func:`aligned_reconstructions` (``aligned``: its result, when the caller already has it); the share with
+    SSIM >= ``MEMORIZATION_SSIM`` is ``memorized_rate``; reconstructions of a non-private training set are also
+    compared with what was actually trained on (``training_*``).
     """
     privacy: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    leaks: list[float] = []
+    candidates: list[Units] = []
     if out.reconstructions is not None:
-        rec, originals = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
-        if tuple(rec.shape) != tuple(originals.shape):
-            raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
+        al = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
+        rec, originals = al.rec, al.originals
         if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
             raise ValueError(f"attack returned {len(rec)} reconstructions for {len(splits.targets)} targets")
         values, missing = reconstruction_metrics(rec, originals, mask=mask, use_lpips=use_lpips)
         privacy.update(values)
         notes.update({f"unavailable.{k}": v for k, v in missing.items()})
-        if min(rec.shape[-2:]) >= 3:
-            from .metrics.image import ssim
-
-            privacy["memorized_rate"] = float((ssim(rec, originals) >= MEMORIZATION_SSIM).float().mean())
+        per_target = ssim(rec, originals)
+        privacy["memorized_rate"] = float((per_target >= MEMORIZATION_SSIM).float().mean())
+        if al.controls is not None:
+            prior = ssim(rec, al.controls)
+            privacy["control_ssim"] = float(prior.mean())
+            statistic = "best-match-ssim"
+        else:
+            guess = splits.aux.images.mean(0, keepdim=True).expand_as(originals)
+            prior = ssim(guess, originals)
+            privacy["prior_ssim"] = float(prior.mean())
+            statistic = "ssim"
+        candidates.append(Units(statistic, per_target.double().numpy(), prior.double().numpy()))
         if out.sources is not None and oracle is not None and not oracle.on_private:
             trained = oracle.training_set.images[out.sources]
-            from .metrics.image import psnr, ssim
-
             privacy["training_psnr"] = float(psnr(rec, trained).mean())
             privacy["training_ssim"] = float(ssim(rec, trained).mean())
-        leaks.append(max(0.0, float(values["ssim"])))
     if out.rankings is not None:
         if truth is None:
             raise ValueError("attack returned rankings but did not declare needs_gallery")
@@ -148,12 +174,12 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
         for method, ranking in sorted(out.rankings.items()):
             s = linkage_scores(ranking, truth, len(splits.private))
             privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue")})
-            if best is None or s["top1"] > best["top1"]:
-                best = s
+            if best is None or s["top1"] > best[0]["top1"]:
+                best = (s, ranking)
         assert best is not None
-        privacy.update(best)
-        c = best["chance_top1"]
-        leaks.append(max(0.0, (best["top1"] - c) / (1 - c)))
+        privacy.update(best[0])
+        hits = (best[1][:, 0] == truth).double().numpy()
+        candidates.append(Units("top1", hits, np.array([best[0]["chance_top1"]])))
     if out.membership_scores is not None:
         if is_member is None:
             raise ValueError("attack returned membership scores but did not declare needs_candidates")
@@ -163,16 +189,16 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
                 raise ValueError(f"membership scores {method!r}: expected {len(is_member)} finite values")
             m = membership_scores(scores.detach().cpu(), is_member)
             privacy.update({f"{method}_{k}": v for k, v in m.items()})
-            if best_auc is None or m["auc"] > best_auc["auc"]:
-                best_auc = m
+            if best_auc is None or m["auc"] > best_auc[0]["auc"]:
+                best_auc = (m, scores)
         assert best_auc is not None
-        privacy.update({f"membership_{k}": v for k, v in best_auc.items()})
-        leaks.append(max(0.0, 2 * (best_auc["auc"] - 0.5)))
+        privacy.update({f"membership_{k}": v for k, v in best_auc[0].items()})
+        candidates.append(Units("auc", best_auc[1].detach().cpu().double().numpy(), np.array([0.5]),
+                                labels=is_member.numpy().astype(bool)))
     privacy.update({f"attack_{k}": float(v) for k, v in out.extra.items()})
-    if not leaks:
+    if not candidates:
         raise ValueError("attack returned nothing to score")
-    return privacy, notes, max(leaks)
-
+    return privacy, notes, max(candidates, key=lambda u: u.estimate()[2])
 
 
 def sample_arrays(splits: Splits, release: Release, recon: torch.Tensor, originals: torch.Tensor, aligned: bool,

@@ -140,7 +140,14 @@ def test_membership_matches_sklearn_and_is_calibrated() -> None:
     assert out["auc"] == pytest.approx(roc_auc_score(member.numpy(), scores.numpy()))
     assert 0.8 < out["auc"] < 0.9
     noise = membership_scores(torch.randn(2000, generator=g), member)
-    assert abs(noise["auc"] - 0.5) < 0.05 and noise["tpr_at_1pct_fpr"] < 0.05
+    assert abs(noise["auc"] - 0.5) < 0.05
+    # ~1,000 non-members resolve FPR 1% (10 false positives) only when there are at least 1,000 of them
+    n_non = int((~member).sum())
+    assert out["smallest_resolvable_fpr"] == pytest.approx(10 / n_non)
+    assert (noise["tpr_at_1pct_fpr"] is None) == (n_non < 1000) and noise["tpr_at_0.1pct_fpr"] is None
+    many = torch.rand(30000, generator=g) < 0.5
+    resolved = membership_scores(torch.randn(30000, generator=g), many)
+    assert resolved["tpr_at_0.1pct_fpr"] is not None and resolved["tpr_at_1pct_fpr"] < 0.03
 
 
 def test_bits_per_pixel() -> None:

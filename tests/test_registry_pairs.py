@@ -68,7 +68,10 @@ def test_pair(pair_records, defense: str, attack: str) -> None:
     expected = "skipped" if cls_a(cls_a.Params(**r["attack"]["params"])).compatible(cls_d.surfaces) else "ok"
     assert r["status"] == expected, (r["cell_id"], r.get("reason"), r.get("traceback"))
     if expected == "ok":
-        assert 0.0 <= r["metrics"]["leakage"] <= 1.0
+        cal = r["metrics"]["calibrated"]
+        assert -1.0 <= r["metrics"]["leakage"] == cal["advantage"] <= 1.0 and cal["se"] >= 0.0
+        assert r["threat_model"]["name"] == cls_a.threat_model().value
+        assert r["artifacts"]["units"].startswith("units/")
         assert 0.0 <= r["metrics"]["utility"]["top1"] <= 1.0
         prov = r["provenance"]
         assert prov["libraries"]["torch"] and prov["cell_key"] and prov["device"] == "cpu"

@@ -60,7 +60,7 @@ def test_same_seed_same_metrics_and_identical_reports(tmp_path, tiny_suite) -> N
     ra, rb, rc = ({p.name: r["metrics"] for p, r in iter_records(tmp_path / d / "records")} for d in "abc")
     assert ra.keys() == rb.keys() == rc.keys() and len(ra) == 8
     for name in ra:
-        for part in ("privacy", "utility", "leakage"):
+        for part in ("privacy", "utility", "leakage", "calibrated"):
             assert ra[name][part] == rb[name][part], (name, part)
         for key, value in ra[name]["privacy"].items():
             other = rc[name]["privacy"][key]

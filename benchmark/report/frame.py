@@ -47,6 +47,18 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "utility": m.get("utility", {}).get("top1"),
             "drop": m.get("utility", {}).get("drop"),
             "leakage": m.get("leakage"),
+            "threat": rec.get("threat_model", {}).get("name"),
+            "claims": ",".join(rec["defense"].get("claims", [])),
+            "advantage": m.get("calibrated", {}).get("advantage"),
+            "advantage_se": m.get("calibrated", {}).get("se"),
+            "raw": m.get("calibrated", {}).get("raw"),
+            "prior": m.get("calibrated", {}).get("prior"),
+            "statistic": rec.get("notes", {}).get("calibrated.statistic"),
+            "test_size": m.get("utility", {}).get("test_size"),
+            "pixels": _pixels(rec["dataset"].get("shape")),
+            "defense_seconds": m.get("cost", {}).get("defense_seconds"),
+            "attack_seconds": m.get("cost", {}).get("attack_seconds"),
+            "units": rec.get("artifacts", {}).get("units"),
             "primary_key": prim[0] if prim else None,
             "primary_label": prim[1] if prim else None,
             "primary": prim[2] if prim else None,
@@ -56,12 +68,18 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "samples": rec.get("artifacts", {}).get("samples"),
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
-            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "primary_key", "primary_label",
+            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "advantage", "advantage_se", "raw", "prior", "statistic",
+            "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
     df = pd.DataFrame(rows, columns=cols)
     df["attack_name"] = _names(df, "attack", "attack_params")
     df["config"] = _names(df, "defense", "defense_params", always=tuple(df.strength_name.unique()), sep=" ")
     return df
+
+
+def _pixels(shape: Optional[list[int]]) -> Optional[int]:
+    """Pixels per image (H·W) of a ``[C, H, W]`` shape."""
+    return int(shape[1] * shape[2]) if shape and len(shape) == 3 else None
 
 
 def _names(df: pd.DataFrame, id_col: str, params_col: str, always: tuple[str, ...] = (),

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .tables import summary_table  # noqa: E402
+from .tables import summary_frame  # noqa: E402
 from .frame import load_frame  # noqa: E402
 
 _PNG_META = {"Software": None}
@@ -43,10 +43,10 @@ def _pareto_plot(table: pd.DataFrame, suite: str, dataset: str, path: Path) -> N
         ax.plot(util[front], priv[front], "--", color="grey", lw=1, label="Pareto front", zorder=2)
         ax.legend(loc="lower left", fontsize=8)
     ax.set_xlabel("utility: task top-1 accuracy")
-    ax.set_ylabel("privacy: 1 − worst-case leakage")
+    ax.set_ylabel("privacy: 1 − worst calibrated advantage")
     ax.set_title(f"{suite} · {dataset}: privacy vs utility")
     ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, max(1.02, float(priv.max(initial=0.0)) + 0.05))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata=_PNG_META)
@@ -144,7 +144,7 @@ def write_plots(out_dir: Path) -> list[Path]:
     plots.mkdir(parents=True, exist_ok=True)
     written = []
     for suite, sdf in df.groupby("suite", sort=True):
-        table = summary_table(sdf)
+        table = summary_frame(sdf)
         for dataset in sorted(sdf.dataset.unique()):
             if not table.empty:
                 p = plots / f"{suite}_{dataset}_privacy_utility.png"

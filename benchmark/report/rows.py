@@ -26,7 +26,7 @@ class Status(str, enum.Enum):
     OK = "ok"  # a number (with its CI)
     ATTACK_FAILED = "attack failed"  # the attack did not beat its prior on the reference defense: no privacy claim
     NOT_CLAIMED = "not claimed"  # the defense does not claim protection against this threat model
-    NOT_APPLICABLE = "n/a"  # no attack of this threat model applies to the release
+    NOT_APPLICABLE = "not applicable"  # no attack of this threat model applies to the release
     TEXT = "text"  # an identifier
 
 

@@ -1,92 +1,290 @@
-"""Per-suite tables (Markdown and CSV): one row per defense config, averaged over seeds."""
+"""Per-suite leaderboard tables, built from records as the typed row model (:mod:`benchmark.report.rows`) and
+rendered to Markdown, CSV and HTML (:mod:`benchmark.report.render`).
+
+Every number is a mean over seeds with its 95% CI (:mod:`benchmark.stats`); leakage is the calibrated advantage
+over the no-release prior (:mod:`benchmark.calibration`), one column per threat model, never a max across them.
+An attack counts only where it beats its prior on the reference defense (a competence gate); a threat model a
+defense does not claim protection against shows "not claimed".
+"""
 
 from __future__ import annotations
 
+import base64
+import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from ..records import atomic_write_text
+from ..stats import Interval, binomial_variance, combine
+from ..threats import ThreatModel
 from .frame import load_frame
+from .rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
+
+METHOD_NOTE = (
+    "Each number is the mean over seeds ± its 95% CI: a bootstrap over targets within each seed, combined with "
+    "the spread across seeds (Student's t; docs/METHODS.md, Statistics). Leakage is the calibrated advantage "
+    "(score − prior) / (1 − prior) of the strongest competent attack of each threat model: 0 = no better than "
+    "the no-release prior, 1 = the identity release. \"attack failed\": no attack of that threat model beats its "
+    "prior on the reference defense, so the cell makes no privacy claim. \"not claimed\": the defense does not "
+    "claim protection against that threat model (the measured advantage is shown in parentheses).")
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows: (dataset, defense config). Columns: utility, drop, each attack's main metric, worst-case leakage."""
-    ok = df[df.status == "ok"]
-    if ok.empty:
-        return pd.DataFrame()
-    keys = ["dataset", "defense", "defense_label", "config", "strength"]
-    attack_cols = sorted({(r.attack_name, r.primary_label) for r in ok.itertuples()})
-    masked_cols = sorted(set(ok[ok.masked_psnr.notna()].attack_name))
-    out = []
-    for (dataset, defense, label, config, sval), g in ok.groupby(keys, dropna=False, sort=True):
-        row = {"dataset": dataset, "defense": config, "_d": defense, "_ref": defense == g.reference.iloc[0],
-               "_s": -np.inf if np.isnan(sval) else sval,
-               "seeds": int(g.seed.nunique()),
-               "utility": g.groupby("seed").utility.first().mean(),
-               "drop": g.groupby("seed").drop.first().mean()}
-        for attack, plabel in attack_cols:
-            sub = g[g.attack_name == attack]
-            row[f"{attack} {plabel}"] = sub.primary.mean() if len(sub) else np.nan
-        for attack in masked_cols:  # fidelity inside the removed region, for masking defenses
-            sub = g[g.attack_name == attack]
-            row[f"{attack} masked PSNR dB"] = sub.masked_psnr.mean() if len(sub) else np.nan
-        row["worst leakage"] = g.groupby("seed").leakage.max().mean()
-        out.append(row)
-    table = pd.DataFrame(out)
-    table = table.assign(_n=~table["_ref"]).sort_values(["dataset", "_n", "_d", "_s", "defense"], kind="stable")
-    return table.drop(columns=["_d", "_s", "_n", "_ref"]).reset_index(drop=True)
+def estimate(i: Optional[Interval]) -> Optional[Estimate]:
+    return None if i is None else Estimate(i.mean, i.lo, i.hi, i.seeds)
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "—" if np.isnan(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
-    return str(v)
+def advantage_interval(g: pd.DataFrame) -> Optional[Interval]:
+    """Calibrated advantage of one (defense config, attack) over its seeds."""
+    g = g.dropna(subset=["advantage"]).groupby("seed").first()
+    if g.empty:
+        return None
+    return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+def utility_interval(g: pd.DataFrame, column: str = "utility") -> Optional[Interval]:
+    """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense."""
+    per = g.dropna(subset=[column]).groupby("seed").first()
+    if per.empty or per.test_size.isna().any():
+        return None
+    n = per.test_size.to_numpy(int)
+    u = per.utility.to_numpy(float)
+    var = np.array([binomial_variance(p, k) for p, k in zip(u, n)])
+    if column == "drop":
+        ref = (per["drop"] + per["utility"]).to_numpy(float)
+        var = var + np.array([binomial_variance(p, k) for p, k in zip(ref, n)])
+    return combine(per[column].to_numpy(float), var)
+
+
+@dataclass(frozen=True)
+class Competence:
+    """An attack's advantage on the reference defense, and whether it beats its prior (CI excludes 0, above)."""
+
+    interval: Optional[Interval]
+
+    @property
+    def competent(self) -> bool:
+        return self.interval is not None and self.interval.lo > 0.0
+
+
+def competence(ok: pd.DataFrame) -> dict[tuple[str, str], Competence]:
+    """``(dataset, attack name) -> Competence`` measured on each dataset's reference defense."""
+    out = {}
+    for (dataset, attack), g in ok.groupby(["dataset", "attack_name"], sort=True):
+        ref = g[g.defense == g.reference]
+        out[(dataset, attack)] = Competence(advantage_interval(ref) if len(ref) else None)
+    return out
+
+
+def _threats(ok: pd.DataFrame) -> list[ThreatModel]:
+    present = set(ok.threat.dropna())
+    return [t for t in ThreatModel if t.value in present]
+
+
+def _configs(ok: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """Defense configs of one dataset, the reference first, then by defense id and strength."""
+    groups = list(ok.groupby(["defense", "config", "defense_params"], sort=True))
+
+    def order(item: tuple[tuple, pd.DataFrame]) -> tuple:
+        (defense, config, _), g = item
+        s = g.strength.iloc[0]
+        return (defense != g.reference.iloc[0], defense, -np.inf if np.isnan(s) else s, config)
+
+    return sorted(groups, key=order)
+
+
+def _thumbnail(out_dir: Path, g: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    """A PNG strip (originals over reconstructions, 4 targets) of the row's strongest reconstruction attack."""
+    from PIL import Image
+
+    rows = g[g.samples.notna() & g.advantage.notna()].sort_values(["advantage", "seed"], ascending=[False, True])
+    if rows.empty:
+        return ()
+    r = rows.iloc[0]
+    with np.load(out_dir / r.samples, allow_pickle=False) as z:
+        orig, rec = z["original"][:4], z["reconstructed"][:4]
+    strip = np.concatenate([np.concatenate(list(orig), axis=2), np.concatenate(list(rec), axis=2)], axis=1)
+    img = strip.transpose(1, 2, 0)
+    img = img[..., 0] if img.shape[2] == 1 else img
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return ((f"{r.attack_name} (seed {int(r.seed)}): originals over reconstructions", uri),)
+
+
+def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str], Competence]) -> Table:
+    """Compact table: utility, drop, worst calibrated advantage per threat model, bits per pixel, cost."""
+    threats = _threats(ok)
+    columns = [Column("defense", "defense"), Column("seeds", "seeds"),
+               Column("utility", "utility", "top-1", Direction.HIGHER_BETTER),
+               Column("drop", "drop vs reference", "top-1", Direction.LOWER_BETTER)]
+    columns += [Column(t.value, f"leakage: {t.description}", "advantage", Direction.LOWER_BETTER) for t in threats]
+    columns += [Column("bpp", "bits per pixel", "bit", Direction.LOWER_BETTER),
+                Column("cost", "defense build", "s", Direction.LOWER_BETTER, decimals=1)]
+    rows = []
+    for (defense, config, _), g in _configs(ok):
+        is_ref = defense == g.reference.iloc[0]
+        cells = {"defense": Cell.of_text(config), "seeds": Cell.of_text(str(g.seed.nunique())),
+                 "utility": Cell.of(estimate(utility_interval(g))),
+                 "drop": Cell.of(estimate(utility_interval(g, "drop")))}
+        for t in threats:
+            cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
+                                          claimed=is_ref or t.value in g.claims.iloc[0].split(","))
+        bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed").first()
+        cells["bpp"] = Cell.of(estimate(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float),
+                                                np.zeros(len(bpp)))) if len(bpp) else None)
+        cost = g.dropna(subset=["defense_seconds"]).groupby("seed").first()
+        cells["cost"] = Cell.of(estimate(combine(cost.defense_seconds.to_numpy(float), np.zeros(len(cost))))
+                                if len(cost) else None)
+        rows.append(Row(cells, _thumbnail(out_dir, g)))
+    return Table(f"main-{dataset}", f"{dataset}", tuple(columns), tuple(rows))
+
+
+def _threat_cell(g: pd.DataFrame, dataset: str, comp: dict[tuple[str, str], Competence], claimed: bool) -> Cell:
+    """Worst competent attack of one threat model for one defense config."""
+    if g.empty:
+        return Cell(Status.NOT_APPLICABLE)
+    per_attack = {a: advantage_interval(h) for a, h in g.groupby("attack_name", sort=True)}
+    competent = {a: i for a, i in per_attack.items() if i is not None and comp[(dataset, a)].competent}
+    if not competent:
+        best = max(((a, i) for a, i in per_attack.items() if i is not None), key=lambda x: x[1].mean, default=None)
+        title = "no attack of this threat model beats its prior on the reference defense"
+        if best is not None:
+            title += f"; best measured: {best[0]}"
+        return Cell(Status.ATTACK_FAILED, estimate(best[1]) if best else None, title=title)
+    attack, interval = max(competent.items(), key=lambda x: (x[1].mean, x[0]))
+    if not claimed:
+        return Cell(Status.NOT_CLAIMED, estimate(interval), title=f"strongest competent attack: {attack}")
+    return Cell(Status.OK, estimate(interval), title=f"strongest competent attack: {attack}")
+
+
+def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
+                 comp: dict[tuple[str, str], Competence]) -> Table:
+    """One threat model's attacks: each attack's calibrated advantage, and its raw score with the prior."""
+    sub = ok[ok.threat == threat.value]
+    attacks = sorted(sub.attack_name.unique())
+    columns = [Column("defense", "defense")]
+    for a in attacks:
+        stat = sub[sub.attack_name == a].statistic.dropna()
+        columns += [Column(f"{a}", a, "advantage", Direction.LOWER_BETTER),
+                    Column(f"{a}:raw", f"{a} raw", stat.iloc[0] if len(stat) else "", Direction.LOWER_BETTER)]
+    rows = []
+    for (_, config, _), g in _configs(sub):
+        cells = {"defense": Cell.of_text(config)}
+        for a in attacks:
+            h = g[g.attack_name == a]
+            if h.empty:
+                continue
+            i = advantage_interval(h)
+            if comp[(dataset, a)].competent:
+                cells[a] = Cell.of(estimate(i))
+            else:
+                cells[a] = Cell(Status.ATTACK_FAILED, estimate(i), title="does not beat its prior on the reference")
+            per = h.groupby("seed").first()
+            raw = combine(per.raw.to_numpy(float), np.zeros(len(per)))
+            cells[f"{a}:raw"] = Cell.of(estimate(raw), title=f"prior {per.prior.mean():.3f}")
+        rows.append(Row(cells))
+    return Table(f"{threat.value}-{dataset}", f"{dataset} · {threat.description}", tuple(columns), tuple(rows),
+                 (f"Raw: the attack's mean {', '.join(sorted(set(sub.statistic.dropna())))} before calibration "
+                  "(the cell's tooltip gives its prior).",))
+
+
+def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str], Competence]) -> Table:
+    """Competence gate: each attack's calibrated advantage on the reference defense."""
+    columns = (Column("attack", "attack"), Column("threat", "threat model"), Column("statistic", "statistic"),
+               Column("prior", "prior", "", Direction.NEUTRAL),
+               Column("advantage", "advantage on the reference", "advantage", Direction.NEUTRAL),
+               Column("gate", "gate"))
+    rows = []
+    sub = ok[ok.dataset == dataset]
+    for attack, g in sub.groupby("attack_name", sort=True):
+        c = comp[(dataset, attack)]
+        ref = g[g.defense == g.reference]
+        prior = ref.groupby("seed").prior.first()
+        cells = {"attack": Cell.of_text(attack), "threat": Cell.of_text(str(g.threat.iloc[0])),
+                 "statistic": Cell.of_text(str(g.statistic.dropna().iloc[0]) if g.statistic.notna().any() else ""),
+                 "prior": Cell.of(estimate(combine(prior.to_numpy(float), np.zeros(len(prior))))
+                                  if len(prior) else None),
+                 "advantage": Cell.of(estimate(c.interval)),
+                 "gate": Cell.of_text("competent" if c.competent else "attack failed")}
+        rows.append(Row(cells))
+    return Table(f"competence-{dataset}", f"{dataset} · competence gate (reference defense)", columns, tuple(rows),
+                 ("An attack counts toward leakage only when its advantage on the reference defense has a CI above "
+                  "0.",))
+
+
+def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
+    ok = sdf[sdf.status == "ok"]
+    reference = ", ".join(f"`{r}`" for r in sorted(set(sdf.reference)))
+    intro = (f"Generated by `privbench report` from the records; do not edit. Utility = top-1 test accuracy of the "
+             f"task model the defense prescribes; drop = vs the reference defense ({reference}) on the same seed.",
+             METHOD_NOTE)
+    tables: list[Table] = []
+    comp = competence(ok)
+    for dataset in sorted(ok.dataset.unique()):
+        d = ok[ok.dataset == dataset]
+        tables.append(main_table(out_dir, dataset, d, comp))
+        tables.append(competence_table(dataset, d, comp))
+        tables += [detail_table(dataset, t, d, comp) for t in _threats(d)]
+    return Board(suite, intro, tuple(tables))
+
+
+def status_markdown(sdf: pd.DataFrame) -> str:
+    counts = sdf.status.value_counts()
+    md = ["\nCells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed")) + ".\n"]
+    skipped = sdf[sdf.status == "skipped"]
+    if len(skipped):
+        md.append("\nSkipped pairings (the release lacks what the attack requires):\n\n"
+                  "| attack | reason | cells |\n|---|---|---|\n")
+        for (attack, reason), g in skipped.groupby(["attack_name", "reason"], sort=True):
+            md.append(f"| {attack} | {reason.splitlines()[0][:160]} | {len(g)} |\n")
+    failed = sdf[sdf.status == "failed"]
+    if len(failed):
+        md.append("\nFailed cells:\n\n| cell | reason |\n|---|---|\n")
+        for r in failed.sort_values("file").itertuples():
+            md.append(f"| {r.file.removesuffix('.json')} | {r.reason.splitlines()[0][:160]} |\n")
+    return "".join(md)
 
 
 def write_tables(out_dir: Path) -> list[Path]:
-    """Write ``tables/<suite>.md``, ``tables/<suite>.csv`` and ``tables/<suite>_status.csv`` from records."""
+    """Write ``tables/<suite>.md``, ``tables/<suite>.html``, one ``tables/<suite>__<table>.csv`` per table and
+    ``tables/<suite>_status.csv`` from the records."""
+    from .render import to_csv, to_html, to_markdown
+
     out_dir = Path(out_dir)
     df = load_frame(out_dir)
     written: list[Path] = []
+    tables_dir = out_dir / "tables"
     for suite, sdf in df.groupby("suite", sort=True):
-        table = summary_table(sdf)
-        reference = ", ".join(f"`{r}`" for r in sorted(set(sdf.reference)))
-        md = [f"# Suite `{suite}`\n",
-              "Generated by `privbench report` from the records; do not edit. Utility = top-1 test accuracy of the "
-              f"task model the defense prescribes; drop = vs the reference defense ({reference}) on the same seed. Attack columns give each "
-              "attack's main privacy metric (higher = leakier). Worst leakage is the strongest attack's success on "
-              "a common 0–1 scale (SSIM of reconstructions; linkage advantage over chance).\n"]
-        for dataset, t in table.groupby("dataset", sort=True) if not table.empty else []:
-            md.append(f"\n## {dataset}\n\n")
-            md.append(to_markdown(t.drop(columns=["dataset"]).dropna(axis=1, how="all")))
-        counts = sdf.status.value_counts()
-        md.append("\nCells: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "skipped", "failed")) + ".\n")
-        skipped = sdf[sdf.status == "skipped"]
-        if len(skipped):
-            md.append("\nSkipped pairings (the release lacks what the attack requires):\n\n"
-                      "| attack | reason | cells |\n|---|---|---|\n")
-            for (attack, reason), g in skipped.groupby(["attack_name", "reason"], sort=True):
-                md.append(f"| {attack} | {reason.splitlines()[0][:160]} | {len(g)} |\n")
-        failed = sdf[sdf.status == "failed"]
-        if len(failed):
-            md.append("\nFailed cells:\n\n| cell | reason |\n|---|---|\n")
-            for r in failed.sort_values("file").itertuples():
-                md.append(f"| {r.file.removesuffix('.json')} | {r.reason.splitlines()[0][:160]} |\n")
-        tables_dir = out_dir / "tables"
-        paths = [tables_dir / f"{suite}.md", tables_dir / f"{suite}.csv", tables_dir / f"{suite}_status.csv"]
-        atomic_write_text(paths[0], "".join(md))
-        atomic_write_text(paths[1], table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+        board = build_board(out_dir, suite, sdf)
+        md = [f"# Suite `{suite}`\n\n" + "\n\n".join(board.intro) + "\n"]
+        for table in board.tables:
+            md.append(f"\n## {table.title}\n\n" + to_markdown(table))
+        md.append(status_markdown(sdf))
+        paths = {tables_dir / f"{suite}.md": "".join(md), tables_dir / f"{suite}.html": to_html(board)}
+        for table in board.tables:
+            paths[tables_dir / f"{suite}__{table.key}.csv"] = to_csv(table)
         status = sdf[["file", "status", "reason"]].sort_values("file")
-        atomic_write_text(paths[2], status.to_csv(index=False, lineterminator="\n"))
-        written += paths
+        paths[tables_dir / f"{suite}_status.csv"] = status.to_csv(index=False, lineterminator="\n")
+        for path, text in paths.items():
+            atomic_write_text(path, text)
+        written += list(paths)
     return written
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, defense config): mean utility and the worst competent calibrated advantage over threat models
+    (for the privacy–utility plot only; tables never max across threat models)."""
+    ok = df[df.status == "ok"]
+    comp = competence(ok)
+    out = []
+    for dataset, d in ok.groupby("dataset", sort=True):
+        for (defense, config, _), g in _configs(d):
+            worst = [i.mean for a, h in g.groupby("attack_name")
+                     if comp[(dataset, a)].competent and (i := advantage_interval(h)) is not None]
+            out.append({"dataset": dataset, "defense": config, "utility": g.groupby("seed").utility.first().mean(),
+                        "worst leakage": max(worst) if worst else np.nan})
+    return pd.DataFrame(out, columns=["dataset", "defense", "utility", "worst leakage"])

@@ -1,0 +1,78 @@
+"""Confidence intervals over seeds (docs/METHODS.md, Statistics).
+
+Every table number is a mean over seeds with a 95% CI that combines two sources of uncertainty:
+
+- **within a seed**: the sampling variance ``v_s`` of the seed's estimate, from a bootstrap over its targets (or
+  membership candidates; :mod:`benchmark.calibration`), or the binomial variance ``p(1-p)/n`` of a test accuracy
+  (what a bootstrap over the test samples converges to);
+- **across seeds**: the sample variance ``s²`` of the per-seed estimates, which also moves with the split, the
+  initialisation and the defense's secrets (a seed changes all of them).
+
+The variance of the mean over ``S`` seeds is taken as ``max(mean(v_s), s²) / S`` (a method-of-moments random-effects
+estimate: ``s²`` already contains the within-seed noise, so the between-seed component is ``max(0, s² - mean(v))``),
+and the interval is Student's t with ``S - 1`` degrees of freedom (normal for one seed, where only the within-seed
+part is known; such rows are marked with their seed count).
+
+Paired comparisons (defense A vs defense B) use the per-seed differences on the same seeds, with within-seed
+variances from a paired bootstrap over the shared targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``mean`` with its CI ``[lo, hi]`` over ``seeds`` seeds."""
+
+    mean: float
+    lo: float
+    hi: float
+    seeds: int
+
+    def excludes_zero(self) -> bool:
+        return self.lo > 0.0 or self.hi < 0.0
+
+
+def combine(estimates: Sequence[float], variances: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean of per-seed ``estimates`` with the CI described in the module docstring."""
+    from scipy.stats import norm, t
+
+    x = np.asarray(estimates, dtype=np.float64)
+    v = np.asarray(variances, dtype=np.float64)
+    if len(x) == 0 or len(x) != len(v):
+        raise ValueError(f"{len(x)} estimates and {len(v)} variances")
+    if not (np.isfinite(x).all() and np.isfinite(v).all() and (v >= 0).all()):
+        raise ValueError("estimates and variances must be finite (variances >= 0)")
+    s = len(x)
+    mean = float(x.mean())
+    if s == 1:
+        half = float(norm.ppf(0.5 + level / 2) * math.sqrt(v[0]))
+    else:
+        var = max(float(v.mean()), float(x.var(ddof=1))) / s
+        half = float(t.ppf(0.5 + level / 2, s - 1) * math.sqrt(var))
+    return Interval(mean, mean - half, mean + half, s)
+
+
+def binomial_variance(p: float, n: int) -> float:
+    """Sampling variance of an accuracy ``p`` measured on ``n`` samples."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    return p * (1.0 - p) / n
+
+
+def verdict(difference: Interval, claimed_positive: bool = True) -> str:
+    """``confirmed`` / ``refuted`` when the CI of the claimed difference excludes 0, else ``inconclusive``.
+
+    ``claimed_positive``: the claim says the difference is > 0 (otherwise < 0).
+    """
+    if not difference.excludes_zero():
+        return "inconclusive"
+    return "confirmed" if (difference.lo > 0) == claimed_positive else "refuted"
