@@ -9,12 +9,16 @@ Methods (one record, one score per method; the runner computes AUC, balanced acc
   the OUT models: ``Φ((φ − μ_out) / σ_out)``. With few shadows the variances are pooled over candidates (the paper's
   "global variance", recommended below 64 shadows).
 
-Shadow models do not depend on the defense, so they are cached per (candidates, aux, recipe) and shared by every
-defense of a suite.
+``adaptive: true`` trains the shadows through the defense's own public pipeline (``view.release.pipeline``: DP-SGD
+shadows for dp-sgd, the synthesis pipeline for bn-synthetic), so the IN/OUT distributions are those of the released
+model (Carlini et al.'s and Tramèr et al.'s point on adaptive evaluation); they are cached per pipeline. Otherwise
+the shadows use the suite's standard recipe, do not depend on the defense, and are shared by every defense of a
+suite.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +55,15 @@ class Membership(Attack):
     class Params:
         shadows: int = 4
         epochs: int = 0  # 0 = the suite's task epochs (the attacker mimics the recipe)
+        adaptive: bool = False  # shadows through the defense's own training pipeline
 
         def __post_init__(self) -> None:
             if isinstance(self.shadows, bool) or self.shadows < 2:
                 raise InputError(f"shadows must be an integer >= 2 (some IN and some OUT), got {self.shadows!r}")
             if self.epochs < 0:
                 raise InputError("epochs must be >= 0")
+            if not isinstance(self.adaptive, bool):
+                raise InputError(f"adaptive must be true or false, got {self.adaptive!r}")
 
     def _shadow_confidences(self, view: AttackView, ctx: AttackContext) -> dict[str, Tensor]:
         """``phi (K, M)`` confidences of each shadow model on the candidates and ``inside (K, M)`` bool."""
@@ -73,10 +80,15 @@ class Membership(Attack):
             inside[i, pick_c] = True
             train = ImageSet(torch.cat([cand.images[pick_c], aux.images[pick_a]]),
                              torch.cat([cand.labels[pick_c], aux.labels[pick_a]]))
-            with seeded(ctx.generator(f"shadow-init-{i}")):
-                model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
-            train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
-                             generator=ctx.generator(salt=400 + i), device=ctx.device)
+            if self.params.adaptive:
+                assert view.release.pipeline is not None and view.release.model is not None
+                model = copy.deepcopy(view.release.model).cpu()
+                model.load_state_dict(view.release.pipeline(train))
+            else:
+                with seeded(ctx.generator(f"shadow-init-{i}")):
+                    model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
+                train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
+                                 generator=ctx.generator(salt=400 + i), device=ctx.device)
             phi[i] = logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels)
         return {"phi": phi, "inside": inside}
 
@@ -85,6 +97,8 @@ class Membership(Attack):
         model = view.release.model
         if cand is None or model is None:
             raise InputError("membership needs candidates and a released model")
+        if self.params.adaptive and view.release.pipeline is None:
+            raise InputError("adaptive membership needs the defense's training pipeline (release.pipeline)")
         model = model.to(ctx.device).eval()
         logits = map_batched(model, cand.images, ctx.device)
         model.cpu()
@@ -93,11 +107,12 @@ class Membership(Attack):
         key = stable_hash({"candidates": tensor_hash(cand.images, cand.labels),
                            "aux": tensor_hash(view.aux.images, view.aux.labels), "stream": ctx.stream,
                            "task": [ctx.task.model, ctx.task.width, ctx.task.batch_size, ctx.task.lr, ctx.task.epochs],
-                           "params": [self.params.shadows, self.params.epochs]})[:32]
+                           "params": [self.params.shadows, self.params.epochs],
+                           "pipeline": view.release.pipeline.identity if self.params.adaptive else None})[:32]
         shadow = ctx.remember(f"shadows-{key}", lambda: self._shadow_confidences(view, ctx))
         phi, inside = shadow["phi"], shadow["inside"]
         return AttackOutput(membership_scores={"loss": -loss, **lira_scores(target_phi, phi, inside)},
-                            extra={"shadows": float(self.params.shadows)})
+                            extra={"shadows": float(self.params.shadows), "adaptive": float(self.params.adaptive)})
 
 
 def lira_scores(target: Tensor, phi: Tensor, inside: Tensor) -> dict[str, Tensor]:

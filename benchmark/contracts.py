@@ -213,6 +213,7 @@ class Release:
     inference_transform: Optional[TransformFn] = None
     synthetic: Optional[ImageSet] = None
     meta: ReleaseMeta = field(default_factory=ReleaseMeta)
+    pipeline: Optional[PipelineAccess] = None
 
     @property
     def surfaces(self) -> frozenset[Surface]:
@@ -321,6 +322,12 @@ class Defense(Plugin):
         ``transform`` surface (Kerckhoffs: the algorithm is public, its secret randomness is not)."""
         return {}
 
+    def recipe_reference(self) -> Optional[Any]:
+        """Params of this defense that keep its training recipe but drop its protection (e.g. DP-SGD at σ = 0):
+        the fair utility reference, reported next to the drop against the suite's reference defense. ``None``:
+        there is none."""
+        return None
+
     def task_model(self, in_channels: int, num_classes: int, task: "TaskConfig") -> nn.Module:
         """The utility model this defense prescribes (default: the suite's task model)."""
         from .models import build_model
@@ -375,6 +382,20 @@ class TransformAccess(Protocol):
         ...
 
 
+class PipelineAccess(Protocol):
+    """The defense's public training pipeline (Kerckhoffs), as adaptive model-side attacks see it.
+
+    ``identity`` names the pipeline (defense, params and code), for caching what is trained with it.
+    """
+
+    identity: str
+
+    def __call__(self, train: ImageSet) -> Mapping[str, Tensor]:
+        """The state dict of the model the defense would release had it been given ``train`` as its private data
+        (trained by the defender with fresh secret randomness)."""
+        ...
+
+
 class GradientAccess(Protocol):
     """The ``gradients`` surface as attacks see it: the global model (white-box) and the shared update of a batch."""
 
@@ -400,6 +421,8 @@ class ReleaseView:
         data, mask, synthetic, model, encoder, bitstream, meta: copies of the release's fields (see :class:`Release`).
         transform: query access to the public algorithm (:class:`TransformAccess`).
         gradients: query access to the shared update (:class:`GradientAccess`).
+        pipeline: the defense's training pipeline on attacker-chosen data (:class:`PipelineAccess`), given to
+            ``adaptive`` attacks that see a released model.
     """
 
     data: Optional[ImageSet] = None
@@ -411,6 +434,7 @@ class ReleaseView:
     mask: Optional[Tensor] = None
     synthetic: Optional[ImageSet] = None
     meta: ReleaseMeta = field(default_factory=ReleaseMeta)
+    pipeline: Optional[PipelineAccess] = None
 
     @property
     def surfaces(self) -> frozenset[Surface]:

@@ -150,20 +150,44 @@ def exposed_surfaces(attack: type[Attack] | Attack, surfaces: frozenset[Surface]
     return (attack.requires | (attack.uses & surfaces)) & surfaces
 
 
+def defense_pipeline(defense: Defense, splits: Splits, seed: int, task: TaskConfig, device: torch.device,
+                     label: str) -> tuple[str, Callable[[ImageSet, int], dict[str, torch.Tensor]]]:
+    """``(identity, run)``: the defense's training pipeline as adaptive attacks query it. ``run(train, call)``
+    builds the defense with ``train`` in place of the private split (fresh secret randomness per call, derived from
+    the cell seed, the attack's label and the call number) and returns the released model's state dict."""
+    identity = stable_hash([type(defense).__qualname__, dataclasses.asdict(defense.params),
+                            plugin_hash(type(defense))])[:32]
+
+    def run(train: ImageSet, call: int) -> dict[str, torch.Tensor]:
+        own = Splits(train, splits.aux, splits.test, torch.arange(min(len(train), len(splits.targets))), splits.info)
+        ctx = RunContext(seed=derive_seed(seed, "pipeline", label, call), device=device, task=task)
+        model = type(defense)(defense.params).build(own, ctx).model  # a fresh instance: no state shared
+        if model is None:
+            raise InputError(f"{type(defense).__name__}'s pipeline releases no model")
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    return identity, run
+
+
 def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, seed: int, task: TaskConfig,
                    opts: EvalOptions, cache: Optional[ArtifactCache] = None,
-                   public: Optional[dict[str, Any]] = None) -> AttackResult:
+                   public: Optional[dict[str, Any]] = None, defense: Optional[Defense] = None) -> AttackResult:
     """Run one attack on a release in an isolated child process (``public``: the defense's public parameters).
 
     The child sees the release restricted to the attack's surfaces, aux data, the targets' indices, and (when the
     attack declares it) a shuffled gallery of originals or shuffled membership candidates. The ground truth of
-    gallery and candidates stays here.
+    gallery and candidates stays here. An attack that sees a released model may also query the ``defense``'s
+    training pipeline on its own data (:func:`defense_pipeline`).
     """
     cls = ATTACKS.get(attack_spec.id)
     gallery, truth = gallery_permutation(splits, seed) if cls.needs_gallery else (None, None)
     candidates, is_member = membership_candidates(splits, seed) if cls.needs_candidates else (None, None)
     exposed = exposed_surfaces(cls, release.surfaces)
-    view = AttackView(release=attack_view_release(release, exposed, public or {}), aux=splits.aux,
+    pipeline = None
+    if defense is not None and Surface.MODEL in exposed:
+        pipeline = defense_pipeline(defense, splits, seed, task, torch.device(opts.device), attack_spec.label)
+    view = AttackView(release=attack_view_release(release, exposed, public or {},
+                                                  None if pipeline is None else pipeline[0]), aux=splits.aux,
                       targets=splits.targets.clone(), image_shape=tuple(splits.info.shape),
                       num_classes=splits.info.num_classes, gallery=gallery, candidates=candidates)
     job = AttackJob(attack_spec.id, attack_spec.params, view, opts.device, task,
@@ -185,7 +209,7 @@ def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, se
         plugins=opts.plugins, threads=opts.threads,
         memo_get=None if cache is None else (lambda key: cache.get(memo_path(key))),
         memo_put=None if cache is None else (lambda key, value: cache.put(memo_path(key), value)),
-        expected_state=expected_state)
+        expected_state=expected_state, pipeline=None if pipeline is None else pipeline[1])
     with CostMeter() as cost:
         out = run_attack_isolated(job, services)
     return AttackResult(out, truth, is_member, cost.seconds, cost.peak_rss_mb)
@@ -273,7 +297,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
                     reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
                     prepared = built  # only once both the defense and the reference are built
                 result = attack_release(spec, prepared.release, splits, seed, suite.task, opts, cache,
-                                        prepared.defense.public_info(splits.info.shape))
+                                        prepared.defense.public_info(splits.info.shape), prepared.defense)
                 scored, samples, units = score_cell(result, prepared, splits, reference, opts.use_lpips, seed)
                 candidate = {**record, **scored}
                 validate(candidate, f"cell {record['cell_id']}")  # e.g. a NaN metric fails this cell only

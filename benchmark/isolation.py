@@ -125,6 +125,17 @@ class TransformProxy(_Proxy):
         return reply["images"], reply["mask"]
 
 
+class PipelineProxy(_Proxy):
+    """:class:`~benchmark.contracts.PipelineAccess` served by the defender over the pipe."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+
+    def __call__(self, train: ImageSet) -> Mapping[str, Tensor]:
+        return self._request("pipeline", images=train.images.detach().cpu().contiguous(),
+                             labels=train.labels.detach().cpu().long())["state"]
+
+
 class GradientProxy(_Proxy):
     """:class:`~benchmark.contracts.GradientAccess` served by the defender over the pipe."""
 
@@ -155,7 +166,7 @@ class AttackJob:
 
 
 def _bind(view: AttackView, channel: _Channel) -> None:
-    for proxy in (view.release.transform, view.release.gradients):
+    for proxy in (view.release.transform, view.release.gradients, view.release.pipeline):
         if isinstance(proxy, _Proxy):
             proxy._channel = channel
 
@@ -258,9 +269,12 @@ class DefenderServices:
     #: The state dict training code must return (the suite's task model): anything else is refused, so training
     #: code cannot smuggle its training set out as "weights".
     expected_state: Optional[Callable[[], Mapping[str, Tensor]]] = None
+    #: The defense's training pipeline on attacker-chosen data (``train, call number -> state dict``).
+    pipeline: Optional[Callable[[ImageSet, int], Mapping[str, Tensor]]] = None
 
     def __post_init__(self) -> None:
         self._g = torch.Generator().manual_seed(self.secret)
+        self._pipeline_calls = 0
 
     def handle(self, op: str, msg: Mapping[str, Any]) -> dict[str, Any]:
         rel = self.release
@@ -278,6 +292,12 @@ class DefenderServices:
             state = run_platform(msg["code"], rel.gradients, self.plugins, self.threads)
             check_state_dict(state, self.expected_state() if self.expected_state else None)
             return {"state": state}
+        if op == "pipeline" and self.pipeline is not None:
+            labels = msg.get("labels")
+            if not isinstance(labels, Tensor) or labels.ndim != 1:
+                raise InputError("pipeline: labels must be a 1-D tensor")
+            self._pipeline_calls += 1
+            return {"state": dict(self.pipeline(ImageSet(_images(msg), labels), self._pipeline_calls))}
         if op == "memo_get":
             value = self.memo_get(str(msg["key"])) if self.memo_get else None
             return {"hit": value is not None, "value": value}
@@ -366,8 +386,10 @@ def run_platform(code: bytes, oracle: GradientOracle, plugins: tuple[str, ...], 
     return _run_child(_platform_child, [envelope], refuse)["state"]
 
 
-def attack_view_release(release: Release, exposed: frozenset[Surface], public: Mapping[str, Any]) -> ReleaseView:
-    """The attack-side view of ``release`` restricted to ``exposed``: plain data plus query proxies."""
+def attack_view_release(release: Release, exposed: frozenset[Surface], public: Mapping[str, Any],
+                        pipeline: Optional[str] = None) -> ReleaseView:
+    """The attack-side view of ``release`` restricted to ``exposed``: plain data plus query proxies
+    (``pipeline``: the identity of the defense's training pipeline, when the attack may query it)."""
     keep = {s: s in exposed for s in Surface}
     grads = release.gradients if keep[Surface.GRADIENTS] else None
     transform = None
@@ -385,6 +407,7 @@ def attack_view_release(release: Release, exposed: frozenset[Surface], public: M
         # The public claims only: ``extra`` holds the defender's own statistics (some of the private originals).
         meta=ReleaseMeta(epsilon=release.meta.epsilon, delta=release.meta.delta, accountant=release.meta.accountant,
                          bits_per_image=release.meta.bits_per_image),
+        pipeline=None if pipeline is None else PipelineProxy(pipeline),
     )
 
 

@@ -214,6 +214,11 @@ def execute_job(task: JobTask) -> Iterator[CellResult]:
                         ArtifactCache(opts.out / "cache"), task.core, make_record)
 
 
+def _recipe_reference(dcls: type, params: Any) -> Optional[dict[str, Any]]:
+    ref = dcls(params).recipe_reference()
+    return None if ref is None else dataclasses.asdict(ref)
+
+
 def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str, Any]:
     """The record of ``cell`` before evaluation: identity, configuration and threat model."""
     dcls, acls = DEFENSES.get(cell.defense.id), ATTACKS.get(cell.attack.id)
@@ -230,6 +235,7 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
                     "options": dict(suite.dataset_options.get(cell.dataset, {}))},
         "defense": {"id": cell.defense.id, "label": cell.defense.label, "params": cell.defense.params_dict,
                     "claims": sorted(t.value for t in dcls.claims),
+                    "recipe_reference": _recipe_reference(dcls, cell.defense.params),
                     "strength": None if strength is None else
                     {"name": strength, "value": cell.defense.params_dict[strength]}},
         "attack": {"id": cell.attack.id, "label": cell.attack.label, "params": cell.attack.params_dict},

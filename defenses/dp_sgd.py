@@ -11,6 +11,7 @@ is one step of the same mechanism: clipped per-sample gradients, summed, noised,
 from __future__ import annotations
 
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -83,13 +84,20 @@ class DPSGD(ModelReleaser):
         def __post_init__(self) -> None:
             if self.target_epsilon is not None and not self.target_epsilon > 0:
                 raise InputError(f"target_epsilon must be > 0, got {self.target_epsilon}")
-            if not self.noise_multiplier > 0 or not self.max_grad_norm > 0:
-                raise InputError(f"noise_multiplier and max_grad_norm must be > 0 (got {self.noise_multiplier}, "
-                                 f"{self.max_grad_norm}); without noise there is no differential privacy")
+            if not self.noise_multiplier >= 0 or not self.max_grad_norm > 0:
+                raise InputError(f"noise_multiplier must be >= 0 and max_grad_norm > 0 (got {self.noise_multiplier}, "
+                                 f"{self.max_grad_norm})")
             if not 0 < self.delta < 1:
                 raise InputError(f"delta must lie in (0, 1), got {self.delta}")
             if self.epochs < 0 or not self.lr > 0:
                 raise InputError("epochs must be >= 0 and lr > 0")
+
+    def recipe_reference(self) -> Optional["DPSGD.Params"]:
+        """The same recipe (model without BatchNorm, SGD, clipping, Poisson sampling) at σ = 0: the fair utility
+        reference, so that the drop measures the noise and not the recipe change."""
+        if self.params.noise_multiplier == 0 and self.params.target_epsilon is None:
+            return None
+        return dataclasses.replace(self.params, noise_multiplier=0.0, target_epsilon=None)
 
     def task_model(self, in_channels: int, num_classes: int, task: TaskConfig) -> nn.Module:
         """The suite's task model with BatchNorm removed (it mixes samples; GroupNorm, Opacus' usual fix, cost 30 pp
@@ -149,9 +157,11 @@ class DPSGD(ModelReleaser):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(module(x.to(ctx.device)), y.to(ctx.device)).backward()
                 opt.step()
-        eps = engine.get_epsilon(p.delta)
+        noisy = float(opt.noise_multiplier) > 0  # σ = 0 is the recipe reference: no privacy guarantee (ε = ∞)
+        eps = engine.get_epsilon(p.delta) if noisy else None
 
-        meta = ReleaseMeta(epsilon=float(eps), delta=p.delta, accountant=f"opacus {opacus.__version__} rdp",
+        meta = ReleaseMeta(epsilon=None if eps is None else float(eps), delta=p.delta if noisy else None,
+                           accountant=f"opacus {opacus.__version__} rdp" if noisy else None,
                            extra={"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)})
         trained = module._module if hasattr(module, "_module") else module
         return self.model_release(trained.eval(), None, splits, ctx, meta=meta)

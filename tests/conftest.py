@@ -71,7 +71,7 @@ def tiny_suite(tmp_path: Path) -> Path:
     return write_suite(tmp_path / "tiny.yaml", TINY_SUITE)
 
 
-def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None, cache=None):
+def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None, cache=None, defense=None):
     """Run an attack instance on a defender-side release through the runner's isolated path (a child process with
     the restricted view); returns :class:`benchmark.evaluate.AttackResult` (output + runner-side ground truth)."""
     import torch
@@ -81,4 +81,4 @@ def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None
     from benchmark.evaluate import EvalOptions, attack_release
 
     return attack_release(PluginSpec(attack.id, attack.params), release, splits, seed, task or TaskConfig(),
-                          EvalOptions(threads=torch.get_num_threads()), cache, public)
+                          EvalOptions(threads=torch.get_num_threads()), cache, public, defense)

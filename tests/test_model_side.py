@@ -106,6 +106,24 @@ def test_lira_matches_a_direct_gaussian_likelihood_ratio() -> None:
     assert abs(float(logit_confidence(logits, torch.tensor([0]))) - float(torch.log(p / (1 - p)))) < 1e-5
 
 
+def test_adaptive_lira_trains_its_shadows_through_the_defense_pipeline(digits) -> None:
+    """Adaptive shadows for dp-sgd are DP-SGD models (no BatchNorm), trained by the defender on the attacker's
+    halves; without the pipeline an adaptive attack refuses to run."""
+    ctx = _ctx(model="convnet", width=8, epochs=1)
+    cls = DEFENSES.get("dp-sgd")
+    defense = cls(cls.Params(noise_multiplier=1.0))
+    release = defense.build(digits, ctx)
+    attack = ATTACKS.get("membership")(ATTACKS.get("membership").Params(shadows=2, adaptive=True))
+    result = run_attack(attack, release, digits, task=ctx.task, defense=defense)
+    assert result.output.extra["adaptive"] == 1.0
+    assert set(result.output.membership_scores) == {"loss", "lira_online", "lira_offline"}
+    assert all(torch.isfinite(s).all() for s in result.output.membership_scores.values())
+    from benchmark.isolation import AttackError
+
+    with pytest.raises(AttackError, match="pipeline"):
+        run_attack(attack, release, digits, task=ctx.task)
+
+
 @pytest.mark.slow
 def test_lira_detects_an_overfit_model_and_dp_sgd_pulls_it_to_chance(digits) -> None:
     """A model trained 60 epochs on 150 images leaks membership; DP-SGD at epsilon <= 1 does not."""
@@ -123,10 +141,15 @@ def test_lira_detects_an_overfit_model_and_dp_sgd_pulls_it_to_chance(digits) -> 
 
 def test_dp_sgd_bad_input_and_clipped_update(digits) -> None:
     cls = DEFENSES.get("dp-sgd")
-    for bad in ({"target_epsilon": 0.0}, {"target_epsilon": -1.0}, {"noise_multiplier": 0.0}, {"delta": 1.0}):
+    for bad in ({"target_epsilon": 0.0}, {"target_epsilon": -1.0}, {"noise_multiplier": -1.0}, {"delta": 1.0}):
         with pytest.raises(InputError):
             cls.Params(**bad)
     ctx = _ctx(model="convnet", width=8, epochs=1)
+    # σ = 0 is the same recipe without noise: the fair utility reference, with no privacy claim (no ε)
+    assert cls(cls.Params(noise_multiplier=1.0)).recipe_reference() == cls.Params(noise_multiplier=0.0)
+    assert cls(cls.Params(noise_multiplier=0.0)).recipe_reference() is None
+    plain = cls(cls.Params(noise_multiplier=0.0)).build(digits, ctx)
+    assert plain.meta.epsilon is None and plain.meta.delta is None
     release = cls(cls.Params(noise_multiplier=1e-6, max_grad_norm=0.5)).build(digits, ctx)
     assert release.surfaces == frozenset({Surface.MODEL, Surface.GRADIENTS}) and release.meta.epsilon > 0
     grads = release.gradients(torch.arange(4))
