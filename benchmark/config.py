@@ -63,6 +63,7 @@ class PluginSpec:
     id: str
     params: Any
     datasets: Optional[tuple[str, ...]] = None  # restrict a defense config to these datasets (None = all)
+    defenses: Optional[tuple[str, ...]] = None  # restrict an attack config to these defense ids (None = all)
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
             entry = {"id": entry}
         if not isinstance(entry, Mapping) or "id" not in entry:
             raise InputError(f"{w}: expected a mapping with an 'id'")
-        extra = sorted(set(entry) - {"id", "params", "sweep", "datasets"})
+        extra = sorted(set(entry) - {"id", "params", "sweep", "datasets", "defenses"})
         if extra:
             raise InputError(f"{w}: unknown key(s) {', '.join(extra)}")
         try:
@@ -196,10 +197,16 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
             if not allow_sweep:
                 raise InputError(f"{w}.datasets: only defenses can be restricted to datasets")
             only = _check_type(only, tuple[str, ...], f"{w}.datasets")
+        for_defenses = entry.get("defenses")
+        if for_defenses is not None:
+            if allow_sweep:
+                raise InputError(f"{w}.defenses: only attacks can be restricted to defenses")
+            for_defenses = _check_type(for_defenses, tuple[str, ...], f"{w}.defenses")
         keys = list(sweep)
         for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
             params = dict(base, **dict(zip(keys, combo)))
-            specs.append(PluginSpec(entry["id"], build_dataclass(cls.Params, params, f"{w}.params"), only))
+            specs.append(PluginSpec(entry["id"], build_dataclass(cls.Params, params, f"{w}.params"), only,
+                                    for_defenses))
     return specs
 
 
@@ -244,6 +251,13 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
             if d not in datasets:
                 raise InputError(f"{path}: defenses: {spec.id} is restricted to dataset {d!r}, "
                                  f"which the suite does not list")
+    attacks = tuple(_plugin_specs(raw.get("attacks"), ATTACKS, f"{path}: attacks", False))
+    ids = {spec.id for spec in defenses}
+    for spec in attacks:
+        for d in spec.defenses or ():
+            if d not in ids:
+                raise InputError(f"{path}: attacks: {spec.id} is restricted to defense {d!r}, which the suite does "
+                                 "not list")
     opts = raw.get("dataset_options") or {}
     if not isinstance(opts, Mapping):
         raise InputError(f"{path}: dataset_options: expected a mapping")
@@ -252,7 +266,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
         datasets=tuple(datasets),
         seeds=seeds,
         defenses=defenses,
-        attacks=tuple(_plugin_specs(raw.get("attacks"), ATTACKS, f"{path}: attacks", False)),
+        attacks=attacks,
         splits=build_dataclass(SplitConfig, raw.get("splits"), f"{path}: splits"),
         task=build_dataclass(TaskConfig, raw.get("task"), f"{path}: task"),
         dataset_options={k: dict(v) for k, v in opts.items()},

@@ -49,8 +49,10 @@ class Job:
 def plan(suite: SuiteConfig) -> list[Job]:
     """All jobs of the suite; the reference defense first within each (dataset, seed), so its utility is cached
     before the others need it."""
-    jobs = [Job(d, s, dspec, suite.attacks) for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
+    jobs = [Job(d, s, dspec, tuple(a for a in suite.attacks if a.defenses is None or dspec.id in a.defenses))
+            for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
             if dspec.datasets is None or d in dspec.datasets]
+    jobs = [j for j in jobs if j.attacks]
     return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != suite.reference))
 
 

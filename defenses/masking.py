@@ -8,7 +8,14 @@ Algorithm as implemented (docs/METHODS.md, mask-based desensitization):
    images into a **critical template** ``(K, 1, H, W)``.
 3. **Assumption:** an image's mask is its predicted class's template (prediction by the interpretation model, so
    training and inference images are treated alike), keeping the ``visible`` fraction of pixels with the highest
-   template score; everything else is replaced by the constant ``fill``.
+   template score; everything else is replaced by the ``fill`` (:data:`FILLS`).
+   **Assumption — fill** (the paper does not say what replaces masked pixels): by default the per-pixel mean of the
+   public aux split (``fill: aux-mean``). It carries nothing about the original, is the best no-information guess
+   (so the release's masked region sits at the reconstruction prior, not below it), and keeps released images in
+   distribution for the task model. A constant (the old default was ``0.0``) is a near no-op wherever the data's
+   background already has that value (MNIST: the removed pixels are mostly background), and ``noise`` (fresh
+   uniform noise from the defense's secret stream) looks removed but adds nothing an attacker holding the released
+   mask cannot discard.
 4. Model adjustment (**assumption**, the closest public design): an instance-guided mask on the penultimate features
    ``h``: ``m = FC(ReLU(FC(h)))``, output ``LayerNorm(h ⊙ m)`` into the classifier (``masknet: true``); versus plain
    retraining of the task model on masked images (``masknet: false``).
@@ -17,7 +24,7 @@ Algorithm as implemented (docs/METHODS.md, mask-based desensitization):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +93,27 @@ def grad_cam(model: SplitModel, images: Tensor, targets: Tensor, device: torch.d
     return torch.cat(out)
 
 
+def _aux_mean_fill(defense: "InterpretationMasking", images: Tensor, generator: torch.Generator) -> Tensor:
+    if defense._aux_mean is None:
+        raise InputError("masking: aux-mean fill used before the defense was built")
+    if tuple(defense._aux_mean.shape[1:]) != tuple(images.shape[1:]):
+        raise InputError(f"masking: images are {tuple(images.shape[1:])} but the aux mean is "
+                         f"{tuple(defense._aux_mean.shape[1:])}")
+    return defense._aux_mean.to(images.dtype).expand_as(images)
+
+
+def _noise_fill(defense: "InterpretationMasking", images: Tensor, generator: torch.Generator) -> Tensor:
+    return torch.rand(images.shape, generator=generator, dtype=images.dtype)
+
+
+#: Named fills: ``fill(defense, images (N,C,H,W), secret generator) -> (N,C,H,W)`` in [0, 1].
+#: ``aux-mean``: the per-pixel mean of the public aux split; ``noise``: fresh uniform noise of the secret stream.
+FILLS: dict[str, Callable[["InterpretationMasking", Tensor, torch.Generator], Tensor]] = {
+    "aux-mean": _aux_mean_fill,
+    "noise": _noise_fill,
+}
+
+
 @DEFENSES.register("masking")
 class InterpretationMasking(InputDefense):
     """Grad-CAM class templates keep the task-critical pixels, the rest is masked; optional masknet (arXiv 2312.08975)."""
@@ -96,20 +124,26 @@ class InterpretationMasking(InputDefense):
 
     @dataclass(frozen=True)
     class Params:
+        """``fill``: a name in :data:`FILLS` or a constant in [0, 1] (e.g. ``0.0``, the old default)."""
+
         masked: float = 0.5
         masknet: bool = True
-        fill: float = 0.0
+        fill: Union[str, float] = "aux-mean"
 
         def __post_init__(self) -> None:
             if not 0.0 < self.masked < 1.0:
                 raise InputError(f"masked (fraction of pixels removed) must lie in (0, 1), got {self.masked}")
-            if not 0.0 <= self.fill <= 1.0:
+            if isinstance(self.fill, str):
+                if self.fill not in FILLS:
+                    raise InputError(f"fill must be one of {sorted(FILLS)} or a number in [0, 1], got {self.fill!r}")
+            elif isinstance(self.fill, bool) or not 0.0 <= self.fill <= 1.0:
                 raise InputError(f"fill must lie in [0, 1], got {self.fill}")
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self._interp: SplitModel | None = None
         self._templates: Tensor | None = None
+        self._aux_mean: Tensor | None = None
         self._device = torch.device("cpu")
 
     # --- the public algorithm -------------------------------------------------------------------------------
@@ -130,9 +164,16 @@ class InterpretationMasking(InputDefense):
         removed.scatter_(1, order[:, :keep], False)
         return removed.view(-1, 1, h, w)
 
+    def fill_values(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """What replaces removed pixels, ``(N,C,H,W)`` in [0, 1]; never a function of ``images``' pixel values."""
+        fill = self.params.fill
+        if isinstance(fill, str):
+            return FILLS[fill](self, images, generator)
+        return torch.full_like(images, float(fill))
+
     def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
         removed = self.mask_generator(images, generator).expand_as(images)
-        return torch.where(removed, torch.full_like(images, self.params.fill), images)
+        return torch.where(removed, self.fill_values(images, generator), images)
 
     # --- building and caching ------------------------------------------------------------------------------
     def _fit(self, splits: Splits, ctx: RunContext) -> None:
@@ -150,6 +191,7 @@ class InterpretationMasking(InputDefense):
                 templates[c] = cams[sel].mean(0)
         self._templates = templates
         self._interp = self._interp.cpu()
+        self._aux_mean = splits.aux.images.mean(0, keepdim=True)  # public: the defender's aux split
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         self._fit(splits, ctx)
@@ -166,12 +208,13 @@ class InterpretationMasking(InputDefense):
         assert self._interp is not None and self._templates is not None
         state["interp"] = {k: v.cpu() for k, v in self._interp.state_dict().items()}
         state["templates"] = self._templates
+        state["aux_mean"] = self._aux_mean
         return state
 
     def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
         model = super().task_model(splits.private.images.shape[1], splits.info.num_classes, ctx.task)
         model.load_state_dict(state["interp"])
-        self._interp, self._templates = model.eval(), state["templates"]
+        self._interp, self._templates, self._aux_mean = model.eval(), state["templates"], state["aux_mean"]
         return super().restore(state, splits, ctx)
 
     def task_model(self, in_channels: int, num_classes: int, task: TaskConfig) -> nn.Module:

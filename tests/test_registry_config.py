@@ -72,3 +72,29 @@ def test_every_plugin_has_typed_params_and_declarations() -> None:
     for _, cls in ATTACKS.items():
         assert dataclasses.is_dataclass(cls.Params) and cls.Params.__dataclass_params__.frozen
         assert cls.requirements() != "-" and cls.access
+
+
+def test_attacks_can_be_restricted_to_defenses(tmp_path) -> None:
+    from benchmark.plan import plan
+
+    suite = load_suite(write_suite(tmp_path / "s.yaml", """
+name: s
+datasets: [digits]
+defenses: [none, blur]
+attacks:
+  - id: linkage
+  - id: nearest-neighbour
+    defenses: [blur]
+"""))
+    cells = {(j.defense.id, a.id) for j in plan(suite) for a in j.attacks}
+    assert cells == {("none", "linkage"), ("blur", "linkage"), ("blur", "nearest-neighbour")}
+    bad = write_suite(tmp_path / "bad.yaml", """
+name: bad
+datasets: [digits]
+defenses: [none]
+attacks:
+  - id: linkage
+    defenses: [blur]
+""")
+    with pytest.raises(InputError, match="restricted to defense 'blur'"):
+        load_suite(bad)

@@ -49,6 +49,8 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "leakage": m.get("leakage"),
             "threat": rec.get("threat_model", {}).get("name"),
             "claims": ",".join(rec["defense"].get("claims", [])),
+            "recipe_reference": (None if rec["defense"].get("recipe_reference") is None else
+                                 json.dumps(rec["defense"]["recipe_reference"], sort_keys=True)),
             "advantage": m.get("calibrated", {}).get("advantage"),
             "advantage_se": m.get("calibrated", {}).get("se"),
             "raw": m.get("calibrated", {}).get("raw"),
@@ -68,7 +70,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "samples": rec.get("artifacts", {}).get("samples"),
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
-            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "advantage", "advantage_se", "raw", "prior", "statistic",
+            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
             "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
     df = pd.DataFrame(rows, columns=cols)

@@ -45,6 +45,24 @@ def advantage_interval(g: pd.DataFrame) -> Optional[Interval]:
     return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2)
 
 
+def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval]:
+    """Utility of the same defense at its recipe reference (e.g. DP-SGD at σ = 0) minus this config's, paired by
+    seed; ``None`` when the config has no recipe reference or the suite did not run it."""
+    ref_params = g.recipe_reference.dropna()
+    if ref_params.empty:
+        return None
+    ref = ok[(ok.defense == g.defense.iloc[0]) & (ok.defense_params == ref_params.iloc[0])]
+    mine, theirs = g.groupby("seed").first(), ref.groupby("seed").first()
+    seeds = sorted(set(mine.index) & set(theirs.index))
+    if not seeds:
+        return None
+    mine, theirs = mine.loc[seeds], theirs.loc[seeds]
+    n = mine.test_size.to_numpy(int)
+    var = [binomial_variance(p, k) + binomial_variance(q, k)
+           for p, q, k in zip(mine.utility.to_numpy(float), theirs.utility.to_numpy(float), n)]
+    return combine((theirs.utility - mine.utility).to_numpy(float), var)
+
+
 def utility_interval(g: pd.DataFrame, column: str = "utility") -> Optional[Interval]:
     """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense."""
     per = g.dropna(subset=[column]).groupby("seed").first()
@@ -121,6 +139,9 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
     columns = [Column("defense", "defense"), Column("seeds", "seeds"),
                Column("utility", "utility", "top-1", Direction.HIGHER_BETTER),
                Column("drop", "drop vs reference", "top-1", Direction.LOWER_BETTER)]
+    recipe = ok.recipe_reference.notna().any()
+    if recipe:
+        columns.append(Column("recipe_drop", "drop vs same recipe", "top-1", Direction.LOWER_BETTER))
     columns += [Column(t.value, f"leakage: {t.description}", "advantage", Direction.LOWER_BETTER) for t in threats]
     columns += [Column("bpp", "bits per pixel", "bit", Direction.LOWER_BETTER),
                 Column("cost", "defense build", "s", Direction.LOWER_BETTER, decimals=1)]
@@ -130,6 +151,9 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
         cells = {"defense": Cell.of_text(config), "seeds": Cell.of_text(str(g.seed.nunique())),
                  "utility": Cell.of(estimate(utility_interval(g))),
                  "drop": Cell.of(estimate(utility_interval(g, "drop")))}
+        if recipe:
+            cells["recipe_drop"] = Cell.of(estimate(recipe_drop_interval(g, ok)),
+                                           title="vs this defense's recipe without its protection (e.g. σ = 0)")
         for t in threats:
             cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
                                           claimed=is_ref or t.value in g.claims.iloc[0].split(","))
