@@ -240,6 +240,24 @@ def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str],
                   "0.",))
 
 
+def claims_table(ok: pd.DataFrame) -> Optional[Table]:
+    """The papers' claims this suite can test, each with the CI of its difference and the verdict."""
+    from .claims import evaluate_claims
+
+    results = evaluate_claims(ok)
+    if not results:
+        return None
+    columns = (Column("claim", "claim"), Column("dataset", "dataset"), Column("statement", "claimed"),
+               Column("difference", "measured difference", "", Direction.NEUTRAL), Column("unit", "unit"),
+               Column("verdict", "verdict"))
+    rows = tuple(Row({"claim": Cell.of_text(r.claim), "dataset": Cell.of_text(r.dataset),
+                      "statement": Cell.of_text(r.statement), "difference": Cell.of(estimate(r.difference)),
+                      "unit": Cell.of_text(r.unit), "verdict": Cell.of_text(r.verdict)}) for r in results)
+    return Table("claims", "claims (docs/METHODS.md)", columns, rows,
+                 ("A verdict is confirmed or refuted only when the 95% CI of the claimed difference excludes 0 "
+                  "(paired by seed); otherwise inconclusive.",))
+
+
 def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
     ok = sdf[sdf.status == "ok"]
     reference = ", ".join(f"`{r}`" for r in sorted(set(sdf.reference)))
@@ -253,6 +271,9 @@ def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
         tables.append(main_table(out_dir, dataset, d, comp))
         tables.append(competence_table(dataset, d, comp))
         tables += [detail_table(dataset, t, d, comp) for t in _threats(d)]
+    claims = claims_table(ok)
+    if claims is not None:
+        tables.append(claims)
     return Board(suite, intro, tuple(tables))
 
 
