@@ -171,14 +171,15 @@ def test_memorization_decodes_training_images_from_a_malicious_none_model(mnist)
 
 
 def test_bn_synthetic_releases_useful_images_far_from_the_originals(mnist) -> None:
-    ctx = _ctx(model="convnet", width=16, epochs=25)
+    ctx = _ctx(model="convnet", width=16, epochs=18)
     cls = DEFENSES.get("bn-synthetic")
-    release = cls(cls.Params(per_class=6, iterations=120)).build(mnist, ctx)
+    release = cls(cls.Params(per_class=6, iterations=80)).build(mnist, ctx)
     assert release.surfaces == frozenset({Surface.SYNTHETIC, Surface.MODEL, Surface.GRADIENTS})
     assert release.synthetic.images.shape == (60, 1, 28, 28)
     assert release.meta.extra["teacher_top1"] > 0.6
     syn = _run("nearest-neighbour", release, mnist, ctx)
-    ref = _run("nearest-neighbour", DEFENSES.get("none")().build(mnist, ctx), mnist, ctx)
+    plain = _ctx(model="convnet", width=8, epochs=1)  # nearest-neighbour reads the released data only
+    ref = _run("nearest-neighbour", DEFENSES.get("none")().build(mnist, plain), mnist, plain)
     assert ref["memorized_rate"] == 1.0 and syn["memorized_rate"] == 0.0 and syn["ssim"] < 0.5
     # What the malicious code memorises is the synthetic training set, not the originals.
     mem = _run("memorization", release, mnist, ctx, encoding="lsb", images=4)

@@ -88,6 +88,7 @@ def test_bad_split_model_and_bits(splits) -> None:
         SplitAE.Params(bits=0)
 
 
+@pytest.mark.slow  # 90 s on 2 cores; the split suite's competence gate checks the same attack on every run
 def test_white_box_inversion_works_when_nothing_defends_and_less_against_split_ae(splits, releases) -> None:
     ctx = RunContext(seed=0, device=torch.device("cpu"), task=TASK)
     undefended = SplitNone().build(splits, ctx)
