@@ -4,8 +4,15 @@ Image releases: the attacker runs the defense's public ``transform`` (fresh secr
 aux images, trains a U-Net decoder from released to original on those pairs, and applies it to the targets' released
 versions. Representation releases (split computing): the attacker queries the served ``encoder`` on aux images,
 trains a fresh decoder from representation to image after the defense is frozen, and applies it to the targets'
-representations decoded from the intercepted ``bitstream``. This is the standard adaptive "learned inversion" adversary (e.g. He et al., ACSAC 2019, model
-inversion against split learning; Azizian & Bajić, PCS 2022, for learned feature inversion).
+representations decoded from the intercepted ``bitstream``. This is the standard adaptive "learned inversion"
+adversary (e.g. He et al., ACSAC 2019, model inversion against split learning; Azizian & Bajić, PCS 2022, for
+learned feature inversion).
+
+Mask releases (``mask-inversion``): the removed-pixel mask alone is inverted. Interpretation masking (Li et al.,
+arXiv 2312.08975) derives each mask from a per-class critical template, so the mask reveals the predicted class and
+where that class's content is. The attacker masks its aux images with the defense's public algorithm and decodes a
+target's mask as the mean of the aux images with the nearest masks (k-NN regression, i.e. ``E[x | mask]``): a
+class-shaped image. (A U-Net decoder trained on the same pairs needs far more epochs to learn this lookup.)
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Optional
 import torch
 
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from benchmark.errors import InputError
 from benchmark.threats import ThreatModel
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
@@ -69,3 +77,76 @@ class InversionDecoder(Attack):
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                     salt=101)
         return AttackOutput(reconstructions=map_batched(net, released_targets, ctx.device).clamp(0, 1))
+
+
+def _chunks(n: int, size: int = 256) -> list[slice]:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def mask_regression(masks: torch.Tensor, aux_masks: torch.Tensor, aux: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """k-NN regression from mask to image: for each removed-mask ``(N,1,H,W)`` (true = removed), the mean of the aux
+    images ``(M,C,H,W)`` in [0, 1] whose masks ``(M,1,H,W)`` are within the ``neighbours``-th smallest Hamming
+    distance (ties included). When masks repeat (one per class template), this is the exact mean of the aux images
+    sharing the target's mask: the MSE-optimal estimate ``E[x | mask]``. Returns ``(N,C,H,W)`` in [0, 1]."""
+    a = aux_masks.flatten(1).float()
+    k = min(neighbours, len(a))
+    out = []
+    for part in _chunks(len(masks)):
+        t = masks[part].flatten(1).float()
+        dist = t.sum(1, keepdim=True) + a.sum(1) - 2 * t @ a.T  # (n, M) Hamming distances
+        near = (dist <= dist.kthvalue(k, dim=1, keepdim=True).values).float()
+        out.append((near @ aux.flatten(1)) / near.sum(1, keepdim=True))
+    return torch.cat(out).view(len(masks), *aux.shape[1:]).clamp(0, 1)
+
+
+def mask_compatible_mean(masks: torch.Tensor, aux: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """Mask-only inversion without aux masks: for each removed-mask ``(N,1,H,W)`` (true = removed), the mean of the
+    ``neighbours`` aux images ``(M,C,H,W)`` in [0, 1] with the smallest share of their energy inside the removed
+    region (the aux images whose content fits where the mask kept pixels). Returns ``(N,C,H,W)`` in [0, 1]."""
+    energy = aux.pow(2).sum(1).flatten(1)  # (M, H*W)
+    share_of = energy / energy.sum(1, keepdim=True).clamp_min(1e-12)
+    k = min(neighbours, len(aux))
+    out = []
+    for part in _chunks(len(masks)):
+        share = masks[part].flatten(1).float() @ share_of.T  # (n, M): share of each aux image's energy removed
+        out.append(aux[share.topk(k, dim=1, largest=False).indices].mean(1))
+    return torch.cat(out)
+
+
+@ATTACKS.register("mask-inversion")
+class MaskInversion(Attack):
+    """Mask-only inversion: k-NN regression mask -> image fitted on aux masked by the defense's public algorithm."""
+
+    threat = ThreatModel.OBSERVER
+    requires = frozenset({Surface.MASK})
+    uses = frozenset({Surface.TRANSFORM})
+    access = Access.BLACK_BOX
+    adaptive = True
+
+    @dataclass(frozen=True)
+    class Params:
+        """``neighbours``: aux images averaged per target (more when several aux masks tie at that distance)."""
+
+        neighbours: int = 32
+
+        def __post_init__(self) -> None:
+            if self.neighbours < 1:
+                raise InputError(f"neighbours must be >= 1, got {self.neighbours}")
+
+    def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
+        """Reconstructions ``(N_targets, C, H, W)`` in [0, 1] from the targets' masks ``(N_targets, 1, H, W)``.
+
+        With the ``transform`` surface the attacker masks its aux images with the defense's public algorithm (one
+        query, fresh secret randomness) and decodes each target's mask by :func:`mask_regression`; without it, by
+        :func:`mask_compatible_mean`.
+        """
+        rel, aux, k = view.release, view.aux.images, self.params.neighbours
+        assert rel.mask is not None
+        masks = rel.mask[view.targets]
+        if rel.transform is None or not rel.transform.has_mask:
+            return AttackOutput(reconstructions=mask_compatible_mean(masks, aux, k))
+        aux_masks = rel.transform.with_mask(aux)[1]
+        if tuple(aux_masks.shape[1:]) != tuple(masks.shape[1:]):
+            raise InputError(f"mask-inversion: aux masks are {tuple(aux_masks.shape[1:])}, the released masks "
+                             f"{tuple(masks.shape[1:])}")
+        return AttackOutput(reconstructions=mask_regression(masks, aux_masks, aux, k))
