@@ -163,5 +163,7 @@ class DPSGD(ModelReleaser):
         meta = ReleaseMeta(epsilon=None if eps is None else float(eps), delta=p.delta if noisy else None,
                            accountant=f"opacus {opacus.__version__} rdp" if noisy else None,
                            extra={"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)})
+        if hasattr(module, "remove_hooks"):
+            module.remove_hooks()  # Opacus' per-sample hooks must not stay on the released model
         trained = module._module if hasattr(module, "_module") else module
         return self.model_release(trained.eval(), None, splits, ctx, meta=meta)

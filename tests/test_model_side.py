@@ -212,3 +212,12 @@ def test_capacity_abuse_reads_thumbnails_from_predictions(mnist) -> None:
 
     assert abused["ssim"] > float(ssim(honest, originals).mean()) + 0.1
     assert abused["psnr"] > float(psnr(honest, originals).mean()) + 1.0
+
+
+def test_a_freshly_built_dp_sgd_model_backpropagates_without_opacus_hooks(digits) -> None:
+    cls = DEFENSES.get("dp-sgd")
+    release = cls(cls.Params(noise_multiplier=1.0)).build(digits, _ctx(model="convnet", width=8, epochs=1))
+    model = release.model.train()
+    x = digits.aux.images[:4].clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(x), digits.aux.labels[:4]).backward()  # raised "pop from empty list"
+    assert x.grad is not None and torch.isfinite(x.grad).all()
