@@ -22,7 +22,7 @@ from benchmark.registry import ATTACKS
 class NearestNeighbour(Attack):
     """Closest released image (pixel L2) to each original: memorisation audit of synthetic or released data."""
 
-    threat = ThreatModel.OBSERVER
+    threat = ThreatModel.LINKER  # the auditor holds the originals
     requires = frozenset()
     uses = frozenset({Surface.DATA, Surface.SYNTHETIC})
     access = Access.BLACK_BOX

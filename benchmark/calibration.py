@@ -52,8 +52,8 @@ class Units:
         if self.statistic not in STATISTICS:
             raise ValueError(f"unknown statistic {self.statistic!r}; expected one of {STATISTICS}")
         n = len(self.score)
-        if n == 0 or self.score.ndim != 1 or len(self.prior) not in (1, n):
-            raise ValueError(f"units: score {self.score.shape} and prior {self.prior.shape} do not match")
+        if n == 0 or self.score.ndim != 1 or self.prior.ndim != 1 or len(self.prior) == 0:
+            raise ValueError(f"units: score {self.score.shape} and prior {self.prior.shape} must be non-empty 1-D")
         if not (np.isfinite(self.score).all() and np.isfinite(self.prior).all()):
             raise ValueError("units: non-finite scores")
         if (self.statistic == "auc") != (self.labels is not None):
@@ -84,7 +84,13 @@ class Units:
             prior = np.full(len(idx), float(self.prior.mean()))
         else:
             raw = self.score[idx].mean(1)
-            prior = self.prior[idx].mean(1) if len(self.prior) > 1 else np.full(len(idx), float(self.prior[0]))
+            m = len(self.prior)
+            if m == len(self):
+                prior = self.prior[idx].mean(1)
+            elif m == 1:
+                prior = np.full(len(idx), float(self.prior[0]))
+            else:
+                prior = self.prior[rng.integers(0, m, size=(len(idx), m))].mean(1)
         return advantage(raw, prior, self.ideal)
 
     def resample(self, rng: np.random.Generator, b: int = BOOTSTRAP) -> np.ndarray:

@@ -322,6 +322,10 @@ class Defense(Plugin):
         ``transform`` surface (Kerckhoffs: the algorithm is public, its secret randomness is not)."""
         return {}
 
+    def claimed(self) -> frozenset[ThreatModel]:
+        """The threat models this configuration claims protection against (default: the class's ``claims``)."""
+        return type(self).claims
+
     def recipe_reference(self) -> Optional[Any]:
         """Params of this defense that keep its training recipe but drop its protection (e.g. DP-SGD at σ = 0):
         the fair utility reference, reported next to the drop against the suite's reference defense. ``None``:

@@ -30,7 +30,8 @@ from .metrics import CostMeter
 from .models import accuracy, build_model, train_classifier
 from .records import validate
 from .registry import ATTACKS, DEFENSES
-from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, release_vfe,
+from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, nearest_released,
+                      release_vfe,
                       sample_arrays, score)
 from .seeding import derive_seed, seeded
 
@@ -228,12 +229,17 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
                ) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Central scoring of one attack result: ``({metrics, notes}, sample images or None, units arrays)``."""
     out, release = result.output, prepared.release
-    if out.per_gallery is not None:
+    control = None
+    if out.per_gallery is not None:  # one answer per original, chosen with the original: a best-of-many match
         if result.truth is None or len(out.per_gallery) != len(splits.private):
             raise ValueError("per_gallery needs needs_gallery and one reconstruction per gallery image")
         out = dataclasses.replace(out, reconstructions=out.per_gallery[result.truth], per_gallery=None)
+        held_out = splits.test.images[: len(splits.targets)]
+        control = (nearest_released(release, held_out), held_out)
     mask = release.mask[splits.targets] if release.mask is not None else None
     aligned = aligned_reconstructions(out, splits, release.gradients) if out.reconstructions is not None else None
+    if aligned is not None and control is not None:
+        aligned = dataclasses.replace(aligned, control=control)
     privacy, notes, units = score(out, splits, result.truth, use_lpips, mask=mask, is_member=result.is_member,
                                   oracle=release.gradients, aligned=aligned)
     cal = calibrated(units, seed)

@@ -234,7 +234,7 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
                     "num_classes": splits.info.num_classes,
                     "options": dict(suite.dataset_options.get(cell.dataset, {}))},
         "defense": {"id": cell.defense.id, "label": cell.defense.label, "params": cell.defense.params_dict,
-                    "claims": sorted(t.value for t in dcls.claims),
+                    "claims": sorted(t.value for t in dcls(cell.defense.params).claimed()),
                     "recipe_reference": _recipe_reference(dcls, cell.defense.params),
                     "strength": None if strength is None else
                     {"name": strength, "value": cell.defense.params_dict[strength]}},

@@ -37,14 +37,15 @@ def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Te
 class Aligned:
     """Reconstructions ``rec (N,C,H,W)`` and what they are scored against, in matching order, on the CPU.
 
-    ``controls``: for best-match scoring, the closest held-out non-member of the same class (the control of the
-    ``best-match-ssim`` prior, :mod:`benchmark.calibration`); ``None`` when reconstructions are aligned with
-    their own originals.
+    ``control``: when the pairing itself uses the ground truth (best match within a class, Hungarian matching of a
+    batch, the nearest released image to each original), the same procedure applied to held-out non-members:
+    ``(x, y)`` pairs whose SSIM is the ``best-match-ssim`` prior (:mod:`benchmark.calibration`). ``None`` when
+    reconstructions are aligned with their own originals (the prior is then the aux mean image).
     """
 
     rec: torch.Tensor
     originals: torch.Tensor
-    controls: Optional[torch.Tensor] = None
+    control: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
 
 def _closest(rec: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
@@ -94,20 +95,42 @@ def aligned_reconstructions(out: AttackOutput, splits: Splits, oracle: Optional[
     elif labels is None:
         originals = splits.private.images[splits.targets]
     if labels is not None:
-        return Aligned(rec, *best_match(rec, labels, splits))
+        originals, controls = best_match(rec, labels, splits)
+        return Aligned(rec, originals, (rec, controls))
     if tuple(rec.shape) != tuple(originals.shape):
         raise ValueError(f"attack returned reconstructions {tuple(rec.shape)}, expected {tuple(originals.shape)}")
     if out.groups is not None:
-        from scipy.optimize import linear_sum_assignment
-
-        order = torch.arange(len(rec))
-        for g in torch.unique(out.groups):
-            idx = torch.nonzero(out.groups == g).flatten()
-            cost = ((rec[idx].unsqueeze(1) - originals[idx].unsqueeze(0)) ** 2).flatten(2).mean(2)
-            r, c = linear_sum_assignment(cost.double().numpy())
-            order[idx[torch.as_tensor(c)]] = idx[torch.as_tensor(r)]
-        rec = rec[order]
+        if len(splits.test) < len(rec):
+            raise ValueError(f"{len(rec)} batch reconstructions need as many held-out test images for the control")
+        held_out = splits.test.images[: len(rec)]
+        return Aligned(rec[_hungarian(rec, originals, out.groups)], originals,
+                       (rec[_hungarian(rec, held_out, out.groups)], held_out))
     return Aligned(rec, originals)
+
+
+def _hungarian(rec: torch.Tensor, refs: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """The order of ``rec`` that matches each group's reconstructions to its ``refs`` by minimum total MSE."""
+    from scipy.optimize import linear_sum_assignment
+
+    order = torch.arange(len(rec))
+    for g in torch.unique(groups):
+        idx = torch.nonzero(groups == g).flatten()
+        cost = ((rec[idx].unsqueeze(1) - refs[idx].unsqueeze(0)) ** 2).flatten(2).mean(2)
+        r, c = linear_sum_assignment(cost.double().numpy())
+        order[idx[torch.as_tensor(c)]] = idx[torch.as_tensor(r)]
+    return order
+
+
+def nearest_released(release: Release, images: torch.Tensor) -> torch.Tensor:
+    """For each of ``images (n,C,H,W)``, the closest (pixel L2) image of the released or synthetic set, resized to
+    their size: the nearest-neighbour audit applied to held-out images, its control."""
+    rel = release.synthetic if release.synthetic is not None else release.data
+    if rel is None:
+        raise ValueError("per-original answers need a released data or synthetic set for their control")
+    released = rel.images
+    if released.shape[1:] != images.shape[1:]:
+        released = torch.nn.functional.interpolate(released, size=images.shape[-2:], mode="nearest")
+    return _closest(images, released)
 
 
 def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
@@ -153,8 +176,8 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
         notes.update({f"unavailable.{k}": v for k, v in missing.items()})
         per_target = ssim(rec, originals)
         privacy["memorized_rate"] = float((per_target >= MEMORIZATION_SSIM).float().mean())
-        if al.controls is not None:
-            prior = ssim(rec, al.controls)
+        if al.control is not None:
+            prior = ssim(*al.control)
             privacy["control_ssim"] = float(prior.mean())
             statistic = "best-match-ssim"
         else:

@@ -11,7 +11,7 @@ Every table number is a mean over seeds with a 95% CI that combines two sources 
 The variance of the mean over ``S`` seeds is taken as ``max(mean(v_s), s²) / S`` (a method-of-moments random-effects
 estimate: ``s²`` already contains the within-seed noise, so the between-seed component is ``max(0, s² - mean(v))``),
 and the interval is Student's t with ``S - 1`` degrees of freedom (normal for one seed, where only the within-seed
-part is known; such rows are marked with their seed count).
+part is known, and unbounded when that is unknown too; rows show their seed count).
 
 Paired comparisons (defense A vs defense B) use the per-seed differences on the same seeds, with within-seed
 variances from a paired bootstrap over the shared targets.
@@ -53,8 +53,8 @@ def combine(estimates: Sequence[float], variances: Sequence[float], level: float
         raise ValueError("estimates and variances must be finite (variances >= 0)")
     s = len(x)
     mean = float(x.mean())
-    if s == 1:
-        half = float(norm.ppf(0.5 + level / 2) * math.sqrt(v[0]))
+    if s == 1:  # only the within-seed part is known; none at all (v = 0) means an unbounded interval
+        half = float(norm.ppf(0.5 + level / 2) * math.sqrt(v[0])) if v[0] > 0 else math.inf
     else:
         var = max(float(v.mean()), float(x.var(ddof=1))) / s
         half = float(t.ppf(0.5 + level / 2, s - 1) * math.sqrt(var))

@@ -79,7 +79,7 @@ def class_statistics(teacher: nn.Module, data: ImageSet, num_classes: int,
 class BNSynthetic(ModelReleaser):
     """Release synthetic images matching class-wise BatchNorm statistics of a private teacher (Soufleri et al.)."""
 
-    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.MODEL_HOLDER, ThreatModel.SERVER})
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.MODEL_HOLDER, ThreatModel.SERVER, ThreatModel.LINKER})
     surfaces = frozenset({Surface.SYNTHETIC, Surface.MODEL, Surface.GRADIENTS})
 
     @dataclass(frozen=True)

@@ -92,6 +92,11 @@ class DPSGD(ModelReleaser):
             if self.epochs < 0 or not self.lr > 0:
                 raise InputError("epochs must be >= 0 and lr > 0")
 
+    def claimed(self) -> frozenset[ThreatModel]:
+        """σ = 0 is the recipe reference: no noise, no claim."""
+        noisy = self.params.noise_multiplier > 0 or self.params.target_epsilon is not None
+        return type(self).claims if noisy else frozenset()
+
     def recipe_reference(self) -> Optional["DPSGD.Params"]:
         """The same recipe (model without BatchNorm, SGD, clipping, Poisson sampling) at σ = 0: the fair utility
         reference, so that the drop measures the noise and not the recipe change."""

@@ -145,10 +145,10 @@ def test_html_structure() -> None:
     assert [h for _, h in heads] == ["utility (%)", "linkage advantage"]
     assert "unit: %; higher is better for the defender" in heads[0][0]
     assert "unitless; lower is better for the defender" in heads[1][0]
-    assert ('<td class="num attack-failed" data-sort="0.012" title="advantage 0.012 &lt;= prior\n'
+    assert ('<td class="num attack-failed" data-sort="NaN" title="advantage 0.012 &lt;= prior\n'
             'mean of 3 seeds; 95% CI [0.002, 0.022]">'
             'attack failed <span class="aside">0.012 ± 0.010</span></td>') in html
-    assert '<td class="num not-claimed" data-sort="0.5"' in html
+    assert '<td class="num not-claimed" data-sort="NaN"' in html
     assert 'not claimed <span class="aside">0.500 ± 0.050</span></td>' in html
     assert '<td class="num not-claimed" data-sort="NaN">not claimed</td>' in html
     assert '<td class="num not-applicable" data-sort="NaN">—</td>' in html

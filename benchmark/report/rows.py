@@ -69,8 +69,9 @@ class Cell:
         return Cell(Status.NOT_APPLICABLE, title=title) if estimate is None else Cell(Status.OK, estimate, title=title)
 
     def sort_key(self) -> float:
-        """Numeric value for sorting (NaN for non-numeric cells)."""
-        return self.estimate.mean if self.estimate is not None else math.nan
+        """Numeric value for sorting: the estimate of an ``ok`` cell; NaN otherwise (failed attacks and unclaimed
+        threat models sort with the empty cells, never among the gated numbers)."""
+        return self.estimate.mean if self.estimate is not None and self.status is Status.OK else math.nan
 
 
 @dataclass(frozen=True)
