@@ -37,12 +37,12 @@ def estimate(i: Optional[Interval]) -> Optional[Estimate]:
     return None if i is None else Estimate(i.mean, i.lo, i.hi, i.seeds)
 
 
-def advantage_interval(g: pd.DataFrame) -> Optional[Interval]:
+def advantage_interval(g: pd.DataFrame, level: float = 0.95) -> Optional[Interval]:
     """Calibrated advantage of one (defense config, attack) over its seeds."""
     g = g.dropna(subset=["advantage"]).groupby("seed").first()
     if g.empty:
         return None
-    return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2)
+    return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2, level)
 
 
 def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval]:
@@ -82,7 +82,8 @@ class Competence:
     """An attack's advantage where its competence is judged, and whether it beats its prior there (CI above 0).
 
     ``basis``: the defense config it is judged on: the reference defense, or, for an attack the reference does not
-    expose surfaces for (e.g. mask attacks), the config where the attack does best.
+    expose surfaces for (e.g. mask attacks), the config where the attack does best, its CI widened for the choice
+    among k configs (Bonferroni, level 1 − 0.05/k).
     """
 
     interval: Optional[Interval]
@@ -102,8 +103,9 @@ def competence(ok: pd.DataFrame) -> dict[tuple[str, str], Competence]:
         if len(ref):
             out[(dataset, attack)] = Competence(advantage_interval(ref), ref.config.iloc[0])
             continue
-        per = [(i, h.config.iloc[0]) for _, h in g.groupby("config", sort=True)
-               if (i := advantage_interval(h)) is not None]
+        configs = list(g.groupby("config", sort=True))
+        level = 1 - 0.05 / max(1, len(configs))  # Bonferroni: the best of k configs is picked with the truth
+        per = [(i, h.config.iloc[0]) for _, h in configs if (i := advantage_interval(h, level)) is not None]
         best = max(per, key=lambda x: (x[0].lo, x[1]), default=(None, ""))
         out[(dataset, attack)] = Competence(best[0], f"{best[1]} (reference not applicable)" if best[1] else "")
     return out
