@@ -164,7 +164,8 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
         is_ref = defense == g.reference.iloc[0]
         cells = {"defense": Cell.of_text(config), "seeds": Cell.of_text(str(g.seed.nunique())),
                  "utility": Cell.of(estimate(utility_interval(g))),
-                 "drop": Cell.of(estimate(utility_interval(g, "drop")))}
+                 "drop": Cell.of(Estimate(0.0, 0.0, 0.0, int(g.seed.nunique())) if is_ref else
+                                 estimate(utility_interval(g, "drop")))}  # the reference against itself: exactly 0
         if recipe:
             cells["recipe_drop"] = Cell.of(estimate(recipe_drop_interval(g, ok)),
                                            title="vs this defense's recipe without its protection (e.g. σ = 0)")
