@@ -61,6 +61,9 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "defense_seconds": m.get("cost", {}).get("defense_seconds"),
             "attack_seconds": m.get("cost", {}).get("attack_seconds"),
             "units": rec.get("artifacts", {}).get("units"),
+            "n_units": m.get("calibrated", {}).get("units"),
+            "tpr_1pct": m.get("privacy", {}).get("membership_tpr_at_1pct_fpr"),
+            "min_fpr": m.get("privacy", {}).get("membership_smallest_resolvable_fpr"),
             "primary_key": prim[0] if prim else None,
             "primary_label": prim[1] if prim else None,
             "primary": prim[2] if prim else None,
@@ -71,7 +74,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
-            "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "primary_key", "primary_label",
+            "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
     df = pd.DataFrame(rows, columns=cols)
     df["attack_name"] = _names(df, "attack", "attack_params")

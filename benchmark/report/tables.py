@@ -45,6 +45,17 @@ def advantage_interval(g: pd.DataFrame, level: float = 0.95) -> Optional[Interva
     return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2, level)
 
 
+def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
+    """Membership TPR at 1% FPR over seeds (``per``: one row per seed), with a binomial within-seed variance over the
+    members (half the candidates); ``None`` where 1% is below the smallest resolvable FPR."""
+    per = per.dropna(subset=["tpr_1pct", "n_units"])
+    if per.empty:
+        return None
+    tpr = per.tpr_1pct.to_numpy(float)
+    members = np.maximum(1, per.n_units.to_numpy(float) // 2).astype(int)
+    return combine(tpr, [binomial_variance(p, k) for p, k in zip(tpr, members)])
+
+
 def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval]:
     """Utility of the same defense at its recipe reference (e.g. DP-SGD at σ = 0) minus this config's, paired by
     seed; ``None`` when the config has no recipe reference or the suite did not run it."""
@@ -210,10 +221,13 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
     sub = ok[ok.threat == threat.value]
     attacks = sorted(sub.attack_name.unique())
     columns = [Column("defense", "defense")]
+    tpr_attacks = {a for a in attacks if sub[sub.attack_name == a].tpr_1pct.notna().any()}
     for a in attacks:
         stat = sub[sub.attack_name == a].statistic.dropna()
         columns += [Column(f"{a}", a, "advantage", Direction.LOWER_BETTER),
                     Column(f"{a}:raw", f"{a} raw", stat.iloc[0] if len(stat) else "", Direction.LOWER_BETTER)]
+        if a in tpr_attacks:
+            columns.append(Column(f"{a}:tpr", f"{a} TPR at 1% FPR", "", Direction.LOWER_BETTER))
     rows = []
     for (_, config, _), g in _configs(sub):
         cells = {"defense": Cell.of_text(config)}
@@ -229,10 +243,21 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
             per = h.groupby("seed").first()
             raw = combine(per.raw.to_numpy(float), np.zeros(len(per)))
             cells[f"{a}:raw"] = Cell.of(estimate(raw), title=f"prior {per.prior.mean():.3f}")
+            if a in tpr_attacks:
+                cells[f"{a}:tpr"] = Cell.of(estimate(tpr_interval(per)),
+                                            title="best method's TPR at 1% FPR; members = half the candidates")
         rows.append(Row(cells))
+    notes = [f"Raw: the attack's mean {', '.join(sorted(set(sub.statistic.dropna())))} before calibration "
+             "(the cell's tooltip gives its prior)."]
+    if tpr_attacks:
+        smallest = sub.min_fpr.dropna()
+        if len(smallest):
+            notes.append("TPR at 1% FPR is shown only where at least 10 non-members can be false positives at that "
+                         f"rate (smallest resolvable FPR here: {smallest.max():.4f})"
+                         + ("; TPR at 0.1% FPR is not resolvable with these candidate counts." if smallest.max() > 0.001
+                            else "."))
     return Table(f"{threat.value}-{dataset}", f"{dataset} · {threat.description}", tuple(columns), tuple(rows),
-                 (f"Raw: the attack's mean {', '.join(sorted(set(sub.statistic.dropna())))} before calibration "
-                  "(the cell's tooltip gives its prior).",))
+                 tuple(n for n in notes if n))
 
 
 def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str], Competence]) -> Table:
