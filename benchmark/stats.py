@@ -37,6 +37,14 @@ class Interval:
     hi: float
     seeds: int
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and self.lo <= self.mean + 1e-12 and self.mean <= self.hi + 1e-12):
+            raise ValueError(f"estimate {self.mean} outside its CI [{self.lo}, {self.hi}]")
+
+    @property
+    def half_width(self) -> float:
+        return max(self.hi - self.mean, self.mean - self.lo)
+
     def excludes_zero(self) -> bool:
         return self.lo > 0.0 or self.hi < 0.0
 

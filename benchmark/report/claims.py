@@ -19,7 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from ..stats import Interval, binomial_variance, combine, verdict
+from ..stats import Interval, verdict
+from .tables import advantage_interval, competence, paired_interval, utility_interval
 
 #: Largest calibrated advantage that still counts as "the attack fails" (the issue's |mean| ≤ 0.05 tolerance).
 MARGIN = 0.05
@@ -54,38 +55,16 @@ def _select(ok: pd.DataFrame, defense: str, **params: object) -> pd.DataFrame:
     return d[np.array(keep, dtype=bool)]
 
 
-def _per_seed(d: pd.DataFrame, column: str) -> pd.Series:
-    return d.dropna(subset=[column]).groupby("seed")[column].mean()
-
-
-def _paired(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: bool = False) -> Optional[Interval]:
-    """``a - b`` of ``column`` on the seeds both ran; within-seed variance binomial for accuracies, else unknown
-    (0: the interval rests on the spread across seeds, and is unbounded with one seed)."""
-    x, y = _per_seed(a, column), _per_seed(b, column)
-    seeds = sorted(set(x.index) & set(y.index))
-    if not seeds:
-        return None
-    x, y = x.loc[seeds].to_numpy(float), y.loc[seeds].to_numpy(float)
-    if binomial:
-        n = a.groupby("seed").test_size.first().loc[seeds].to_numpy(int)
-        var = [binomial_variance(p, k) + binomial_variance(q, k) for p, q, k in zip(x, y, n)]
-    else:
-        var = np.zeros(len(seeds))
-    return combine(x - y, var)
-
-
-def _advantage(d: pd.DataFrame, shift: float = 0.0) -> Optional[Interval]:
-    per = d.dropna(subset=["advantage"]).groupby("seed").first()
-    if per.empty:
-        return None
-    return combine(per.advantage.to_numpy(float) - shift, per.advantage_se.to_numpy(float) ** 2)
-
-
 def _competent(ok: pd.DataFrame, dataset: str, attack_name: str) -> bool:
-    """The attack beats its prior on the dataset's reference defense (CI above 0)."""
-    ref = ok[(ok.dataset == dataset) & (ok.attack_name == attack_name) & (ok.defense == ok.reference)]
-    i = _advantage(ref)
-    return i is not None and i.lo > 0
+    """The attack beats its prior on the dataset's reference defense (the tables' competence gate)."""
+    gate = competence(ok[(ok.dataset == dataset) & (ok.attack_name == attack_name)]).get((dataset, attack_name))
+    return gate is not None and gate.competent
+
+
+def _drop_claim(claim: str, d: pd.DataFrame, dataset: str, label: str) -> list[ClaimResult]:
+    """``drop vs the reference − 5 pp < 0`` for one config (binomial within-seed variances of both accuracies)."""
+    i = utility_interval(d, "drop", shift=0.05) if d["drop"].notna().all() else None
+    return [] if i is None else [ClaimResult(claim, f"drop vs none − 5 pp < 0 [{label}]", dataset, i, False, "top-1")]
 
 
 def claim_c1(ok: pd.DataFrame) -> list[ClaimResult]:
@@ -100,7 +79,7 @@ def claim_c1(ok: pd.DataFrame) -> list[ClaimResult]:
             rest = json.loads(config)
             plain = _select(d, "split-ae", w_rec=0.0, **rest)
             mine = _select(adv, "split-ae", **rest)
-            i = _paired(plain, mine, "primary")
+            i = paired_interval(plain, mine, "primary")
             if i is not None and len(plain) and len(mine):
                 label = ", ".join(f"{k}={v}" for k, v in rest.items() if k in ("bottleneck", "bits"))
                 out.append(ClaimResult("C1", f"PSNR(plain AE) − PSNR(split-ae) > 0 [{label}]", dataset, i, True,
@@ -117,18 +96,12 @@ def claim_c3(ok: pd.DataFrame) -> list[ClaimResult]:
             label = g.config.iloc[0]
             link = g[g.threat == "linker"]
             per = [(a, i) for a, h in link.groupby("attack_name", sort=True)
-                   if (i := _advantage(h, MARGIN)) is not None]
+                   if (i := advantage_interval(h, shift=MARGIN)) is not None]
             if per:
                 attack, best = max(per, key=lambda x: x[1].mean)
                 out.append(ClaimResult("C3", f"linker advantage − {MARGIN} < 0 [{label}; {attack}]", dataset, best,
                                        False, "advantage", _competent(ok, dataset, attack)))
-            per = g.groupby("seed").first()
-            if per["drop"].notna().all() and len(per):
-                n = per.test_size.to_numpy(int)
-                var = [binomial_variance(p, k) + binomial_variance(p + dr, k)
-                       for p, dr, k in zip(per.utility.to_numpy(float), per["drop"].to_numpy(float), n)]
-                out.append(ClaimResult("C3", f"drop vs none − 5 pp < 0 [{label}]", dataset,
-                                       combine(per["drop"].to_numpy(float) - 0.05, var), False, "top-1"))
+            out += _drop_claim("C3", g, dataset, label)
     return out
 
 
@@ -142,7 +115,7 @@ def claim_c4(ok: pd.DataFrame) -> list[ClaimResult]:
         for rest in rests:
             other = json.loads(rest)
             on, off = _select(d, "masking", masknet=True, **other), _select(d, "masking", masknet=False, **other)
-            i = _paired(on, off, "utility", binomial=True) if len(on) and len(off) else None
+            i = paired_interval(on, off, "utility", binomial=True) if len(on) and len(off) else None
             if i is not None:
                 label = f"masked={other.get('masked')}" + (f", fill={other['fill']}" if "fill" in other else "")
                 out.append(ClaimResult("C4", f"utility(masknet) − utility(plain) > 0 [{label}]", dataset,
@@ -157,15 +130,9 @@ def claim_c5(ok: pd.DataFrame) -> list[ClaimResult]:
     out = []
     for (dataset, _), d in ok[ok.defense == "bn-synthetic"].groupby(["dataset", "defense_params"], sort=True):
         label = d.config.iloc[0]
-        per = d.groupby("seed").first()
-        if per["drop"].notna().all() and len(per):
-            n = per.test_size.to_numpy(int)
-            var = [binomial_variance(p, k) + binomial_variance(p + dr, k)
-                   for p, dr, k in zip(per.utility.to_numpy(float), per["drop"].to_numpy(float), n)]
-            out.append(ClaimResult("C5", f"drop vs none − 5 pp < 0 [{label}]", dataset,
-                                   combine(per["drop"].to_numpy(float) - 0.05, var), False, "top-1"))
+        out += _drop_claim("C5", d, dataset, label)
         for attack, h in d[d.attack == "nearest-neighbour"].groupby("attack_name", sort=True):
-            nn = _advantage(h, MARGIN)
+            nn = advantage_interval(h, shift=MARGIN)
             if nn is not None:
                 out.append(ClaimResult("C5", f"nearest-synthetic advantage − {MARGIN} < 0 [{label}]", dataset, nn,
                                        False, "advantage", _competent(ok, dataset, attack)))

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..stats import Interval
+
 
 class Direction(str, enum.Enum):
     """How to read a column: which way is better for the *defender*."""
@@ -30,25 +32,8 @@ class Status(str, enum.Enum):
     TEXT = "text"  # an identifier
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A mean over seeds with its 95% confidence interval ``[lo, hi]`` (see :mod:`benchmark.stats`)."""
-
-    mean: float
-    lo: float
-    hi: float
-    seeds: int
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.mean) and self.lo <= self.mean + 1e-12 and self.mean <= self.hi + 1e-12):
-            raise ValueError(f"estimate {self.mean} outside its CI [{self.lo}, {self.hi}]")
-
-    @property
-    def half_width(self) -> float:
-        return max(self.hi - self.mean, self.mean - self.lo)
-
-    def excludes_zero(self) -> bool:
-        return self.lo > 0.0 or self.hi < 0.0
+#: A mean over seeds with its 95% confidence interval (the statistics' own type, :mod:`benchmark.stats`).
+Estimate = Interval
 
 
 @dataclass(frozen=True)

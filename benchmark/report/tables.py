@@ -33,16 +33,12 @@ METHOD_NOTE = (
     "claim protection against that threat model (the measured advantage is shown in parentheses).")
 
 
-def estimate(i: Optional[Interval]) -> Optional[Estimate]:
-    return None if i is None else Estimate(i.mean, i.lo, i.hi, i.seeds)
-
-
-def advantage_interval(g: pd.DataFrame, level: float = 0.95) -> Optional[Interval]:
-    """Calibrated advantage of one (defense config, attack) over its seeds."""
+def advantage_interval(g: pd.DataFrame, level: float = 0.95, shift: float = 0.0) -> Optional[Interval]:
+    """Calibrated advantage (minus ``shift``) of one (defense config, attack) over its seeds."""
     g = g.dropna(subset=["advantage"]).groupby("seed").first()
     if g.empty:
         return None
-    return combine(g.advantage.to_numpy(float), (g.advantage_se.to_numpy(float)) ** 2, level)
+    return combine(g.advantage.to_numpy(float) - shift, (g.advantage_se.to_numpy(float)) ** 2, level)
 
 
 def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
@@ -56,6 +52,22 @@ def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
     return combine(tpr, [binomial_variance(p, k) for p, k in zip(tpr, members)])
 
 
+def paired_interval(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: bool = False) -> Optional[Interval]:
+    """``a - b`` of ``column`` on the seeds both ran (same splits): within-seed variance binomial for accuracies
+    (``binomial``), else unknown (0: the interval rests on the spread across seeds, unbounded with one seed)."""
+    x = a.dropna(subset=[column]).groupby("seed")[column].mean()
+    y = b.dropna(subset=[column]).groupby("seed")[column].mean()
+    seeds = sorted(set(x.index) & set(y.index))
+    if not seeds:
+        return None
+    x, y = x.loc[seeds].to_numpy(float), y.loc[seeds].to_numpy(float)
+    var = np.zeros(len(seeds))
+    if binomial:
+        n = a.groupby("seed").test_size.first().loc[seeds].to_numpy(int)
+        var = np.array([binomial_variance(p, k) + binomial_variance(q, k) for p, q, k in zip(x, y, n)])
+    return combine(x - y, var)
+
+
 def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval]:
     """Utility of the same defense at its recipe reference (e.g. DP-SGD at σ = 0) minus this config's, paired by
     seed; ``None`` when the config has no recipe reference or the suite did not run it."""
@@ -63,19 +75,12 @@ def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval
     if ref_params.empty:
         return None
     ref = ok[(ok.defense == g.defense.iloc[0]) & (ok.defense_params == ref_params.iloc[0])]
-    mine, theirs = g.groupby("seed").first(), ref.groupby("seed").first()
-    seeds = sorted(set(mine.index) & set(theirs.index))
-    if not seeds:
-        return None
-    mine, theirs = mine.loc[seeds], theirs.loc[seeds]
-    n = mine.test_size.to_numpy(int)
-    var = [binomial_variance(p, k) + binomial_variance(q, k)
-           for p, q, k in zip(mine.utility.to_numpy(float), theirs.utility.to_numpy(float), n)]
-    return combine((theirs.utility - mine.utility).to_numpy(float), var)
+    return paired_interval(ref, g, "utility", binomial=True)
 
 
-def utility_interval(g: pd.DataFrame, column: str = "utility") -> Optional[Interval]:
-    """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense."""
+def utility_interval(g: pd.DataFrame, column: str = "utility", shift: float = 0.0) -> Optional[Interval]:
+    """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense.
+    ``shift`` is subtracted from every seed's value (e.g. a claimed tolerance)."""
     per = g.dropna(subset=[column]).groupby("seed").first()
     if per.empty or per.test_size.isna().any():
         return None
@@ -85,7 +90,7 @@ def utility_interval(g: pd.DataFrame, column: str = "utility") -> Optional[Inter
     if column == "drop":
         ref = (per["drop"] + per["utility"]).to_numpy(float)
         var = var + np.array([binomial_variance(p, k) for p, k in zip(ref, n)])
-    return combine(per[column].to_numpy(float), var)
+    return combine(per[column].to_numpy(float) - shift, var)
 
 
 @dataclass(frozen=True)
@@ -177,20 +182,20 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
     for (defense, config, _), g in _configs(ok):
         is_ref = defense == g.reference.iloc[0]
         cells = {"defense": Cell.of_text(config), "seeds": Cell.of_text(str(g.seed.nunique())),
-                 "utility": Cell.of(estimate(utility_interval(g))),
+                 "utility": Cell.of(utility_interval(g)),
                  "drop": Cell.of(Estimate(0.0, 0.0, 0.0, int(g.seed.nunique())) if is_ref else
-                                 estimate(utility_interval(g, "drop")))}  # the reference against itself: exactly 0
+                                 utility_interval(g, "drop"))}  # the reference against itself: exactly 0
         if recipe:
-            cells["recipe_drop"] = Cell.of(estimate(recipe_drop_interval(g, ok)),
+            cells["recipe_drop"] = Cell.of(recipe_drop_interval(g, ok),
                                            title="vs this defense's recipe without its protection (e.g. σ = 0)")
         for t in threats:
             cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
                                           claimed=is_ref or t.value in g.claims.iloc[0].split(","))
         bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed").first()
-        cells["bpp"] = Cell.of(estimate(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float),
-                                                np.zeros(len(bpp)))) if len(bpp) else None)
+        cells["bpp"] = Cell.of(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float), np.zeros(len(bpp)))
+                               if len(bpp) else None)
         cost = g.dropna(subset=["defense_seconds"]).groupby("seed").first()
-        cells["cost"] = Cell.of(estimate(combine(cost.defense_seconds.to_numpy(float), np.zeros(len(cost))))
+        cells["cost"] = Cell.of(combine(cost.defense_seconds.to_numpy(float), np.zeros(len(cost)))
                                 if len(cost) else None)
         competent = {a for a in g.attack_name.unique() if comp[(dataset, a)].competent}
         rows.append(Row(cells, _thumbnail(out_dir, g, competent)))
@@ -208,11 +213,11 @@ def _threat_cell(g: pd.DataFrame, dataset: str, comp: dict[tuple[str, str], Comp
         title = "no attack of this threat model beats its prior on the reference defense"
         if best is not None:
             title += f"; best measured: {best[0]}"
-        return Cell(Status.ATTACK_FAILED, estimate(best[1]) if best else None, title=title)
+        return Cell(Status.ATTACK_FAILED, best[1] if best else None, title=title)
     attack, interval = max(competent.items(), key=lambda x: (x[1].mean, x[0]))
     if not claimed:
-        return Cell(Status.NOT_CLAIMED, estimate(interval), title=f"strongest competent attack: {attack}")
-    return Cell(Status.OK, estimate(interval), title=f"strongest competent attack: {attack}")
+        return Cell(Status.NOT_CLAIMED, interval, title=f"strongest competent attack: {attack}")
+    return Cell(Status.OK, interval, title=f"strongest competent attack: {attack}")
 
 
 def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
@@ -237,14 +242,14 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
                 continue
             i = advantage_interval(h)
             if comp[(dataset, a)].competent:
-                cells[a] = Cell.of(estimate(i))
+                cells[a] = Cell.of(i)
             else:
-                cells[a] = Cell(Status.ATTACK_FAILED, estimate(i), title="does not beat its prior on the reference")
+                cells[a] = Cell(Status.ATTACK_FAILED, i, title="does not beat its prior on the reference")
             per = h.groupby("seed").first()
             raw = combine(per.raw.to_numpy(float), np.zeros(len(per)))
-            cells[f"{a}:raw"] = Cell.of(estimate(raw), title=f"prior {per.prior.mean():.3f}")
+            cells[f"{a}:raw"] = Cell.of(raw, title=f"prior {per.prior.mean():.3f}")
             if a in tpr_attacks:
-                cells[f"{a}:tpr"] = Cell.of(estimate(tpr_interval(per)),
+                cells[f"{a}:tpr"] = Cell.of(tpr_interval(per),
                                             title="best method's TPR at 1% FPR; members = half the candidates")
         rows.append(Row(cells))
     notes = [f"Raw: the attack's mean {', '.join(sorted(set(sub.statistic.dropna())))} before calibration "
@@ -274,9 +279,9 @@ def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str],
         cells = {"attack": Cell.of_text(attack), "threat": Cell.of_text(str(g.threat.iloc[0])),
                  "basis": Cell.of_text(c.basis),
                  "statistic": Cell.of_text(str(g.statistic.dropna().iloc[0]) if g.statistic.notna().any() else ""),
-                 "prior": Cell.of(estimate(combine(prior.to_numpy(float), np.zeros(len(prior))))
+                 "prior": Cell.of(combine(prior.to_numpy(float), np.zeros(len(prior)))
                                   if len(prior) else None),
-                 "advantage": Cell.of(estimate(c.interval)),
+                 "advantage": Cell.of(c.interval),
                  "gate": Cell.of_text("competent" if c.competent else "attack failed")}
         rows.append(Row(cells))
     return Table(f"competence-{dataset}", f"{dataset} · competence gate", columns, tuple(rows),
@@ -296,7 +301,7 @@ def claims_table(ok: pd.DataFrame) -> Optional[Table]:
                Column("difference", "measured difference", "", Direction.NEUTRAL), Column("unit", "unit"),
                Column("verdict", "verdict"))
     rows = tuple(Row({"claim": Cell.of_text(r.claim), "dataset": Cell.of_text(r.dataset),
-                      "statement": Cell.of_text(r.statement), "difference": Cell.of(estimate(r.difference)),
+                      "statement": Cell.of_text(r.statement), "difference": Cell.of(r.difference),
                       "unit": Cell.of_text(r.unit), "verdict": Cell.of_text(r.verdict)}) for r in results)
     return Table("claims", "claims (docs/METHODS.md)", columns, rows,
                  ("A verdict is confirmed or refuted only when the 95% CI of the claimed difference excludes 0 "
