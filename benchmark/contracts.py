@@ -38,37 +38,77 @@ class Access(str, enum.Enum):
     BLACK_BOX = "black-box"
 
 
+class Modality(str, enum.Enum):
+    """What a sample is (docs/DESIGN.md, Modalities): an image ``(C, H, W)`` or a video clip ``(T, C, H, W)``."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+
+    @classmethod
+    def of(cls, sample_shape: tuple[int, ...]) -> "Modality":
+        return cls.VIDEO if len(sample_shape) == 4 else cls.IMAGE
+
+
 @dataclass(frozen=True)
 class ImageSet:
-    """Images ``(N, C, H, W)`` float32 in [0, 1] with integer labels ``(N,)``."""
+    """Samples with integer labels ``(N,)``: images ``(N, C, H, W)`` or video clips ``(N, T, C, H, W)``, float32 in
+    [0, 1] (docs/DESIGN.md, Modalities).
+
+    Optional per-sample annotations (where known; video datasets carry them):
+        identities: ``(N,)`` int64 person identity of each sample.
+        masks: ``(N, [T,] 1, H, W)`` bool, where a person is.
+        keypoints: ``(N, [T,] J, 2)`` float32 pixel coordinates (x, y) of the person's joints.
+    """
 
     images: Tensor
     labels: Tensor
+    identities: Optional[Tensor] = None
+    masks: Optional[Tensor] = None
+    keypoints: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         check_images(self.images, "images")
-        if self.labels.ndim != 1 or self.labels.shape[0] != self.images.shape[0]:
-            raise InputError(
-                f"labels: expected shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
-            )
+        n = self.images.shape[0]
+        if self.labels.ndim != 1 or self.labels.shape[0] != n:
+            raise InputError(f"labels: expected shape ({n},), got {tuple(self.labels.shape)}")
+        if self.identities is not None and tuple(self.identities.shape) != (n,):
+            raise InputError(f"identities: expected shape ({n},), got {tuple(self.identities.shape)}")
+        lead = tuple(self.images.shape[:-3])  # (N,) or (N, T)
+        if self.masks is not None and (tuple(self.masks.shape[:-3]) != lead or self.masks.shape[-3] != 1
+                                       or self.masks.shape[-2:] != self.images.shape[-2:]):
+            raise InputError(f"masks: expected shape {lead + (1,) + tuple(self.images.shape[-2:])}, "
+                             f"got {tuple(self.masks.shape)}")
+        if self.keypoints is not None and (tuple(self.keypoints.shape[:-2]) != lead or self.keypoints.shape[-1] != 2):
+            raise InputError(f"keypoints: expected shape {lead + ('J', 2)}, got {tuple(self.keypoints.shape)}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, idx: Tensor) -> "ImageSet":
-        return ImageSet(self.images[idx], self.labels[idx])
+        return ImageSet(self.images[idx], self.labels[idx], *(None if t is None else t[idx] for t in
+                                                              (self.identities, self.masks, self.keypoints)))
+
+    def replace_images(self, images: Tensor) -> "ImageSet":
+        """The same samples and annotations with other pixels (e.g. a release aligned to these samples)."""
+        return dataclasses.replace(self, images=images)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+    def is_video(self) -> bool:
+        return self.images.ndim == 5
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` for images, ``(T, C, H, W)`` for clips."""
+        return tuple(self.images.shape[1:])
 
 
 def check_images(x: Tensor, name: str) -> None:
-    """Raise :class:`InputError` unless ``x`` is a finite float tensor ``(N, C, H, W)`` in [0, 1]."""
+    """Raise :class:`InputError` unless ``x`` is a finite float tensor ``(N, C, H, W)`` or ``(N, T, C, H, W)`` in
+    [0, 1]."""
     if not isinstance(x, Tensor):
         raise InputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise InputError(f"{name}: expected shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.ndim not in (4, 5):
+        raise InputError(f"{name}: expected shape (N, C, H, W) or (N, T, C, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a float tensor, got {x.dtype}")
     if x.numel() and not bool(torch.isfinite(x).all()):
@@ -81,7 +121,7 @@ def check_images(x: Tensor, name: str) -> None:
 class DatasetInfo:
     name: str
     num_classes: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]  # (C, H, W) or (T, C, H, W)
     sizes: Mapping[str, int]
     hash: str
     split_hashes: Mapping[str, str]
@@ -279,9 +319,10 @@ class TaskConfig:
 
 
 class Plugin(ABC):
-    """Common base: a registered id and a frozen ``Params`` dataclass."""
+    """Common base: a registered id, a frozen ``Params`` dataclass and the modalities the plugin handles."""
 
     id: ClassVar[str]
+    modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.IMAGE})
 
     @dataclass(frozen=True)
     class Params:
@@ -296,6 +337,13 @@ class Plugin(ABC):
     def describe(cls) -> str:
         doc = (cls.__doc__ or "").strip().splitlines()
         return doc[0] if doc else ""
+
+    @classmethod
+    def handles(cls, modality: Modality) -> Optional[str]:
+        """``None`` if the plugin handles ``modality``, else the reason to skip its cells."""
+        if modality in cls.modalities:
+            return None
+        return f"{cls.__name__} handles {', '.join(sorted(m.value for m in cls.modalities))}, not {modality.value}"
 
 
 class Defense(Plugin):
@@ -455,13 +503,13 @@ class AttackView:
         targets: indices into ``release.data`` of the samples under attack (their originals are hidden).
         gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner).
         candidates: membership candidates (members and non-members shuffled; ground truth kept by the runner).
-        image_shape: ``(C, H, W)`` of the original images; ``num_classes`` of the task.
+        image_shape: ``(C, H, W)`` (or ``(T, C, H, W)``) of the originals; ``num_classes`` of the task.
     """
 
     release: ReleaseView
     aux: ImageSet
     targets: Tensor
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
     gallery: Optional[Tensor] = None
     candidates: Optional[ImageSet] = None

@@ -7,6 +7,6 @@ private / aux / test (disjoint, seeded) and ``targets`` (a seeded subset of priv
 from __future__ import annotations
 
 from .core import DATASETS, Pool, load_splits, pool_hash
-from . import embedded, local  # noqa: F401  (registration)
+from . import actions, embedded, local, video  # noqa: F401  (registration)
 
 __all__ = ["DATASETS", "Pool", "load_splits", "pool_hash"]

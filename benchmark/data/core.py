@@ -18,15 +18,26 @@ from ..seeding import derive_seed
 
 @dataclass(frozen=True)
 class Pool:
-    """All images of a dataset: ``images (N,C,H,W)`` float32 in [0,1], ``labels (N,)`` int64.
+    """All samples of a dataset: ``images (N,C,H,W)`` or clips ``(N,T,C,H,W)`` float32 in [0,1], ``labels (N,)``
+    int64.
 
     ``fixed_test`` optionally marks a predefined test split (e.g. MNIST's t10k files) as a boolean mask.
+    ``identities (N,)``, ``masks`` and ``keypoints``: per-sample annotations (see :class:`ImageSet`); with
+    identities, the splits are identity-disjoint (private, aux and test people never overlap).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
     fixed_test: torch.Tensor | None = None
+    identities: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    keypoints: torch.Tensor | None = None
+
+    def samples(self, idx: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[idx].contiguous(), self.labels[idx].contiguous(),
+                        *(None if t is None else t[idx].contiguous()
+                          for t in (self.identities, self.masks, self.keypoints)))
 
 
 DatasetFn = Callable[[Mapping[str, Any]], Pool]
@@ -40,6 +51,9 @@ def pool_hash(pool: Pool) -> str:
     h.update(str(q.shape).encode())
     h.update(q.tobytes())
     h.update(pool.labels.numpy().astype(np.int64).tobytes())
+    for extra in (pool.identities, pool.masks, pool.keypoints):
+        if extra is not None:
+            h.update(np.ascontiguousarray(extra.numpy()).tobytes())
     return h.hexdigest()
 
 
@@ -59,6 +73,34 @@ def _scaled_sizes(name: str, cfg: SplitConfig, available: int, has_fixed_test: b
                          f"splits.scale: fit to shrink them proportionally")
     scale = available / total
     return {k: max(1, int(v * scale)) for k, v in want.items()}
+
+
+def _identity_disjoint(name: str, cfg: SplitConfig, identities: torch.Tensor, g: torch.Generator
+                       ) -> tuple[dict[str, int], torch.Tensor, torch.Tensor]:
+    """Split by person: identities are shuffled and dealt to private, aux and test in proportion to the requested
+    sizes (at least one each), then each split keeps up to its requested number of those people's samples.
+
+    Returns ``(sizes, perm, test_idx)`` with ``perm`` = private then aux indices (the layout of ``load_splits``).
+    """
+    people = torch.unique(identities)
+    if len(people) < 3:
+        raise InputError(f"dataset {name!r} has {len(people)} identities; identity-disjoint splits need at least 3")
+    want = {"private": cfg.private, "aux": cfg.aux, "test": cfg.test}
+    total = sum(want.values())
+    order = people[torch.randperm(len(people), generator=g)]
+    n_priv = max(1, min(len(people) - 2, round(len(people) * cfg.private / total)))
+    n_aux = max(1, min(len(people) - n_priv - 1, round(len(people) * cfg.aux / total)))
+    groups = {"private": order[:n_priv], "aux": order[n_priv:n_priv + n_aux], "test": order[n_priv + n_aux:]}
+    chosen, sizes = {}, {}
+    for split, who in groups.items():
+        idx = torch.nonzero(torch.isin(identities, who)).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        if len(idx) < want[split] and cfg.scale != "fit":
+            raise InputError(f"dataset {name!r}: splits.{split} ({want[split]}) exceeds the {len(idx)} samples of "
+                             f"the {len(who)} identities dealt to it; request fewer, or set splits.scale: fit")
+        chosen[split] = idx[: want[split]]
+        sizes[split] = len(chosen[split])
+    return sizes, torch.cat([chosen["private"], chosen["aux"]]), chosen["test"]
 
 
 def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None) -> Splits:
@@ -83,6 +125,8 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
                              "request fewer, or set splits.scale: fit")
         test_idx = test_all[torch.randperm(len(test_all), generator=g)][: cfg.test]
         sizes["test"] = len(test_idx)
+    elif pool.identities is not None:
+        sizes, perm, test_idx = _identity_disjoint(name, cfg, pool.identities, g)
     else:
         sizes = _scaled_sizes(name, cfg, len(pool.images), False)
         perm = torch.randperm(len(pool.images), generator=g)
@@ -96,9 +140,6 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
     targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
     sizes["targets"] = n_targets
 
-    def subset(idx: torch.Tensor) -> ImageSet:
-        return ImageSet(pool.images[idx].contiguous(), pool.labels[idx].contiguous())
-
     info = DatasetInfo(
         name=name,
         num_classes=pool.num_classes,
@@ -108,4 +149,4 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
         split_hashes={"private": _index_hash(priv_idx), "aux": _index_hash(aux_idx),
                       "test": _index_hash(test_idx), "targets": _index_hash(targets)},
     )
-    return Splits(subset(priv_idx), subset(aux_idx), subset(test_idx), targets, info)
+    return Splits(pool.samples(priv_idx), pool.samples(aux_idx), pool.samples(test_idx), targets, info)
