@@ -29,7 +29,7 @@ from benchmark.config import stable_hash, tensor_hash
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
-from benchmark.models import build_model, map_batched, train_classifier
+from benchmark.models import build_model, input_channels, map_batched, train_classifier
 from benchmark.seeding import seeded
 
 from benchmark.registry import ATTACKS
@@ -86,7 +86,7 @@ class Membership(Attack):
                 model.load_state_dict(view.release.pipeline(train))
             else:
                 with seeded(ctx.generator(f"shadow-init-{i}")):
-                    model = build_model(t.model, train.images.shape[1], view.num_classes, width=t.width)
+                    model = build_model(t.model, input_channels(train.shape), view.num_classes, width=t.width)
                 train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
                                  generator=ctx.generator(salt=400 + i), device=ctx.device)
             phi[i] = logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels)

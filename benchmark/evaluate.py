@@ -27,7 +27,7 @@ from .errors import InputError
 from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
                         run_attack_isolated)
 from .metrics import CostMeter
-from .models import accuracy, build_model, train_classifier
+from .models import accuracy, build_model, input_channels, train_classifier
 from .records import validate
 from .registry import ATTACKS, DEFENSES
 from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, nearest_released,
@@ -110,7 +110,7 @@ def measure_utility(defense: Defense, release: Release, splits: Splits, task: Ta
         if release.data is None:
             raise InputError("release exposes neither a model nor data to train one on")
         with seeded(ctx.generator("utility-init")):
-            model = defense.task_model(release.data.images.shape[1], splits.info.num_classes, task)
+            model = defense.task_model(input_channels(release.data.shape), splits.info.num_classes, task)
         model = train_classifier(model, release.data, epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
                                  generator=ctx.generator("utility-train"), device=ctx.device,
                                  optimizer=defense.optimizer)
@@ -203,7 +203,7 @@ def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, se
 
     def expected_state() -> dict[str, Any]:
         with seeded(torch.Generator().manual_seed(0)):
-            return build_model(task.model, splits.info.shape[0], splits.info.num_classes, width=task.width).state_dict()
+            return build_model(task.model, input_channels(splits.info.shape), splits.info.num_classes, width=task.width).state_dict()
 
     services = DefenderServices(
         release, secret=derive_seed(seed, "defense-secret", "transform-oracle", attack_spec.label),

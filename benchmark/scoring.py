@@ -194,15 +194,22 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
         if truth is None:
             raise ValueError("attack returned rankings but did not declare needs_gallery")
         best = None
+        size = truth.shape[1] if truth.ndim == 2 else len(splits.private)
+        relevance = truth if truth.ndim == 2 else None
         for method, ranking in sorted(out.rankings.items()):
-            s = linkage_scores(ranking, truth, len(splits.private))
-            privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue")})
+            s = linkage_scores(ranking, truth, size)
+            privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue", "map")})
             if best is None or s["top1"] > best[0]["top1"]:
                 best = (s, ranking)
         assert best is not None
         privacy.update(best[0])
-        hits = (best[1][:, 0] == truth).double().numpy()
-        candidates.append(Units("top1", hits, np.array([best[0]["chance_top1"]])))
+        if relevance is None:
+            hits = (best[1][:, 0] == truth).double().numpy()
+            chance = np.array([best[0]["chance_top1"]])
+        else:  # per query: is the first answer one of its identity's clips; prior r_i / G
+            hits = relevance.gather(1, best[1][:, :1].long()).flatten().double().numpy()
+            chance = (relevance.sum(1).double() / size).numpy()
+        candidates.append(Units("top1", hits, chance))
     if out.membership_scores is not None:
         if is_member is None:
             raise ValueError("attack returned membership scores but did not declare needs_candidates")
@@ -242,9 +249,26 @@ def sample_arrays(splits: Splits, release: Release, recon: torch.Tensor, origina
 
 
 def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(gallery (G,C,H,W), truth (N_targets,))``: the private originals shuffled (runner-side seed), and the
-    gallery index of each target's original."""
-    perm = torch.randperm(len(splits.private), generator=torch.Generator().manual_seed(derive_seed(seed, "gallery")))
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(len(perm))
-    return splits.private.images[perm], inverse[splits.targets]
+    """The gallery an attack links released targets to, shuffled (runner-side seed), and the ground truth.
+
+    - Without identities: all private originals; ``truth (N_targets,)`` is the gallery index of each target's
+      original (which original is this?).
+    - With identities (person re-identification): the private clips that are *not* targets, i.e. other recordings
+      of the same people; ``truth (N_targets, G)`` bool marks the gallery items of each target's identity (who is
+      this?). Splits keep at least one such clip per target identity.
+    """
+    g = torch.Generator().manual_seed(derive_seed(seed, "gallery"))
+    ids = splits.private.identities
+    if ids is None:
+        perm = torch.randperm(len(splits.private), generator=g)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(len(perm))
+        return splits.private.images[perm], inverse[splits.targets]
+    keep = torch.ones(len(splits.private), dtype=torch.bool)
+    keep[splits.targets] = False
+    members = torch.nonzero(keep).flatten()
+    members = members[torch.randperm(len(members), generator=g)]
+    relevance = ids[splits.targets].view(-1, 1) == ids[members].view(1, -1)
+    if not bool(relevance.any(1).all()):
+        raise ValueError("a target's identity has no other private clip for the re-identification gallery")
+    return splits.private.images[members], relevance

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from benchmark.registry import DEFENSES
 
-from . import baselines, bn_synthetic, dp_sgd, masking, split_ae, visualmixer  # noqa: E402,F401
+from . import avatar, baselines, bn_synthetic, dp_sgd, masking, split_ae, visualmixer  # noqa: E402,F401
 from .base import InputDefense  # noqa: E402
 
 __all__ = ["DEFENSES", "InputDefense"]

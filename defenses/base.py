@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.models import input_channels
 from benchmark.seeding import seeded
 
 from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Release, ReleaseMeta, RunContext,
@@ -62,7 +63,7 @@ class ModelReleaser(Defense):
 
     def _fresh(self, splits: Splits, ctx: RunContext) -> nn.Module:
         with seeded(ctx.generator("global-model-init")):
-            return self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task).eval()
+            return self.task_model(input_channels(splits.info.shape), splits.info.num_classes, ctx.task).eval()
 
     def model_release(self, model: nn.Module, train: Optional[ImageSet], splits: Splits, ctx: RunContext,
                       oracle_state: Optional[Mapping[str, Tensor]] = None, **fields: Any) -> Release:
@@ -88,7 +89,7 @@ class ModelReleaser(Defense):
 
     def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
         base = super().restore(state, splits, ctx)
-        model = self.task_model(splits.info.shape[0], splits.info.num_classes, ctx.task)
+        model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes, ctx.task)
         model.load_state_dict(state["model"])
         synthetic = (ImageSet(state["synthetic_images"], state["synthetic_labels"])
                      if "synthetic_images" in state else None)
@@ -104,6 +105,6 @@ class ModelReleaser(Defense):
 
         t = ctx.task
         with seeded(ctx.generator("task-init")):
-            model = self.task_model(train.images.shape[1], splits.info.num_classes, t)
+            model = self.task_model(input_channels(train.shape), splits.info.num_classes, t)
         return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
                                 generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer)

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from benchmark.contracts import GradientMechanism, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
+from benchmark.models import input_channels
 from benchmark.seeding import seeded
 
 from benchmark.registry import DEFENSES
@@ -131,7 +132,7 @@ class DPSGD(ModelReleaser):
         p, t = self.params, ctx.task
         epochs = p.epochs or t.epochs
         with seeded(ctx.generator("task-init")):
-            model = self.task_model(splits.info.shape[0], splits.info.num_classes, t).to(ctx.device)
+            model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes, t).to(ctx.device)
         opt = self.optimizer(model.parameters(), p.lr)
         loader = DataLoader(TensorDataset(splits.private.images, splits.private.labels), batch_size=t.batch_size,
                             generator=ctx.generator("task-train"))

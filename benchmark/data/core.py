@@ -103,6 +103,25 @@ def _identity_disjoint(name: str, cfg: SplitConfig, identities: torch.Tensor, g:
     return sizes, torch.cat([chosen["private"], chosen["aux"]]), chosen["test"]
 
 
+def _spread_targets(identities: torch.Tensor, wanted: int, scale: str, name: str, g: torch.Generator) -> torch.Tensor:
+    """Targets for identity data: dealt one clip per person in turn (in random order), never a person's last
+    private clip, so each target's identity keeps a clip in the re-identification gallery."""
+    order = torch.randperm(len(identities), generator=g)
+    seen: dict[int, int] = {}
+    turn = torch.empty(len(order), dtype=torch.int64)
+    for i, j in enumerate(order.tolist()):
+        person = int(identities[j])
+        turn[i] = seen.get(person, 0)
+        seen[person] = int(turn[i]) + 1
+    last = torch.tensor([turn[i] == seen[int(identities[j])] - 1 for i, j in enumerate(order.tolist())])
+    eligible = order[~last][torch.argsort(turn[~last], stable=True)]
+    if wanted > len(eligible) and scale != "fit":
+        raise InputError(f"dataset {name!r}: splits.targets ({wanted}) exceeds the {len(eligible)} private clips "
+                         "that leave each person a clip in the re-identification gallery; request fewer, or set "
+                         "splits.scale: fit")
+    return eligible[:wanted].sort().values
+
+
 def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None) -> Splits:
     """Load dataset ``name`` and split it with ``seed``.
 
@@ -137,7 +156,11 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
         raise InputError(f"dataset {name!r}: splits.targets ({cfg.targets}) exceeds the private split "
                          f"({len(priv_idx)} images); request fewer, or set splits.scale: fit")
     n_targets = min(cfg.targets, len(priv_idx))
-    targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
+    if pool.identities is not None:
+        targets = _spread_targets(pool.identities[priv_idx], cfg.targets, cfg.scale, name, g)
+    else:
+        targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
+    n_targets = len(targets)
     sizes["targets"] = n_targets
 
     info = DatasetInfo(

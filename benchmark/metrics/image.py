@@ -7,6 +7,7 @@ same device, and return per-sample values ``(N,)``. PSNR uses data range 1 and c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -37,10 +38,29 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
             raise InputError(f"{name} values outside [0, 1]")
 
 
+def per_clip(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Let a per-sample frame metric ``fn(x (N,C,H,W), y, [mask (N,1,H,W)]) -> (N,)`` take clips ``(N,T,C,H,W)``
+    (and masks ``(N,T,1,H,W)``): it is computed per frame and averaged over each clip's frames (NaN frames, e.g. an
+    empty mask, are left out of the clip's mean) (docs/DESIGN.md, Modalities)."""
+
+    @functools.wraps(fn)
+    def wrapped(x: Tensor, y: Tensor, *masks: Tensor) -> Tensor:
+        if x.ndim != 5:
+            return fn(x, y, *masks)
+        if x.shape != y.shape:
+            raise InputError(f"metric inputs differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+        n, t = x.shape[:2]
+        per = fn(x.flatten(0, 1), y.flatten(0, 1), *(m.flatten(0, 1) for m in masks)).view(n, t)
+        return per.nanmean(1) if masks else per.mean(1)
+
+    return wrapped
+
+
 def _psnr_from_mse(mse: Tensor) -> Tensor:
     return 10.0 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
 
 
+@per_clip
 def psnr(x: Tensor, y: Tensor) -> Tensor:
     """Peak signal-to-noise ratio in dB, data range 1, per sample ``(N,)``."""
     _check_pair(x, y)
@@ -52,6 +72,7 @@ def _ssim_kernel(h: int, w: int) -> int:
     return k if k % 2 == 1 else k - 1
 
 
+@per_clip
 def ssim(x: Tensor, y: Tensor) -> Tensor:
     """SSIM (Wang et al., TIP 2004) via piq: Gaussian window σ=1.5, size 11 (smaller odd size for tiny images),
     no downsampling; equals scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
@@ -90,6 +111,7 @@ def sobel_magnitude(x: Tensor, eps: float = 0.0) -> Tensor:
     return (g.pow(2).sum(1, keepdim=True) + eps).sqrt()
 
 
+@per_clip
 def edge_psnr(x: Tensor, y: Tensor) -> Tensor:
     """PSNR (data range 1) between Sobel magnitudes of the lumas: fidelity of edges (Azizian & Bajić 2022)."""
     _check_pair(x, y)
@@ -104,6 +126,7 @@ def _check_mask(mask: Tensor, x: Tensor) -> Tensor:
     return mask.to(torch.bool).expand_as(x)
 
 
+@per_clip
 def masked_psnr(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     """PSNR over the pixels where ``mask (N,1|C,H,W)`` is true (the sensitive region); NaN where it is empty."""
     _check_pair(x, y)
@@ -114,6 +137,7 @@ def masked_psnr(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     return torch.where(count > 0, out, torch.full_like(out, float("nan"))).float()
 
 
+@per_clip
 def masked_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     """Mean of scikit-image's SSIM map over the masked pixels; NaN where the mask is empty."""
     from skimage.metrics import structural_similarity
@@ -210,8 +234,12 @@ def reconstruction_metrics(x: Tensor, y: Tensor, mask: Optional[Tensor] = None,
 
     Returns ``(values, unavailable)``: ``values[name]`` is a float (or ``None`` when it cannot be computed) and
     ``unavailable[name]`` says why. Samples where a metric is undefined (non-finite) are left out of its mean and
-    counted under ``unavailable["partial.<name>"]``.
+    counted under ``unavailable["partial.<name>"]``. Clips ``(N,T,C,H,W)`` are scored frame by frame (every clip
+    has ``T`` frames, so the mean over frames equals the mean of the clips' frame means).
     """
+    if x.ndim == 5 and x.shape == y.shape:
+        x, y = x.flatten(0, 1), y.flatten(0, 1)
+        mask = None if mask is None else mask.flatten(0, 1)
     _check_pair(x, y)
     values: dict[str, Optional[float]] = {}
     missing: dict[str, str] = {}

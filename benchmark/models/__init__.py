@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .nets import MODELS, SplitModel, build_model
+from .nets import MODELS, SplitModel, build_model, input_channels
 from .train import accuracy, map_batched, predict, train_classifier
 
-__all__ = ["MODELS", "SplitModel", "build_model", "train_classifier", "accuracy", "predict", "map_batched"]
+__all__ = ["MODELS", "SplitModel", "build_model", "input_channels", "train_classifier", "accuracy", "predict",
+           "map_batched"]

@@ -108,6 +108,26 @@ def convnet(in_channels: int, num_classes: int, width: int = 32, bn: bool = True
     ])
 
 
+class Motion(nn.Module):
+    """Clips ``(N, T, C, H, W)`` -> ``(N, T*C, H, W)``: each clip minus its mean frame, frames stacked as channels.
+
+    Removing the mean frame keeps what moves and drops static appearance and background, which otherwise dominate
+    a small model's features (docs/METHODS.md, synthetic-actions)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise InputError(f"clipnet expects clips (N, T, C, H, W), got {tuple(x.shape)}")
+        return (x - x.mean(1, keepdim=True)).flatten(1, 2)
+
+
+@MODELS.register("clipnet")
+def clipnet(in_channels: int, num_classes: int, width: int = 32, bn: bool = True) -> SplitModel:
+    """An early-fusion 2-D CNN for action recognition (Karpathy et al., CVPR 2014, early fusion) on motion input
+    (:class:`Motion`); ``in_channels`` = frames × colour channels. Same blocks as :func:`convnet`."""
+    body = convnet(in_channels, num_classes, width, bn)
+    return SplitModel([("motion", Motion()), *body.stages.items()])
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (He et al., CVPR 2016) with an optional projection shortcut."""
 
@@ -147,6 +167,15 @@ def resnet8(in_channels: int, num_classes: int, width: int = 16) -> SplitModel:
 def resnet20(in_channels: int, num_classes: int, width: int = 16) -> SplitModel:
     """CIFAR-style ResNet-20 (three blocks per stage), widths ``width``, 2×, 4×."""
     return _resnet(20, in_channels, num_classes, width)
+
+
+def input_channels(sample_shape: tuple[int, ...]) -> int:
+    """Input channels of a task model for samples of ``sample_shape``: ``C`` for images ``(C, H, W)``, frames ×
+    channels ``T*C`` for clips ``(T, C, H, W)`` (early fusion)."""
+    c = 1
+    for d in sample_shape[:-2]:
+        c *= int(d)
+    return c
 
 
 def build_model(name: str, in_channels: int, num_classes: int, **kwargs: object) -> SplitModel:
