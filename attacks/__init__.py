@@ -12,6 +12,6 @@ from __future__ import annotations
 from benchmark.registry import ATTACKS
 
 from . import (gan, gradient, histogram, inpainting, inversion, linkage, membership, memorization,  # noqa: F401
-               nearest, optim_inversion)
+               nearest, optim_inversion, reid)
 
 __all__ = ["ATTACKS"]

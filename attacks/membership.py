@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.config import stable_hash, tensor_hash
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
+from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Modality, Surface
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import build_model, input_channels, map_batched, train_classifier
@@ -45,6 +45,8 @@ def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
 @ATTACKS.register("membership")
 class Membership(Attack):
     """Membership inference: loss threshold and LiRA (offline and online) with cached shadow models."""
+
+    modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
 
     threat = ThreatModel.MODEL_HOLDER
     requires = frozenset({Surface.MODEL})

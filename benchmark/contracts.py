@@ -138,8 +138,10 @@ class Splits:
     info: DatasetInfo
 
 
-#: ``transform(images (N,C,H,W) in [0,1], generator) -> released images``; fresh secret randomness per call.
-TransformFn = Callable[[Tensor, torch.Generator], Tensor]
+#: ``transform(images (N,C,H,W) in [0,1], generator) -> released images``; fresh secret randomness per call. Video
+#: defenses take clips ``(N,T,C,H,W)``, as an :class:`ImageSet` when their person estimator reads the clips'
+#: annotations (masks, keypoints).
+TransformFn = Callable[[Any, torch.Generator], Tensor]
 
 
 class Codec(Protocol):
@@ -421,13 +423,15 @@ class TransformAccess(Protocol):
     """The ``transform`` surface as attacks see it: query access to the public algorithm.
 
     Each call applies the defense to attacker-chosen images ``(N,C,H,W)`` in [0, 1] with fresh secret randomness
-    drawn by the defender. ``public`` holds the algorithm's public parameters (e.g. VisualMixer's region sides).
+    drawn by the defender; clips ``(N,T,C,H,W)`` may come as an :class:`ImageSet` carrying their masks and keypoints
+    (video defenses whose person estimator reads annotations). ``public`` holds the algorithm's public parameters
+    (e.g. VisualMixer's region sides).
     """
 
     public: Mapping[str, Any]
     has_mask: bool
 
-    def __call__(self, images: Tensor) -> Tensor: ...
+    def __call__(self, images: Tensor | ImageSet) -> Tensor: ...
 
     def with_mask(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(released, removed-mask (N,1,H,W) bool)`` from one secret draw (``mask`` surface only)."""
@@ -501,7 +505,9 @@ class AttackView:
         release: the release restricted to the attack's ``requires`` (and the optional surfaces it ``uses``).
         aux: public same-distribution data, disjoint from private.
         targets: indices into ``release.data`` of the samples under attack (their originals are hidden).
-        gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner).
+        gallery: candidate originals ``(G,C,H,W)`` for linkage attacks (shuffled; ground truth kept by the runner);
+            for identity-labelled clips, an :class:`ImageSet` of other clips of the private people with their masks
+            and keypoints (labels zeroed, identities withheld).
         candidates: membership candidates (members and non-members shuffled; ground truth kept by the runner).
         image_shape: ``(C, H, W)`` (or ``(T, C, H, W)``) of the originals; ``num_classes`` of the task.
     """
@@ -511,7 +517,7 @@ class AttackView:
     targets: Tensor
     image_shape: tuple[int, ...]
     num_classes: int
-    gallery: Optional[Tensor] = None
+    gallery: Optional[Tensor | ImageSet] = None
     candidates: Optional[ImageSet] = None
 
 

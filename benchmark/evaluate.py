@@ -20,8 +20,8 @@ from .cache import ArtifactCache
 from .calibration import Units
 from .codehash import library_versions, plugin_hash
 from .config import PluginSpec, SuiteConfig, stable_hash
-from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Release, RunContext, Splits,
-                        Surface, TaskConfig)
+from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Modality, Release,
+                        RunContext, Splits, Surface, TaskConfig)
 from .data import DATASETS, load_splits
 from .errors import InputError
 from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
@@ -82,17 +82,22 @@ def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, s
                                    "seed": seed, "code": plugin_hash(DATASETS.get(dataset)),
                                    "libraries": library_versions()})[:32]
 
+    fields = ("images", "labels", "identities", "masks", "keypoints")
+
     def make() -> dict[str, Any]:
         s = load_splits(dataset, suite.splits, seed, options)
-        return {"private": [s.private.images, s.private.labels], "aux": [s.aux.images, s.aux.labels],
-                "test": [s.test.images, s.test.labels], "targets": s.targets,
-                "info": {**dataclasses.asdict(s.info), "shape": list(s.info.shape)}}
+        state: dict[str, Any] = {"targets": s.targets, "info": {**dataclasses.asdict(s.info),
+                                                                "shape": list(s.info.shape)}}
+        for name in ("private", "aux", "test"):
+            part = getattr(s, name)
+            state[name] = {f: getattr(part, f) for f in fields if getattr(part, f) is not None}
+        return state
 
     state, _ = cache.get_or_create(key, make)
     info = dict(state["info"])
     info["shape"] = tuple(info["shape"])
-    return Splits(ImageSet(*state["private"]), ImageSet(*state["aux"]), ImageSet(*state["test"]), state["targets"],
-                  DatasetInfo(**info))
+    parts = [ImageSet(**{f: state[name].get(f) for f in fields}) for name in ("private", "aux", "test")]
+    return Splits(*parts, state["targets"], DatasetInfo(**info))
 
 
 def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
@@ -103,8 +108,9 @@ def measure_utility(defense: Defense, release: Release, splits: Splits, task: Ta
     ``inference_transform`` (input-side defenses act at inference too).
     """
     test = splits.test
-    if release.inference_transform is not None:
-        test = ImageSet(release.inference_transform(test.images, ctx.generator("inference")), test.labels)
+    if release.inference_transform is not None:  # annotated clips keep their annotations for person estimators
+        shown = test if test.is_video else test.images
+        test = ImageSet(release.inference_transform(shown, ctx.generator("inference")), test.labels)
     model = release.model
     if model is None:
         if release.data is None:
@@ -278,6 +284,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
     device = torch.device(opts.device)
     splits = load_splits_cached(cache, suite, dataset, seed)
     defense_cls = DEFENSES.get(defense.id)
+    modality = Modality.of(tuple(splits.info.shape))
     prepared: Optional[Prepared] = None
     reference: Optional[float] = None
     defense_error: Optional[str] = None
@@ -286,7 +293,9 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
         file_name = record.pop("_file_name")
         samples = units = None
         try:
-            reason = ATTACKS.get(spec.id)(spec.params).compatible(defense_cls.surfaces)
+            attack = ATTACKS.get(spec.id)(spec.params)
+            reason = (defense_cls.handles(modality) or attack.handles(modality)
+                      or attack.compatible(defense_cls.surfaces))
         except Exception as e:  # a plugin's constructor or compatible() failed
             record.update(status="failed", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=6))
             yield CellResult(file_name, record)

@@ -115,7 +115,12 @@ class TransformProxy(_Proxy):
     def __init__(self, public: Mapping[str, Any], has_mask: bool) -> None:
         self.public, self.has_mask = dict(public), has_mask
 
-    def __call__(self, images: Tensor) -> Tensor:
+    def __call__(self, images: Tensor | ImageSet) -> Tensor:
+        if isinstance(images, ImageSet):  # annotated clips: only pixels, masks and keypoints cross
+            payload = {k: v.detach().cpu().contiguous() for k, v in
+                       (("images", images.images), ("masks", images.masks), ("keypoints", images.keypoints))
+                       if v is not None}
+            return self._request("transform", **payload)["images"]
         return self._request("transform", images=images.detach().cpu().contiguous())["images"]
 
     def with_mask(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -279,7 +284,7 @@ class DefenderServices:
     def handle(self, op: str, msg: Mapping[str, Any]) -> dict[str, Any]:
         rel = self.release
         if op == "transform" and rel.transform is not None:
-            return {"images": rel.transform(_images(msg), self._g)}
+            return {"images": rel.transform(_annotated(msg), self._g)}
         if op == "transform_mask" and rel.transform is not None and rel.mask_generator is not None:
             x = _images(msg)
             state = self._g.get_state()
@@ -306,6 +311,18 @@ class DefenderServices:
                 self.memo_put(str(msg["key"]), msg["value"])
             return {}
         raise InputError(f"the release does not serve {op!r}")
+
+
+def _annotated(msg: Mapping[str, Any]) -> Tensor | ImageSet:
+    """The attacker's images, or its annotated clips when masks or keypoints came with them (validated)."""
+    x = _images(msg)
+    extra = {k: msg.get(k) for k in ("masks", "keypoints")}
+    if all(v is None for v in extra.values()):
+        return x
+    for k, v in extra.items():
+        if v is not None and not isinstance(v, Tensor):
+            raise InputError(f"attacker-chosen {k}: expected a tensor")
+    return ImageSet(x, torch.zeros(len(x), dtype=torch.int64), None, extra["masks"], extra["keypoints"])
 
 
 def _images(msg: Mapping[str, Any]) -> Tensor:

@@ -134,12 +134,15 @@ def nearest_released(release: Release, images: torch.Tensor) -> torch.Tensor:
 
 
 def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
-    """VFE v1 (:mod:`benchmark.metrics.vfe`) of the released targets, for every defense that releases images."""
+    """VFE v1 (:mod:`benchmark.metrics.vfe`) of the released targets (averaged over frames for clips), for every
+    defense that releases images."""
     from .metrics.vfe import VFE_VERSION, normalized_vfe, visual_feature_entropy
 
     if release.data is None or release.data.images.shape[1:] != splits.private.images.shape[1:]:
         return {}
     x = release.data.images[splits.targets]
+    if x.ndim == 5:  # a frame metric: the mean over all frames of the clips
+        x = x.flatten(0, 1)
     return {"vfe": float(visual_feature_entropy(x).mean()), "vfe_normalized": float(normalized_vfe(x).mean()),
             "vfe_version": float(VFE_VERSION)}
 
@@ -248,14 +251,15 @@ def sample_arrays(splits: Splits, release: Release, recon: torch.Tensor, origina
     return {key: (v.clamp(0, 1) * 255).round().to(torch.uint8).numpy() for key, v in arrays.items()}
 
 
-def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor | ImageSet, torch.Tensor]:
     """The gallery an attack links released targets to, shuffled (runner-side seed), and the ground truth.
 
     - Without identities: all private originals; ``truth (N_targets,)`` is the gallery index of each target's
       original (which original is this?).
     - With identities (person re-identification): the private clips that are *not* targets, i.e. other recordings
-      of the same people; ``truth (N_targets, G)`` bool marks the gallery items of each target's identity (who is
-      this?). Splits keep at least one such clip per target identity.
+      of the same people, as an :class:`ImageSet` with their person masks and keypoints (labels zeroed, identities
+      withheld); ``truth (N_targets, G)`` bool marks the gallery items of each target's identity (who is this?).
+      Splits keep at least one such clip per target identity.
     """
     g = torch.Generator().manual_seed(derive_seed(seed, "gallery"))
     ids = splits.private.identities
@@ -271,4 +275,7 @@ def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor, torch.
     relevance = ids[splits.targets].view(-1, 1) == ids[members].view(1, -1)
     if not bool(relevance.any(1).all()):
         raise ValueError("a target's identity has no other private clip for the re-identification gallery")
-    return splits.private.images[members], relevance
+    annotated = splits.private.subset(members)
+    gallery = ImageSet(annotated.images, torch.zeros(len(members), dtype=torch.int64), None, annotated.masks,
+                       annotated.keypoints)
+    return gallery, relevance

@@ -30,7 +30,9 @@ class InputDefense(Defense):
     def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """The defense on ``(N,C,H,W)`` images in [0,1]; may return values outside [0,1] (clipped after)."""
 
-    def transform(self, images: Tensor, generator: torch.Generator) -> Tensor:
+    def transform(self, images: Tensor | ImageSet, generator: torch.Generator) -> Tensor:
+        if isinstance(images, ImageSet):  # annotated clips: a per-sample transform needs only the pixels
+            images = images.images
         check_images(images, f"{self.id} input")
         out = self.apply(images, generator)
         return out.clamp_(0.0, 1.0)

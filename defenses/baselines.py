@@ -11,7 +11,7 @@ from torch import Tensor
 
 from benchmark.errors import InputError
 
-from benchmark.contracts import Release, RunContext, Splits, Surface
+from benchmark.contracts import Modality, Release, RunContext, Splits, Surface
 from benchmark.threats import ThreatModel
 
 from benchmark.registry import DEFENSES
@@ -29,6 +29,8 @@ def _per_image(images: Tensor, fn) -> Tensor:
 class NoDefense(ModelReleaser, InputDefense):
     """No defense: releases the private images unchanged, the task model trained on them and plain shared updates
     (the reference for utility drop and for every attack surface)."""
+
+    modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
 
     surfaces = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MODEL, Surface.GRADIENTS})
 

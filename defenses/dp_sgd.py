@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import GradientMechanism, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
+from benchmark.contracts import (GradientMechanism, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
+                                 TaskConfig)
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import input_channels
@@ -68,6 +69,8 @@ def _without_batchnorm(module: nn.Module) -> nn.Module:
 @DEFENSES.register("dp-sgd")
 class DPSGD(ModelReleaser):
     """DP-SGD with Opacus: per-sample clipping + Gaussian noise; ε from the RDP accountant in every record."""
+
+    modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
 
     claims = frozenset({ThreatModel.MODEL_HOLDER, ThreatModel.SERVER})
     surfaces = frozenset({Surface.MODEL, Surface.GRADIENTS})

@@ -1,0 +1,178 @@
+"""The video modality: the synthetic-actions generator, the PyAV folder loader on files the test writes,
+identity-disjoint splits, frame-averaged metrics, re-identification scores and their chance levels, and the
+person-removing defenses (avatar, redaction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import SplitConfig
+from benchmark.contracts import ImageSet, Modality
+from benchmark.data import load_splits
+from benchmark.data.actions import ACTIONS, JOINTS, generate
+from benchmark.errors import InputError
+from benchmark.metrics.identity import linkage_scores
+from benchmark.metrics.image import psnr, reconstruction_metrics, ssim
+from benchmark.scoring import gallery_permutation
+
+SMALL = {"identities": 12, "clips_per_identity": 10, "frames": 8, "size": 32}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits("synthetic-actions", SplitConfig(private=60, aux=30, test=30, targets=20, scale="fit"), 0,
+                       SMALL)
+
+
+def test_generator_is_seeded_balanced_and_annotated() -> None:
+    a, b, c = generate(4, 10, 8, 32, seed=0), generate(4, 10, 8, 32, seed=0), generate(4, 10, 8, 32, seed=1)
+    assert np.array_equal(a.clips, b.clips) and not np.array_equal(a.clips, c.clips)
+    assert a.clips.shape == (40, 8, 32, 32, 3) and a.keypoints.shape == (40, 8, len(JOINTS), 2)
+    assert np.bincount(a.actions, minlength=len(ACTIONS)).min() >= 3  # every action, about equally often
+    # the mask covers the person: the keypoints of visible joints fall on masked pixels
+    x, y = np.round(a.keypoints[..., 2, :]).astype(int).T  # pelvis
+    inside = (0 <= x) & (x < 32) & (0 <= y) & (y < 32)
+    n, t = np.nonzero(inside.T)
+    assert a.masks[n, t, y.T[n, t], x.T[n, t]].mean() > 0.95
+    assert 0.03 < a.masks.mean() < 0.4
+    # the person moves: frames differ inside the mask more than outside (static camera and background)
+    diff = np.abs(np.diff(a.clips.astype(np.float32), axis=1)).mean(-1)
+    assert diff[a.masks[:, 1:] | a.masks[:, :-1]].mean() > 5 * diff[~(a.masks[:, 1:] | a.masks[:, :-1])].mean()
+
+
+def test_splits_are_identity_disjoint_and_keep_a_gallery_clip_per_target(splits) -> None:
+    ids = {k: set(getattr(splits, k).identities.tolist()) for k in ("private", "aux", "test")}
+    assert not (ids["private"] & ids["aux"]) and not (ids["private"] & ids["test"]) and not (ids["aux"] & ids["test"])
+    assert splits.private.is_video and Modality.of(splits.info.shape) is Modality.VIDEO
+    assert splits.private.masks.shape == (60, 8, 1, 32, 32)
+    gallery, relevance = gallery_permutation(splits, 0)
+    assert isinstance(gallery, ImageSet) and gallery.identities is None and len(gallery) == 60 - 20
+    assert relevance.shape == (20, 40) and bool(relevance.any(1).all())
+    target_ids = splits.private.identities[splits.targets]
+    assert bool((relevance.sum(1) > 0).all()) and len(set(target_ids.tolist())) >= 5
+
+
+def test_identity_splits_name_the_field_when_too_large() -> None:
+    with pytest.raises(InputError, match="splits.private"):
+        load_splits("synthetic-actions", SplitConfig(private=500, aux=30, test=30, targets=5), 0, SMALL)
+
+
+def test_frame_metrics_average_over_frames() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 4, 3, 16, 16, generator=g)
+    y = (x + 0.05 * torch.rand(x.shape, generator=g)).clamp(0, 1)
+    per_frame = torch.stack([psnr(x[:, t], y[:, t]) for t in range(4)], 1)
+    assert torch.allclose(psnr(x, y), per_frame.mean(1))
+    assert ssim(x, y).shape == (3,)
+    values, _ = reconstruction_metrics(x, y, use_lpips=False)
+    assert values["psnr"] == pytest.approx(float(per_frame.mean()), rel=1e-5)
+
+
+def test_reid_chance_levels_match_random_rankings() -> None:
+    g = torch.Generator().manual_seed(0)
+    gallery_ids = torch.arange(30) % 6
+    query_ids = torch.randint(0, 6, (4000,), generator=g)
+    relevance = query_ids[:, None] == gallery_ids[None, :]
+    rankings = torch.stack([torch.randperm(30, generator=g) for _ in range(4000)])
+    s = linkage_scores(rankings, relevance, 30)
+    for k in ("top1", "top5", "map"):
+        assert s[k] == pytest.approx(s[f"chance_{k}"], abs=0.02)
+    perfect = torch.argsort((~relevance).int(), dim=1, stable=True)
+    assert linkage_scores(perfect, relevance, 30)["map"] == pytest.approx(1.0)
+
+
+def _person_stats(clips: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean colour inside the person mask per clip ``(N, 3)``."""
+    m = masks.expand_as(clips).float()
+    return (clips * m).sum((1, 3, 4)) / m.sum((1, 3, 4)).clamp_min(1)
+
+
+def test_avatar_replaces_the_person_and_restores_the_background(splits) -> None:
+    from defenses.avatar import Avatar
+
+    x = splits.private.subset(torch.arange(10))
+    out = Avatar(Avatar.Params()).transform(x)
+    assert out.shape == x.images.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    # inside the person: only the avatar's colour or restored background, not the person's clothes
+    person = _person_stats(out, x.masks)
+    magenta = torch.tensor([1.0, 0.0, 1.0])
+    original = _person_stats(x.images, x.masks)
+    assert float((person - original).abs().mean()) > 0.1
+    assert float((person - magenta).abs().mean()) < float((original - magenta).abs().mean())
+    # away from the person the frame is kept (a static background restored by the median plate)
+    far = ~torch.nn.functional.max_pool3d(x.masks.float().squeeze(2), (1, 9, 9), 1, (0, 4, 4)).bool()
+    diff = (out - x.images).abs().mean(2)
+    assert float(diff[far].mean()) < 0.03
+    with pytest.raises(InputError, match="annotated"):
+        Avatar(Avatar.Params()).transform(x.images)  # ground truth needs the annotations
+
+
+def test_retargeting_removes_bone_length_differences() -> None:
+    from defenses.avatar import BONES, CANONICAL, retarget
+
+    g = np.random.default_rng(0)
+    kps = g.uniform(0, 48, size=(5, len(JOINTS), 2))
+    out = retarget(kps, 48.0)
+    j = {n: i for i, n in enumerate(JOINTS)}
+    for parent, child in BONES:
+        length = np.linalg.norm(out[:, j[child]] - out[:, j[parent]], axis=-1)
+        assert np.allclose(length, CANONICAL[child] * 48.0)
+
+
+@pytest.mark.parametrize("defense", ["person-blur", "person-pixelate", "person-box"])
+def test_redaction_changes_only_the_person_region(splits, defense: str) -> None:
+    from benchmark.registry import DEFENSES
+
+    x = splits.private.subset(torch.arange(6))
+    cls = DEFENSES.get(defense)
+    out = cls(cls.Params()).transform(x)
+    region = torch.nn.functional.max_pool3d(x.masks.float().squeeze(2), (1, 3, 3), 1, (0, 1, 1)).bool()
+    if defense == "person-box":
+        assert float(out.mean(2)[x.masks.squeeze(2)].max()) == 0.0  # black over the person
+    else:
+        assert float((out - x.images).abs().mean(2)[region].mean()) > 0.01
+    outside = (out - x.images).abs().mean(2)[~region]
+    if defense != "person-box":  # the box also covers background inside the bounding box
+        assert float(outside.max()) == 0.0
+
+
+def _write_video(path: Path, frames: int, size: tuple[int, int] = (80, 60)) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        for t in range(frames):
+            img = np.full((size[1], size[0], 3), (10 * t) % 256, np.uint8)
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def test_video_folder_reads_mixed_resolutions_and_skips_bad_files(tmp_path) -> None:
+    from benchmark.data.video import read_video_folder
+
+    for cls in ("walk", "wave"):
+        (tmp_path / cls).mkdir()
+        _write_video(tmp_path / cls / f"v_{cls}_g01_c01.mp4", 20)
+        _write_video(tmp_path / cls / f"v_{cls}_g02_c01.mp4", 20, size=(64, 96))
+    (tmp_path / "walk" / "readme.txt").write_text("not a video")
+    (tmp_path / "walk" / "v_walk_g03_c01.avi").write_bytes(b"\x00garbage" * 50)
+    _write_video(tmp_path / "wave" / "v_wave_g03_c01.mp4", 3)  # too short
+    (tmp_path / "wave" / "v_wave_g04_c01.mp4").write_bytes(b"")  # zero bytes
+    folder = read_video_folder(tmp_path, frames=8, size=32, step=2)
+    assert folder.clips.shape == (4, 8, 32, 32, 3) and folder.labels.tolist() == [0, 0, 1, 1]
+    assert folder.identities is not None and folder.identities.tolist() == [0, 1, 0, 1]
+    skipped = {Path(f).name for f, _ in folder.skipped}
+    assert skipped == {"readme.txt", "v_walk_g03_c01.avi", "v_wave_g03_c01.mp4", "v_wave_g04_c01.mp4"}
+    with pytest.raises(InputError, match="does not exist"):
+        read_video_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.txt").write_text("")
+    with pytest.raises(InputError, match="no readable video"):
+        read_video_folder(tmp_path)
