@@ -168,8 +168,9 @@ class Bitstream:
         return sum(len(p) for p in self.payloads) / max(1, len(self.payloads))
 
 
-#: ``mechanism(model, images (B,C,H,W), labels (B,), generator) -> per-parameter gradients`` (the shared update).
-GradientMechanism = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, ...]]
+#: ``mechanism(model, images (B,C,H,W), labels (B,), generator[, public]) -> per-parameter gradients`` (the shared
+#: update). ``public``: the batch with its sensitive region blanked, passed only when the oracle has one (MaskDP).
+GradientMechanism = Callable[..., tuple[Tensor, ...]]
 
 
 class GradientOracle:
@@ -179,14 +180,15 @@ class GradientOracle:
     for a training batch, the update ``mechanism`` produces: the mean cross-entropy gradient for plain training, a
     clipped and noised one for DP-SGD. Batches are drawn from what the defender trains on: the private split when
     ``on_private`` (training index ``i`` = private sample ``i``), otherwise its own released training set (e.g.
-    synthetic images). This object stays with the defender: attacks get a proxy (``benchmark.isolation``) that
+    synthetic images). ``public``: the training set with its sensitive region blanked (MaskDP), aligned with it.
+    This object stays with the defender: attacks get a proxy (``benchmark.isolation``) that
     forwards batch indices and returns gradients, never the training images, labels or the noise secret.
     """
 
     def __init__(self, model: nn.Module, mechanism: GradientMechanism, train: ImageSet, on_private: bool,
-                 secret: int) -> None:
+                 secret: int, public: Optional[Tensor] = None) -> None:
         self.model, self.mechanism, self.on_private = model, mechanism, on_private
-        self._train, self._secret = train, secret
+        self._train, self._secret, self._public = train, secret, public
 
     @property
     def train_size(self) -> int:
@@ -208,6 +210,8 @@ class GradientOracle:
         g = torch.Generator().manual_seed(derive_seed(self._secret, "batch", idx.tolist()))
         dev = next(self.model.parameters()).device
         x, y = self._train.images[idx].to(dev), self._train.labels[idx].to(dev)
+        if self._public is not None:
+            return tuple(t.detach() for t in self.mechanism(self.model, x, y, g, self._public[idx].to(dev)))
         return tuple(t.detach() for t in self.mechanism(self.model, x, y, g))
 
 

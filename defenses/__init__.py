@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from benchmark.registry import DEFENSES
 
-from . import (avatar, baselines, bn_synthetic, dp_sgd, masking, redaction, split_ae,  # noqa: E402,F401
+from . import (avatar, baselines, bn_synthetic, dp_sgd, masking, maskdp, redaction, split_ae,  # noqa: E402,F401
                visualmixer)
 from .base import InputDefense  # noqa: E402
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -57,8 +57,8 @@ def retarget(keypoints: np.ndarray, height: float) -> np.ndarray:
     return out
 
 
-def draw_avatar(frame: np.ndarray, joints: np.ndarray, colour: tuple[int, int, int], thickness: int) -> np.ndarray:
-    """Draw the avatar for ``joints (J, 2)`` (pixels) onto ``frame (H, W, 3)`` uint8 (in place; returned)."""
+def draw_avatar(frame: np.ndarray, joints: np.ndarray, colour: tuple[int, ...], thickness: int) -> np.ndarray:
+    """Draw the avatar for ``joints (J, 2)`` (pixels) onto ``frame (H, W, 3)`` or ``(H, W)`` uint8 (in place)."""
     import cv2
 
     ok = np.isfinite(joints).all(1)
@@ -127,6 +127,10 @@ class Avatar(Defense):
     def transform(self, images: Tensor | ImageSet, generator: Optional[torch.Generator] = None) -> Tensor:
         """Anonymise clips ``(N, T, C, H, W)`` in [0, 1] (an :class:`ImageSet` when the estimator needs the
         clips' annotations). Deterministic: the generator is unused."""
+        return self.render(images)[0]
+
+    def render(self, images: Tensor | ImageSet) -> tuple[Tensor, Tensor]:
+        """``(anonymised clips (N,T,C,H,W), avatar masks (N,T,1,H,W) bool)``: where the avatar was drawn."""
         import cv2
 
         clips = as_clips(images)
@@ -145,6 +149,7 @@ class Avatar(Defense):
         thick = max(1, int(round(self.params.thickness * h)))
         kernel = np.ones((2 * self.params.dilate + 1,) * 2, np.uint8)
         out = np.empty(frames_np.shape, np.uint8)
+        drawn = np.zeros(frames_np.shape[:4], np.uint8)
         for i in range(len(frames_np)):
             m = masks[i]
             if self.params.dilate:
@@ -152,14 +157,20 @@ class Avatar(Defense):
             out[i] = background_plate(frames_np[i], m, self.params.background)
             for t in range(len(out[i])):
                 draw_avatar(out[i, t], kps[i, t], self.params.colour, thick)
+                draw_avatar(drawn[i, t], kps[i, t], (1,), thick)
         y = torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255.0)
-        return y.mean(2, keepdim=True) if grey else y
+        return (y.mean(2, keepdim=True) if grey else y), torch.from_numpy(drawn > 0).unsqueeze(2)
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         released = self.transform(splits.private)
         meta = ReleaseMeta(extra={"avatar_retarget": float(self.params.retarget)})
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform if self.params.at_inference else None, meta=meta)
+
+    def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
+        return Release(data=ImageSet(state["data_images"], state["data_labels"]), transform=self.transform,
+                       inference_transform=self.transform if self.params.at_inference else None,
+                       meta=ReleaseMeta(**state["meta"]))
 
     def public_info(self, shape: tuple[int, ...]) -> dict:
         return {"estimator": self.params.estimator, "retarget": self.params.retarget,

@@ -68,15 +68,18 @@ class ModelReleaser(Defense):
             return self.task_model(input_channels(splits.info.shape), splits.info.num_classes, ctx.task).eval()
 
     def model_release(self, model: nn.Module, train: Optional[ImageSet], splits: Splits, ctx: RunContext,
-                      oracle_state: Optional[Mapping[str, Tensor]] = None, **fields: Any) -> Release:
-        """A release exposing ``model`` and a gradient oracle on ``train`` (``None`` = the private split)."""
+                      oracle_state: Optional[Mapping[str, Tensor]] = None, public: Optional[Tensor] = None,
+                      **fields: Any) -> Release:
+        """A release exposing ``model`` and a gradient oracle on ``train`` (``None`` = the private split);
+        ``public``: the training samples with their sensitive region blanked (MaskDP's mechanism)."""
         fresh = self._fresh(splits, ctx)
         if oracle_state is not None:
             fresh.load_state_dict(oracle_state)
         on_private = train is None
         data = splits.private if train is None else train
         mechanism = self.gradient_mechanism(fields.get("meta", ReleaseMeta()))
-        oracle = GradientOracle(fresh.requires_grad_(True), mechanism, data, on_private, ctx.secret("gradients"))
+        oracle = GradientOracle(fresh.requires_grad_(True), mechanism, data, on_private, ctx.secret("gradients"),
+                                public)
         return Release(model=model.cpu().eval(), gradients=oracle, **fields)
 
     def release_state(self, release: Release) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -81,6 +81,10 @@ class PersonRedaction(Defense):
         released = self.transform(splits.private)
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        meta=ReleaseMeta())
+
+    def restore(self, state: Mapping[str, Any], splits: Splits, ctx: RunContext) -> Release:
+        return Release(data=ImageSet(state["data_images"], state["data_labels"]), transform=self.transform,
+                       meta=ReleaseMeta(**state["meta"]))
 
 
 @DEFENSES.register("person-blur")
