@@ -9,7 +9,8 @@ samples a Poisson batch (rate ``q``), and the update is
 The public term never reads sensitive content; the residual term has L2 sensitivity ``C`` when one sample's
 sensitive content is replaced by the constant ("zero-out" adjacency, the analogue of add/remove) and ``2C`` when
 it is replaced by any other content (substitution). The record's ``epsilon`` is Opacus' RDP ε for (σ, q, steps)
-under zero-out adjacency; ``epsilon_substitution`` is the same accountant at σ/2 (doubled sensitivity).
+under zero-out adjacency. Substitution is two zero-out steps (D -> D with sample j blanked -> D''), so group
+privacy gives ``(2ε, (1 + e^ε)·δ)``, recorded as ``epsilon_substitution`` and ``delta_substitution``.
 
 The guarantee covers what is computed from the training run: the released model and the shared updates
 (``model``, ``gradients``). It says nothing about the non-sensitive region (in the default, the person, whose
@@ -22,6 +23,7 @@ the sensitive region: the avatar + MaskDP combination of the paper.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -104,6 +106,12 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
     return float(acc.get_epsilon(delta))
 
 
+def substitution(eps: float, delta: float) -> tuple[float, float]:
+    """Group privacy for two zero-out steps: an (ε, δ) guarantee under zero-out adjacency gives (2ε, (1+e^ε)δ)
+    when one sample's sensitive content is replaced by any other (Dwork & Roth 2014, Theorem 2.2 generalised)."""
+    return 2 * eps, (1 + math.exp(eps)) * delta
+
+
 @DEFENSES.register("maskdp")
 class MaskDP(DPSGD):
     """MaskDP: DP-SGD on the sensitive region's contribution only (residual gradients clipped and noised; the
@@ -182,14 +190,15 @@ class MaskDP(DPSGD):
         seconds = time.perf_counter() - start
         noisy = sigma > 0
         eps = epsilon(sigma, q, steps, p.delta) if noisy else None
-        eps_sub = epsilon(sigma / 2, q, steps, p.delta) if noisy else None
+        sub = substitution(eps, p.delta) if eps is not None else None
         import opacus
 
         meta = ReleaseMeta(epsilon=eps, delta=p.delta if noisy else None,
                            accountant=f"opacus {opacus.__version__} rdp, zero-out adjacency" if noisy else None,
                            extra={"noise_multiplier": sigma, "dp_epochs": float(epochs), "dp_steps": float(steps),
                                   "sample_rate": q, "seconds_per_epoch": seconds / epochs,
-                                  **({"epsilon_substitution": eps_sub} if eps_sub is not None else {})})
+                                  **({"epsilon_substitution": sub[0], "delta_substitution": sub[1]}
+                                     if sub is not None else {})})
         own = None if p.anonymise == "none" else train
         return self.model_release(model.eval(), own, splits, ctx, public=public, meta=meta)
 

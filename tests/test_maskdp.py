@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.models import build_model
-from defenses.maskdp import FILL, blank, epsilon, residual_update
+from defenses.maskdp import FILL, blank, epsilon, residual_update, substitution
 
 C, SIGMA = 0.5, 2.0  # C: default clipping norm of the helpers; tests calibrate their own
 
@@ -111,9 +111,9 @@ def test_canary_in_the_background_stays_within_the_recorded_epsilon_and_a_leaky_
     assert leaky > eps_one_step
 
 
-def test_substitution_needs_the_doubled_accounting(batch) -> None:
-    """Under substitution the same canary can exceed the zero-out ε; the record's ``epsilon_substitution`` (the
-    accountant at σ/2) covers it."""
+def test_substitution_is_covered_by_the_group_privacy_bound(batch) -> None:
+    """Replacing a sample's sensitive content by other content (not by the fill) is two zero-out steps: the record's
+    ``epsilon_substitution`` = 2ε bounds the same canary audit."""
     x, person, y = batch
     model = _model()
     background = ~person
@@ -122,6 +122,9 @@ def test_substitution_needs_the_doubled_accounting(batch) -> None:
     bright, dark = x.clone(), x.clone()
     bright[0] = torch.where(background[0].expand_as(x[0]), flicker, x[0])
     dark[0] = torch.where(background[0].expand_as(x[0]), 1 - flicker, x[0])
+    eps = epsilon(SIGMA, 1.0, 1, 1e-5)
+    eps_sub, delta_sub = substitution(eps, 1e-5)
+    assert eps_sub == 2 * eps and delta_sub > 1e-5
     measured = _audit(model, bright, dark, public, public, y, _clip_norm(model, bright, public, y))
-    assert measured <= epsilon(SIGMA / 2, 1.0, 1, 1e-5)
+    assert measured <= eps_sub
     assert FILL == 0.5  # the zero-out neighbour is the data-independent fill
