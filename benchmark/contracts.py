@@ -380,6 +380,11 @@ class Defense(Plugin):
         """The threat models this configuration claims protection against (default: the class's ``claims``)."""
         return type(self).claims
 
+    def strength_param(self) -> Optional[str]:
+        """The Params field that sets this configuration's privacy (shown in table labels; default: the class's
+        ``strength``). DP defenses name ``target_epsilon`` when it is set (then smaller is stronger)."""
+        return type(self).strength
+
     def recipe_reference(self) -> Optional[Any]:
         """Params of this defense that keep its training recipe but drop its protection (e.g. DP-SGD at σ = 0):
         the fair utility reference, reported next to the drop against the suite's reference defense. ``None``:

@@ -222,7 +222,7 @@ def _recipe_reference(dcls: type, params: Any) -> Optional[dict[str, Any]]:
 def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str, Any]:
     """The record of ``cell`` before evaluation: identity, configuration and threat model."""
     dcls, acls = DEFENSES.get(cell.defense.id), ATTACKS.get(cell.attack.id)
-    strength = dcls.strength
+    strength = dcls(cell.defense.params).strength_param()
     visible = sorted(s.value for s in (acls.requires | (acls.uses & dcls.surfaces)) & dcls.surfaces)
     return {
         "_file_name": cell.file_name,
@@ -242,7 +242,8 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
         "seed": cell.seed,
         "threat_model": {"name": acls.threat_model().value, "surfaces": visible, "access": acls.access.value, "adaptive": acls.adaptive,
                          "aux_size": splits.info.sizes["aux"], "aux_labels_known": True, "bn_stats_known": False,
-                         "gallery_size": splits.info.sizes["private"] if acls.needs_gallery else None,
+                         "gallery_size": (splits.info.sizes.get("gallery", splits.info.sizes["private"])
+                                          if acls.needs_gallery else None),
                          "targets": splits.info.sizes["targets"]},
         "task": dataclasses.asdict(suite.task),
         "reference": suite.reference,

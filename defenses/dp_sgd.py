@@ -101,6 +101,9 @@ class DPSGD(ModelReleaser):
         noisy = self.params.noise_multiplier > 0 or self.params.target_epsilon is not None
         return type(self).claims if noisy else frozenset()
 
+    def strength_param(self) -> Optional[str]:
+        return "target_epsilon" if self.params.target_epsilon is not None else "noise_multiplier"
+
     def recipe_reference(self) -> Optional["DPSGD.Params"]:
         """The same recipe (model without BatchNorm, SGD, clipping, Poisson sampling) at σ = 0: the fair utility
         reference, so that the drop measures the noise and not the recipe change."""

@@ -161,6 +161,8 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
     else:
         targets = torch.randperm(len(priv_idx), generator=g)[:n_targets].sort().values
     n_targets = len(targets)
+    if pool.identities is not None:  # re-identification galleries hold the private clips that are not targets
+        sizes["gallery"] = len(priv_idx) - n_targets
     sizes["targets"] = n_targets
 
     info = DatasetInfo(
