@@ -20,6 +20,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .metrics import METRICS
     from .models import MODELS
 
+    def _modalities(cls: type) -> str:
+        """`` video`` / `` image+video`` for plugins that handle more than images (images are the default)."""
+        mods = sorted(m.value for m in cls.modalities)
+        return "" if mods == ["image"] else " " + "+".join(mods)
+
     print("datasets:")
     for name, fn in DATASETS.items():
         print(f"  {name:16s} {((fn.__doc__ or '').strip().splitlines() or [''])[0]}")
@@ -27,12 +32,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name, cls in DEFENSES.items():
         surf = ",".join(sorted(s.value for s in cls.surfaces))
         strength = f" strength={cls.strength}" if cls.strength else ""
-        print(f"  {name:16s} surfaces={surf}{strength}  {cls.describe()}")
+        print(f"  {name:16s} surfaces={surf}{strength}{_modalities(cls)}  {cls.describe()}")
     print("attacks:")
     for name, cls in ATTACKS.items():
         req = cls.requirements()
         print(f"  {name:16s} requires={req} access={cls.access.value}"
-              f"{' adaptive' if cls.adaptive else ''}  {cls.describe()}")
+              f"{' adaptive' if cls.adaptive else ''}{_modalities(cls)}  {cls.describe()}")
     print("metrics: " + ", ".join(METRICS))
     print("models:  " + ", ".join(MODELS))
     return 0
