@@ -142,7 +142,7 @@ def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
         return {}
     x = release.data.images[splits.targets]
     if x.ndim == 5:  # a frame metric: the mean over all frames of the clips
-        x = x.flatten(0, 1)
+        x = x.flatten(0, 1).contiguous()
     return {"vfe": float(visual_feature_entropy(x).mean()), "vfe_normalized": float(normalized_vfe(x).mean()),
             "vfe_version": float(VFE_VERSION)}
 

@@ -18,6 +18,7 @@ import pytest
 
 from attacks import ATTACKS
 from benchmark.config import load_suite
+from benchmark.contracts import Modality
 from benchmark.records import iter_records
 from benchmark.runner import RunOptions, run_suite
 from defenses import DEFENSES
@@ -39,33 +40,42 @@ def _budget(cls) -> str:
 
 DEFENSE_IDS, ATTACK_IDS = list(DEFENSES), list(ATTACKS)  # the registered plugins at collection time
 PAIRS = [(d, a) for d in DEFENSE_IDS for a in ATTACK_IDS]
+#: Pairs that can meet on video: both plugins handle clips (the image run shows the others skipped on images).
+VIDEO_PAIRS = [(d, a) for d, a in PAIRS
+               if Modality.VIDEO in DEFENSES.get(d).modalities and Modality.VIDEO in ATTACKS.get(a).modalities]
+
+
+def _run(tmp: Path, name: str, pairs: list[tuple[str, str]], head: str) -> dict[tuple[str, str], dict]:
+    ds = sorted({d for d, _ in pairs})
+    at = sorted({a for _, a in pairs})
+    defenses = "\n".join(f"  - id: {d}\n    params: {_budget(DEFENSES.get(d))}" for d in ds)
+    attacks = "\n".join(f"  - id: {a}\n    params: {_budget(ATTACKS.get(a))}" for a in at)
+    path = write_suite(tmp / f"{name}.yaml", f"name: {name}\n{head}\ndefenses:\n{defenses}\nattacks:\n{attacks}\n")
+    summary = run_suite(load_suite(path), RunOptions(out=tmp / "out", progress=False))
+    assert summary.planned == len(ds) * len(at)
+    return {(r["defense"]["id"], r["attack"]["id"]): r for _, r in iter_records(tmp / "out" / "records")}
 
 
 @pytest.fixture(scope="module")
 def pair_records(tmp_path_factory) -> dict[tuple[str, str], dict]:
-    tmp = tmp_path_factory.mktemp("pairs")
-    defenses = "\n".join(f"  - id: {d}\n    params: {_budget(DEFENSES.get(d))}" for d in DEFENSE_IDS)
-    attacks = "\n".join(f"  - id: {a}\n    params: {_budget(ATTACKS.get(a))}" for a in ATTACK_IDS)
-    path = write_suite(tmp / "pairs.yaml", f"""
-name: pairs
-datasets: [digits]
-splits: {{private: 200, aux: 200, test: 100, targets: 20}}
-task: {{model: convnet, width: 4, epochs: 1}}
-defenses:
-{defenses}
-attacks:
-{attacks}
-""")
-    summary = run_suite(load_suite(path), RunOptions(out=tmp / "out", progress=False))
-    assert summary.planned == len(PAIRS)
-    return {(r["defense"]["id"], r["attack"]["id"]): r for _, r in iter_records(tmp / "out" / "records")}
+    return _run(tmp_path_factory.mktemp("pairs"), "pairs", PAIRS, """datasets: [digits]
+splits: {private: 200, aux: 200, test: 100, targets: 20}
+task: {model: convnet, width: 4, epochs: 1}""")
 
 
-@pytest.mark.parametrize("defense,attack", PAIRS, ids=[f"{d}-x-{a}" for d, a in PAIRS])
-def test_pair(pair_records, defense: str, attack: str) -> None:
-    r = pair_records[(defense, attack)]
+@pytest.fixture(scope="module")
+def video_pair_records(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    return _run(tmp_path_factory.mktemp("video-pairs"), "video-pairs", VIDEO_PAIRS, """datasets: [synthetic-actions]
+dataset_options: {synthetic-actions: {identities: 9, clips_per_identity: 6, frames: 4, size: 16}}
+splits: {private: 24, aux: 12, test: 12, targets: 6, scale: fit}
+task: {model: clipnet, width: 4, epochs: 1, batch_size: 8}""")
+
+
+def _check(r: dict, defense: str, attack: str, modality: Modality) -> None:
     cls_d, cls_a = DEFENSES.get(defense), ATTACKS.get(attack)
-    expected = "skipped" if cls_a(cls_a.Params(**r["attack"]["params"])).compatible(cls_d.surfaces) else "ok"
+    a = cls_a(cls_a.Params(**r["attack"]["params"]))
+    reason = cls_d.handles(modality) or a.handles(modality) or a.compatible(cls_d.surfaces)
+    expected = "skipped" if reason else "ok"
     assert r["status"] == expected, (r["cell_id"], r.get("reason"), r.get("traceback"))
     if expected == "ok":
         cal = r["metrics"]["calibrated"]
@@ -77,6 +87,16 @@ def test_pair(pair_records, defense: str, attack: str) -> None:
         assert prov["libraries"]["torch"] and prov["cell_key"] and prov["device"] == "cpu"
         assert prov["machine"]["cpu"] and prov["machine"]["torch_threads"] >= 1
         assert prov["machine"]["deterministic"]["deterministic_algorithms"] is True
+
+
+@pytest.mark.parametrize("defense,attack", PAIRS, ids=[f"{d}-x-{a}" for d, a in PAIRS])
+def test_pair(pair_records, defense: str, attack: str) -> None:
+    _check(pair_records[(defense, attack)], defense, attack, Modality.IMAGE)
+
+
+@pytest.mark.parametrize("defense,attack", VIDEO_PAIRS, ids=[f"{d}-x-{a}-video" for d, a in VIDEO_PAIRS])
+def test_video_pair(video_pair_records, defense: str, attack: str) -> None:
+    _check(video_pair_records[(defense, attack)], defense, attack, Modality.VIDEO)
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
@@ -94,8 +114,10 @@ def _numbers(metrics: dict) -> dict[str, float]:
     return out
 
 
-def test_goldens(pair_records) -> None:
+def test_goldens(pair_records, video_pair_records) -> None:
     got = {f"{d}|{a}": _numbers(r["metrics"]) for (d, a), r in sorted(pair_records.items()) if r["status"] == "ok"}
+    got.update({f"video:{d}|{a}": _numbers(r["metrics"]) for (d, a), r in sorted(video_pair_records.items())
+                if r["status"] == "ok"})
     if os.environ.get("PRIVBENCH_REGEN_GOLDENS"):
         GOLDENS.parent.mkdir(exist_ok=True)
         GOLDENS.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
