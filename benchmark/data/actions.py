@@ -275,6 +275,7 @@ class ClipSpec:
     bg_scale: float
     bg_x: float
     bg_y: float
+    shake: tuple[tuple[int, int], ...] = ()  # per-frame background offset (dx, dy) in pixels: a hand-held camera
 
 
 def render_clip(spec: ClipSpec, person: Person, photos: list[np.ndarray], faces: np.ndarray, frames: int,
@@ -290,8 +291,9 @@ def render_clip(spec: ClipSpec, person: Person, photos: list[np.ndarray], faces:
     side = int(min(ph, pw) * spec.bg_scale)
     y0 = int((ph - side) * spec.bg_y)
     x0 = int((pw - side) * spec.bg_x)
-    bg = cv2.resize(np.ascontiguousarray(photo[y0:y0 + side, x0:x0 + side, :3]), (size, size),
-                    interpolation=cv2.INTER_AREA)
+    pad = max([0, *(max(abs(dx), abs(dy)) for dx, dy in spec.shake)])
+    big = cv2.resize(np.ascontiguousarray(photo[y0:y0 + side, x0:x0 + side, :3]), (size + 2 * pad, size + 2 * pad),
+                     interpolation=cv2.INTER_AREA)
     height = 0.62 * size
     leg = person.thigh + person.shin
     root = (spec.x * size, size * 0.96 - leg * height)
@@ -305,6 +307,8 @@ def render_clip(spec: ClipSpec, person: Person, photos: list[np.ndarray], faces:
         phase = spec.phase + 2 * math.pi * person.style.tempo * t / frames
         wrapped = phase % (2 * math.pi)
         joints = skeleton(person, motion(wrapped, person.style), root, height)
+        dx, dy = spec.shake[t] if spec.shake else (0, 0)
+        bg = np.ascontiguousarray(big[pad + dy: pad + dy + size, pad + dx: pad + dx + size])
         out[t], masks[t] = render_frame(bg, person, joints, face, texture, height)
         kps[t] = joints
     return out, masks, kps
@@ -335,14 +339,27 @@ def _faces() -> np.ndarray:
     return skd.lfw_subset()[:100]  # the 100 face crops, (100, 25, 25) in [0, 1]
 
 
-def generate(identities: int, clips_per_identity: int, frames: int = 16, size: int = 64,
-             seed: int = 0) -> ActionClips:
+def _shake(rng: np.random.Generator, frames: int, amplitude: int) -> tuple[tuple[int, int], ...]:
+    """A random walk of the camera, each step -1, 0 or +1 pixel per axis, kept within ``amplitude`` pixels."""
+    if amplitude == 0:
+        return ()
+    steps = rng.integers(-1, 2, size=(frames, 2))
+    steps[0] = 0
+    walk = np.clip(np.cumsum(steps, axis=0), -amplitude, amplitude)
+    return tuple((int(dx), int(dy)) for dx, dy in walk)
+
+
+def generate(identities: int, clips_per_identity: int, frames: int = 16, size: int = 64, seed: int = 0,
+             shake: int = 1) -> ActionClips:
     """Generate ``identities × clips_per_identity`` clips; each identity performs every action about equally often.
 
-    Deterministic in ``seed`` (identities, actions, phases, positions and backgrounds all come from it).
+    Deterministic in ``seed`` (identities, actions, phases, positions, backgrounds and camera shake all come from
+    it). ``shake``: the camera's random walk stays within this many pixels (0: a fixed camera), so the background
+    moves a little, as with a hand-held camera, and is not removed by subtracting a clip's mean frame.
     """
-    if identities < 1 or clips_per_identity < 1 or frames < 2 or size < 16:
-        raise ValueError("synthetic-actions needs identities >= 1, clips_per_identity >= 1, frames >= 2, size >= 16")
+    if identities < 1 or clips_per_identity < 1 or frames < 2 or size < 16 or not 0 <= shake <= size // 8:
+        raise ValueError("synthetic-actions needs identities >= 1, clips_per_identity >= 1, frames >= 2, size >= 16 "
+                         "and 0 <= shake <= size / 8")
     rng = np.random.default_rng(seed)
     photos, faces = _photos(), _faces()
     people = [sample_person(rng, len(faces)) for _ in range(identities)]
@@ -358,20 +375,22 @@ def generate(identities: int, clips_per_identity: int, frames: int = 16, size: i
         action = int(schedule[i % clips_per_identity])
         spec = ClipSpec(person=int(ids[i]), action=action, phase=float(rng.uniform(0, 2 * math.pi)),
                         x=float(rng.uniform(0.3, 0.7)), background=int(rng.integers(len(photos))),
-                        bg_scale=float(rng.uniform(0.3, 0.8)), bg_x=float(rng.uniform()), bg_y=float(rng.uniform()))
+                        bg_scale=float(rng.uniform(0.3, 0.8)), bg_x=float(rng.uniform()), bg_y=float(rng.uniform()),
+                        shake=_shake(rng, frames, shake))
         clips[i], masks[i], kps[i] = render_clip(spec, people[spec.person], photos, faces, frames, size)
         actions[i] = action
     return ActionClips(clips, masks, kps, actions, ids)
 
 
 def _pool(options: Mapping[str, Any]) -> Pool:
-    known = {"identities", "clips_per_identity", "frames", "size", "seed"}
+    known = {"identities", "clips_per_identity", "frames", "size", "seed", "shake"}
     unknown = set(options) - known
     if unknown:
         raise InputError(f"synthetic-actions: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
     try:
         made = generate(int(options.get("identities", 60)), int(options.get("clips_per_identity", 10)),
-                        int(options.get("frames", 16)), int(options.get("size", 48)), int(options.get("seed", 0)))
+                        int(options.get("frames", 16)), int(options.get("size", 48)), int(options.get("seed", 0)),
+                        int(options.get("shake", 1)))
     except ValueError as e:
         raise InputError(str(e)) from None
     clips = torch.from_numpy(made.clips).permute(0, 1, 4, 2, 3).float().div_(255.0)
@@ -383,5 +402,5 @@ def _pool(options: Mapping[str, Any]) -> Pool:
 def synthetic_actions(options: Mapping[str, Any]) -> Pool:
     """Procedural action clips of articulated people over real package photos: ``(T=16, 3, 48, 48)``, 10 actions,
     60 identities × 10 clips, with identities, person masks and keypoints (options: identities,
-    clips_per_identity, frames, size, seed)."""
+    clips_per_identity, frames, size, seed, shake)."""
     return _pool(options)
