@@ -44,16 +44,35 @@ _DRAWN = (("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"), ("r_shoulder", "r_e
           ("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("r_hip", "r_knee"), ("r_knee", "r_ankle"), ("neck", "head"))
 
 
-def retarget(keypoints: np.ndarray, height: float) -> np.ndarray:
-    """Keypoints ``(..., J, 2)`` with every bone rescaled to its :data:`CANONICAL` length (× ``height`` pixels),
-    keeping the pelvis and each bone's direction. Missing joints (NaN) stay missing, and so do their children."""
+def retarget(keypoints: np.ndarray, height: float, mode: str = "canonical") -> np.ndarray:
+    """Keypoints ``(..., J, 2)`` with every bone rescaled to its :data:`CANONICAL` proportion, keeping the pelvis and
+    each bone's direction. Missing joints (NaN) stay missing, and so do their children.
+
+    ``canonical``: bone lengths are fractions of the frame ``height`` (one person at a known distance, as in
+    synthetic-actions: body size does not identify). ``proportions``: the canonical body is scaled to each
+    person's own size (the median over their frames, axis -3 of ``keypoints (..., T, J, 2)``, of their torso and
+    leg lengths), for scenes where people stand at different distances.
+    """
+    scale = np.full(keypoints.shape[:-2] + (1,), float(height))
+    if mode == "proportions":
+        def length(parent: str, child: str) -> np.ndarray:
+            return np.linalg.norm(keypoints[..., _J[child], :] - keypoints[..., _J[parent], :], axis=-1)
+
+        own = (length("pelvis", "neck") + length("l_hip", "l_knee") + length("l_knee", "l_ankle"))
+        ref = CANONICAL["neck"] + CANONICAL["l_knee"] + CANONICAL["l_ankle"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # people missing in every frame
+            per_person = np.nanmedian(own, axis=-1, keepdims=True)
+        scale = np.broadcast_to(per_person / ref, own.shape)[..., None]
+    elif mode != "canonical":
+        raise ValueError(f"retarget mode must be 'canonical' or 'proportions', got {mode!r}")
     out = np.full_like(keypoints, np.nan)
     out[..., _J["pelvis"], :] = keypoints[..., _J["pelvis"], :]
     for parent, child in BONES:
         d = keypoints[..., _J[child], :] - keypoints[..., _J[parent], :]
         norm = np.linalg.norm(d, axis=-1, keepdims=True)
         unit = np.divide(d, norm, out=np.zeros_like(d), where=norm > 1e-6)
-        out[..., _J[child], :] = out[..., _J[parent], :] + unit * CANONICAL[child] * height
+        out[..., _J[child], :] = out[..., _J[parent], :] + unit * CANONICAL[child] * scale
     return out
 
 
@@ -107,7 +126,7 @@ class Avatar(Defense):
     @dataclass(frozen=True)
     class Params:
         estimator: str = "ground-truth"
-        retarget: bool = True
+        retarget: str = "canonical"  # or "proportions" (people at different distances), or "none"
         background: str = "median"
         colour: tuple[int, int, int] = (255, 0, 255)
         thickness: float = 0.045  # limb width, fraction of the frame height
@@ -117,6 +136,8 @@ class Avatar(Defense):
         def __post_init__(self) -> None:
             if self.estimator not in ESTIMATORS:
                 raise InputError(f"estimator must be one of {sorted(ESTIMATORS)}, got {self.estimator!r}")
+            if self.retarget not in ("canonical", "proportions", "none"):
+                raise InputError(f"retarget must be 'canonical', 'proportions' or 'none', got {self.retarget!r}")
             if self.background not in ("median", "inpaint"):
                 raise InputError(f"background must be 'median' or 'inpaint', got {self.background!r}")
             if len(self.colour) != 3 or not all(0 <= c <= 255 for c in self.colour):
@@ -142,11 +163,11 @@ class Avatar(Defense):
         frames = ((x.expand(-1, -1, 3, -1, -1) if grey else x).permute(0, 1, 3, 4, 2) * 255).round()
         frames_np = np.ascontiguousarray(frames.to(torch.uint8).numpy())
         masks = people.masks[:, :, 0].numpy()
-        kps = people.keypoints.numpy().astype(np.float64)
+        kps = people.keypoints.numpy().astype(np.float64)  # (N, T, P, J, 2)
         h = x.shape[-2]
-        if self.params.retarget:
-            kps = retarget(kps, h)
-        thick = max(1, int(round(self.params.thickness * h)))
+        if self.params.retarget != "none":
+            # people on the leading axes (N, P, T, J, 2) so that "proportions" takes medians over each one's frames
+            kps = retarget(kps.transpose(0, 2, 1, 3, 4), h, self.params.retarget).transpose(0, 2, 1, 3, 4)
         kernel = np.ones((2 * self.params.dilate + 1,) * 2, np.uint8)
         out = np.empty(frames_np.shape, np.uint8)
         drawn = np.zeros(frames_np.shape[:4], np.uint8)
@@ -156,14 +177,23 @@ class Avatar(Defense):
                 m = np.stack([cv2.dilate(f.astype(np.uint8), kernel) > 0 for f in m])
             out[i] = background_plate(frames_np[i], m, self.params.background)
             for t in range(len(out[i])):
-                draw_avatar(out[i, t], kps[i, t], self.params.colour, thick)
-                draw_avatar(drawn[i, t], kps[i, t], (1,), thick)
+                for person in kps[i, t]:
+                    thick = self._thickness(person, h)
+                    draw_avatar(out[i, t], person, self.params.colour, thick)
+                    draw_avatar(drawn[i, t], person, (1,), thick)
         y = torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255.0)
         return (y.mean(2, keepdim=True) if grey else y), torch.from_numpy(drawn > 0).unsqueeze(2)
 
+    def _thickness(self, joints: np.ndarray, height: int) -> int:
+        """Limb width in pixels: ``thickness`` × the frame height, or × the person's own scale (from the drawn
+        torso) when bones are kept or scaled per person."""
+        torso = np.linalg.norm(joints[_J["neck"]] - joints[_J["pelvis"]])
+        scale = height if self.params.retarget == "canonical" or not np.isfinite(torso) else torso / CANONICAL["neck"]
+        return max(1, int(round(self.params.thickness * scale)))
+
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         released = self.transform(splits.private)
-        meta = ReleaseMeta(extra={"avatar_retarget": float(self.params.retarget)})
+        meta = ReleaseMeta()
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform if self.params.at_inference else None, meta=meta)
 

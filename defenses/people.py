@@ -7,7 +7,10 @@ Estimators, by id in :data:`ESTIMATORS`:
 - ``hog``: OpenCV's HOG + linear-SVM people detector (Dalal & Triggs, CVPR 2005), per frame on an upscaled
   frame; masks are the detected boxes, no keypoints.
 - ``mediapipe``: MediaPipe Pose (BlazePose, Bazarevsky et al., 2020) with its segmentation, from the model files
-  the ``mediapipe==0.10.14`` wheel bundles; keypoints mapped to :data:`benchmark.data.actions.JOINTS`.
+  the ``mediapipe==0.10.14`` wheel bundles; keypoints mapped to :data:`benchmark.data.actions.JOINTS`. One person
+  per frame, who should fill a good part of it.
+- ``top-down``: HOG boxes, then MediaPipe Pose on each box (upscaled): several small people per frame, as in
+  street scenes (OpenCV's ``vtest.avi``), up to 8 per frame.
 
 Each returns :class:`People` for clips ``(N, T, C, H, W)`` in [0, 1].
 """
@@ -30,8 +33,9 @@ from benchmark.registry import Registry
 
 @dataclass(frozen=True)
 class People:
-    """``masks (N, T, 1, H, W)`` bool where a person is; ``keypoints (N, T, J, 2)`` pixel (x, y) in the order of
-    :data:`~benchmark.data.actions.JOINTS`, NaN where a joint was not found, or ``None`` (no pose)."""
+    """``masks (N, T, 1, H, W)`` bool where a person is; ``keypoints (N, T, P, J, 2)`` pixel (x, y) of up to ``P``
+    people in the order of :data:`~benchmark.data.actions.JOINTS`, NaN where a person or joint was not found, or
+    ``None`` (no pose)."""
 
     masks: Tensor
     keypoints: Optional[Tensor]
@@ -69,7 +73,7 @@ class GroundTruth(PersonEstimator):
         if clips.masks is None or clips.keypoints is None:
             raise InputError("person estimator 'ground-truth' needs clips annotated with masks and keypoints "
                              "(e.g. synthetic-actions); for raw video use estimator 'mediapipe' or 'hog'")
-        return People(clips.masks.bool(), clips.keypoints.float())
+        return People(clips.masks.bool(), clips.keypoints.float().unsqueeze(2))  # one person per clip
 
 
 def _frames_uint8(clips: ImageSet) -> np.ndarray:
@@ -86,7 +90,7 @@ class Hog(PersonEstimator):
 
     gives_pose = False
 
-    def __init__(self, min_height: int = 256) -> None:
+    def __init__(self, min_height: int = 576) -> None:
         import cv2
 
         self._hog = cv2.HOGDescriptor()
@@ -141,19 +145,65 @@ class MediaPipe(PersonEstimator):
         frames = _frames_uint8(clips)
         n, t, h, w = frames.shape[:4]
         masks = torch.zeros(n, t, 1, h, w, dtype=torch.bool)
-        kps = torch.full((n, t, len(JOINTS), 2), float("nan"))
+        kps = torch.full((n, t, 1, len(JOINTS), 2), float("nan"))
         for i in range(n):
             with mp_pose.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True) as est:
                 for j in range(t):
                     res = est.process(np.ascontiguousarray(frames[i, j]))
                     if res.pose_landmarks is None:
                         continue
-                    lm = res.pose_landmarks.landmark
-                    for k, name in enumerate(JOINTS):
-                        pts = [(lm[m].x * w, lm[m].y * h) for m in _MP[name]]
-                        kps[i, j, k] = torch.tensor(np.mean(pts, axis=0))
+                    kps[i, j, 0] = _mp_joints(res.pose_landmarks.landmark, w, h)
                     if res.segmentation_mask is not None:
                         masks[i, j, 0] = torch.from_numpy(res.segmentation_mask > 0.5)
+        return People(masks, kps)
+
+
+def _mp_joints(landmarks, w: float, h: float, x0: float = 0.0, y0: float = 0.0, scale: float = 1.0) -> Tensor:
+    """MediaPipe landmarks (normalised to their image) -> ``(J, 2)`` pixels of the full frame."""
+    out = torch.empty(len(JOINTS), 2)
+    for k, name in enumerate(JOINTS):
+        pts = [(landmarks[m].x * w, landmarks[m].y * h) for m in _MP[name]]
+        out[k] = torch.tensor(np.mean(pts, axis=0)) / scale + torch.tensor([x0, y0])
+    return out
+
+
+@ESTIMATORS.register("top-down")
+class TopDown(PersonEstimator):
+    """HOG person boxes, then MediaPipe Pose and segmentation inside each (upscaled) box; up to ``people`` per
+    frame, largest boxes first."""
+
+    def __init__(self, crop_height: int = 256, margin: float = 0.15, people: int = 8) -> None:
+        MediaPipe()  # fails with the install command when mediapipe is missing
+        self.hog, self.crop_height, self.margin, self.people = Hog(), crop_height, margin, people
+
+    def estimate(self, clips: ImageSet) -> People:
+        import cv2
+        from mediapipe.python.solutions import pose as mp_pose
+
+        frames = _frames_uint8(clips)
+        n, t, h, w = frames.shape[:4]
+        masks = torch.zeros(n, t, 1, h, w, dtype=torch.bool)
+        kps = torch.full((n, t, self.people, len(JOINTS), 2), float("nan"))
+        with mp_pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as est:
+            for i in range(n):
+                for j in range(t):
+                    boxes = sorted(self.hog.boxes(frames[i, j]), key=lambda b: -b[2] * b[3])[: self.people]
+                    for rank, (x, y, bw, bh) in enumerate(boxes):
+                        mx, my = int(bw * self.margin), int(bh * self.margin)
+                        x0, y0 = max(0, x - mx), max(0, y - my)
+                        x1, y1 = min(w, x + bw + mx), min(h, y + bh + my)
+                        crop = frames[i, j, y0:y1, x0:x1]
+                        scale = self.crop_height / max(1, crop.shape[0])
+                        big = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+                        res = est.process(np.ascontiguousarray(big))
+                        if res.segmentation_mask is not None:
+                            seg = cv2.resize(res.segmentation_mask, (x1 - x0, y1 - y0)) > 0.5
+                            masks[i, j, 0, y0:y1, x0:x1] |= torch.from_numpy(seg)
+                        else:  # no segmentation: the whole box
+                            masks[i, j, 0, y0:y1, x0:x1] = True
+                        if res.pose_landmarks is not None:
+                            kps[i, j, rank] = _mp_joints(res.pose_landmarks.landmark, big.shape[1], big.shape[0], x0, y0,
+                                                   scale)
         return People(masks, kps)
 
 
