@@ -99,6 +99,28 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_video_case(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .video_case import CaseConfig, run_case
+
+    try:
+        params = yaml.safe_load(args.params) if args.params else {}
+    except yaml.YAMLError as e:
+        raise InputError(f"--params: not YAML/JSON ({e})") from None
+    if not isinstance(params, dict):
+        raise InputError("--params: expected a mapping, e.g. '{estimator: top-down}'")
+    cfg = CaseConfig(args.defense, params, args.file, args.frames, args.step, args.start, args.width)
+    summary = run_case(cfg, Path(args.out))
+    print(f"{cfg.defense} on {cfg.file} ({cfg.frames} frames, {summary['seconds']:.1f} s):")
+    for name, d in summary["detectors"].items():
+        residual = "—" if d["residual"] is None else f"{d['residual']:.2f}"
+        print(f"  {name:10s} before {d['before']:4d}  after: on unchanged pixels {d['after_unchanged']:4d}, "
+              f"on rewritten pixels {d['after_changed']:4d}  residual {residual}")
+    print(f"-> {Path(args.out) / 'video_case.json'}, {Path(args.out) / 'video_case.png'}")
+    return 0
+
+
 def _plugin_option(p: argparse.ArgumentParser, dest: str) -> None:
     p.add_argument("--plugin", dest=dest, action="append", default=[], metavar="FILE",
                    help="Python file registering extra defenses/attacks (repeatable; before or after the subcommand)")
@@ -127,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--check", action="store_true",
                     help="first fail (exit 1), naming them, if records come from other code or a dirty tree")
     sp.set_defaults(fn=_cmd_report)
+    sp = sub.add_parser("video-case", help="anonymise a real video clip and count the people/faces detectors "
+                                           "still find (default: OpenCV's vtest.avi)")
+    sp.add_argument("--defense", default="avatar", help="a registered video defense (default: avatar)")
+    sp.add_argument("--params", default="{estimator: top-down, retarget: proportions, background: inpaint, dilate: 2}",
+                    help="the defense's params as YAML/JSON")
+    sp.add_argument("--file", default="/usr/share/doc/opencv-doc/examples/data/vtest.avi", help="a local video")
+    sp.add_argument("--frames", type=int, default=16)
+    sp.add_argument("--step", type=int, default=3, help="keep every STEP-th frame")
+    sp.add_argument("--start", type=int, default=0, help="first frame")
+    sp.add_argument("--width", type=int, default=384, help="frame width in pixels (aspect kept)")
+    sp.add_argument("--out", required=True, help="directory for video_case.json and video_case.png")
+    sp.set_defaults(fn=_cmd_video_case)
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)
@@ -141,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from .registry import load_plugins
 
-        if args.fn in (_cmd_list, _cmd_run) or getattr(args, "check", False):  # report/show: records only, fast
+        if args.fn in (_cmd_list, _cmd_run, _cmd_video_case) or getattr(args, "check", False):  # report/show: records only, fast
             load_plugins(tuple(args.plugin))
         return int(args.fn(args))
     except InputError as e:

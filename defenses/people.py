@@ -28,6 +28,7 @@ from torch import Tensor
 from benchmark.contracts import ImageSet
 from benchmark.data.actions import JOINTS
 from benchmark.errors import InputError
+from benchmark.metrics.people import HogPeople
 from benchmark.registry import Registry
 
 
@@ -86,27 +87,16 @@ def _frames_uint8(clips: ImageSet) -> np.ndarray:
 
 @ESTIMATORS.register("hog")
 class Hog(PersonEstimator):
-    """OpenCV's default HOG people detector; frames are upscaled so a person can fill its 64×128 window."""
+    """OpenCV's HOG people detector (:class:`benchmark.metrics.people.HogPeople`); masks are its boxes."""
 
     gives_pose = False
 
-    def __init__(self, min_height: int = 576) -> None:
-        import cv2
-
-        self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-        self.min_height = min_height
+    def __init__(self) -> None:
+        self._hog = HogPeople()
 
     def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Person boxes ``(x, y, w, h)`` in the pixels of ``frame (H, W, 3)`` uint8."""
-        import cv2
-
-        h = frame.shape[0]
-        scale = max(1.0, self.min_height / h)
-        big = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else frame
-        found, _ = self._hog.detectMultiScale(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY), winStride=(8, 8),
-                                              padding=(8, 8), scale=1.05)
-        return [tuple(int(round(v / scale)) for v in b) for b in found]  # type: ignore[misc]
+        return self._hog.boxes(frame)
 
     def estimate(self, clips: ImageSet) -> People:
         frames = _frames_uint8(clips)
@@ -131,8 +121,12 @@ class MediaPipe(PersonEstimator):
 
     def __init__(self) -> None:
         try:
-            import mediapipe as mp  # noqa: F401
-            from mediapipe.python.solutions import pose  # noqa: F401
+            import warnings
+
+            with warnings.catch_warnings():  # protobuf's deprecation notice on mediapipe's import
+                warnings.simplefilter("ignore", UserWarning)
+                import mediapipe as mp  # noqa: F401
+                from mediapipe.python.solutions import pose  # noqa: F401
         except ImportError:
             raise InputError(
                 "person estimator 'mediapipe' needs mediapipe 0.10.14, which bundles its pose models: "

@@ -181,3 +181,34 @@ def test_video_folder_reads_mixed_resolutions_and_skips_bad_files(tmp_path) -> N
     (tmp_path / "empty" / "x.txt").write_text("")
     with pytest.raises(InputError, match="no readable video"):
         read_video_folder(tmp_path)
+
+
+def test_video_case_counts_detections_and_names_the_missing_file(tmp_path) -> None:
+    import json
+
+    from benchmark.video_case import CaseConfig, run_case
+
+    clips = generate(1, 1, 8, 96, seed=0).clips[0]
+    path = tmp_path / "walk.mp4"
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 96, 96, "yuv420p"
+        for frame in clips:
+            for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    summary = run_case(CaseConfig("person-box", {"estimator": "hog"}, str(path), frames=6, step=1, width=96),
+                       tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "video_case.json").read_text())
+    assert saved["detectors"].keys() == summary["detectors"].keys() >= {"fullbody", "upperbody", "face", "hog"}
+    for d in saved["detectors"].values():
+        assert len(d["per_frame_before"]) == 6 and d["before"] == sum(d["per_frame_before"])
+    assert (tmp_path / "out" / "video_case.png").stat().st_size > 0
+    with pytest.raises(InputError, match="apt-get install opencv-doc"):
+        run_case(CaseConfig("avatar", {}, str(tmp_path / "elsewhere" / "vtest.avi")), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # nothing half-written
+    with pytest.raises(InputError, match="handles image"):
+        run_case(CaseConfig("blur", {}, str(path), frames=4, step=1, width=96), tmp_path / "y")
