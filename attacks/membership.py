@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,6 +41,16 @@ def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
     z_y = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return z_y - torch.logsumexp(others, 1)
+
+
+def _joined(a: ImageSet, b: ImageSet) -> ImageSet:
+    """``a`` then ``b``, with their person masks and keypoints when both carry them (identities dropped)."""
+
+    def cat(field: str) -> Optional[Tensor]:
+        x, y = getattr(a, field), getattr(b, field)
+        return None if x is None or y is None else torch.cat([x, y])
+
+    return ImageSet(cat("images"), cat("labels"), None, cat("masks"), cat("keypoints"))
 
 
 @ATTACKS.register("membership")
@@ -80,8 +91,7 @@ class Membership(Attack):
             pick_c = torch.randperm(m, generator=g)[: m // 2]
             pick_a = torch.randperm(len(aux), generator=g)[: len(aux) // 2]
             inside[i, pick_c] = True
-            train = ImageSet(torch.cat([cand.images[pick_c], aux.images[pick_a]]),
-                             torch.cat([cand.labels[pick_c], aux.labels[pick_a]]))
+            train = _joined(cand.subset(pick_c), aux.subset(pick_a))
             if self.params.adaptive:
                 assert view.release.pipeline is not None and view.release.model is not None
                 model = copy.deepcopy(view.release.model).cpu()

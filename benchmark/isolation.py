@@ -137,8 +137,10 @@ class PipelineProxy(_Proxy):
         self.identity = identity
 
     def __call__(self, train: ImageSet) -> Mapping[str, Tensor]:
+        extra = {k: v.detach().cpu().contiguous() for k, v in (("masks", train.masks), ("keypoints", train.keypoints))
+                 if v is not None}  # annotated clips, for defenses whose person estimator reads them
         return self._request("pipeline", images=train.images.detach().cpu().contiguous(),
-                             labels=train.labels.detach().cpu().long())["state"]
+                             labels=train.labels.detach().cpu().long(), **extra)["state"]
 
 
 class GradientProxy(_Proxy):
@@ -302,7 +304,10 @@ class DefenderServices:
             if not isinstance(labels, Tensor) or labels.ndim != 1:
                 raise InputError("pipeline: labels must be a 1-D tensor")
             self._pipeline_calls += 1
-            return {"state": dict(self.pipeline(ImageSet(_images(msg), labels), self._pipeline_calls))}
+            given = _annotated(msg)
+            train = (ImageSet(_images(msg), labels) if isinstance(given, Tensor)
+                     else ImageSet(given.images, labels, None, given.masks, given.keypoints))
+            return {"state": dict(self.pipeline(train, self._pipeline_calls))}
         if op == "memo_get":
             value = self.memo_get(str(msg["key"])) if self.memo_get else None
             return {"hit": value is not None, "value": value}

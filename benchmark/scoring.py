@@ -19,17 +19,24 @@ from .seeding import derive_seed
 
 
 def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Tensor]:
-    """Members = the targets' private originals; non-members = as many test images (never trained on), shuffled.
+    """Members = the targets' private originals; non-members = as many test images (never trained on), shuffled
+    (clips keep their person masks and keypoints, not their identities).
 
     Returns ``(candidates, is_member (M,) bool)``; the ground truth stays with the runner.
     """
     n = min(len(splits.targets), len(splits.test))
     members = splits.private.subset(splits.targets[:n])
-    images = torch.cat([members.images, splits.test.images[:n]])
-    labels = torch.cat([members.labels, splits.test.labels[:n]])
+    held_out = splits.test.subset(torch.arange(n))
+
+    def both(field: str) -> Optional[torch.Tensor]:
+        a, b = getattr(members, field), getattr(held_out, field)
+        return None if a is None or b is None else torch.cat([a, b])
+
     truth = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
     perm = torch.randperm(2 * n, generator=torch.Generator().manual_seed(derive_seed(seed, "candidates")))
-    return ImageSet(images[perm], labels[perm]), truth[perm]
+    # identities are withheld; person masks and keypoints stay (the attacker holds the candidate clips)
+    annotations = [None if t is None else t[perm] for t in (both("masks"), both("keypoints"))]
+    return ImageSet(both("images")[perm], both("labels")[perm], None, *annotations), truth[perm]
 
 
 
