@@ -201,12 +201,20 @@ def test_video_case_counts_detections_and_names_the_missing_file(tmp_path) -> No
         for packet in s.encode():
             c.mux(packet)
     summary = run_case(CaseConfig("person-box", {"estimator": "hog"}, str(path), frames=6, step=1, width=96),
-                       tmp_path / "out")
-    saved = json.loads((tmp_path / "out" / "video_case.json").read_text())
+                       tmp_path / "board" / "video_case")
+    saved = json.loads((tmp_path / "board" / "video_case" / "video_case.json").read_text())
     assert saved["detectors"].keys() == summary["detectors"].keys() >= {"fullbody", "upperbody", "face", "hog"}
     for d in saved["detectors"].values():
         assert len(d["per_frame_before"]) == 6 and d["before"] == sum(d["per_frame_before"])
-    assert (tmp_path / "out" / "video_case.png").stat().st_size > 0
+    assert (tmp_path / "board" / "video_case" / "video_case.png").stat().st_size > 0
+    from benchmark.report.tables import video_case_table
+
+    table = video_case_table(tmp_path / "board")  # the board's report shows the case
+    assert table is not None and len(table.rows) == 4 and table.rows[0].thumbnails
+    assert video_case_table(tmp_path / "nowhere") is None
+    (tmp_path / "board" / "video_case" / "video_case.json").write_text("{}")
+    with pytest.raises(InputError, match="not a video-case summary"):
+        video_case_table(tmp_path / "board")
     with pytest.raises(InputError, match="apt-get install opencv-doc"):
         run_case(CaseConfig("avatar", {}, str(tmp_path / "elsewhere" / "vtest.avi")), tmp_path / "x")
     assert not (tmp_path / "x").exists()  # nothing half-written

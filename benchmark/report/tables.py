@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..records import atomic_write_text
 from ..stats import Interval, binomial_variance, combine
 from ..threats import ThreatModel
@@ -308,6 +309,47 @@ def claims_table(ok: pd.DataFrame) -> Optional[Table]:
                   "(paired by seed); otherwise inconclusive.",))
 
 
+#: Where ``privbench video-case --out`` puts its files inside a board, for the report to show them.
+VIDEO_CASE_DIR = "video_case"
+
+
+def video_case_table(out_dir: Path) -> Optional[Table]:
+    """The real-video case of a board (``<board>/video_case/video_case.json``), or ``None`` when it has none."""
+    import json
+
+    path = Path(out_dir) / VIDEO_CASE_DIR / "video_case.json"
+    if not path.is_file():
+        return None
+    try:
+        case = json.loads(path.read_text())
+        detectors = case["detectors"]
+        independent = set(case["independent"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a video-case summary ({type(e).__name__}: {e})") from None
+    columns = (Column("detector", "detector"), Column("independent", "independent of the defense"),
+               Column("before", "detections before"), Column("missed", "after, on unchanged pixels"),
+               Column("rewritten", "after, on rewritten pixels"),
+               Column("residual", "residual (unchanged ÷ before)", direction=Direction.LOWER_BETTER))
+    strip = path.with_name("video_case.png")
+    thumbs = (("before (top) / after (bottom)",
+               "data:image/png;base64," + base64.b64encode(strip.read_bytes()).decode()),) if strip.is_file() else ()
+    rows = []
+    for i, (name, d) in enumerate(sorted(detectors.items())):
+        residual = "—" if d.get("residual") is None else f"{d['residual']:.2f}"
+        rows.append(Row({"detector": Cell.of_text(name), "independent": Cell.of_text("yes" if name in independent
+                                                                                     else "no"),
+                         "before": Cell.of_text(str(d["before"])), "missed": Cell.of_text(str(d["after_unchanged"])),
+                         "rewritten": Cell.of_text(str(d["after_changed"])), "residual": Cell.of_text(residual)},
+                        thumbs if i == 0 else ()))
+    params = ", ".join(f"{k}={v}" for k, v in sorted(case["defense"]["params"].items()))
+    notes = (f"`{case['defense']['id']}` ({params}) on {case['frames']} frames of `{case['file']}` "
+             f"({case['size'][1]}×{case['size'][0]}), made by `privbench video-case`; frames before and after: "
+             f"[{VIDEO_CASE_DIR}/video_case.png](../{VIDEO_CASE_DIR}/video_case.png). A detection after the defense on "
+             "pixels it left unchanged is a person it missed; on rewritten pixels it is the avatar or redacted "
+             "region, which a neutral avatar is meant to show.",)
+    return Table("video-case", "real video (video-case)", columns, tuple(rows), notes)
+
+
 def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
     ok = sdf[sdf.status == "ok"]
     reference = ", ".join(f"`{r}`" for r in sorted(set(sdf.reference)))
@@ -324,6 +366,9 @@ def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
     claims = claims_table(ok)
     if claims is not None:
         tables.append(claims)
+    case = video_case_table(out_dir)
+    if case is not None:
+        tables.append(case)
     return Board(suite, intro, tuple(tables))
 
 
