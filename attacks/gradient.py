@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Surface
+from benchmark.contracts import (Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Modality,
+                                 Surface)
 from benchmark.errors import InputError
 from benchmark.metrics.image import total_variation
 
@@ -73,8 +74,10 @@ def cosine_distance(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
 
 
 class _GradientAttack(Attack):
-    """Shared loop: pick training batches, ask the oracle for their update, invert each batch."""
+    """Shared loop: pick training batches, ask the oracle for their update, invert each batch (images or clips:
+    the dummy input takes the originals' shape)."""
 
+    modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
     requires = frozenset({Surface.GRADIENTS})
     access = Access.WHITE_BOX
 

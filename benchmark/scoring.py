@@ -252,10 +252,20 @@ def sample_arrays(splits: Splits, release: Release, recon: torch.Tensor, origina
         rel = release.data.images[idx][:k]
     else:
         rel = torch.zeros_like(originals[:k])
-    if rel.shape[1:] != originals.shape[1:]:
+    if rel.shape[1:] != originals.shape[1:] and rel.ndim == 4:
         rel = torch.nn.functional.interpolate(rel, size=originals.shape[-2:], mode="nearest")
     arrays = {"original": originals[:k], "released": rel, "reconstructed": recon[:k]}
-    return {key: (v.clamp(0, 1) * 255).round().to(torch.uint8).numpy() for key, v in arrays.items()}
+    return {key: (frame_strip(v).clamp(0, 1) * 255).round().to(torch.uint8).numpy() for key, v in arrays.items()}
+
+
+def frame_strip(x: torch.Tensor, frames: int = 4) -> torch.Tensor:
+    """Images pass through; clips ``(N, T, C, H, W)`` become strips ``(N, C, H, k·W)`` of ``k`` evenly spaced
+    frames side by side (what reconstruction grids and thumbnails show for video)."""
+    if x.ndim != 5:
+        return x
+    pick = torch.linspace(0, x.shape[1] - 1, min(frames, x.shape[1])).round().long()
+    y = x[:, pick]  # (N, k, C, H, W)
+    return y.permute(0, 2, 3, 1, 4).reshape(y.shape[0], y.shape[2], y.shape[3], -1)
 
 
 def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor | ImageSet, torch.Tensor]:
