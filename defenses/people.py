@@ -109,10 +109,12 @@ class Hog(PersonEstimator):
         return People(masks, None)
 
 
-#: MediaPipe Pose landmark indices for each of JOINTS (midpoints for neck and pelvis).
-_MP = {"head": (0,), "neck": (11, 12), "pelvis": (23, 24), "l_shoulder": (11,), "l_elbow": (13,), "l_wrist": (15,),
-       "r_shoulder": (12,), "r_elbow": (14,), "r_wrist": (16,), "l_hip": (23,), "l_knee": (25,), "l_ankle": (27,),
-       "r_hip": (24,), "r_knee": (26,), "r_ankle": (28,)}
+#: MediaPipe Pose landmark indices for each of JOINTS (midpoints for neck and pelvis). privbench's ``l_``/``r_`` are
+#: the image's left and right for a person facing the camera (as synthetic-actions draws them), which are
+#: MediaPipe's *right* and *left* body landmarks.
+_MP = {"head": (0,), "neck": (11, 12), "pelvis": (23, 24), "l_shoulder": (12,), "l_elbow": (14,), "l_wrist": (16,),
+       "r_shoulder": (11,), "r_elbow": (13,), "r_wrist": (15,), "l_hip": (24,), "l_knee": (26,), "l_ankle": (28,),
+       "r_hip": (23,), "r_knee": (25,), "r_ankle": (27,)}
 
 
 @ESTIMATORS.register("mediapipe")

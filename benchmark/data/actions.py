@@ -28,7 +28,8 @@ import torch
 from ..errors import InputError
 from .core import DATASETS, Pool
 
-#: Keypoints in the order of the ``keypoints`` arrays.
+#: Keypoints in the order of the ``keypoints`` arrays; ``l_``/``r_`` are the image's left and right (the people face
+#: the camera).
 JOINTS = ("head", "neck", "pelvis", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
           "l_hip", "l_knee", "l_ankle", "r_hip", "r_knee", "r_ankle")
 #: Limbs as (parent, child) joint indices, drawn as thick segments.
