@@ -7,7 +7,8 @@ With ``retarget`` every bone is redrawn at a canonical length, so body proportio
 (joint angles, position, timing) is kept, since it carries the action.
 
 **Assumptions** (the paper renders SMPL-H bodies, which need licence-gated model files): a flat 2-D avatar
-instead of a rendered 3-D body; no diffusion refinement unless a local diffusers pipeline is given; the camera
+instead of a rendered 3-D body; the optional diffusion refinement is SDEdit with a local unconditional DDPM
+(``refine_dir``; none by default, and nothing is downloaded) instead of the paper's Stable Diffusion; the camera
 is static when the median plate is used.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -132,6 +134,9 @@ class Avatar(Defense):
         thickness: float = 0.045  # limb width, fraction of the frame height
         dilate: int = 1  # pixels added around the person mask before the background is restored
         at_inference: bool = False  # also anonymise test clips before the action model sees them
+        refine_dir: str = ""  # a local diffusers directory (unet/, scheduler/) for SDEdit refinement; "" = none
+        refine_strength: float = 0.3  # share of the diffusion schedule the rewritten region is noised to
+        refine_steps: int = 10
 
         def __post_init__(self) -> None:
             if self.estimator not in ESTIMATORS:
@@ -144,13 +149,20 @@ class Avatar(Defense):
                 raise InputError(f"colour must be three values in 0..255, got {self.colour!r}")
             if not 0 < self.thickness < 0.5 or self.dilate < 0:
                 raise InputError("thickness must be in (0, 0.5) and dilate >= 0")
+            if self.refine_dir and not Path(self.refine_dir).expanduser().is_dir():
+                raise InputError(f"refine_dir {self.refine_dir} does not exist (a diffusers directory with an "
+                                 "unconditional UNet2DModel in unet/ and a DDPM scheduler in scheduler/)")
+            if not 0 < self.refine_strength <= 1 or self.refine_steps < 1:
+                raise InputError("refine_strength must be in (0, 1] and refine_steps >= 1")
 
     def transform(self, images: Tensor | ImageSet, generator: Optional[torch.Generator] = None) -> Tensor:
         """Anonymise clips ``(N, T, C, H, W)`` in [0, 1] (an :class:`ImageSet` when the estimator needs the
-        clips' annotations). Deterministic: the generator is unused."""
-        return self.render(images)[0]
+        clips' annotations). Deterministic unless ``refine_dir`` is set (the refinement's noise comes from
+        ``generator``)."""
+        return self.render(images, generator)[0]
 
-    def render(self, images: Tensor | ImageSet) -> tuple[Tensor, Tensor]:
+    def render(self, images: Tensor | ImageSet, generator: Optional[torch.Generator] = None
+               ) -> tuple[Tensor, Tensor]:
         """``(anonymised clips (N,T,C,H,W), avatar masks (N,T,1,H,W) bool)``: where the avatar was drawn."""
         import cv2
 
@@ -171,10 +183,12 @@ class Avatar(Defense):
         kernel = np.ones((2 * self.params.dilate + 1,) * 2, np.uint8)
         out = np.empty(frames_np.shape, np.uint8)
         drawn = np.zeros(frames_np.shape[:4], np.uint8)
+        rewritten = np.zeros(frames_np.shape[:4], bool)
         for i in range(len(frames_np)):
             m = masks[i]
             if self.params.dilate:
                 m = np.stack([cv2.dilate(f.astype(np.uint8), kernel) > 0 for f in m])
+            rewritten[i] = m
             out[i] = background_plate(frames_np[i], m, self.params.background)
             for t in range(len(out[i])):
                 for person in kps[i, t]:
@@ -182,7 +196,37 @@ class Avatar(Defense):
                     draw_avatar(out[i, t], person, self.params.colour, thick)
                     draw_avatar(drawn[i, t], person, (1,), thick)
         y = torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        region = torch.from_numpy(rewritten | (drawn > 0)).unsqueeze(2)
+        if self.params.refine_dir:
+            y = self.refine(y, region, generator or torch.Generator().manual_seed(0))
         return (y.mean(2, keepdim=True) if grey else y), torch.from_numpy(drawn > 0).unsqueeze(2)
+
+    def refine(self, clips: Tensor, region: Tensor, generator: torch.Generator) -> Tensor:
+        """SDEdit (Meng et al., ICLR 2022) with a local unconditional DDPM: each frame is noised to
+        ``refine_strength`` of the schedule and denoised in ``refine_steps`` steps; only the rewritten ``region``
+        (the person's dilated mask and the avatar, ``(N,T,1,H,W)`` bool) takes the refined pixels. Frames are refined
+        independently (no temporal model: refinement can flicker)."""
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        root = Path(self.params.refine_dir).expanduser()
+        unet = UNet2DModel.from_pretrained(root / "unet", local_files_only=True).eval()
+        scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+        if unet.config.in_channels != clips.shape[2]:
+            raise InputError(f"refine_dir {root}: the model takes {unet.config.in_channels} channels, the clips have "
+                             f"{clips.shape[2]}")
+        n, t = clips.shape[:2]
+        x0 = clips.flatten(0, 1) * 2 - 1
+        scheduler.set_timesteps(self.params.refine_steps)
+        start = int(self.params.refine_strength * scheduler.config.num_train_timesteps)
+        steps = [s for s in scheduler.timesteps.tolist() if s < start] or [scheduler.timesteps.tolist()[-1]]
+        noise = torch.randn(x0.shape, generator=generator)
+        x = scheduler.add_noise(x0, noise, torch.tensor([steps[0]]))
+        with torch.no_grad():
+            for step in steps:
+                eps = unet(x, step).sample
+                x = scheduler.step(eps, step, x, generator=generator).prev_sample
+        refined = ((x.clamp(-1, 1) + 1) / 2).view_as(clips)
+        return torch.where(region.expand_as(clips), refined, clips)
 
     def _thickness(self, joints: np.ndarray, height: int) -> int:
         """Limb width in pixels: ``thickness`` × the frame height, or × the person's own scale (from the drawn
@@ -192,7 +236,7 @@ class Avatar(Defense):
         return max(1, int(round(self.params.thickness * scale)))
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        released = self.transform(splits.private)
+        released = self.transform(splits.private, ctx.generator("release"))
         meta = ReleaseMeta()
         return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
                        inference_transform=self.transform if self.params.at_inference else None, meta=meta)

@@ -220,3 +220,29 @@ def test_video_case_counts_detections_and_names_the_missing_file(tmp_path) -> No
     assert not (tmp_path / "x").exists()  # nothing half-written
     with pytest.raises(InputError, match="handles image"):
         run_case(CaseConfig("blur", {}, str(path), frames=4, step=1, width=96), tmp_path / "y")
+
+
+def test_avatar_diffusion_refinement_from_a_tiny_local_pipeline(tmp_path, splits) -> None:
+    """SDEdit refinement loads a local unconditional DDPM (a tiny random one here), changes only the rewritten
+    region, and a missing directory is an error naming it."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from defenses.avatar import Avatar
+
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4)
+    unet.save_pretrained(tmp_path / "unet")
+    DDPMScheduler(num_train_timesteps=50).save_pretrained(tmp_path / "scheduler")
+    x = splits.private.subset(torch.arange(3))
+    plain = Avatar(Avatar.Params()).transform(x)
+    refined = Avatar(Avatar.Params(refine_dir=str(tmp_path), refine_steps=3, refine_strength=0.5)).transform(
+        x, torch.Generator().manual_seed(0))
+    assert refined.shape == plain.shape and torch.isfinite(refined).all()
+    changed = (refined - plain).abs().amax(2) > 1e-6
+    # allowed: the person's mask dilated by the defense's 1 pixel, and wherever the avatar rewrote the frame
+    person = torch.nn.functional.max_pool3d(x.masks.float().squeeze(2), (1, 3, 3), 1, (0, 1, 1)).bool()
+    rewritten = person | ((plain - x.images).abs().amax(2) > 1e-6)
+    assert bool(changed.any()) and not bool((changed & ~rewritten).any())
+    with pytest.raises(InputError, match="refine_dir"):
+        Avatar.Params(refine_dir=str(tmp_path / "missing"))
