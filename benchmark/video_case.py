@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .contracts import ImageSet, Modality
+from .contracts import ImageSet, Modality, Surface
 from .errors import InputError
 from .metrics.people import count_detections, split_by_change
 
@@ -93,6 +93,9 @@ def run_case(cfg: CaseConfig, out: Path) -> dict[str, Any]:
     reason = cls.handles(Modality.VIDEO)
     if reason:
         raise InputError(f"video-case: {reason}")
+    if Surface.TRANSFORM not in cls.surfaces:
+        raise InputError(f"video-case: {cfg.defense} releases no transformed video (surfaces: "
+                         f"{', '.join(sorted(x.value for x in cls.surfaces))}); give a defense with a transform")
     defense = cls(build_dataclass(cls.Params, dict(cfg.params), f"defense {cfg.defense} params"))
     frames = read_frames(Path(cfg.file), cfg.frames, cfg.step, cfg.start, cfg.width)
     clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).unsqueeze(0)

@@ -161,9 +161,13 @@ class Avatar(Defense):
         ``generator``)."""
         return self.render(images, generator)[0]
 
-    def render(self, images: Tensor | ImageSet, generator: Optional[torch.Generator] = None
-               ) -> tuple[Tensor, Tensor]:
-        """``(anonymised clips (N,T,C,H,W), avatar masks (N,T,1,H,W) bool)``: where the avatar was drawn."""
+    def render(self, images: Tensor | ImageSet, generator: Optional[torch.Generator] = None,
+               canvas: Optional[float] = None) -> tuple[Tensor, Tensor]:
+        """``(anonymised clips (N,T,C,H,W), avatar masks (N,T,1,H,W) bool)``: where the avatar was drawn.
+
+        ``canvas``: draw the avatars onto this constant grey level in [0, 1] instead of the restored background, so
+        that no pixel (not even an anti-aliased edge) reads the background: MaskDP's blanked clip ``x_pub``.
+        """
         import cv2
 
         clips = as_clips(images)
@@ -189,7 +193,10 @@ class Avatar(Defense):
             if self.params.dilate:
                 m = np.stack([cv2.dilate(f.astype(np.uint8), kernel) > 0 for f in m])
             rewritten[i] = m
-            out[i] = background_plate(frames_np[i], m, self.params.background)
+            if canvas is None:
+                out[i] = background_plate(frames_np[i], m, self.params.background)
+            else:
+                out[i] = int(round(canvas * 255))
             for t in range(len(out[i])):
                 for person in kps[i, t]:
                     thick = self._thickness(person, h)
@@ -197,7 +204,7 @@ class Avatar(Defense):
                     draw_avatar(drawn[i, t], person, (1,), thick)
         y = torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255.0)
         region = torch.from_numpy(rewritten | (drawn > 0)).unsqueeze(2)
-        if self.params.refine_dir:
+        if self.params.refine_dir and canvas is None:
             y = self.refine(y, region, generator or torch.Generator().manual_seed(0))
         return (y.mean(2, keepdim=True) if grey else y), torch.from_numpy(drawn > 0).unsqueeze(2)
 

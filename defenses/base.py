@@ -13,8 +13,9 @@ from torch.nn import functional as F
 from benchmark.models import input_channels
 from benchmark.seeding import seeded
 
-from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Release, ReleaseMeta, RunContext,
-                                 Splits, Surface, check_images)
+from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Modality, Release, ReleaseMeta,
+                                 RunContext, Splits, Surface, check_images)
+from benchmark.errors import InputError
 
 
 class InputDefense(Defense):
@@ -34,6 +35,9 @@ class InputDefense(Defense):
         if isinstance(images, ImageSet):  # annotated clips: a per-sample transform needs only the pixels
             images = images.images
         check_images(images, f"{self.id} input")
+        reason = self.handles(Modality.of(tuple(images.shape[1:])))
+        if reason:  # e.g. an attacker sending clips to an image-only transform
+            raise InputError(f"{self.id} input: {reason}")
         out = self.apply(images, generator)
         return out.clamp_(0.0, 1.0)
 

@@ -172,9 +172,15 @@ class DPSGD(ModelReleaser):
         noisy = float(opt.noise_multiplier) > 0  # σ = 0 is the recipe reference: no privacy guarantee (ε = ∞)
         eps = engine.get_epsilon(p.delta) if noisy else None
 
+        extra = {"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)}
+        if noisy:  # each shared update the gradients surface serves is its own full-batch (q = 1) Gaussian release
+            from opacus.accountants import RDPAccountant
+
+            one = RDPAccountant()
+            one.history = [(float(opt.noise_multiplier), 1.0, 1)]
+            extra["epsilon_per_update"] = float(one.get_epsilon(p.delta))
         meta = ReleaseMeta(epsilon=None if eps is None else float(eps), delta=p.delta if noisy else None,
-                           accountant=f"opacus {opacus.__version__} rdp" if noisy else None,
-                           extra={"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)})
+                           accountant=f"opacus {opacus.__version__} rdp" if noisy else None, extra=extra)
         if hasattr(module, "remove_hooks"):
             module.remove_hooks()  # Opacus' per-sample hooks must not stay on the released model
         trained = module._module if hasattr(module, "_module") else module

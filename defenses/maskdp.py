@@ -12,8 +12,9 @@ it is replaced by any other content (substitution). The record's ``epsilon`` is 
 under zero-out adjacency. Substitution is two zero-out steps (D -> D with sample j blanked -> D''), so group
 privacy gives ``(2ε, (1 + e^ε)·δ)``, recorded as ``epsilon_substitution`` and ``delta_substitution``.
 
-The guarantee covers what is computed from the training run: the released model and the shared updates
-(``model``, ``gradients``). It says nothing about the non-sensitive region (in the default, the person, whose
+The training-run ε covers the released model (``model``). Each shared update the ``gradients`` surface serves is a
+separate release of one full-batch step (q = 1) at the same σ: ``epsilon_per_update`` in the record, and k queries
+compose. It says nothing about the non-sensitive region (in the default, the person, whose
 gradients pass unprotected), and if anonymised clips are also published, their background is in the clear.
 
 ``anonymise: avatar`` first replaces each person by the avatar (:mod:`defenses.avatar`) and makes the background
@@ -41,7 +42,7 @@ from benchmark.seeding import seeded
 from benchmark.threats import ThreatModel
 
 from .dp_sgd import DPSGD
-from .people import ESTIMATORS, estimator
+from .people import estimator
 
 #: The constant the sensitive region is replaced by in ``x_pub`` (data-independent).
 FILL = 0.5
@@ -136,8 +137,10 @@ class MaskDP(DPSGD):
                 raise InputError(f"anonymise must be 'none' or 'avatar', got {self.anonymise!r}")
             if self.anonymise == "avatar" and self.sensitive != "background":
                 raise InputError("with anonymise: avatar the sensitive region is the background")
-            if self.estimator not in ESTIMATORS:
-                raise InputError(f"estimator must be one of {sorted(ESTIMATORS)}, got {self.estimator!r}")
+            if self.estimator != "ground-truth":
+                raise InputError("maskdp needs estimator: ground-truth. An estimator that reads the frame (HOG, "
+                                 "MediaPipe) makes the sensitive region depend on the sensitive content, which the "
+                                 "guarantee assumes public (docs/METHODS.md, MaskDP)")
 
     def gradient_mechanism(self, meta: ReleaseMeta) -> GradientMechanism:
         return maskdp_gradients(self.params.max_grad_norm, float(meta.extra["noise_multiplier"]))
@@ -147,13 +150,14 @@ class MaskDP(DPSGD):
         from .avatar import Avatar
 
         if self.params.anonymise == "avatar":
-            released, person = Avatar(Avatar.Params(estimator=self.params.estimator)).render(private)
-            train = ImageSet(released, private.labels)
-        else:
-            train = ImageSet(private.images, private.labels)
-            person = estimator(self.params.estimator).estimate(private).masks
+            avatar = Avatar(Avatar.Params(estimator=self.params.estimator))
+            released, _ = avatar.render(private)
+            # x_pub: the same avatars drawn on the constant, so not even an anti-aliased edge reads the background
+            public, _ = avatar.render(private, canvas=FILL)
+            return ImageSet(released, private.labels), public
+        person = estimator(self.params.estimator).estimate(private).masks
         region = ~person if self.params.sensitive == "background" else person
-        return train, blank(train.images, region)
+        return ImageSet(private.images, private.labels), blank(private.images, region)
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         from opacus.accountants.utils import get_noise_multiplier
@@ -190,6 +194,7 @@ class MaskDP(DPSGD):
         seconds = time.perf_counter() - start
         noisy = sigma > 0
         eps = epsilon(sigma, q, steps, p.delta) if noisy else None
+        per_update = epsilon(sigma, 1.0, 1, p.delta) if noisy else None  # one shared update (gradients surface)
         sub = substitution(eps, p.delta) if eps is not None else None
         import opacus
 
@@ -197,8 +202,8 @@ class MaskDP(DPSGD):
                            accountant=f"opacus {opacus.__version__} rdp, zero-out adjacency" if noisy else None,
                            extra={"noise_multiplier": sigma, "dp_epochs": float(epochs), "dp_steps": float(steps),
                                   "sample_rate": q, "seconds_per_epoch": seconds / epochs,
-                                  **({"epsilon_substitution": sub[0], "delta_substitution": sub[1]}
-                                     if sub is not None else {})})
+                                  **({"epsilon_substitution": sub[0], "delta_substitution": sub[1],
+                                      "epsilon_per_update": per_update} if sub is not None else {})})
         own = None if p.anonymise == "none" else train
         return self.model_release(model.eval(), own, splits, ctx, public=public, meta=meta)
 

@@ -128,3 +128,24 @@ def test_substitution_is_covered_by_the_group_privacy_bound(batch) -> None:
     measured = _audit(model, bright, dark, public, public, y, _clip_norm(model, bright, public, y))
     assert measured <= eps_sub
     assert FILL == 0.5  # the zero-out neighbour is the data-independent fill
+
+
+def test_avatar_public_clip_never_reads_the_background() -> None:
+    """avatar + MaskDP: x_pub draws the same avatars on the constant, so changing only the background (the
+    sensitive region) leaves it unchanged, anti-aliased edges included; other estimators are refused."""
+    from benchmark.config import SplitConfig
+    from benchmark.data import load_splits
+    from benchmark.errors import InputError
+    from defenses.maskdp import MaskDP
+
+    s = load_splits("synthetic-actions", SplitConfig(private=20, aux=10, test=10, targets=4, scale="fit"), 0,
+                    {"identities": 6, "clips_per_identity": 6, "frames": 4, "size": 32})
+    x = s.private.subset(torch.arange(4))
+    other = torch.rand(x.images.shape, generator=torch.Generator().manual_seed(5))
+    y = x.replace_images(torch.where(x.masks.expand_as(x.images), x.images, other))  # new background only
+    defense = MaskDP(MaskDP.Params(anonymise="avatar", target_epsilon=1.0))
+    (train_x, pub_x), (train_y, pub_y) = defense.training_clips(x), defense.training_clips(y)
+    assert torch.equal(pub_x, pub_y)
+    assert not torch.equal(train_x.images, train_y.images)  # the released avatar clips do show the background
+    with pytest.raises(InputError, match="ground-truth"):
+        MaskDP.Params(estimator="hog")

@@ -172,7 +172,7 @@ def test_video_folder_reads_mixed_resolutions_and_skips_bad_files(tmp_path) -> N
     (tmp_path / "wave" / "v_wave_g04_c01.mp4").write_bytes(b"")  # zero bytes
     folder = read_video_folder(tmp_path, frames=8, size=32, step=2)
     assert folder.clips.shape == (4, 8, 32, 32, 3) and folder.labels.tolist() == [0, 0, 1, 1]
-    assert folder.identities is not None and folder.identities.tolist() == [0, 1, 0, 1]
+    assert folder.identities is not None and folder.identities.tolist() == [0, 1, 2, 3]  # (class, group)
     skipped = {Path(f).name for f, _ in folder.skipped}
     assert skipped == {"readme.txt", "v_walk_g03_c01.avi", "v_wave_g03_c01.mp4", "v_wave_g04_c01.mp4"}
     with pytest.raises(InputError, match="does not exist"):

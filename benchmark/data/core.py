@@ -134,6 +134,9 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
     if len(pool.images) == 0:
         raise InputError(f"dataset {name!r} is empty")
     g = torch.Generator().manual_seed(derive_seed(seed, "splits"))
+    if pool.fixed_test is not None and pool.identities is not None:
+        raise InputError(f"dataset {name!r} has both a fixed test split and identities; identity-disjoint splits "
+                         "cannot keep a predefined test split")
     if pool.fixed_test is not None:
         train_idx = torch.nonzero(~pool.fixed_test).flatten()
         test_all = torch.nonzero(pool.fixed_test).flatten()

@@ -21,7 +21,7 @@ from .core import DATASETS, Pool
 
 #: File suffixes read as video (others in a class directory are skipped and listed).
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
-#: UCF101 names files ``v_<Action>_g<group>_c<clip>``; the group (one actor set) serves as the identity.
+#: UCF101 names files ``v_<Action>_g<group>_c<clip>``; (action, group), one recording session, is the identity.
 UCF_GROUP = r"_g(\d+)_"
 
 
@@ -77,8 +77,9 @@ def read_video_folder(root: Path, frames: int = 16, size: int = 64, step: int = 
                       identity_pattern: Optional[str] = UCF_GROUP) -> VideoFolder:
     """Read one clip per video file under ``root/<class>/``.
 
-    ``identity_pattern``: a regular expression whose first group, found in the file name, is the person (group)
-    identity; every readable file must match it, else identities are left out. Files that fail to decode or are
+    ``identity_pattern``: a regular expression whose first group, found in the file name, names the recording
+    group; the identity is (class, group), since UCF101 numbers groups per action. Every readable file must match
+    it, else identities are left out. Files that fail to decode or are
     too short are skipped and listed; a class left without a readable clip raises :class:`InputError`.
     """
     if not root.is_dir():
@@ -110,7 +111,9 @@ def read_video_folder(root: Path, frames: int = 16, size: int = 64, step: int = 
     if identity_pattern:
         found = [re.search(identity_pattern, n) for n in names]
         if all(found):
-            ids = [m.group(1) for m in found if m is not None]
+            # UCF101 numbers its groups per action: g08 of one class is not g08 of another. The identity is the
+            # (class, group) pair: a shared recording session, not a verified person.
+            ids = [(classes[lab], m.group(1)) for lab, m in zip(labels, found) if m is not None]
             lookup = {k: i for i, k in enumerate(sorted(set(ids)))}
             identities = np.array([lookup[k] for k in ids], np.int64)
     return VideoFolder(np.stack(clips), np.array(labels, np.int64), identities, classes, skipped)

@@ -17,6 +17,8 @@ def linkage_scores(rankings: Tensor, truth: Tensor, gallery_size: int) -> dict[s
     mean chance level), and, when the rankings cover the whole gallery, ``map`` (mean average precision) with its
     exact chance level ``chance_map``.
     """
+    from math import comb
+
     from scipy.stats import binomtest
 
     if rankings.ndim != 2 or rankings.shape[0] != truth.shape[0]:
@@ -35,15 +37,16 @@ def linkage_scores(rankings: Tensor, truth: Tensor, gallery_size: int) -> dict[s
     g = float(gallery_size)
     top1 = float(hits[:, :1].any(1).float().mean())
     top5 = float(hits[:, :5].any(1).float().mean())
-    chance1 = float((r / g).mean())
     k = min(5, gallery_size)
-    # P(no right item in the first k of a random ranking) = C(G-r, k) / C(G, k)
-    miss = torch.ones_like(r)
-    for i in range(k):
-        miss = miss * ((g - r - i) / (g - i)).clamp_min(0)
+    if truth.ndim == 1:  # one right item: exactly 1/G and k/G
+        chance1, chance5 = 1.0 / gallery_size, k / gallery_size
+    else:  # r right items: r/G, and 1 - C(G-r, k)/C(G, k) (no right item among the first k), in exact integers
+        counts = [int(v) for v in relevance.sum(1).tolist()]
+        chance1 = sum(counts) / (len(counts) * gallery_size)
+        chance5 = sum(1 - comb(gallery_size - c, k) / comb(gallery_size, k) for c in counts) / len(counts)
     n_hits = int(hits[:, :1].any(1).sum())
     pvalue = binomtest(n_hits, len(truth), min(chance1, 1.0), alternative="greater").pvalue
-    out = {"top1": top1, "top5": top5, "chance_top1": chance1, "chance_top5": float((1 - miss).mean()),
+    out = {"top1": top1, "top5": top5, "chance_top1": chance1, "chance_top5": chance5,
            "top1_over_chance": top1 / chance1, "top1_pvalue": float(pvalue)}
     if rankings.shape[1] == gallery_size:
         ranks = torch.arange(1, gallery_size + 1, dtype=torch.float64)

@@ -92,7 +92,8 @@ def claim_c2(ok: pd.DataFrame) -> list[ClaimResult]:
     input; and identity attacks on the anonymised video fall to chance (linker advantage not above 0)."""
     out = []
     for dataset, d in ok.groupby("dataset", sort=True):
-        for mine in _params(_select(d, "maskdp", anonymise="avatar")):
+        configs = sorted({json.dumps(p, sort_keys=True) for p in _params(_select(d, "maskdp", anonymise="avatar"))})
+        for mine in map(json.loads, configs):
             eps = mine.get("target_epsilon")
             if eps is None:
                 continue
