@@ -25,6 +25,7 @@ from .config import PluginSpec, SuiteConfig
 from .contracts import Splits
 from .errors import InputError
 from .evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
+from .isolation import _exit_with_parent as exit_with_parent  # the attack children's watchdog, reused
 from .plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
 from .provenance import git_commit, machine, provenance
 from .records import SCHEMA_VERSION, read_record, write_record
@@ -126,7 +127,11 @@ class ProcessPoolExecutor(Executor):
     def run(self, tasks):
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
+        from multiprocessing.managers import SyncManager
+
+        manager = SyncManager(ctx=ctx)
+        manager.start(initializer=exit_with_parent)  # the queue's server, like the workers, ends with this driver
+        with manager:
             results = manager.Queue()
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
                                           initargs=(threads, self.plugins))
@@ -190,7 +195,9 @@ def crashed_cells(task: JobTask, seen: set[str], reason: str) -> Iterator[CellRe
 
 
 def init_worker(threads: int, plugins: tuple[str, ...]) -> None:
-    """Worker start-up: thread count, determinism settings, and the same plugins as the driver."""
+    """Worker start-up: thread count, determinism settings, the same plugins as the driver, and an exit when the
+    driver goes away (a killed run leaves no worker computing)."""
+    exit_with_parent()
     torch.set_num_threads(threads)
     set_deterministic()
     load_plugins(plugins)

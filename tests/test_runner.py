@@ -53,6 +53,42 @@ def test_resume_after_kill_9(tmp_path, tiny_suite) -> None:
     assert "8 cells: 8 reused, 0 ok" in again.stdout
 
 
+def _session_processes(sid: int) -> list[int]:
+    """PIDs of live processes in session ``sid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session, ...
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_the_driver_ends_its_workers(tmp_path, tiny_suite) -> None:
+    """SIGKILL on the driver alone (not its group): pool workers, the queue manager and attack children notice and
+    exit within seconds instead of computing orphaned cells."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(tiny_suite), "--out", str(out), "--jobs", "2",
+           "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(_session_processes(proc.pid)) < 4:  # driver, manager, 2 workers
+        time.sleep(0.1)
+    assert len(_session_processes(proc.pid)) >= 4, "the pool should have started"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _session_processes(proc.pid):
+        time.sleep(0.2)
+    left = _session_processes(proc.pid)
+    for pid in left:  # do not leave them behind even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes outlived the killed driver: {left}"
+
+
 def test_same_seed_same_metrics_and_identical_reports(tmp_path, tiny_suite) -> None:
     _run(tiny_suite, tmp_path / "a")
     _run(tiny_suite, tmp_path / "b")
