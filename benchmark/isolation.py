@@ -178,8 +178,9 @@ def _bind(view: AttackView, channel: _Channel) -> None:
             proxy._channel = channel
 
 
-def _exit_with_parent() -> None:
-    """A daemon thread ending this child when the process that forked it goes away (e.g. the runner was killed)."""
+def exit_with_parent() -> None:
+    """A daemon thread ending this process when the process that started it goes away (e.g. the runner was
+    killed): attack and platform children, pool workers and the pool's queue manager."""
     import threading
     import time
 
@@ -200,7 +201,7 @@ def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]
     from .registry import load_plugins
     from .seeding import set_deterministic
 
-    _exit_with_parent()
+    exit_with_parent()
     torch.set_num_threads(max(1, threads))
     set_deterministic()
     load_plugins(plugins)

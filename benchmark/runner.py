@@ -25,7 +25,7 @@ from .config import PluginSpec, SuiteConfig
 from .contracts import Splits
 from .errors import InputError
 from .evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
-from .isolation import _exit_with_parent as exit_with_parent  # the attack children's watchdog, reused
+from .isolation import exit_with_parent
 from .plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
 from .provenance import git_commit, machine, provenance
 from .records import SCHEMA_VERSION, read_record, write_record
