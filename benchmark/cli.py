@@ -121,6 +121,56 @@ def _cmd_video_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ci(d: Optional[dict]) -> str:
+    """``0.512 [0.49, 0.53]`` from a summary interval (``None`` sides unbounded)."""
+    if d is None:
+        return "—"
+    lo = "-inf" if d["lo"] is None else f"{d['lo']:.3f}"
+    hi = "inf" if d["hi"] is None else f"{d['hi']:.3f}"
+    return f"{d['mean']:.3f} [{lo}, {hi}]"
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .sandbox import Limits
+    from .submit import SubmitOptions, load_card, submit
+
+    card = load_card(Path(args.card))
+    limits = Limits(wall_seconds=args.wall_seconds, cpu_seconds=args.cpu_seconds,
+                    memory_bytes=int(args.memory_gb * (1 << 30)), threads=args.sandbox_threads)
+    out = Path(args.out) if args.out else Path("submissions") / card.slug
+    opts = SubmitOptions(source=Path(args.path), card=Path(args.card), out=out, suite=args.suite,
+                         heldout_seeds=Path(args.heldout_seeds) if args.heldout_seeds else None, jobs=args.jobs,
+                         device=args.device, limits=limits, progress=not args.no_progress)
+    entry, code = submit(opts)
+    for check in entry["admission"]["checks"]:
+        print(f"admitted: {check}")
+    mine = {d["id"] for d in entry["card"]["defenses"]}
+    for column, block in (("public", entry["public"]), ("held-out", entry["heldout"])):
+        if block is None:
+            continue
+        for r in block["summary"]:
+            if r["defense"] not in mine:
+                continue
+            u = r["utility"]
+            leak = ", ".join(f"{t} {_ci(c['interval'])}" + ("" if c["status"] == "ok" else f" ({c['status']})")
+                             for t, c in sorted(r["leakage"].items()) if c["interval"] is not None)
+            print(f"{column:8s} {r['dataset']} {r['config']}: utility {_ci(u)}; leakage {leak or 'none measured'}")
+    for c in entry["claims"]:
+        if c["outside"]:
+            print(f"claim outside its CI ({c['note']}): {c['config']} {c['quantity']} claimed {c['claimed']:.3g}, "
+                  f"measured {_ci(c['measured'])}")
+    print(("UNRELIABLE: the card overclaims; " if entry["unreliable"] else "") + f"-> {out / 'submission.json'}")
+    return code
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build
+
+    for path in build(Path(args.submissions), Path(args.out)):
+        print(path)
+    return 0
+
+
 def _plugin_option(p: argparse.ArgumentParser, dest: str) -> None:
     p.add_argument("--plugin", dest=dest, action="append", default=[], metavar="FILE",
                    help="Python file registering extra defenses/attacks (repeatable; before or after the subcommand)")
@@ -161,6 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--width", type=int, default=384, help="frame width in pixels (aspect kept)")
     sp.add_argument("--out", required=True, help="directory for video_case.json and video_case.png")
     sp.set_defaults(fn=_cmd_video_case)
+    sp = sub.add_parser("submit", help="admit a third-party defense, evaluate it in a sandbox and write its "
+                                       "leaderboard entry (docs/SUBMITTING.md)")
+    sp.add_argument("path", help="the submission: a Python file or a package directory registering defenses")
+    sp.add_argument("--card", required=True, help="card.yaml: name, authors, url, defenses, threat models, claims")
+    sp.add_argument("--suite", default="submission", help="the protocol (default: the submission suite)")
+    sp.add_argument("--out", help="output directory (default: submissions/<card name>)")
+    sp.add_argument("--heldout-seeds", help="maintainers: file of held-out seeds (or set PRIVBENCH_HELDOUT_SEEDS)")
+    sp.add_argument("--jobs", type=int, default=1)
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--wall-seconds", type=float, default=900.0, help="sandbox: wall time per request")
+    sp.add_argument("--cpu-seconds", type=int, default=3600, help="sandbox: CPU seconds per child")
+    sp.add_argument("--memory-gb", type=float, default=8.0, help="sandbox: address-space limit per child (torch alone maps ~3.7 GiB)")
+    sp.add_argument("--sandbox-threads", type=int, default=1, help="sandbox: torch threads per child")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(fn=_cmd_submit)
+    sp = sub.add_parser("leaderboard", help="render the submissions leaderboard from submission.json files")
+    lsub = sp.add_subparsers(dest="action", required=True)
+    lb = lsub.add_parser("build", help="render Markdown/CSV/HTML from every submission.json under SUBMISSIONS")
+    lb.add_argument("submissions", nargs="?", default="submissions")
+    lb.add_argument("--out", default="leaderboards/submissions")
+    lb.set_defaults(fn=_cmd_leaderboard)
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)
@@ -175,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from .registry import load_plugins
 
-        if args.fn in (_cmd_list, _cmd_run, _cmd_video_case) or getattr(args, "check", False):  # report/show: records only, fast
+        if args.fn in (_cmd_list, _cmd_run, _cmd_video_case, _cmd_submit) or getattr(args, "check", False):  # report/show: records only, fast
             load_plugins(tuple(args.plugin))
         return int(args.fn(args))
     except InputError as e:

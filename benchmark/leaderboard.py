@@ -1,0 +1,144 @@
+"""``privbench leaderboard build``: the submissions leaderboard, rendered from ``submission.json`` files only.
+
+It reads JSON (never records of submitted code, never the submitted source) and imports nothing a submission
+wrote, so building it runs no submitted code. One table per dataset: the published baselines of the protocol, then
+every entry's configurations; utility and per-threat-model leakage on the public seeds next to the held-out seeds
+(MICO's final column), each a mean with its 95% CI; entries whose card overclaims are marked ``unreliable``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .errors import InputError
+from .records import atomic_write_text
+from .report.rows import Board, Cell, Column, Direction, Row, Status, Table
+from .stats import Interval
+from .submit import SUBMISSION_SCHEMA
+
+_LEAK_NOTE = ("Leakage is the calibrated advantage of the strongest competent attack of each threat model over its "
+              "no-release prior (0 = no better than not seeing the release, 1 = the identity release), gated on the "
+              "protocol's reference defense as on every privbench board. \"held-out\" columns come from seeds the "
+              "submitter never saw; \"—\" where the maintainers have not run them.")
+
+
+def load_entries(root: Path) -> list[dict[str, Any]]:
+    """Every ``submission.json`` under ``root`` (sorted by path), validated as plain JSON."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such directory of submissions")
+    entries = []
+    for path in sorted(root.rglob("submission.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a readable submission.json ({e})") from None
+        if not isinstance(entry, Mapping) or entry.get("schema") != SUBMISSION_SCHEMA:
+            raise InputError(f"{path}: unknown submission schema {entry.get('schema') if isinstance(entry, Mapping) else None!r}"
+                             f" (expected {SUBMISSION_SCHEMA}; re-run privbench submit)")
+        for key in ("card", "public", "source", "claims", "unreliable", "suite"):
+            if key not in entry:
+                raise InputError(f"{path}: missing field {key!r}")
+        entries.append({**entry, "_path": path})
+    if not entries:
+        raise InputError(f"{root}: no submission.json found (run privbench submit first)")
+    protocols = {json.dumps([e["suite"]["name"], e["suite"]["datasets"], e["suite"]["attacks"],
+                             e["suite"]["public_seeds"]]) for e in entries}
+    if len(protocols) > 1:
+        raise InputError(f"{root}: entries were evaluated under different protocols; build one leaderboard per "
+                         "suite version")
+    return entries
+
+
+def _interval(d: Optional[Mapping[str, Any]]) -> Optional[Interval]:
+    """An interval of the summary (``None`` sides are unbounded)."""
+    if d is None:
+        return None
+    lo = -math.inf if d["lo"] is None else d["lo"]
+    hi = math.inf if d["hi"] is None else d["hi"]
+    return Interval(d["mean"], lo, hi, int(d.get("seeds", 0)))
+
+
+def _cell(d: Optional[Mapping[str, Any]]) -> Cell:
+    """A leakage cell of the summary (status + interval), as the main tables show it."""
+    if d is None:
+        return Cell(Status.NOT_APPLICABLE)
+    return Cell(Status(d["status"]), _interval(d["interval"]), title=d.get("title", ""))
+
+
+def _find(summary: Optional[list[Mapping[str, Any]]], row: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    for r in summary or ():
+        if r["dataset"] == row["dataset"] and r["defense"] == row["defense"] and r["params"] == row["params"]:
+            return r
+    return None
+
+
+def build_board(entries: list[dict[str, Any]]) -> Board:
+    first = entries[0]
+    datasets = first["suite"]["datasets"]
+    threats = sorted({t for e in entries for r in e["public"]["summary"] for t in r["leakage"]})
+    columns = [Column("entry", "entry"), Column("defense", "defense"), Column("seeds", "seeds"),
+               Column("utility", "utility", "top-1", Direction.HIGHER_BETTER),
+               Column("utility_heldout", "utility, held-out", "top-1", Direction.HIGHER_BETTER),
+               Column("drop", "drop vs reference", "top-1", Direction.LOWER_BETTER)]
+    for t in threats:
+        columns += [Column(t, f"leakage: {t}", "advantage", Direction.LOWER_BETTER),
+                    Column(f"{t}_heldout", f"leakage: {t}, held-out", "advantage", Direction.LOWER_BETTER)]
+    columns += [Column("flag", "claims"), Column("source", "source sha256")]
+    builtin_ids = {r["defense"] for e in entries for r in e["public"]["summary"]} - \
+        {d["id"] for e in entries for d in e["card"]["defenses"]}
+    base = max(entries, key=lambda e: (e["heldout"] is not None, str(e["_path"])))  # baselines with held-out seeds
+    tables = []
+    for dataset in datasets:
+        rows = []
+        for e, is_base in [(base, True)] + [(e, False) for e in entries]:
+            held = (e.get("heldout") or {}).get("summary")
+            mine = {d["id"] for d in e["card"]["defenses"]}
+            for r in e["public"]["summary"]:
+                if r["dataset"] != dataset or (r["defense"] in builtin_ids) != is_base or \
+                        (not is_base and r["defense"] not in mine):
+                    continue
+                h = _find(held, r)
+                flag = ""
+                if not is_base:
+                    bad = [c for c in e["claims"] if c["config"] == r["config"] and c["optimistic"]]
+                    flag = ("unreliable: " + "; ".join(f"{c['quantity']} claimed {c['claimed']:.3g}, measured "
+                                                       f"{c['measured']['mean']:.3g}" for c in bad)) if bad else \
+                        ("claims within CI" if any(c["config"] == r["config"] for c in e["claims"]) else "")
+                cells = {"entry": Cell.of_text("published baseline" if is_base else e["card"]["name"]),
+                         "defense": Cell.of_text(r["config"]), "seeds": Cell.of_text(str(len(r["seeds"]))),
+                         "utility": Cell.of(_interval(r["utility"])),
+                         "utility_heldout": Cell.of(_interval(h["utility"]) if h else None),
+                         "drop": Cell.of(_interval(r["drop"])), "flag": Cell.of_text(flag),
+                         "source": Cell.of_text("" if is_base else e["source"]["sha256"][:12])}
+                for t in threats:
+                    cells[t] = _cell(r["leakage"].get(t))
+                    cells[f"{t}_heldout"] = _cell(h["leakage"].get(t)) if h else Cell(Status.NOT_APPLICABLE)
+                rows.append(Row(cells))
+        tables.append(Table(f"submissions-{dataset}", dataset, tuple(columns), tuple(rows), (_LEAK_NOTE,)))
+    intro = (f"Generated by `privbench leaderboard build` from {len(entries)} `submission.json` file(s); do not edit. "
+             f"Protocol: suite `{first['suite']['name']}`, public seeds {first['suite']['public_seeds']}, attacks "
+             + ", ".join(f"`{a}`" for a in first["suite"]["attacks"]) + ".",
+             "Entries ran in a sandbox (docs/SUBMITTING.md); the leaderboard is rendered from their JSON only.")
+    return Board("submissions", intro, tuple(tables))
+
+
+def build(root: Path, out: Path) -> list[Path]:
+    """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset."""
+    from .report.render import to_csv, to_html, to_markdown
+
+    board = build_board(load_entries(root))
+    md = ["# Submissions leaderboard\n\n" + "\n\n".join(board.intro) + "\n"]
+    for table in board.tables:
+        md.append(f"\n## {table.title}\n\n" + to_markdown(table))
+    out = Path(out)
+    paths = {out / "submissions.md": "".join(md),
+             out / "submissions.html": to_html(board, title="privbench: submissions leaderboard")}
+    for table in board.tables:
+        paths[out / f"{table.key}.csv"] = to_csv(table)
+    for path, text in paths.items():
+        atomic_write_text(path, text)
+    return list(paths)

@@ -1,0 +1,464 @@
+"""``privbench submit``: admit a third-party defense, evaluate it in a sandbox, write its leaderboard entry.
+
+Steps (docs/SUBMITTING.md):
+    1. validate the card (:class:`Card`);
+    2. import the submission in a sandbox child (:mod:`benchmark.sandbox`) and check what it registers: every
+       card id, no id that is already taken, frozen ``Params`` with plain defaults, declared surfaces;
+    3. on a tiny batch, through the same proxies the run uses: shapes and value ranges of the release, the same
+       release from the same seed in a fresh child, a transform that reproduces the release from the private
+       images (so adaptive attacks query the real algorithm), and an adaptive attack of the suite that applies;
+    4. run the ``submission`` suite with the card's defenses added, on the public seeds and, when the maintainers
+       give them, on held-out seeds (records kept apart, seeds never written into the entry);
+    5. check the card's claimed numbers against the measured CIs and write ``submission.json``.
+
+Admission failures raise :class:`AdmissionError` (exit code 2) naming the defense and what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+import yaml
+
+from .errors import InputError
+from .sandbox import Limits, SandboxError, Session, filesystem_isolation, write_proxy_module
+from .threats import ThreatModel
+
+SUBMISSION_SCHEMA = 1
+#: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
+HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
+
+
+class AdmissionError(InputError):
+    """The submission cannot be evaluated; the message names the defense and what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The card.
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Numbers the authors claim for one configuration on the submission suite: top-1 ``utility`` and, per threat
+    model, the calibrated ``leakage`` advantage."""
+
+    utility: Optional[float] = None
+    leakage: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardDefense:
+    id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    claimed: Claimed = field(default_factory=Claimed)
+
+
+@dataclass(frozen=True)
+class Card:
+    """``card.yaml``: who, what, and which threat models the defense claims to protect against."""
+
+    name: str
+    authors: tuple[str, ...]
+    url: str
+    defenses: tuple[CardDefense, ...]
+    threat_models: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "submission"
+
+
+def _need(raw: Mapping[str, Any], key: str, tp: type | tuple[type, ...], where: str) -> Any:
+    if key not in raw:
+        raise AdmissionError(f"{where}: missing field {key!r}")
+    value = raw[key]
+    if not isinstance(value, tp) or isinstance(value, bool) and tp is not bool:
+        want = tp.__name__ if isinstance(tp, type) else " or ".join(t.__name__ for t in tp)
+        raise AdmissionError(f"{where}.{key}: expected {want}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _number(value: Any, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= float(value) <= hi:
+        raise AdmissionError(f"{where}: expected a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def load_card(path: Path) -> Card:
+    """Parse and validate ``card.yaml``; every problem names the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdmissionError(f"card {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise AdmissionError(f"card {path}: invalid YAML: {e}") from None
+    where = f"card {path}"
+    if not isinstance(raw, Mapping):
+        raise AdmissionError(f"{where}: expected a mapping at top level")
+    unknown = sorted(set(raw) - {"name", "authors", "url", "defenses", "threat_models"})
+    if unknown:
+        raise AdmissionError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    name = _need(raw, "name", str, where).strip()
+    if not name:
+        raise AdmissionError(f"{where}.name: must not be empty")
+    authors = _need(raw, "authors", list, where)
+    if not authors or not all(isinstance(a, str) and a.strip() for a in authors):
+        raise AdmissionError(f"{where}.authors: expected a non-empty list of names")
+    url = _need(raw, "url", str, where)
+    threats = _need(raw, "threat_models", list, where)
+    known = {t.value for t in ThreatModel}
+    for i, t in enumerate(threats):
+        if t not in known:
+            raise AdmissionError(f"{where}.threat_models[{i}]: {t!r} is not a threat model; known: "
+                                 f"{', '.join(sorted(known))}")
+    entries = _need(raw, "defenses", list, where)
+    if not entries:
+        raise AdmissionError(f"{where}.defenses: list at least one defense id to evaluate")
+    defenses = []
+    for i, e in enumerate(entries):
+        w = f"{where}.defenses[{i}]"
+        if isinstance(e, str):
+            e = {"id": e}
+        if not isinstance(e, Mapping):
+            raise AdmissionError(f"{w}: expected an id or a mapping with an id")
+        extra = sorted(set(e) - {"id", "params", "claimed"})
+        if extra:
+            raise AdmissionError(f"{w}: unknown field(s) {', '.join(extra)}")
+        params = e.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise AdmissionError(f"{w}.params: expected a mapping")
+        c = e.get("claimed") or {}
+        if not isinstance(c, Mapping) or set(c) - {"utility", "leakage"}:
+            raise AdmissionError(f"{w}.claimed: expected a mapping with 'utility' and/or 'leakage'")
+        leakage = c.get("leakage") or {}
+        if not isinstance(leakage, Mapping):
+            raise AdmissionError(f"{w}.claimed.leakage: expected a mapping threat model -> advantage")
+        for t in leakage:
+            if t not in known:
+                raise AdmissionError(f"{w}.claimed.leakage: {t!r} is not a threat model")
+        claimed = Claimed(None if c.get("utility") is None else _number(c["utility"], f"{w}.claimed.utility", 0, 1),
+                          {t: _number(v, f"{w}.claimed.leakage.{t}", -1, 1) for t, v in sorted(leakage.items())})
+        defenses.append(CardDefense(_need(e, "id", str, w), dict(params), claimed))
+    return Card(name, tuple(authors), url, tuple(defenses), tuple(sorted(set(threats))))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The submitted source.
+
+
+def source_files(path: Path) -> list[Path]:
+    """The submission's files: the ``.py`` file, or every file of the package directory (sorted)."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".py":
+            raise AdmissionError(f"{path}: a submission is a Python file (.py) or a package directory")
+        return [path]
+    if path.is_dir():
+        if not (path / "__init__.py").is_file():
+            raise AdmissionError(f"{path}: a package directory needs an __init__.py that registers the defenses")
+        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    raise AdmissionError(f"{path}: no such file or directory")
+
+
+def source_hash(path: Path) -> str:
+    """SHA-256 over the submission's files (relative names and contents)."""
+    path = Path(path)
+    base = path.parent if path.is_file() else path
+    h = hashlib.sha256()
+    for f in source_files(path):
+        h.update(f.relative_to(base).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def read_heldout_seeds(path: Optional[Path]) -> tuple[int, ...]:
+    """Held-out seeds: integers separated by commas, spaces or newlines (``#`` comments allowed)."""
+    if path is None:
+        return ()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"held-out seed file {path}: no such file")
+    text = re.sub(r"#.*", "", path.read_text())
+    tokens = [t for t in re.split(r"[\s,]+", text) if t]
+    try:
+        seeds = tuple(int(t) for t in tokens)
+    except ValueError:
+        raise InputError(f"held-out seed file {path}: expected integers, got {tokens[:5]}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise InputError(f"held-out seed file {path}: expected distinct non-negative seeds")
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Admission.
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admission found: the child's description of each defense and the checks it passed."""
+
+    description: dict[str, Any]
+    checks: tuple[str, ...]
+    confined: bool
+
+
+def describe(path: Path, card: Card, limits: Limits) -> dict[str, Any]:
+    """Import the submission in a sandbox child; check what it registers against the card."""
+    try:
+        session = Session(path, limits)
+    except SandboxError as e:
+        raise AdmissionError(f"submission {path.name}: {e}") from None
+    try:
+        hello = session.hello
+    finally:
+        session.close()
+    registered = hello["defenses"]
+    if not registered:
+        raise AdmissionError(f"submission {path.name} registers no defense (decorate a Defense subclass with "
+                             "@DEFENSES.register('your-id'))")
+    problems = []
+    for d in card.defenses:
+        if d.id not in registered:
+            problems.append(f"card defense {d.id!r} is not registered by {path.name} (it registers "
+                            f"{', '.join(sorted(registered))})")
+    for did, desc in sorted(registered.items()):
+        problems += [f"defense {did!r}: {p}" for p in desc["problems"]]
+        declared = set(desc["claims"])
+        if did in {d.id for d in card.defenses} and declared and declared != set(card.threat_models):
+            problems.append(f"defense {did!r} declares claims {sorted(declared)} but the card says "
+                            f"{list(card.threat_models)}; make them agree")
+    if problems:
+        raise AdmissionError("submission refused:\n  - " + "\n  - ".join(problems))
+    for did, desc in registered.items():
+        if not desc["claims"]:  # the card states the claims of a defense that declares none
+            desc["claims"] = list(card.threat_models)
+    return hello
+
+
+def _tiny_splits(suite: Any, n: int = 8) -> Any:
+    from .contracts import Splits
+    from .data import load_splits
+
+    splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]))
+    idx = torch.arange(min(n, len(splits.private)))
+    return dataclasses.replace(splits, private=splits.private.subset(idx), aux=splits.aux.subset(idx),
+                               test=splits.test.subset(idx), targets=torch.arange(len(idx)))
+
+
+def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
+    """Run each card defense on 8 private images through its proxy (the code path of the run)."""
+    from .contracts import RunContext, Surface
+    from .registry import ATTACKS, DEFENSES
+
+    splits = _tiny_splits(suite)
+    checks = []
+    for d in card.defenses:
+        spec = next(s for s in suite.defenses if s.id == d.id)
+        cls = DEFENSES.get(d.id)
+        ctx = RunContext(seed=suite.seeds[0], device=torch.device("cpu"), task=suite.task)
+        first, second = cls(spec.params), cls(spec.params)
+        try:
+            a = first.build(splits, ctx)
+            b = second.build(splits, ctx)  # a fresh child: no state carried between the two
+            if a.surfaces != b.surfaces:
+                raise AdmissionError(f"defense {d.id!r}: two builds with the same seed expose different surfaces")
+            declared = set(cls.surfaces) - {Surface.TRANSFORM, Surface.MASK}
+            missing = sorted(s.value for s in declared if getattr(a, s.value) is None)
+            if missing:
+                raise AdmissionError(f"defense {d.id!r}: declares {', '.join(missing)} but its release has none")
+            for name in ("data", "synthetic"):
+                x, y = getattr(a, name), getattr(b, name)
+                if x is not None and (y is None or not torch.equal(x.images, y.images)):
+                    raise AdmissionError(f"defense {d.id!r}: the same seed gave a different {name} release "
+                                         "(draw randomness only from ctx.generator(...) / the generator passed in)")
+            if a.mask is not None and not torch.equal(a.mask, b.mask):
+                raise AdmissionError(f"defense {d.id!r}: the same seed gave a different release mask")
+            if Surface.TRANSFORM in cls.surfaces:
+                if a.data is None:
+                    raise AdmissionError(f"defense {d.id!r}: a transform defense must release data")
+                again = first.transform(splits.private.images, ctx.generator("release"))
+                if again.shape != a.data.images.shape or not torch.allclose(again, a.data.images, atol=1e-5):
+                    raise AdmissionError(
+                        f"defense {d.id!r}: transform(private, ctx.generator('release')) does not reproduce the "
+                        "released data, so attacks querying the public algorithm would not query what was "
+                        "released (subclass defenses.base.InputDefense, or release exactly that)")
+                chosen = torch.rand(splits.private.images.shape, generator=torch.Generator().manual_seed(1))
+                out = first.transform(chosen, torch.Generator().manual_seed(2))
+                if out.shape[0] != chosen.shape[0]:
+                    raise AdmissionError(f"defense {d.id!r}: transform of attacker-chosen images changed the batch")
+            if Surface.MASK in cls.surfaces:
+                first.mask_generator(splits.private.images, torch.Generator().manual_seed(3))
+        except SandboxError as e:
+            raise AdmissionError(f"defense {d.id!r} failed on a tiny batch: {e}") from None
+        finally:
+            first.close()
+            second.close()
+        adaptive = [a.id for a in suite.attacks if ATTACKS.get(a.id).adaptive
+                    and ATTACKS.get(a.id)(a.params).compatible(frozenset(cls.surfaces)) is None]
+        if not adaptive:
+            raise AdmissionError(f"defense {d.id!r}: no adaptive attack of suite {suite.name!r} applies to its "
+                                 f"surfaces ({', '.join(sorted(s.value for s in cls.surfaces))}); expose data or "
+                                 "the transform, or propose an adaptive attack with the entry")
+        checks.append(f"{d.id}: release shapes and ranges on {len(splits.private)} images; same seed, same release "
+                      f"(fresh child); " + ("transform reproduces the release; " if Surface.TRANSFORM in cls.surfaces
+                                            else "") + f"adaptive attacks: {', '.join(adaptive)}")
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run and the entry.
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    source: Path
+    card: Path
+    out: Path
+    suite: str = "submission"
+    heldout_seeds: Optional[Path] = None
+    jobs: int = 1
+    device: str = "cpu"
+    limits: Limits = Limits()
+    progress: bool = True
+
+
+def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
+    """The suite YAML of this entry: the standard protocol plus the card's defenses (written to ``out``)."""
+    from .config import load_suite
+
+    base = load_suite(suite_source)  # validates the protocol itself, and finds it by name
+    path = Path(suite_source)
+    if not path.suffix:
+        path = Path(__file__).parent / "suites" / f"{suite_source}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    ids = {d["id"] if isinstance(d, Mapping) else d for d in raw["defenses"]}
+    clash = sorted(ids & {d.id for d in card.defenses})
+    if clash:
+        raise AdmissionError(f"card defense id(s) {', '.join(clash)} are already in suite {base.name!r}")
+    raw["defenses"] = list(raw["defenses"]) + [{"id": d.id, "params": dict(d.params)} for d in card.defenses]
+    target = out / "suite.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(f"# {card.name}: suite {base.name!r} with the submitted defenses (written by privbench "
+                      "submit)\n" + yaml.safe_dump(raw, sort_keys=False))
+    return target
+
+
+def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each claimed number against the measured 95% CI of its configuration (public seeds).
+
+    ``outside``: the claim lies outside the CI. ``optimistic``: outside on the side that flatters the defense
+    (utility above the CI, leakage below it); those make the entry ``unreliable``."""
+    out = []
+    for d, params in zip(card.defenses, full_params):
+        rows = [r for r in summary if r["defense"] == d.id and r["params"] == params]
+        for r in rows:
+            if d.claimed.utility is not None and r["utility"] is not None:
+                u = r["utility"]
+                out.append(_claim("utility", None, d.claimed.utility, u, r, optimistic=d.claimed.utility > _hi(u)))
+            for t, v in d.claimed.leakage.items():
+                cell = r["leakage"].get(t)
+                interval = None if cell is None else cell["interval"]
+                if interval is None:
+                    out.append({"defense": d.id, "config": r["config"], "dataset": r["dataset"], "quantity":
+                                f"leakage:{t}", "claimed": v, "measured": None, "outside": None, "optimistic": False,
+                                "note": "not measured (no attack of this threat model ran)"})
+                    continue
+                out.append(_claim(f"leakage:{t}", cell["status"], v, interval, r, optimistic=v < _lo(interval)))
+    return out
+
+
+def _lo(interval: Mapping[str, Any]) -> float:
+    return -float("inf") if interval["lo"] is None else float(interval["lo"])
+
+
+def _hi(interval: Mapping[str, Any]) -> float:
+    return float("inf") if interval["hi"] is None else float(interval["hi"])
+
+
+def _claim(quantity: str, status: Optional[str], claimed: float, interval: Mapping[str, Any],
+           row: Mapping[str, Any], optimistic: bool) -> dict[str, Any]:
+    outside = not _lo(interval) <= claimed <= _hi(interval)
+    return {"defense": row["defense"], "config": row["config"], "dataset": row["dataset"], "quantity": quantity,
+            "claimed": claimed, "measured": dict(interval), "status": status, "outside": outside,
+            "optimistic": bool(outside and optimistic),
+            "note": "" if not outside else ("overclaims" if optimistic else "conservative")}
+
+
+def _slim(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary without per-seed lists (for the held-out column: its seeds stay secret)."""
+    return [{k: v for k, v in r.items() if k != "seeds"} | {"n_seeds": len(r["seeds"])} for r in summary]
+
+
+def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
+    """Admit, evaluate and write ``opts.out/submission.json``. Returns ``(entry, exit code)``: 0 when every cell
+    ran, 1 when some failed (their records say why). Admission problems raise :class:`AdmissionError`."""
+    from . import __version__
+    from .codehash import closure_hash, library_versions
+    from .config import load_suite
+    from .provenance import git_commit, machine
+    from .records import atomic_write_text
+    from .registry import load_plugin_file
+    from .report.frame import load_frame
+    from .report.tables import config_summaries
+    from .runner import RunOptions, resolve_device, run_suite
+
+    resolve_device(opts.device)
+    card = load_card(opts.card)
+    files = source_files(opts.source)
+    digest = source_hash(opts.source)
+    heldout = read_heldout_seeds(opts.heldout_seeds or (Path(os.environ[HELDOUT_ENV]) if os.environ.get(HELDOUT_ENV)
+                                                        else None))
+    out = Path(opts.out)
+    hello = describe(Path(opts.source), card, opts.limits)
+    proxy = write_proxy_module(out / "proxy" / f"{card.slug.replace('-', '_')}_proxy.py", Path(opts.source), digest,
+                               hello["defenses"], opts.limits)
+    load_plugin_file(proxy)
+    suite_path = submission_suite(opts.suite, card, out)
+    suite = load_suite(suite_path)
+    if set(heldout) & set(suite.seeds):
+        raise InputError(f"held-out seeds overlap the public seeds {list(suite.seeds)}")
+    checks = tiny_batch_checks(suite, card)
+    common = dict(jobs=opts.jobs, device=opts.device, progress=opts.progress, plugins=(str(proxy.resolve()),))
+    public = run_suite(suite, RunOptions(out=out / "public", **common))
+    summary = config_summaries(load_frame(out / "public"))
+    entry_heldout = None
+    failed = public.failed
+    if heldout:
+        h = run_suite(dataclasses.replace(suite, seeds=heldout), RunOptions(out=out / "heldout", **common))
+        failed += h.failed
+        entry_heldout = {"seeds_sha256": hashlib.sha256(json.dumps(sorted(heldout)).encode()).hexdigest(),
+                         "n_seeds": len(heldout), "summary": _slim(config_summaries(load_frame(out / "heldout"))),
+                         "failed_cells": h.failed}
+    full = [json.loads(json.dumps(spec.params_dict)) for spec in suite.defenses[len(suite.defenses) - len(card.defenses):]]
+    claims = check_claims(card, full, summary)
+    entry = {
+        "schema": SUBMISSION_SCHEMA,
+        "card": {"name": card.name, "slug": card.slug, "authors": list(card.authors), "url": card.url,
+                 "threat_models": list(card.threat_models),
+                 "defenses": [{"id": d.id, "params": dict(d.params), "claimed": dataclasses.asdict(d.claimed)}
+                              for d in card.defenses]},
+        "source": {"name": Path(opts.source).name, "sha256": digest, "files": len(files)},
+        "defenses": {i: {k: v for k, v in desc.items() if k != "problems"} for i, desc in hello["defenses"].items()},
+        "admission": {"checks": checks},
+        "sandbox": {"limits": dataclasses.asdict(opts.limits), "filesystem_isolation": hello["confined"],
+                    "filesystem_isolation_note": filesystem_isolation() or "Landlock: writes only in its directory"},
+        "suite": {"name": suite.name, "datasets": list(suite.datasets), "attacks": [a.label for a in suite.attacks],
+                  "public_seeds": list(suite.seeds)},
+        "public": {"summary": summary, "failed_cells": public.failed},
+        "heldout": entry_heldout,
+        "claims": claims,
+        "unreliable": any(c["optimistic"] for c in claims),
+        "provenance": {"privbench": __version__, "git_commit": git_commit(),
+                       "sandbox_code": closure_hash("benchmark.sandbox"), "libraries": library_versions(),
+                       "machine": machine(opts.device)},
+    }
+    atomic_write_text(out / "submission.json", json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return entry, 1 if failed else 0

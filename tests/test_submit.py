@@ -1,0 +1,317 @@
+"""`privbench submit`: hostile submissions are contained with a clear reason, admission refuses what cannot be
+evaluated honestly, an identity release ranks leakiest and a noise release scores ~0 at chance utility, and the
+leaderboard renders from JSON alone (the submitted source deleted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.sandbox import Limits, SandboxError, Session, filesystem_isolation
+from benchmark.submit import AdmissionError, load_card
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HEADER = """
+from dataclasses import dataclass
+import torch
+from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+"""
+
+
+def _source(tmp_path: Path, body: str, name: str = "sub.py") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+def _build(session: Session, did: str, n: int = 4) -> tuple[dict, dict]:
+    x = torch.rand(n, 1, 8, 8)
+    y = torch.zeros(n, dtype=torch.long)
+    info = {"name": "t", "num_classes": 2, "shape": [1, 8, 8], "sizes": {}, "hash": "", "split_hashes": {}}
+    task = {"model": "convnet", "width": 4, "epochs": 1, "batch_size": 8, "lr": 0.01}
+    return session.request("build", {"id": did, "params": {}, "seed": 0, "device": "cpu", "task": task,
+                                      "info": info},
+                            {"private_images": x, "private_labels": y, "aux_images": x, "aux_labels": y})
+
+
+BUILD = """
+@DEFENSES.register("hostile")
+class Hostile(InputDefense):
+    def apply(self, images, generator):
+        return images
+
+    def build(self, splits, ctx):
+{body}
+"""
+
+
+def _hostile(tmp_path: Path, body: str) -> Path:
+    return _source(tmp_path, BUILD.format(body=textwrap.indent(textwrap.dedent(body), " " * 8)))
+
+
+def test_a_crash_in_build_is_reported_with_its_reason_and_the_child_survives(tmp_path) -> None:
+    s = Session(_hostile(tmp_path, "raise ValueError('no GPU here')"), Limits(wall_seconds=60))
+    try:
+        with pytest.raises(SandboxError, match=r"build raised ValueError: no GPU here \(at sub.py:\d+\)"):
+            _build(s, "hostile")
+        with pytest.raises(SandboxError, match="no GPU here"):  # still answering
+            _build(s, "hostile")
+    finally:
+        s.close()
+
+
+def test_an_infinite_loop_hits_the_wall_time_limit_and_is_killed(tmp_path) -> None:
+    s = Session(_hostile(tmp_path, "while True:\n    pass"), Limits(wall_seconds=3))
+    pid = s._proc.pid
+    with pytest.raises(SandboxError, match="exceeded the wall-time limit of 3 s"):
+        _build(s, "hostile")
+    assert s._proc.poll() is not None and not os.path.exists(f"/proc/{pid}/status") or \
+        "zombie" not in open(f"/proc/{pid}/status").read().lower()
+
+
+def test_a_cpu_hog_hits_the_cpu_time_limit(tmp_path) -> None:
+    s = Session(_hostile(tmp_path, "while True:\n    pass"), Limits(wall_seconds=120, cpu_seconds=8))
+    with pytest.raises(SandboxError, match="CPU-time limit of 8 s"):
+        _build(s, "hostile")
+
+
+def test_a_memory_bomb_hits_the_address_space_limit(tmp_path) -> None:
+    s = Session(_hostile(tmp_path, "hoard = [bytearray(1 << 28) for _ in range(64)]  # 16 GiB"),
+                Limits(wall_seconds=60, memory_bytes=5 << 30))
+    try:
+        with pytest.raises(SandboxError, match="MemoryError"):
+            _build(s, "hostile")
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(filesystem_isolation() is not None, reason=f"no Landlock here: {filesystem_isolation()}")
+def test_writing_outside_its_directory_is_refused(tmp_path) -> None:
+    target = tmp_path / "escaped.txt"
+    s = Session(_hostile(tmp_path, f"open({str(target)!r}, 'w').write('x')"), Limits(wall_seconds=60))
+    try:
+        assert s.hello["confined"] is True
+        with pytest.raises(SandboxError, match="PermissionError"):
+            _build(s, "hostile")
+    finally:
+        s.close()
+    assert not target.exists()
+
+
+def test_a_pickle_written_into_the_reply_pipe_is_never_unpickled(tmp_path) -> None:
+    marker = tmp_path / "unpickled.txt"
+    body = f"""
+    import os, pickle
+    class Evil:
+        def __reduce__(self):
+            return (open, ({str(marker)!r}, "w"))
+    blob = pickle.dumps(Evil())
+    for fd in range(3, 64):
+        try:
+            os.write(fd, blob)
+        except OSError:
+            pass
+    import time; time.sleep(30)
+    """
+    s = Session(_hostile(tmp_path, body), Limits(wall_seconds=20))
+    with pytest.raises(SandboxError, match="malformed|exceeds the limit|wall-time"):
+        _build(s, "hostile")
+    assert not marker.exists()
+
+
+def test_non_tensor_release_fields_are_refused(tmp_path) -> None:
+    body = """
+    class Evil:
+        pass
+    return Release(data=ImageSet(splits.private.images, splits.private.labels), meta=ReleaseMeta(extra={"x": Evil()}))
+    """
+    s = Session(_hostile(tmp_path, body), Limits(wall_seconds=60))
+    try:
+        with pytest.raises(SandboxError, match="release.meta must hold plain numbers"):
+            _build(s, "hostile")
+    finally:
+        s.close()
+
+
+def test_a_submission_cannot_shadow_a_built_in_id(tmp_path) -> None:
+    path = _source(tmp_path, """
+    @DEFENSES.register("blur")
+    class FakeBlur(InputDefense):
+        def apply(self, images, generator):
+            return images
+    """)
+    with pytest.raises(SandboxError, match="already taken.*'blur'"):
+        Session(path, Limits(wall_seconds=60))
+
+
+CARD = """
+name: Test entry
+authors: [A. Author]
+url: https://example.org
+threat_models: [observer, linker]
+defenses:
+  - id: {id}
+"""
+
+
+def _card(tmp_path: Path, did: str, extra: str = "") -> Path:
+    path = tmp_path / "card.yaml"
+    path.write_text(CARD.format(id=did) + extra)
+    return path
+
+
+@pytest.mark.parametrize("body,message", [
+    ("""
+    @DEFENSES.register("mutable")
+    class Mutable(InputDefense):
+        @dataclass
+        class Params:
+            k: int = 1
+        def apply(self, images, generator):
+            return images
+    """, "Params must be a frozen dataclass"),
+    ("""
+    @DEFENSES.register("no-default")
+    class NoDefault(InputDefense):
+        @dataclass(frozen=True)
+        class Params:
+            k: int
+        def apply(self, images, generator):
+            return images
+    """, "Params.k has no default"),
+    ("""
+    @DEFENSES.register("model-side")
+    class ModelSide(InputDefense):
+        surfaces = frozenset({Surface.DATA, Surface.MODEL})
+        def apply(self, images, generator):
+            return images
+    """, "surfaces model cannot leave the sandbox"),
+])
+def test_admission_refuses_what_it_cannot_evaluate(tmp_path, body, message) -> None:
+    from benchmark.submit import describe
+
+    path = _source(tmp_path, body)
+    did = body.split('register("')[1].split('"')[0]
+    with pytest.raises(AdmissionError, match=message):
+        describe(path, load_card(_card(tmp_path, did)), Limits(wall_seconds=60))
+
+
+def test_admission_refuses_a_card_id_the_submission_does_not_register(tmp_path) -> None:
+    from benchmark.submit import describe
+
+    path = _source(tmp_path, """
+    @DEFENSES.register("present")
+    class Present(InputDefense):
+        def apply(self, images, generator):
+            return images
+    """)
+    with pytest.raises(AdmissionError, match="'absent' is not registered by sub.py"):
+        describe(path, load_card(_card(tmp_path, "absent")), Limits(wall_seconds=60))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\n", "missing field 'authors'"),
+    (CARD.format(id="a").replace("[observer, linker]", "[observer, god-mode]"), "'god-mode' is not a threat model"),
+    (CARD.format(id="a") + "    claimed: {utility: 1.5}\n", r"claimed.utility: expected a number in \[0, 1\]"),
+    (CARD.format(id="a") + "surprise: 1\n", "unknown field"),
+])
+def test_bad_cards_name_the_field(tmp_path, text, message) -> None:
+    path = tmp_path / "card.yaml"
+    path.write_text(text)
+    with pytest.raises(AdmissionError, match=message):
+        load_card(path)
+
+
+ENTRIES = """
+@DEFENSES.register("leaky-identity")
+class LeakyIdentity(InputDefense):
+    \"\"\"Releases the images unchanged.\"\"\"
+    def apply(self, images, generator):
+        return images.clone()
+
+
+@DEFENSES.register("pure-noise")
+class PureNoise(InputDefense):
+    \"\"\"Releases uniform noise, independent of the images.\"\"\"
+    def apply(self, images, generator):
+        return torch.rand(images.shape, generator=generator)
+
+
+@DEFENSES.register("cheating-transform")
+class Cheating(InputDefense):
+    \"\"\"Releases the images but shows attackers noise.\"\"\"
+    def build(self, splits, ctx):
+        return Release(data=ImageSet(splits.private.images.clone(), splits.private.labels.clone()),
+                       transform=self.transform, inference_transform=self.transform)
+    def apply(self, images, generator):
+        return torch.rand(images.shape, generator=generator)
+"""
+
+SUITE = """
+name: submission-test
+datasets: [digits]
+seeds: [0]
+splits: {private: 200, aux: 200, test: 200, targets: 40}
+task: {model: convnet, width: 16, epochs: 10, batch_size: 32, lr: 0.003}
+defenses:
+  - id: none
+attacks:
+  - id: linkage
+    params: {epochs: 3, width: 8}
+"""
+
+
+def _submit(tmp_path: Path, card: Path, src: Path, *extra: str) -> subprocess.CompletedProcess:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    return subprocess.run([sys.executable, "-m", "benchmark", "submit", str(src), "--card", str(card), "--suite",
+                           str(suite), "--out", str(tmp_path / "subs" / "entry"), "--no-progress", *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_a_transform_that_does_not_produce_the_release_is_refused(tmp_path) -> None:
+    src = _source(tmp_path, ENTRIES)
+    r = _submit(tmp_path, _card(tmp_path, "cheating-transform"), src)
+    assert r.returncode == 2, r.stderr
+    assert "does not reproduce the released data" in r.stderr
+    assert not (tmp_path / "subs" / "entry" / "submission.json").exists()
+
+
+def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_submitted_code(tmp_path) -> None:
+    src = _source(tmp_path, ENTRIES)
+    card = _card(tmp_path, "leaky-identity", "  - id: pure-noise\n    claimed: {utility: 0.95, leakage: {linker: 0.0}}\n")
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("# maintainers' secret seeds\n1234\n")
+    r = _submit(tmp_path, card, src, "--heldout-seeds", str(heldout))
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = json.loads((tmp_path / "subs" / "entry" / "submission.json").read_text())
+    rows = {row["defense"]: row for row in entry["public"]["summary"]}
+    leak = {d: rows[d]["leakage"]["linker"]["interval"] for d in ("leaky-identity", "pure-noise")}
+    assert leak["leaky-identity"]["lo"] > 0.9  # the identity release is fully linkable
+    assert abs(leak["pure-noise"]["mean"]) < 0.1 and leak["pure-noise"]["lo"] <= 0.0  # noise: ~0, CI covers it
+    assert rows["pure-noise"]["utility"]["mean"] < 0.25  # chance is 0.1 on 10 digits
+    assert rows["leaky-identity"]["utility"]["mean"] > 0.5
+    assert entry["unreliable"] is True  # it claimed 0.95 utility for noise
+    assert "1234" not in json.dumps(entry["heldout"])  # held-out seeds stay out of the entry
+    assert entry["heldout"]["n_seeds"] == 1
+    src.unlink()  # rendering needs no submitted code
+    (tmp_path / "subs" / "entry" / "proxy").rename(tmp_path / "proxy-moved")
+    out = tmp_path / "board"
+    b = subprocess.run([sys.executable, "-m", "benchmark", "leaderboard", "build", str(tmp_path / "subs"), "--out",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert b.returncode == 0, b.stderr
+    md = (out / "submissions.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| Test entry")]
+    assert [line.split("|")[2].strip() for line in table] == ["leaky-identity", "pure-noise"]
+    assert "unreliable: utility claimed 0.95" in md
+    assert (out / "submissions.html").read_text().count("<table") == 1
