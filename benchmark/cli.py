@@ -132,16 +132,17 @@ def _ci(d: Optional[dict]) -> str:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from .sandbox import Limits
-    from .submit import SubmitOptions, load_card, submit
+    from .submit import SubmitOptions, submit
 
-    card = load_card(Path(args.card))
     limits = Limits(wall_seconds=args.wall_seconds, cpu_seconds=args.cpu_seconds,
                     memory_bytes=int(args.memory_gb * (1 << 30)), threads=args.sandbox_threads)
-    out = Path(args.out) if args.out else Path("submissions") / card.slug
-    opts = SubmitOptions(source=Path(args.path), card=Path(args.card), out=out, suite=args.suite,
-                         heldout_seeds=Path(args.heldout_seeds) if args.heldout_seeds else None, jobs=args.jobs,
-                         device=args.device, limits=limits, progress=not args.no_progress)
+    opts = SubmitOptions(source=Path(args.path), card=Path(args.card), out=Path(args.out) if args.out else None,
+                         suite=args.suite, heldout_seeds=Path(args.heldout_seeds) if args.heldout_seeds else None,
+                         jobs=args.jobs, device=args.device, limits=limits, progress=not args.no_progress,
+                         plugins=tuple(str(Path(p).resolve()) for p in args.plugin),
+                         allow_unconfined=args.allow_unconfined)
     entry, code = submit(opts)
+    out = Path(args.out) if args.out else Path("submissions") / entry["card"]["slug"]
     for check in entry["admission"]["checks"]:
         print(f"admitted: {check}")
     mine = {d["id"] for d in entry["card"]["defenses"]}
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpu-seconds", type=int, default=3600, help="sandbox: CPU seconds per child")
     sp.add_argument("--memory-gb", type=float, default=8.0, help="sandbox: address-space limit per child (torch alone maps ~3.7 GiB)")
     sp.add_argument("--sandbox-threads", type=int, default=1, help="sandbox: torch threads per child")
+    sp.add_argument("--allow-unconfined", action="store_true",
+                    help="run even where Landlock cannot confine the submission (only in a disposable VM/container)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_submit)
     sp = sub.add_parser("leaderboard", help="render the submissions leaderboard from submission.json files")

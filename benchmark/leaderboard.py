@@ -17,7 +17,9 @@ from .errors import InputError
 from .records import atomic_write_text
 from .report.rows import Board, Cell, Column, Direction, Row, Status, Table
 from .stats import Interval
-from .submit import SUBMISSION_SCHEMA
+
+#: Version of the ``submission.json`` layout (written by :mod:`benchmark.submit`).
+SUBMISSION_SCHEMA = 1
 
 _LEAK_NOTE = ("Leakage is the calibrated advantage of the strongest competent attack of each threat model over its "
               "no-release prior (0 = no better than not seeing the release, 1 = the identity release), gated on the "
@@ -39,7 +41,7 @@ def load_entries(root: Path) -> list[dict[str, Any]]:
         if not isinstance(entry, Mapping) or entry.get("schema") != SUBMISSION_SCHEMA:
             raise InputError(f"{path}: unknown submission schema {entry.get('schema') if isinstance(entry, Mapping) else None!r}"
                              f" (expected {SUBMISSION_SCHEMA}; re-run privbench submit)")
-        for key in ("card", "public", "source", "claims", "unreliable", "suite"):
+        for key in ("card", "public", "source", "claims", "unreliable", "suite", "heldout"):
             if key not in entry:
                 raise InputError(f"{path}: missing field {key!r}")
         entries.append({**entry, "_path": path})

@@ -4,23 +4,37 @@ The trusted side (driver, pool workers, attack processes) never imports a submis
 defenses (:func:`proxy_classes`) whose ``build`` / ``transform`` / ``mask_generator`` / ``public_info`` forward to
 a :class:`Session`: a child Python process that imported the submission and nothing else of the run.
 
-The child is limited before it runs any submitted line:
+The child is limited before it runs any submitted line (after importing torch and the built-ins):
     - address space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), largest written file (``RLIMIT_FSIZE``), no core
       dumps, a scrubbed environment, its own session (killed as a group) and a fresh temporary working directory;
-    - file-system writes confined to that directory by Landlock (Linux >= 5.13) when the kernel has it; reads stay
-      allowed (Python, torch and the submission must load). :func:`filesystem_isolation` says which applies;
-    - every request has a wall-time limit; past it the child's process group is killed.
+    - Landlock (Linux >= 5.13): writes only beneath that directory (no device nodes), reads only of system
+      directories, the interpreter, the project's packages and the submission (:func:`readable_roots`: not the
+      run's output, caches, home directories or /tmp); it also keeps the child from ptrace-ing or reading the
+      memory and environment of unconfined processes. Without Landlock a submission is refused unless the caller
+      allows it explicitly;
+    - as root, every capability is dropped (no kernel modules, mounts or raw devices);
+    - every request and its reply have a wall-time limit; past it the child's process group is killed.
+
+Not contained (docs/SUBMITTING.md, "What the sandbox does not do"): the network, signals to processes of the same
+user, processes forked into a new session, disk use beyond one file's size limit. Run submissions of unknown authors in
+a disposable VM or container, as an unprivileged user without network; this sandbox is the second layer.
 
 Requests and replies are length-framed JSON headers plus tensors in the safetensors format, over two pipes that
-are not the child's stdout/stderr (what the submission prints goes to a log whose tail is quoted in errors).
-Nothing is ever unpickled: a malformed reply is an error, not a code path.
+are not the child's stdout/stderr (what the submission prints goes to a log outside its directory, whose last lines
+are quoted in errors). Nothing is ever unpickled: a malformed reply is an error, not a code path. Everything the
+child reports is validated again here (:func:`validate_description`, the release checks in
+:class:`SandboxedDefense`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import keyword
 import os
+import re
+import resource
 import select
 import shutil
 import signal
@@ -33,7 +47,7 @@ import time
 import traceback
 import typing
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -109,14 +123,19 @@ def encode(header: Mapping[str, Any], tensors: Optional[Mapping[str, Tensor]] = 
     return _HEADER.pack(len(head), len(body)) + head + body
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a reply")
+
+
 def decode(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Parse a frame; anything but a JSON object and a safetensors payload raises :class:`SandboxError`."""
     from safetensors.torch import load
 
     try:
-        header = json.loads(head.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SandboxError(f"malformed reply header ({e}); replies are JSON + safetensors, never pickles") from None
+        header = json.loads(head.decode(), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SandboxError(f"malformed reply header ({type(e).__name__}: {str(e)[:200]}); replies are JSON + "
+                           "safetensors, never pickles") from None
     if not isinstance(header, dict):
         raise SandboxError("malformed reply header: not a JSON object")
     try:
@@ -149,24 +168,31 @@ def read_frame(fd: int, deadline: Optional[float], max_bytes: int) -> tuple[dict
     return decode(head, _read_exact(fd, body_len, deadline, "payload"))
 
 
-def write_frame(fd: int, frame: bytes) -> None:
+def write_frame(fd: int, frame: bytes, deadline: Optional[float] = None) -> None:
+    """Write ``frame``; with a ``deadline``, ``fd`` must be non-blocking and a reader that stops reading raises
+    :class:`TimeoutError` instead of blocking forever."""
     view = memoryview(frame)
     while view:
-        view = view[os.write(fd, view):]
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError("request")
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The trusted side: a session with one child.
 
 
-def _limit_child(limits: Limits) -> None:
-    """``preexec_fn``: runs in the forked child before ``exec``: own session, resource limits."""
-    import resource
-
-    os.setsid()
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+def _limit_self(limits: Mapping[str, Any]) -> None:
+    """In the child, before it imports the submission: resource limits on itself."""
+    mem, cpu, fsize = int(limits["memory_bytes"]), int(limits["cpu_seconds"]), int(limits["file_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -185,41 +211,62 @@ class Session:
     source, the operation and the cause, with the tail of what the child printed.
     """
 
-    def __init__(self, source: str | Path, limits: Limits = Limits(), max_reply_bytes: int = 8 << 30) -> None:
-        self.source, self.limits, self.max_reply_bytes = Path(source).resolve(), limits, max_reply_bytes
+    def __init__(self, source: str | Path, limits: Limits = Limits(), label: str = "") -> None:
+        self.source, self.limits = Path(source).resolve(), limits
+        self.label = label or self.source.name
         self._lock = threading.Lock()
-        self.workdir = Path(tempfile.mkdtemp(prefix="privbench-sandbox-"))
-        self.log = self.workdir / "child.log"
-        c_read, p_write = os.pipe()  # requests: parent -> child
-        p_read, c_write = os.pipe()  # replies: child -> parent
-        root = str(Path(__file__).resolve().parent.parent)
-        code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.sandbox import child_main; "
-                f"child_main({c_read}, {c_write}, {str(self.source)!r}, {limits.threads})")
-        with open(self.log, "wb") as log:
-            self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, pass_fds=(c_read, c_write),
-                                          env=_scrubbed_env(self.workdir, limits.threads),
-                                          preexec_fn=lambda: _limit_child(limits))
+        self.base = Path(tempfile.mkdtemp(prefix="privbench-sandbox-"))
+        self.workdir = self.base / "work"  # the only place the child may write
+        self.workdir.mkdir()
+        self.log = self.base / "child.log"  # outside it: the child holds only its inherited descriptor
+        fds: list[int] = []
+        try:
+            c_read, p_write = os.pipe()  # requests: parent -> child
+            fds += [c_read, p_write]
+            p_read, c_write = os.pipe()  # replies: child -> parent
+            fds += [p_read, c_write]
+            root = str(Path(__file__).resolve().parent.parent)
+            code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.capabilities import drop_all; "
+                    "drop_all(); from benchmark.sandbox import child_main; "
+                    f"child_main({c_read}, {c_write}, {str(self.source)!r}, "
+                    f"{json.dumps(dataclasses.asdict(limits))!r})")
+            with open(self.log, "wb") as log:
+                self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], cwd=self.workdir,
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                              pass_fds=(c_read, c_write), env=_scrubbed_env(self.workdir, limits.threads),
+                                              start_new_session=True)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
         os.close(c_read)
         os.close(c_write)
+        os.set_blocking(p_write, False)
         self._write, self._read = p_write, p_read
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, p_write, p_read, self.workdir)
-        self.hello = self._reply("start-up", time.monotonic() + limits.startup_seconds)[0]
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, p_write, p_read, self.base)
+        self.hello = self._reply("start-up", time.monotonic() + limits.startup_seconds, 16 << 20)[0]
 
     def request(self, op: str, header: Optional[Mapping[str, Any]] = None,
-                tensors: Optional[Mapping[str, Tensor]] = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+                tensors: Optional[Mapping[str, Tensor]] = None,
+                max_reply_bytes: int = 16 << 20) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Send one request; the reply may be at most ``max_reply_bytes`` long (callers size it from the request)."""
         with self._lock:
             if not self._finalizer.alive:
-                raise SandboxError(f"{self.source.name}: the sandbox was already closed")
+                raise SandboxError(f"{self.label}: the sandbox was already closed")
+            deadline = time.monotonic() + self.limits.wall_seconds
             try:
-                write_frame(self._write, encode({"op": op, **(header or {})}, tensors))
-            except (BrokenPipeError, OSError) as e:
+                write_frame(self._write, encode({"op": op, **(header or {})}, tensors), deadline)
+            except TimeoutError:
+                raise self._fail(op, f"stopped reading its requests (wall-time limit {self.limits.wall_seconds:g} s)") \
+                    from None
+            except OSError as e:
                 raise self._fail(op, f"the child is gone ({type(e).__name__})") from None
-            return self._reply(op, time.monotonic() + self.limits.wall_seconds)
+            return self._reply(op, deadline, max_reply_bytes)
 
-    def _reply(self, op: str, deadline: float) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    def _reply(self, op: str, deadline: float, max_bytes: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
         try:
-            header, tensors = read_frame(self._read, deadline, self.max_reply_bytes)
+            header, tensors = read_frame(self._read, deadline, max_bytes)
         except TimeoutError:
             limit = self.limits.startup_seconds if op == "start-up" else self.limits.wall_seconds
             raise self._fail(op, f"exceeded the wall-time limit of {limit:g} s") from None
@@ -231,7 +278,7 @@ class Session:
             error = str(header.get("error", "no reason given"))
             if header.get("fatal"):
                 raise self._fail(op, error)
-            raise SandboxError(f"{self.source.name}: {op} raised {error}")
+            raise SandboxError(f"{self.label}: {op} raised {_printable(error)}")
         return header, tensors
 
     def _death(self) -> str:
@@ -248,62 +295,108 @@ class Session:
         return f"the child exited with status {code}"
 
     def _fail(self, op: str, cause: str) -> SandboxError:
+        self.close_child()
         tail = self.tail()
         self.close()
-        return SandboxError(f"{self.source.name}: {op}: {cause}" + (f"; its output ends with:\n{tail}" if tail else ""))
+        return SandboxError(f"{self.label}: {op}: {_printable(cause)}" +
+                            (f"; its output ends with:\n{tail}" if tail else ""))
 
-    def tail(self, lines: int = 12) -> str:
+    def close_child(self) -> None:
+        """Kill the child's process group (what it printed stays readable until :meth:`close`)."""
+        _kill(self._proc)
+
+    def tail(self, lines: int = 12, max_bytes: int = 8192) -> str:
+        """The last ``lines`` lines of what the child printed (at most ``max_bytes``, control characters removed)."""
         try:
-            text = self.log.read_text(errors="replace")
+            with open(self.log, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - max_bytes))
+                text = f.read(max_bytes).decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return "\n".join(_printable(line)[:300] for line in text.strip().splitlines()[-lines:])
 
     def close(self) -> None:
         self._finalizer()
 
 
-def _shutdown(proc: subprocess.Popen, write: int, read: int, workdir: Path) -> None:
+def _printable(text: str) -> str:
+    """``text`` without control characters other than newlines and tabs (no terminal escapes reach a console)."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "?", text)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group, whether or not the child itself is still alive (its forks die too,
+    unless they started a session of their own)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _shutdown(proc: subprocess.Popen, write: int, read: int, base: Path) -> None:
     for fd in (write, read):
         try:
             os.close(fd)
         except OSError:
             pass
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-    shutil.rmtree(workdir, ignore_errors=True)
+    _kill(proc)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The child.
 
-_WRITE = ("WRITE_FILE", "TRUNCATE", "REMOVE_DIR", "REMOVE_FILE", "MAKE_CHAR", "MAKE_DIR", "MAKE_REG", "MAKE_SOCK",
-          "MAKE_FIFO", "MAKE_BLOCK", "MAKE_SYM", "REFER")
+#: Write rights denied outside the child's directory, with the Landlock ABI each needs. Device nodes (MAKE_CHAR,
+#: MAKE_BLOCK) stay denied inside it too: a node for the root disk would open every file to writing.
+_WRITE = (("WRITE_FILE", 1), ("REMOVE_DIR", 1), ("REMOVE_FILE", 1), ("MAKE_CHAR", 1), ("MAKE_DIR", 1),
+          ("MAKE_REG", 1), ("MAKE_SOCK", 1), ("MAKE_FIFO", 1), ("MAKE_BLOCK", 1), ("MAKE_SYM", 1), ("REFER", 2),
+          ("TRUNCATE", 3))
 
 
-def _confine_writes(workdir: str) -> bool:
-    """Landlock: from now on this process writes only beneath ``workdir`` (and to /dev/null)."""
+#: System directories a child may read (and execute from), besides Python's prefixes and the project's packages.
+_SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/dev")
+
+
+def readable_roots(source: Path) -> list[str]:
+    """What a child may read: system directories, the interpreter's prefixes and site-packages, the project's own
+    packages (``benchmark``, ``defenses``, ``attacks``: not the rest of the checkout, where results and held-out
+    files may live) and the submission itself. Not ``/home``, ``/root`` outside the interpreter, ``/tmp``, ``/var``
+    or the run's output."""
+    import site
+
+    root = Path(__file__).resolve().parent.parent
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), *_SYSTEM_READ,
+             *(str(root / p) for p in ("benchmark", "defenses", "attacks")), str(Path(source).resolve())}
+    return sorted(r for r in roots if os.path.exists(r))
+
+
+def _confine(workdir: str, source: Path) -> bool:
+    """Landlock: from now on this process reads only :func:`readable_roots`, and writes only beneath ``workdir``
+    (and to /dev/null), never device nodes."""
     if filesystem_isolation() is not None:
         return False
     from landlock import FSAccess, Ruleset
+    from landlock.plumbing import landlock_abi_version
 
-    rights = FSAccess(0)
-    for name in _WRITE:
-        rights |= FSAccess[name]
-    rules = Ruleset(restrict_rules=rights)
-    rules.allow(workdir)
-    rules.allow("/dev/null", rules=FSAccess.WRITE_FILE | FSAccess.TRUNCATE)
+    abi = landlock_abi_version()
+    write = FSAccess(0)
+    for name, needs in _WRITE:
+        if abi >= needs:
+            write |= FSAccess[name]
+    read_file, read = FSAccess.READ_FILE | FSAccess.EXECUTE, FSAccess.READ_FILE | FSAccess.EXECUTE | FSAccess.READ_DIR
+    rules = Ruleset(restrict_rules=write | read)
+    for path in readable_roots(source):
+        rules.allow(path, rules=read if os.path.isdir(path) else read_file)
+    rules.allow(workdir, rules=(write | read) & ~FSAccess.MAKE_CHAR & ~FSAccess.MAKE_BLOCK)
+    rules.allow("/dev/null", rules=read_file | (write & (FSAccess.WRITE_FILE | FSAccess.TRUNCATE)))
     rules.apply()
     return True
 
 
 def _import_source(path: Path) -> None:
     """Import a submission: a ``.py`` file or a package directory (its ``__init__.py`` registers the defenses).
-    Its exceptions propagate as they are (the registry's ``KeyError`` for a taken id included)."""
+    Its exceptions propagate as they are."""
     import importlib.util
 
     if path.is_file():
@@ -312,7 +405,7 @@ def _import_source(path: Path) -> None:
         init, search = path / "__init__.py", [str(path)]
     else:
         raise InputError(f"{path}: expected a Python file or a package directory with __init__.py")
-    name = f"privbench_submission_{path.stem.replace('-', '_')}"
+    name = f"privbench_submission_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
     spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=search)
     if spec is None or spec.loader is None:
         raise InputError(f"{path}: cannot import it")
@@ -336,7 +429,8 @@ def _type_name(tp: Any) -> Optional[str]:
 
 
 def _describe(cls: type) -> dict[str, Any]:
-    """What the trusted side needs to register a proxy of ``cls``, plus the admission problems found."""
+    """What the trusted side needs to register a proxy of ``cls``, plus the problems the child can see (the trusted
+    side checks the description again: :func:`validate_description`)."""
     problems = []
     params: list[dict[str, Any]] = []
     P = getattr(cls, "Params", None)
@@ -356,25 +450,13 @@ def _describe(cls: type) -> dict[str, Any]:
                 problems.append(f"Params.{f.name}: type {hints.get(f.name)!r} is not supported (use bool, int, "
                                 "float, str, Optional[...] of one, or tuple[..., ...])")
                 continue
-            try:
-                json.dumps(default, allow_nan=False)
-            except (TypeError, ValueError):
-                problems.append(f"Params.{f.name}: default {default!r} is not a plain value")
-                continue
             params.append({"name": f.name, "type": tname,
                            "default": list(default) if isinstance(default, tuple) else default})
-    surfaces = getattr(cls, "surfaces", None)
-    if not surfaces:
-        problems.append("no surfaces declared (set the class attribute `surfaces`)")
-        surfaces = frozenset()
-    extra = sorted(s.value for s in surfaces if s not in SANDBOX_SURFACES)
-    if extra:
-        problems.append(f"surfaces {', '.join(extra)} cannot leave the sandbox (allowed: "
-                        f"{', '.join(sorted(s.value for s in SANDBOX_SURFACES))})")
-    return {"doc": cls.describe(), "surfaces": sorted(s.value for s in surfaces),
-            "claims": sorted(t.value for t in getattr(cls, "claims", frozenset())),
+    surfaces = getattr(cls, "surfaces", None) or frozenset()
+    return {"doc": cls.describe(), "surfaces": sorted(getattr(x, "value", str(x)) for x in surfaces),
+            "claims": sorted(getattr(t, "value", str(t)) for t in getattr(cls, "claims", frozenset())),
             "strength": getattr(cls, "strength", None),
-            "modalities": sorted(m.value for m in getattr(cls, "modalities", frozenset({Modality.IMAGE}))),
+            "modalities": sorted(getattr(m, "value", str(m)) for m in getattr(cls, "modalities", frozenset())),
             "params": params, "problems": problems}
 
 
@@ -399,13 +481,14 @@ def _release_reply(release: Any) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if release.data is not None:
         tensors["data_images"], tensors["data_labels"] = release.data.images, release.data.labels
     if release.mask is not None:
-        tensors["mask"] = release.mask.to(torch.bool)
+        tensors["mask"] = release.mask
     if release.synthetic is not None:
         tensors["synthetic_images"], tensors["synthetic_labels"] = release.synthetic.images, release.synthetic.labels
     for k, v in tensors.items():
         if not isinstance(v, Tensor):
             raise TypeError(f"release field {k} must be a torch.Tensor, got {type(v).__name__}")
-    return {"ok": True, "meta": meta}, tensors
+    return {"ok": True, "meta": meta}, {k: v.detach().to(torch.bool if k == "mask" else v.dtype)
+                                        for k, v in tensors.items()}
 
 
 def _generator(tensors: Mapping[str, Tensor]) -> torch.Generator:
@@ -414,17 +497,37 @@ def _generator(tensors: Mapping[str, Tensor]) -> torch.Generator:
     return g
 
 
-def child_main(read_fd: int, write_fd: int, source: str, threads: int) -> None:
-    """The sandbox child: confine writes, import the built-ins and then the submission, answer requests."""
+def _reseed_globals(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> None:
+    """Global RNGs (torch, numpy, random) reseeded from the request itself, so a defense that (wrongly) draws from
+    them gives the same answer whatever was asked before in this child."""
+    import random
+
+    import numpy as np
+
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    if "generator_state" in tensors:
+        h.update(tensors["generator_state"].numpy().tobytes())
+    seed = int.from_bytes(h.digest()[:4], "little")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> None:
+    """The sandbox child: limit and confine itself, import the built-ins and then the submission, answer requests.
+
+    Runs as ``python -I -c`` in the child's directory; nothing of the submission runs before the limits hold."""
     from .isolation import exit_with_parent
     from .registry import DEFENSES, load_builtins
     from .seeding import set_deterministic
 
+    limits = json.loads(limits_json)
     sys.dont_write_bytecode = True
     exit_with_parent()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(int(limits["threads"]))
     set_deterministic()
-    confined = _confine_writes(os.getcwd())
+    load_builtins()
+    builtin = set(DEFENSES)
 
     def send(header: Mapping[str, Any], tensors: Optional[Mapping[str, Tensor]] = None) -> None:
         write_frame(write_fd, encode(header, tensors))
@@ -433,21 +536,23 @@ def child_main(read_fd: int, write_fd: int, source: str, threads: int) -> None:
         tb = traceback.extract_tb(e.__traceback__)
         where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb)
                       if not f.filename.startswith(str(Path(__file__).parent))), "")
-        return {"ok": False, "error": f"{type(e).__name__}: {e}" + (f" (at {where})" if where else "")}
+        return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}" + (f" (at {where})" if where else "")}
 
-    load_builtins()
-    builtin = set(DEFENSES)
+    confined = _confine(os.getcwd(), Path(source))
+    _limit_self(limits)
     try:
         _import_source(Path(source))
-    except KeyError as e:  # the registry's duplicate-id error: a submission may not shadow a registered id
-        send({"ok": False, "fatal": True, "error": f"registers an id that is already taken: {e.args[0]}"})
+    except KeyError as e:
+        if e.args and str(e.args[0]).startswith("duplicate defense id"):  # the registry's own error
+            send({"ok": False, "fatal": True, "error": f"registers an id that is already taken: {e.args[0]}"})
+            return
+        send({**error(e), "fatal": True, "error": f"import failed: {error(e)['error']}"})
         return
     except BaseException as e:  # noqa: BLE001 - report any import failure as data
         send({**error(e), "fatal": True, "error": f"import failed: {error(e)['error']}"})
         return
     new = sorted(set(DEFENSES) - builtin)
-    send({"ok": True, "defenses": {i: _describe(DEFENSES.get(i)) for i in new}, "confined": confined,
-          "python": sys.version.split()[0], "torch": torch.__version__})
+    send({"ok": True, "defenses": {i: _describe(DEFENSES.get(i)) for i in new}, "confined": confined})
     instances: dict[str, Defense] = {}
     while True:
         try:
@@ -455,6 +560,7 @@ def child_main(read_fd: int, write_fd: int, source: str, threads: int) -> None:
         except EOFError:
             return
         try:
+            _reseed_globals(header, tensors)
             key = json.dumps([header["id"], header["params"]], sort_keys=True)
             if key not in instances:
                 cls = DEFENSES.get(header["id"])
@@ -495,6 +601,73 @@ def child_main(read_fd: int, write_fd: int, source: str, threads: int) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Proxy defenses (trusted side).
 
+_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_TYPES = ("bool", "int", "float", "str") + tuple(f"Optional[{t}]" for t in ("bool", "int", "float", "str")) + \
+    tuple(f"tuple[{t}, ...]" for t in ("bool", "int", "float", "str"))
+#: Environment variable holding the key that turns cell seeds and generator states into what sandbox children see
+#: (hex). Trusted processes inherit it; children get a scrubbed environment and cannot read another process's.
+KEY_ENV = "PRIVBENCH_SANDBOX_KEY"
+PUBLIC_KEY = hashlib.sha256(b"privbench public seeds").hexdigest()
+
+
+def _valid_default(value: Any, tname: str) -> bool:
+    if tname.startswith("Optional["):
+        return value is None or _valid_default(value, tname[9:-1])
+    if tname.startswith("tuple["):
+        return isinstance(value, list) and all(_valid_default(v, tname[6:].split(",")[0]) for v in value)
+    if tname == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is _SCALARS[tname]
+
+
+def validate_description(defenses: Any) -> tuple[dict[str, Any], list[str]]:
+    """Check a child's description of its defenses here, on the trusted side (the child could forge it):
+    returns ``(cleaned description, problems)``; a malformed description raises :class:`SandboxError`."""
+    if not isinstance(defenses, dict):
+        raise SandboxError("malformed description: not a mapping of defense ids")
+    clean: dict[str, Any] = {}
+    problems: list[str] = []
+    surface_names, threat_names = {s.value for s in Surface}, {t.value for t in ThreatModel}
+    for did, d in sorted(defenses.items()):
+        if not isinstance(did, str) or not _ID.match(did) or len(did) > 64:
+            raise SandboxError(f"malformed description: defense id {did!r}")
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), list) for k in
+                                              ("surfaces", "claims", "modalities", "params")) \
+                or not isinstance(d.get("problems", []), list):
+            raise SandboxError(f"malformed description of {did!r}")
+        problems += [f"defense {did!r}: {_printable(str(p))[:300]}" for p in d.get("problems", [])]
+        surfaces = sorted(x for x in d["surfaces"] if x in surface_names)
+        if len(surfaces) != len(d["surfaces"]) or not surfaces:
+            problems.append(f"defense {did!r}: declare its surfaces (class attribute `surfaces`)")
+        outside = sorted(x for x in surfaces if Surface(x) not in SANDBOX_SURFACES)
+        if outside:
+            problems.append(f"defense {did!r}: surfaces {', '.join(outside)} cannot leave the sandbox (allowed: "
+                            f"{', '.join(sorted(x.value for x in SANDBOX_SURFACES))})")
+        claims = sorted(t for t in d["claims"] if t in threat_names)
+        if len(claims) != len(d["claims"]):
+            problems.append(f"defense {did!r}: claims must be threat models ({', '.join(sorted(threat_names))})")
+        modalities = sorted(m for m in d["modalities"] if m in {m.value for m in Modality}) or [Modality.IMAGE.value]
+        params = []
+        for p in d["params"]:
+            name, tname = (p.get("name"), p.get("type")) if isinstance(p, dict) else (None, None)
+            if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \
+                    or name.startswith("_") or tname not in _TYPES:
+                raise SandboxError(f"malformed description of {did!r}: params field {_printable(repr(p))[:200]}")
+            if not _valid_default(p.get("default"), tname):
+                problems.append(f"defense {did!r}: Params.{name} default {_printable(repr(p.get('default')))[:100]} "
+                                f"is not a {tname}")
+                continue
+            params.append({"name": name, "type": tname, "default": p["default"]})
+        strength = d.get("strength")
+        if strength is not None and not any(p["name"] == strength and p["type"] in ("int", "float") for p in params):
+            problems.append(f"defense {did!r}: strength = {_printable(repr(strength))[:100]} must name a numeric "
+                            "Params field")
+            strength = None
+        doc = d.get("doc") if isinstance(d.get("doc"), str) else ""
+        clean[did] = {"doc": _printable(doc)[:300], "surfaces": surfaces, "claims": claims, "strength": strength,
+                      "modalities": modalities, "params": params}
+    return clean, problems
+
 
 def _field_type(name: str) -> Any:
     if name.startswith("Optional["):
@@ -512,16 +685,63 @@ def _tensors_of(prefix: str, s: ImageSet) -> dict[str, Tensor]:
     return out
 
 
-def _advance(generator: torch.Generator, reply: Mapping[str, Tensor]) -> None:
-    """Leave the caller's generator where the child's ended, as if the call had run in this process."""
-    state = reply.get("generator_state")
-    if state is None or state.dtype != torch.uint8 or state.shape != generator.get_state().shape:
-        raise SandboxError("the child returned no valid generator state")
-    generator.set_state(state)
+def _nbytes(tensors: Mapping[str, Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _key() -> bytes:
+    return bytes.fromhex(os.environ.get(KEY_ENV, PUBLIC_KEY))
+
+
+def keyed_seed(seed: int) -> int:
+    """The seed a sandbox child sees for cell seed ``seed``: HMAC-SHA256 under the run's key (63 bits), so a child
+    cannot recompute the splits or recognise which caller a generator state comes from (held-out runs use a secret
+    key; public runs the public one, so their numbers reproduce anywhere)."""
+    import hmac
+
+    return int.from_bytes(hmac.new(_key(), f"seed:{seed}".encode(), "sha256").digest()[:8], "little") >> 1
+
+
+def _child_state(generator: torch.Generator) -> Tensor:
+    """The state a child's generator starts from for a call with ``generator``: keyed from its state, which then
+    advances by one draw (successive calls get fresh randomness, as in-process)."""
+    import hmac
+
+    digest = hmac.new(_key(), generator.get_state().numpy().tobytes(), "sha256").digest()
+    torch.randint(0, 2, (1,), generator=generator)
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1).get_state()
+
+
+def _meta(reply: Any, did: str) -> ReleaseMeta:
+    """Release metadata from a child, type-checked. A submission's ε, δ and accountant are its own statements: they
+    go to ``extra`` as ``self_reported_*``, never into the fields the tables read as guarantees."""
+    if not isinstance(reply, dict) or set(reply) - {"epsilon", "delta", "accountant", "bits_per_image",
+                                                     "defense_seconds", "extra"}:
+        raise SandboxError(f"{did}: malformed release meta")
+    number = (int, float)
+    extra: dict[str, Any] = {}
+    raw = reply.get("extra") if isinstance(reply.get("extra"), dict) else {}
+    for k, v in raw.items():
+        if isinstance(k, str) and (isinstance(v, (*number, str)) and not isinstance(v, bool)):
+            extra[_printable(k)[:64]] = _printable(v)[:200] if isinstance(v, str) else v
+    for k in ("epsilon", "delta"):
+        if isinstance(reply.get(k), number) and not isinstance(reply.get(k), bool):
+            extra[f"self_reported_{k}"] = float(reply[k])
+    if isinstance(reply.get("accountant"), str):
+        extra["self_reported_accountant"] = _printable(reply["accountant"])[:100]
+    bpi = reply.get("bits_per_image")
+    return ReleaseMeta(bits_per_image=float(bpi) if isinstance(bpi, number) and not isinstance(bpi, bool) else None,
+                       extra=extra)
 
 
 class SandboxedDefense(Defense):
-    """Base of the proxies: every call that runs the defense's code goes to a sandbox child."""
+    """Base of the proxies: every call that runs the defense's code goes to a sandbox child.
+
+    ``build`` runs in a child of its own, closed when it returns; ``transform``, ``mask_generator`` and
+    ``public_info`` go to a second child that never saw the private split. Seeds and generator states are keyed
+    (:func:`keyed_seed`). A transform defense's release is checked on every build: the query child's
+    ``transform(private)`` under the build's release generator must reproduce it, so the algorithm attacks query is
+    the one that made the release."""
 
     source: Path
     limits: Limits
@@ -529,62 +749,102 @@ class SandboxedDefense(Defense):
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
-        self._session: Optional[Session] = None
+        self._query: Optional[Session] = None
 
-    def _call(self, op: str, header: Optional[Mapping[str, Any]] = None,
-              tensors: Optional[Mapping[str, Tensor]] = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        if self._session is None:
-            self._session = Session(self.source, self.limits)
-        return self._session.request(op, {"id": self.id, "params": dataclasses.asdict(self.params),
-                                          **(header or {})}, tensors)
+    def _request(self, session: Session, op: str, header: Optional[Mapping[str, Any]],
+                 tensors: Mapping[str, Tensor], max_reply: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        try:
+            return session.request(op, {"id": self.id, "params": dataclasses.asdict(self.params), **(header or {})},
+                                   tensors, max_reply)
+        except SandboxError as e:
+            raise SandboxError(f"defense {self.id!r}: {e}") from None
+
+    def _new_session(self) -> Session:
+        try:
+            return Session(self.source, self.limits, label=self.source.name)
+        except SandboxError as e:
+            raise SandboxError(f"defense {self.id!r}: {e}") from None
+
+    def _session(self) -> Session:
+        if self._query is None:
+            self._query = self._new_session()
+        return self._query
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._query is not None:
+            self._query.close()
+            self._query = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"params": self.params}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.params, self._session = state["params"], None
+        self.params, self._query = state["params"], None
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         info = splits.info
-        header = {"seed": ctx.seed, "device": str(ctx.device), "task": dataclasses.asdict(ctx.task),
+        seed = keyed_seed(ctx.seed)
+        header = {"seed": seed, "device": str(ctx.device), "task": dataclasses.asdict(ctx.task),
                   "info": {"name": info.name, "num_classes": info.num_classes, "shape": list(info.shape),
-                           "sizes": dict(info.sizes), "hash": info.hash, "split_hashes": dict(info.split_hashes)}}
-        reply, t = self._call("build", header, {**_tensors_of("private_", splits.private),
-                                                **_tensors_of("aux_", splits.aux)})
+                           "sizes": {k: int(v) for k, v in info.sizes.items()}, "hash": "", "split_hashes": {}}}
+        tensors = {**_tensors_of("private_", splits.private), **_tensors_of("aux_", splits.aux)}
+        builder = self._new_session()
+        try:
+            reply, t = self._request(builder, "build", header, tensors, 4 * _nbytes(tensors) + (64 << 20))
+        finally:
+            builder.close()
+        release = self._release(reply, t, splits)
+        if Surface.TRANSFORM in self.surfaces:
+            if release.data is None:
+                raise SandboxError(f"defense {self.id!r}: a transform defense must release data")
+            state = RunContext(seed=seed, device=ctx.device, task=ctx.task).generator("release").get_state()
+            again = self._transform(splits.private.images, state)
+            if again.shape != release.data.images.shape or not torch.allclose(again, release.data.images, atol=1e-5):
+                raise SandboxError(
+                    f"defense {self.id!r}: transform(private, ctx.generator('release')) does not reproduce the "
+                    "released data, so attacks querying the public algorithm would not query what was released "
+                    "(subclass defenses.base.InputDefense, or release exactly that)")
+        return release
+
+    def _release(self, reply: Mapping[str, Any], t: Mapping[str, Tensor], splits: Splits) -> Release:
+        did = f"defense {self.id!r}"
         data = None
         if "data_images" in t:
-            if t["data_images"].shape[0] != len(splits.private):
-                raise SandboxError(f"{self.id}: released {t['data_images'].shape[0]} samples for "
-                                   f"{len(splits.private)} private ones (the data surface is aligned to them)")
+            if t["data_images"].shape[0] != len(splits.private) or "data_labels" not in t:
+                raise SandboxError(f"{did}: released {t['data_images'].shape[0]} samples for {len(splits.private)} "
+                                   "private ones (the data surface is aligned to them, with their labels)")
+            if not torch.equal(t["data_labels"].long(), splits.private.labels):
+                raise SandboxError(f"{did}: the data release must keep the private samples' labels")
             try:
                 data = ImageSet(t["data_images"].float(), t["data_labels"].long())
             except InputError as e:
-                raise SandboxError(f"{self.id}: released data: {e}") from None
+                raise SandboxError(f"{did}: released data: {e}") from None
         synthetic = None
         if "synthetic_images" in t:
+            labels = t.get("synthetic_labels")
+            n = splits.info.num_classes
+            if labels is None or labels.ndim != 1 or (len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n)):
+                raise SandboxError(f"{did}: synthetic labels must be class ids in [0, {n})")
             try:
-                synthetic = ImageSet(t["synthetic_images"].float(), t["synthetic_labels"].long())
+                synthetic = ImageSet(t["synthetic_images"].float(), labels.long())
             except InputError as e:
-                raise SandboxError(f"{self.id}: released synthetic set: {e}") from None
+                raise SandboxError(f"{did}: released synthetic set: {e}") from None
         mask = t.get("mask")
-        if mask is not None and (data is None or mask.shape[0] != len(data) or mask.shape[-3] != 1):
-            raise SandboxError(f"{self.id}: release mask of shape {tuple(mask.shape)} is not (N, 1, H, W) "
-                               "aligned to the released data")
-        meta = dict(reply["meta"])
-        extra = meta.pop("extra", {}) or {}
-        try:
-            meta_obj = ReleaseMeta(**meta, extra=extra)
-        except TypeError as e:
-            raise SandboxError(f"{self.id}: release meta: {e}") from None
+        if mask is not None:
+            want = None if data is None else (len(data), 1, *data.images.shape[-2:])
+            if want is None or tuple(mask.shape) != want:
+                raise SandboxError(f"{did}: release mask of shape {tuple(mask.shape)}, expected {want} (aligned to "
+                                   "the released data)")
+            mask = mask.to(torch.bool)
+        declared = set(self.surfaces) - {Surface.TRANSFORM}
+        for s, value in ((Surface.DATA, data), (Surface.SYNTHETIC, synthetic), (Surface.MASK, mask)):
+            if (value is not None) != (s in declared):
+                raise SandboxError(f"{did}: declares surfaces {sorted(x.value for x in self.surfaces)} but the "
+                                   f"release {'has' if value is not None else 'lacks'} {s.value}")
         public = self.transform if Surface.TRANSFORM in self.surfaces else None
         masks = self.mask_generator if Surface.MASK in self.surfaces else None
         return Release(data=data, transform=public, inference_transform=public, mask=mask, mask_generator=masks,
-                       synthetic=synthetic, meta=meta_obj)
+                       synthetic=synthetic, meta=_meta(reply.get("meta"), did))
 
     def release_state(self, release: Release) -> dict[str, Any]:
         state = super().release_state(release)
@@ -598,37 +858,43 @@ class SandboxedDefense(Defense):
             release.synthetic = ImageSet(state["synthetic_images"], state["synthetic_labels"])
         return release
 
-    def transform(self, images: Tensor | ImageSet, generator: torch.Generator) -> Tensor:
-        if Surface.TRANSFORM not in self.surfaces:
-            return super().transform(images, generator)  # type: ignore[arg-type]
+    def _transform(self, images: Tensor | ImageSet, state: Tensor) -> Tensor:
         x = images if isinstance(images, ImageSet) else None
         tensors = _tensors_of("", x) if x is not None else {"images": images}
         shape = tuple((x.images if x is not None else images).shape)
-        reply = self._call("transform", None, {**tensors, "generator_state": generator.get_state()})[1]
-        _advance(generator, reply)
+        reply = self._request(self._session(), "transform", None, {**tensors, "generator_state": state},
+                              4 * _nbytes(tensors) + (16 << 20))[1]
         out = reply.get("images")
-        if out is None or tuple(out.shape[:1]) != shape[:1] or out.ndim != len(shape):
-            raise SandboxError(f"{self.id}: transform of {shape} returned "
-                               f"{None if out is None else tuple(out.shape)}")
+        if out is None or out.ndim != len(shape) or out.shape[0] != shape[0] or not out.is_floating_point():
+            raise SandboxError(f"defense {self.id!r}: transform of {shape} returned "
+                               f"{None if out is None else (tuple(out.shape), out.dtype)}")
         try:
             ImageSet(out.float(), torch.zeros(len(out), dtype=torch.long))
         except InputError as e:
-            raise SandboxError(f"{self.id}: transform output: {e}") from None
+            raise SandboxError(f"defense {self.id!r}: transform output: {e}") from None
         return out.float()
+
+    def transform(self, images: Tensor | ImageSet, generator: torch.Generator) -> Tensor:
+        if Surface.TRANSFORM not in self.surfaces:
+            return super().transform(images, generator)  # type: ignore[arg-type]
+        return self._transform(images, _child_state(generator))
 
     def mask_generator(self, images: Tensor, generator: torch.Generator) -> Tensor:
         if Surface.MASK not in self.surfaces:
             return super().mask_generator(images, generator)
-        reply = self._call("mask", None, {"images": images, "generator_state": generator.get_state()})[1]
-        _advance(generator, reply)
-        mask = reply.get("mask")
-        if mask is None or tuple(mask.shape) != (len(images), 1, *images.shape[-2:]):
-            raise SandboxError(f"{self.id}: mask generator returned {None if mask is None else tuple(mask.shape)}, "
-                               f"expected {(len(images), 1, *images.shape[-2:])}")
-        return mask
+        tensors = {"images": images, "generator_state": _child_state(generator)}
+        mask = self._request(self._session(), "mask", None, tensors, _nbytes(tensors) + (16 << 20))[1].get("mask")
+        want = (len(images), 1, *images.shape[-2:])
+        if mask is None or tuple(mask.shape) != want:
+            raise SandboxError(f"defense {self.id!r}: mask generator returned "
+                               f"{None if mask is None else tuple(mask.shape)}, expected {want}")
+        return mask.to(torch.bool)
 
     def public_info(self, shape: tuple[int, int, int]) -> dict[str, Any]:
-        return dict(self._call("public_info", {"shape": list(shape)})[0].get("info") or {})
+        info = self._request(self._session(), "public_info", {"shape": list(shape)}, {}, 1 << 20)[0].get("info")
+        if not isinstance(info, dict):
+            raise SandboxError(f"defense {self.id!r}: public_info must be a mapping")
+        return info
 
 
 def proxy_classes(module: str, source: str | Path, description: Mapping[str, Any],
@@ -636,12 +902,15 @@ def proxy_classes(module: str, source: str | Path, description: Mapping[str, Any
     """Proxy defense classes for a submission, keyed by Python name (to be set as attributes of ``module``, so
     their params pickle by reference), and registered under the submission's ids.
 
-    ``description``: the ``defenses`` part of the child's start-up reply (see :func:`_describe`).
+    ``description``: the defenses of the child's start-up reply, checked by :func:`validate_description`.
     """
     from .registry import DEFENSES
 
+    clean, problems = validate_description(dict(description))
+    if problems:
+        raise SandboxError("; ".join(problems))
     out: dict[str, type[Defense]] = {}
-    for did, desc in sorted(description.items()):
+    for did, desc in clean.items():
         name = "Defense_" + did.replace("-", "_")
         fields = [(p["name"], _field_type(p["type"]),
                    dataclasses.field(default=tuple(p["default"]) if isinstance(p["default"], list) else p["default"]))
@@ -649,50 +918,39 @@ def proxy_classes(module: str, source: str | Path, description: Mapping[str, Any
         params_cls = dataclasses.make_dataclass("Params", fields, frozen=True)
         params_cls.__module__, params_cls.__qualname__ = module, f"{name}.Params"
         cls = type(name, (SandboxedDefense,), {
-            "__module__": module, "__qualname__": name, "__doc__": desc.get("doc") or f"Submitted defense {did}.",
+            "__module__": module, "__qualname__": name, "__doc__": desc["doc"] or f"Submitted defense {did}.",
             "Params": params_cls, "source": Path(source), "limits": limits, "description": desc,
             "surfaces": frozenset(Surface(s) for s in desc["surfaces"]),
             "claims": frozenset(ThreatModel(t) for t in desc["claims"]),
-            "strength": desc.get("strength"),
+            "strength": desc["strength"],
             "modalities": frozenset(Modality(m) for m in desc["modalities"])})
         DEFENSES.register(did)(cls)
         out[name] = cls
     return out
 
 
-PROXY_TEMPLATE = '''"""Generated by `privbench submit`: proxies of the defenses in {source}.
-
-Submitted source SHA-256 {digest}. The submitted code runs only in sandbox children (benchmark.sandbox); this
-file is trusted and imports nothing of it.
-"""
+PROXY_TEMPLATE = '''"""Generated by `privbench submit`: proxies of a submitted defense. Trusted: it imports nothing of the
+submission, whose code runs only in sandbox children (benchmark.sandbox)."""
 import json
 
 from benchmark.sandbox import Limits, proxy_classes
 
-SOURCE = {source!r}
-SOURCE_SHA256 = {digest!r}
-DESCRIPTION = json.loads({description!r})
-LIMITS = Limits(**json.loads({limits!r}))
+SOURCE = {source}
+SOURCE_SHA256 = {digest}
+DESCRIPTION = json.loads({description})
+LIMITS = Limits(**json.loads({limits}))
 globals().update(proxy_classes(__name__, SOURCE, DESCRIPTION, LIMITS))
 '''
 
 
 def write_proxy_module(path: Path, source: Path, digest: str, description: Mapping[str, Any], limits: Limits) -> Path:
-    """Write the trusted proxy module that every process of a run loads as a ``--plugin`` file."""
-    text = PROXY_TEMPLATE.format(source=str(source.resolve()), digest=digest,
-                                 description=json.dumps(description, sort_keys=True),
-                                 limits=json.dumps(dataclasses.asdict(limits), sort_keys=True))
+    """Write the trusted proxy module that every process of a run loads as a ``--plugin`` file. Every value is a
+    ``repr`` of a string: nothing from the submission becomes source code."""
+    text = PROXY_TEMPLATE.format(source=repr(str(source.resolve())), digest=repr(str(digest)),
+                                 description=repr(json.dumps(description, sort_keys=True)),
+                                 limits=repr(json.dumps(dataclasses.asdict(limits), sort_keys=True)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
-
-
-def describe_source(source: Path, limits: Limits = Limits()) -> dict[str, Any]:
-    """Start a child on ``source`` and return its start-up reply (the defenses it registered, and more)."""
-    session = Session(source, limits)
-    try:
-        return session.hello
-    finally:
-        session.close()

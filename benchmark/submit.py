@@ -16,23 +16,26 @@ Admission failures raise :class:`AdmissionError` (exit code 2) naming the defens
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 import yaml
 
 from .errors import InputError
-from .sandbox import Limits, SandboxError, Session, filesystem_isolation, write_proxy_module
+from .leaderboard import SUBMISSION_SCHEMA
+from .sandbox import (KEY_ENV, PUBLIC_KEY, Limits, SandboxError, Session, filesystem_isolation, validate_description,
+                      write_proxy_module)
 from .threats import ThreatModel
 
-SUBMISSION_SCHEMA = 1
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
 
@@ -201,17 +204,24 @@ def read_heldout_seeds(path: Optional[Path]) -> tuple[int, ...]:
 # Admission.
 
 
-@dataclass(frozen=True)
-class Admission:
-    """What admission found: the child's description of each defense and the checks it passed."""
+def snapshot(source: Path, dest: Path) -> Path:
+    """Copy the submission to ``dest`` (symlinks kept as links, which the sandbox cannot follow out of it): the run
+    imports and hashes this copy, so what ran is what the entry's SHA-256 names."""
+    source = Path(source)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    target = dest / source.name
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        shutil.copy2(source, target)
+    return target
 
-    description: dict[str, Any]
-    checks: tuple[str, ...]
-    confined: bool
 
-
-def describe(path: Path, card: Card, limits: Limits) -> dict[str, Any]:
-    """Import the submission in a sandbox child; check what it registers against the card."""
+def describe(path: Path, card: Card, limits: Limits) -> tuple[dict[str, Any], bool]:
+    """Import the submission in a sandbox child; check what it registers, here, against the card. Returns the
+    validated description of its defenses and whether the child's writes and reads were confined."""
     try:
         session = Session(path, limits)
     except SandboxError as e:
@@ -220,37 +230,42 @@ def describe(path: Path, card: Card, limits: Limits) -> dict[str, Any]:
         hello = session.hello
     finally:
         session.close()
-    registered = hello["defenses"]
+    try:
+        registered, problems = validate_description(hello.get("defenses"))
+    except SandboxError as e:
+        raise AdmissionError(f"submission {path.name}: {e}") from None
     if not registered:
         raise AdmissionError(f"submission {path.name} registers no defense (decorate a Defense subclass with "
                              "@DEFENSES.register('your-id'))")
-    problems = []
     for d in card.defenses:
         if d.id not in registered:
             problems.append(f"card defense {d.id!r} is not registered by {path.name} (it registers "
                             f"{', '.join(sorted(registered))})")
     for did, desc in sorted(registered.items()):
-        problems += [f"defense {did!r}: {p}" for p in desc["problems"]]
         declared = set(desc["claims"])
         if did in {d.id for d in card.defenses} and declared and declared != set(card.threat_models):
             problems.append(f"defense {did!r} declares claims {sorted(declared)} but the card says "
                             f"{list(card.threat_models)}; make them agree")
     if problems:
         raise AdmissionError("submission refused:\n  - " + "\n  - ".join(problems))
-    for did, desc in registered.items():
+    for desc in registered.values():
         if not desc["claims"]:  # the card states the claims of a defense that declares none
             desc["claims"] = list(card.threat_models)
-    return hello
+    return registered, hello.get("confined") is True and filesystem_isolation() is None
 
 
 def _tiny_splits(suite: Any, n: int = 8) -> Any:
-    from .contracts import Splits
     from .data import load_splits
 
     splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]))
     idx = torch.arange(min(n, len(splits.private)))
     return dataclasses.replace(splits, private=splits.private.subset(idx), aux=splits.aux.subset(idx),
                                test=splits.test.subset(idx), targets=torch.arange(len(idx)))
+
+
+def card_specs(suite: Any, card: Card) -> list[Any]:
+    """The suite's specs of the card's configurations (appended last, in card order, by :func:`submission_suite`)."""
+    return list(suite.defenses[len(suite.defenses) - len(card.defenses):])
 
 
 def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
@@ -260,8 +275,7 @@ def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
 
     splits = _tiny_splits(suite)
     checks = []
-    for d in card.defenses:
-        spec = next(s for s in suite.defenses if s.id == d.id)
+    for d, spec in zip(card.defenses, card_specs(suite, card)):
         cls = DEFENSES.get(d.id)
         ctx = RunContext(seed=suite.seeds[0], device=torch.device("cpu"), task=suite.task)
         first, second = cls(spec.params), cls(spec.params)
@@ -270,10 +284,6 @@ def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
             b = second.build(splits, ctx)  # a fresh child: no state carried between the two
             if a.surfaces != b.surfaces:
                 raise AdmissionError(f"defense {d.id!r}: two builds with the same seed expose different surfaces")
-            declared = set(cls.surfaces) - {Surface.TRANSFORM, Surface.MASK}
-            missing = sorted(s.value for s in declared if getattr(a, s.value) is None)
-            if missing:
-                raise AdmissionError(f"defense {d.id!r}: declares {', '.join(missing)} but its release has none")
             for name in ("data", "synthetic"):
                 x, y = getattr(a, name), getattr(b, name)
                 if x is not None and (y is None or not torch.equal(x.images, y.images)):
@@ -281,15 +291,7 @@ def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
                                          "(draw randomness only from ctx.generator(...) / the generator passed in)")
             if a.mask is not None and not torch.equal(a.mask, b.mask):
                 raise AdmissionError(f"defense {d.id!r}: the same seed gave a different release mask")
-            if Surface.TRANSFORM in cls.surfaces:
-                if a.data is None:
-                    raise AdmissionError(f"defense {d.id!r}: a transform defense must release data")
-                again = first.transform(splits.private.images, ctx.generator("release"))
-                if again.shape != a.data.images.shape or not torch.allclose(again, a.data.images, atol=1e-5):
-                    raise AdmissionError(
-                        f"defense {d.id!r}: transform(private, ctx.generator('release')) does not reproduce the "
-                        "released data, so attacks querying the public algorithm would not query what was "
-                        "released (subclass defenses.base.InputDefense, or release exactly that)")
+            if Surface.TRANSFORM in cls.surfaces:  # the proxy's build already checked that it reproduces the release
                 chosen = torch.rand(splits.private.images.shape, generator=torch.Generator().manual_seed(1))
                 out = first.transform(chosen, torch.Generator().manual_seed(2))
                 if out.shape[0] != chosen.shape[0]:
@@ -307,7 +309,7 @@ def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
             raise AdmissionError(f"defense {d.id!r}: no adaptive attack of suite {suite.name!r} applies to its "
                                  f"surfaces ({', '.join(sorted(s.value for s in cls.surfaces))}); expose data or "
                                  "the transform, or propose an adaptive attack with the entry")
-        checks.append(f"{d.id}: release shapes and ranges on {len(splits.private)} images; same seed, same release "
+        checks.append(f"{spec.label} {json.dumps(spec.params_dict, sort_keys=True)}: release shapes and ranges on {len(splits.private)} images; same seed, same release "
                       f"(fresh child); " + ("transform reproduces the release; " if Surface.TRANSFORM in cls.surfaces
                                             else "") + f"adaptive attacks: {', '.join(adaptive)}")
     return checks
@@ -321,13 +323,15 @@ def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
 class SubmitOptions:
     source: Path
     card: Path
-    out: Path
+    out: Optional[Path] = None  # default: submissions/<card name>
     suite: str = "submission"
     heldout_seeds: Optional[Path] = None
     jobs: int = 1
     device: str = "cpu"
     limits: Limits = Limits()
     progress: bool = True
+    plugins: tuple[str, ...] = ()  # --plugin files (attacks or datasets of a custom protocol)
+    allow_unconfined: bool = False  # run without Landlock (only inside a disposable VM or container)
 
 
 def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
@@ -339,10 +343,6 @@ def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
     if not path.suffix:
         path = Path(__file__).parent / "suites" / f"{suite_source}.yaml"
     raw = yaml.safe_load(path.read_text())
-    ids = {d["id"] if isinstance(d, Mapping) else d for d in raw["defenses"]}
-    clash = sorted(ids & {d.id for d in card.defenses})
-    if clash:
-        raise AdmissionError(f"card defense id(s) {', '.join(clash)} are already in suite {base.name!r}")
     raw["defenses"] = list(raw["defenses"]) + [{"id": d.id, "params": dict(d.params)} for d in card.defenses]
     target = out / "suite.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -357,7 +357,7 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
     ``outside``: the claim lies outside the CI. ``optimistic``: outside on the side that flatters the defense
     (utility above the CI, leakage below it); those make the entry ``unreliable``."""
     out = []
-    for d, params in zip(card.defenses, full_params):
+    for d, params in zip(card.defenses, full_params):  # noqa: B905 - one spec per card entry
         rows = [r for r in summary if r["defense"] == d.id and r["params"] == params]
         for r in rows:
             if d.claimed.utility is not None and r["utility"] is not None:
@@ -368,7 +368,8 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
                 interval = None if cell is None else cell["interval"]
                 if interval is None:
                     out.append({"defense": d.id, "config": r["config"], "dataset": r["dataset"], "quantity":
-                                f"leakage:{t}", "claimed": v, "measured": None, "outside": None, "optimistic": False,
+                                f"leakage:{t}", "claimed": v, "measured": None, "status": None, "outside": None,
+                                "optimistic": False,
                                 "note": "not measured (no attack of this threat model ran)"})
                     continue
                 out.append(_claim(f"leakage:{t}", cell["status"], v, interval, r, optimistic=v < _lo(interval)))
@@ -397,47 +398,88 @@ def _slim(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "seeds"} | {"n_seeds": len(r["seeds"])} for r in summary]
 
 
+@contextlib.contextmanager
+def _key(key: str) -> Iterator[None]:
+    """The sandbox key (:func:`benchmark.sandbox.keyed_seed`) for this process and the workers it spawns."""
+    old = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = key
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[KEY_ENV]
+        else:
+            os.environ[KEY_ENV] = old
+
+
+def admit(opts: SubmitOptions, card: Card, out: Path) -> tuple[dict[str, Any], bool, Path, Any, list[str], str]:
+    """Everything before the run: snapshot, description, proxy module, suite, tiny-batch checks. On refusal,
+    whatever it wrote is removed. Returns ``(description, confined, proxy file, suite, checks, source sha256)``."""
+    from .config import load_suite
+    from .registry import load_plugin_file
+
+    reason = filesystem_isolation()
+    if reason is not None and not opts.allow_unconfined:
+        raise AdmissionError(f"cannot confine submitted code here: {reason}. Run where Landlock is available "
+                             "(Linux >= 5.13), or pass --allow-unconfined inside a disposable VM or container")
+    source_files(opts.source)  # a clear error for a missing or wrong source before anything is written
+    created = [p for p in (out / "source", out / "proxy", out / "suite.yaml") if not p.exists()]
+    try:
+        source = snapshot(Path(opts.source), out / "source")
+        digest = source_hash(source)
+        description, confined = describe(source, card, opts.limits)
+        proxy = write_proxy_module(out / "proxy" / f"{card.slug.replace('-', '_')}_proxy.py", source, digest,
+                                   description, opts.limits)
+        load_plugin_file(proxy)
+        suite = load_suite(submission_suite(opts.suite, card, out))
+        with _key(PUBLIC_KEY):
+            checks = tiny_batch_checks(suite, card)
+    except BaseException:
+        for p in created:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
+    return description, confined, proxy, suite, checks, digest
+
+
 def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
-    """Admit, evaluate and write ``opts.out/submission.json``. Returns ``(entry, exit code)``: 0 when every cell
-    ran, 1 when some failed (their records say why). Admission problems raise :class:`AdmissionError`."""
+    """Admit, evaluate and write ``OUT/submission.json``. Returns ``(entry, exit code)``: 0 when every cell ran, 1
+    when some failed (their records say why). Admission problems raise :class:`AdmissionError`, and bad input
+    :class:`InputError`, before any record is written."""
     from . import __version__
     from .codehash import closure_hash, library_versions
-    from .config import load_suite
     from .provenance import git_commit, machine
     from .records import atomic_write_text
-    from .registry import load_plugin_file
     from .report.frame import load_frame
     from .report.tables import config_summaries
     from .runner import RunOptions, resolve_device, run_suite
 
+    if opts.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
     resolve_device(opts.device)
     card = load_card(opts.card)
-    files = source_files(opts.source)
-    digest = source_hash(opts.source)
-    heldout = read_heldout_seeds(opts.heldout_seeds or (Path(os.environ[HELDOUT_ENV]) if os.environ.get(HELDOUT_ENV)
-                                                        else None))
-    out = Path(opts.out)
-    hello = describe(Path(opts.source), card, opts.limits)
-    proxy = write_proxy_module(out / "proxy" / f"{card.slug.replace('-', '_')}_proxy.py", Path(opts.source), digest,
-                               hello["defenses"], opts.limits)
-    load_plugin_file(proxy)
-    suite_path = submission_suite(opts.suite, card, out)
-    suite = load_suite(suite_path)
+    out = Path(opts.out) if opts.out is not None else Path("submissions") / card.slug
+    heldout_file = opts.heldout_seeds or (Path(os.environ[HELDOUT_ENV]) if os.environ.get(HELDOUT_ENV) else None)
+    heldout = read_heldout_seeds(heldout_file)
+    (out / "submission.json").unlink(missing_ok=True)  # a refused or failed re-run leaves no stale entry
+    description, confined, proxy, suite, checks, digest = admit(opts, card, out)
     if set(heldout) & set(suite.seeds):
         raise InputError(f"held-out seeds overlap the public seeds {list(suite.seeds)}")
-    checks = tiny_batch_checks(suite, card)
-    common = dict(jobs=opts.jobs, device=opts.device, progress=opts.progress, plugins=(str(proxy.resolve()),))
-    public = run_suite(suite, RunOptions(out=out / "public", **common))
+    common = dict(jobs=opts.jobs, device=opts.device, progress=opts.progress,
+                  plugins=tuple(opts.plugins) + (str(proxy.resolve()),))
+    with _key(PUBLIC_KEY):
+        public = run_suite(suite, RunOptions(out=out / "public", **common))
     summary = config_summaries(load_frame(out / "public"))
     entry_heldout = None
     failed = public.failed
     if heldout:
-        h = run_suite(dataclasses.replace(suite, seeds=heldout), RunOptions(out=out / "heldout", **common))
+        assert heldout_file is not None
+        secret = hashlib.sha256(b"privbench held-out key\0" + Path(heldout_file).read_bytes()).hexdigest()
+        with _key(secret):
+            h = run_suite(dataclasses.replace(suite, seeds=heldout), RunOptions(out=out / "heldout", **common))
         failed += h.failed
-        entry_heldout = {"seeds_sha256": hashlib.sha256(json.dumps(sorted(heldout)).encode()).hexdigest(),
-                         "n_seeds": len(heldout), "summary": _slim(config_summaries(load_frame(out / "heldout"))),
+        entry_heldout = {"n_seeds": len(heldout), "summary": _slim(config_summaries(load_frame(out / "heldout"))),
                          "failed_cells": h.failed}
-    full = [json.loads(json.dumps(spec.params_dict)) for spec in suite.defenses[len(suite.defenses) - len(card.defenses):]]
+    full = [json.loads(json.dumps(spec.params_dict)) for spec in card_specs(suite, card)]
     claims = check_claims(card, full, summary)
     entry = {
         "schema": SUBMISSION_SCHEMA,
@@ -445,11 +487,13 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
                  "threat_models": list(card.threat_models),
                  "defenses": [{"id": d.id, "params": dict(d.params), "claimed": dataclasses.asdict(d.claimed)}
                               for d in card.defenses]},
-        "source": {"name": Path(opts.source).name, "sha256": digest, "files": len(files)},
-        "defenses": {i: {k: v for k, v in desc.items() if k != "problems"} for i, desc in hello["defenses"].items()},
+        "source": {"name": Path(opts.source).name, "sha256": digest, "files": len(source_files(out / "source" /
+                                                                                                Path(opts.source).name))},
+        "defenses": description,
         "admission": {"checks": checks},
-        "sandbox": {"limits": dataclasses.asdict(opts.limits), "filesystem_isolation": hello["confined"],
-                    "filesystem_isolation_note": filesystem_isolation() or "Landlock: writes only in its directory"},
+        "sandbox": {"limits": dataclasses.asdict(opts.limits), "confined": confined,
+                    "note": "Landlock: reads of system, interpreter, project packages and the submission; writes in "
+                            "its own directory" if confined else f"NOT confined: {filesystem_isolation()}"},
         "suite": {"name": suite.name, "datasets": list(suite.datasets), "attacks": [a.label for a in suite.attacks],
                   "public_seeds": list(suite.seeds)},
         "public": {"summary": summary, "failed_cells": public.failed},

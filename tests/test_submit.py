@@ -35,7 +35,7 @@ def _source(tmp_path: Path, body: str, name: str = "sub.py") -> Path:
 
 
 def _build(session: Session, did: str, n: int = 4) -> tuple[dict, dict]:
-    x = torch.rand(n, 1, 8, 8)
+    x = torch.rand(n, 1, 8, 8)  # n = 4096: 1 MiB per tensor
     y = torch.zeros(n, dtype=torch.long)
     info = {"name": "t", "num_classes": 2, "shape": [1, 8, 8], "sizes": {}, "hash": "", "split_hashes": {}}
     task = {"model": "convnet", "width": 4, "epochs": 1, "batch_size": 8, "lr": 0.01}
@@ -72,11 +72,9 @@ def test_a_crash_in_build_is_reported_with_its_reason_and_the_child_survives(tmp
 
 def test_an_infinite_loop_hits_the_wall_time_limit_and_is_killed(tmp_path) -> None:
     s = Session(_hostile(tmp_path, "while True:\n    pass"), Limits(wall_seconds=3))
-    pid = s._proc.pid
     with pytest.raises(SandboxError, match="exceeded the wall-time limit of 3 s"):
         _build(s, "hostile")
-    assert s._proc.poll() is not None and not os.path.exists(f"/proc/{pid}/status") or \
-        "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    assert s._proc.poll() is not None  # killed and reaped
 
 
 def test_a_cpu_hog_hits_the_cpu_time_limit(tmp_path) -> None:
@@ -106,6 +104,51 @@ def test_writing_outside_its_directory_is_refused(tmp_path) -> None:
     finally:
         s.close()
     assert not target.exists()
+
+
+@pytest.mark.skipif(filesystem_isolation() is not None, reason=f"no Landlock here: {filesystem_isolation()}")
+def test_reading_outside_the_allowed_paths_is_refused(tmp_path) -> None:
+    secret = tmp_path / "heldout-seeds.txt"
+    secret.write_text("1234\n")
+    s = Session(_hostile(tmp_path, f"print(open({str(secret)!r}).read())"), Limits(wall_seconds=60))
+    try:
+        with pytest.raises(SandboxError, match="PermissionError"):
+            _build(s, "hostile")
+    finally:
+        s.close()
+
+
+def test_a_child_that_stops_reading_its_requests_hits_the_wall_time_limit(tmp_path) -> None:
+    body = """
+    import fcntl, os
+    r, w = os.pipe()
+    for fd in range(3, 64):  # put a pipe nobody writes in place of the request pipe, keeping it open unread
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY and fd not in (r, w):
+                os.dup(fd)
+                os.dup2(r, fd)
+        except OSError:
+            pass
+    return Release(data=ImageSet(splits.private.images, splits.private.labels))
+    """
+    s = Session(_hostile(tmp_path, body), Limits(wall_seconds=4))
+    _build(s, "hostile")
+    with pytest.raises(SandboxError, match="stopped reading its requests|wall-time"):
+        _build(s, "hostile", n=4096)  # a request larger than the pipe's buffer
+    assert s._proc.poll() is not None
+
+
+def test_the_proxy_module_never_turns_the_submission_path_into_code(tmp_path) -> None:
+    from benchmark.registry import load_plugin_file
+    from benchmark.sandbox import write_proxy_module
+
+    marker = tmp_path / "injected"
+    weird = tmp_path / ('x""" + open(' + repr(str(marker)) + ', "w").write("1") + """y\'.py')
+    description = {"weird-path": {"doc": '""" + 1 + """', "surfaces": ["data"], "claims": [], "strength": None,
+                                  "modalities": ["image"], "params": [], "problems": []}}
+    proxy = write_proxy_module(tmp_path / "proxy.py", weird, "0" * 64, description, Limits())
+    module = __import__("sys").modules[load_plugin_file(proxy)]
+    assert module.SOURCE == str(weird.resolve()) and not marker.exists()
 
 
 def test_a_pickle_written_into_the_reply_pipe_is_never_unpickled(tmp_path) -> None:
@@ -297,8 +340,9 @@ def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_su
     entry = json.loads((tmp_path / "subs" / "entry" / "submission.json").read_text())
     rows = {row["defense"]: row for row in entry["public"]["summary"]}
     leak = {d: rows[d]["leakage"]["linker"]["interval"] for d in ("leaky-identity", "pure-noise")}
-    assert leak["leaky-identity"]["lo"] > 0.9  # the identity release is fully linkable
-    assert abs(leak["pure-noise"]["mean"]) < 0.1 and leak["pure-noise"]["lo"] <= 0.0  # noise: ~0, CI covers it
+    assert leak["leaky-identity"]["mean"] > 0.9  # the identity release is fully linkable (one seed: CI unbounded)
+    lo = leak["pure-noise"]["lo"]
+    assert abs(leak["pure-noise"]["mean"]) < 0.1 and (lo is None or lo <= 0.0)  # noise: ~0, its CI covers 0
     assert rows["pure-noise"]["utility"]["mean"] < 0.25  # chance is 0.1 on 10 digits
     assert rows["leaky-identity"]["utility"]["mean"] > 0.5
     assert entry["unreliable"] is True  # it claimed 0.95 utility for noise

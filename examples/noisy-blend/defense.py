@@ -1,9 +1,4 @@
-"""An example third-party defense for `privbench submit` (docs/SUBMITTING.md): blend each image with noise.
-
-Release ``(1 - alpha) * blur(x) + alpha * u``, ``u ~ U[0, 1]`` per pixel, fresh noise for every image. It runs on
-images ``(N, C, H, W)`` in [0, 1]; ``InputDefense`` releases ``transform(private)`` and applies the same public
-transform to test images and to whatever an attacker sends.
-"""
+"""Example third-party defense for `privbench submit` (docs/SUBMITTING.md): box blur, then blend with noise."""
 
 from dataclasses import dataclass
 
@@ -17,14 +12,14 @@ from defenses.base import InputDefense
 
 @DEFENSES.register("noisy-blend")
 class NoisyBlend(InputDefense):
-    """Box-blurs each image, then blends it with uniform noise: (1 - alpha) * blur(x) + alpha * u."""
+    """Releases (1 - alpha) * boxblur(x) + alpha * u with fresh uniform noise u per pixel (images in [0, 1])."""
 
     strength = "alpha"
 
     @dataclass(frozen=True)
     class Params:
         alpha: float = 0.5  # share of noise, in [0, 1)
-        kernel: int = 3  # box-blur size (odd)
+        kernel: int = 3  # box-blur size, odd
 
         def __post_init__(self) -> None:
             if not 0 <= self.alpha < 1 or self.kernel < 1 or self.kernel % 2 == 0:
@@ -32,6 +27,5 @@ class NoisyBlend(InputDefense):
 
     def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         k = self.params.kernel
-        blurred = F.avg_pool2d(F.pad(images, [k // 2] * 4, mode="replicate"), k, stride=1) if k > 1 else images
-        noise = torch.rand(images.shape, generator=generator)
-        return (1 - self.params.alpha) * blurred + self.params.alpha * noise
+        blurred = F.avg_pool2d(F.pad(images, [k // 2] * 4, mode="replicate"), k, stride=1)
+        return (1 - self.params.alpha) * blurred + self.params.alpha * torch.rand(images.shape, generator=generator)
