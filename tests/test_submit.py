@@ -359,3 +359,15 @@ def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_su
     assert [line.split("|")[2].strip() for line in table] == ["leaky-identity", "pure-noise"]
     assert "unreliable: utility claimed 0.95" in md
     assert (out / "submissions.html").read_text().count("<table") == 1
+
+
+def test_the_committed_submissions_leaderboard_is_generated_from_the_committed_entries(tmp_path) -> None:
+    from benchmark.leaderboard import build
+
+    board, entries = ROOT / "leaderboards" / "submissions", ROOT / "submissions"
+    if not board.is_dir():
+        pytest.skip("no committed submissions leaderboard")
+    written = build(entries, tmp_path)
+    assert sorted(p.name for p in written) == sorted(p.name for p in board.iterdir())
+    for path in written:
+        assert path.read_bytes() == (board / path.name).read_bytes(), path.name
