@@ -164,6 +164,33 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import AuditConfig, parse_fail_on, run_audit
+    from .audit.report import write_report
+
+    if args.model or args.labels:
+        raise InputError("--model/--labels (the membership risk of a released model) are not supported yet; audit "
+                         "the images without them")
+    cfg = AuditConfig(release=Path(args.release), originals=Path(args.originals), out=Path(args.out),
+                      aux=Path(args.aux) if args.aux else None, fail_on=parse_fail_on(args.fail_on),
+                      size=args.size, false_flag_rate=args.false_flag_rate, detect_max=args.detect_max,
+                      seed=args.seed, progress=not args.no_progress)
+    result = run_audit(cfg)
+    paths = write_report(result)
+    for r in result.risks:
+        value = "not applicable" + (f" ({r.reason})" if r.reason else "") if r.value is None else \
+            f"{r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}]"
+        print(f"{r.name:10s} {value}")
+    skipped = sum(len(f.skipped) for f in (result.release, result.originals, result.aux) if f is not None)
+    if skipped:
+        print(f"{skipped} file(s) skipped (listed in the report)")
+    failures = result.failures()
+    for line in failures:
+        print(f"over threshold: {line}")
+    print(f"-> {paths[0].parent}")
+    return 1 if failures else 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import build
 
@@ -235,6 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("submissions", nargs="?", default="submissions")
     lb.add_argument("--out", default="leaderboards/submissions")
     lb.set_defaults(fn=_cmd_leaderboard)
+    sp = sub.add_parser("audit", help="audit an image/video dataset release against its originals before publishing "
+                                      "it (docs/AUDIT.md); exit 1 if a --fail-on threshold is exceeded, 2 on bad input")
+    sp.add_argument("release", help="directory of the release (images and/or videos, recursively)")
+    sp.add_argument("--originals", required=True, help="directory of the private originals")
+    sp.add_argument("--aux", help="directory of fresh images from the same population (the baseline; default: "
+                                  "the originals, leave-one-out)")
+    sp.add_argument("--out", required=True, help="report directory (report.html, report.md, flagged.csv, "
+                                                 "summary.json)")
+    sp.add_argument("--fail-on", action="append", default=[], metavar="RISK=THRESHOLD",
+                    help="exit 1 if RISK's calibrated value exceeds THRESHOLD (repeatable), e.g. near-copy=0.02")
+    sp.add_argument("--false-flag-rate", type=float, default=0.01, help="near-copy flags at this rate on fresh images")
+    sp.add_argument("--size", type=int, default=64, help="images are normalised to SIZE x SIZE")
+    sp.add_argument("--detect-max", type=int, default=500, help="face/people detectors look at most at this many "
+                                                                "images per set (a seeded sample)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and detector samples")
+    sp.add_argument("--labels", help=argparse.SUPPRESS)
+    sp.add_argument("--model", help=argparse.SUPPRESS)
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(fn=_cmd_audit)
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)

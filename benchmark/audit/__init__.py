@@ -1,0 +1,125 @@
+"""``privbench audit``: what leaks from an image (or video) dataset release before it is published (docs/AUDIT.md).
+
+:func:`run_audit` reads the release, the originals and optional auxiliary images (:mod:`.loader`), measures each
+risk against its baseline (:mod:`.risks`) and :func:`write_report` writes ``report.html``, ``report.md``,
+``flagged.csv`` and ``summary.json`` (:mod:`.report`) into a fresh directory, atomically: a failed audit leaves no
+half-written report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+from .features import SPACES
+from .loader import Folder, read_folder
+from .risks import Risk, detections, linkage, near_copy
+
+#: Risks by name, in report order.
+RISKS = ("near-copy", "linkage", "faces", "people")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What to audit and how. ``fail_on``: risk name -> threshold on its calibrated value (exit 1 above it)."""
+
+    release: Path
+    originals: Path
+    out: Path
+    aux: Optional[Path] = None
+    fail_on: tuple[tuple[str, float], ...] = ()
+    size: int = 64
+    false_flag_rate: float = 0.01
+    detect_max: int = 500
+    seed: int = 0
+    progress: bool = True
+    risks: tuple[str, ...] = RISKS
+
+    def __post_init__(self) -> None:
+        unknown = sorted({name for name, _ in self.fail_on} - set(RISKS))
+        if unknown:
+            raise InputError(f"--fail-on: unknown risk(s) {', '.join(unknown)}; known: {', '.join(RISKS)}")
+        if not 0 < self.false_flag_rate < 0.5:
+            raise InputError(f"--false-flag-rate must lie in (0, 0.5), got {self.false_flag_rate}")
+        if self.size < 16:
+            raise InputError(f"--size must be >= 16 pixels, got {self.size}")
+        if self.detect_max < 1:
+            raise InputError(f"--detect-max must be >= 1, got {self.detect_max}")
+
+
+def parse_fail_on(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """``["near-copy=0.05", ...]`` -> ``(("near-copy", 0.05), ...)``; bad syntax raises :class:`InputError`."""
+    out = []
+    for item in items:
+        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([-+0-9.eE]+)\s*", item)
+        if not m:
+            raise InputError(f"--fail-on {item!r}: expected RISK=THRESHOLD, e.g. near-copy=0.05")
+        try:
+            out.append((m.group(1), float(m.group(2))))
+        except ValueError:
+            raise InputError(f"--fail-on {item!r}: {m.group(2)!r} is not a number") from None
+    return tuple(out)
+
+
+@dataclass
+class AuditResult:
+    config: AuditConfig
+    release: Folder
+    originals: Folder
+    aux: Optional[Folder]
+    risks: list[Risk]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def failures(self) -> list[str]:
+        """``--fail-on`` thresholds exceeded (by the calibrated value's point estimate)."""
+        by = {r.name: r for r in self.risks}
+        out = []
+        for name, limit in self.config.fail_on:
+            r = by.get(name)
+            if r is not None and r.value is not None and r.value > limit:
+                out.append(f"{name}: {r.value:.3f} > {limit:g}")
+        return out
+
+
+def run_audit(cfg: AuditConfig) -> AuditResult:
+    """Read the inputs and measure every requested risk. Bad input raises :class:`InputError` before any output."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    read = dict(size=cfg.size, progress=cfg.progress)
+    release = read_folder(cfg.release, what="release", **read)
+    originals = read_folder(cfg.originals, what="originals", **read)
+    aux = read_folder(cfg.aux, what="aux", **read) if cfg.aux is not None else None
+    seconds = {"read": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    sets = {"release": release, "originals": originals, **({"reference": aux} if aux is not None else {})}
+    features: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
+    steps = [(k, s) for k in sets for s in SPACES]
+    for k, s in tqdm(steps, desc="features", disable=not cfg.progress, dynamic_ncols=True):
+        features[k][s] = SPACES[s].extract(sets[k].images)
+    seconds["features"] = time.perf_counter() - t0
+    rng = np.random.default_rng(cfg.seed)
+    reference = aux if aux is not None else originals
+    risks: list[Risk] = []
+    for name in tqdm(cfg.risks, desc="risks", disable=not cfg.progress, dynamic_ncols=True):
+        t0 = time.perf_counter()
+        if name == "near-copy":
+            risks.append(near_copy(release, originals, aux, cfg.false_flag_rate, rng, features))
+        elif name == "linkage":
+            risks.append(linkage(release, originals, features, rng))
+        else:
+            risks.append(detections(release, reference, name, rng, cfg.detect_max))
+        seconds[name] = time.perf_counter() - t0
+    return AuditResult(cfg, release, originals, aux, risks, seconds)
+
+
+def config_dict(cfg: AuditConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

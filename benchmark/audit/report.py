@@ -1,0 +1,147 @@
+"""The audit's outputs: ``report.html`` (self-contained: thumbnails as data URIs), ``report.md``, ``flagged.csv``
+and ``summary.json``, written into a temporary directory next to the target and renamed into place, so a crash
+leaves no half-written report."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from . import AuditResult, config_dict
+
+
+def _uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _f(x: Optional[float]) -> str:
+    if x is None:
+        return "—"
+    return "inf" if math.isinf(x) and x > 0 else "-inf" if math.isinf(x) else f"{x:.3f}"
+
+
+def _json_safe(x: Any) -> Any:
+    """Non-finite floats (an unbounded CI side, a threshold that never flags) become ``None``."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def summary(result: AuditResult) -> dict[str, Any]:
+    from .. import __version__
+
+    thresholds = dict(result.config.fail_on)
+    return _json_safe({
+        "schema": 1,
+        "privbench": __version__,
+        "config": config_dict(result.config),
+        "inputs": {k: {"dir": str(f.root), "images": len(f), "skipped": len(f.skipped)}
+                   for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
+                   if f is not None},
+        "risks": {r.name: {**r.summary(), "fail_on": thresholds.get(r.name)} for r in result.risks},
+        "failures": result.failures(),
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+    })
+
+
+def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
+    lines = [f"# privbench audit\n", f"Release `{result.release.root}` ({len(result.release)} images) against "
+             f"originals `{result.originals.root}` ({len(result.originals)} images)"
+             + (f" and aux `{result.aux.root}` ({len(result.aux)})" if result.aux is not None else "") + ".\n",
+             ("**Over threshold:** " + "; ".join(s["failures"]) if s["failures"] else
+              "Every risk is under its --fail-on threshold." if result.config.fail_on else
+              "No --fail-on thresholds were given.") + "\n",
+             "| risk | value (95% CI) | estimate | baseline | n | threshold | meaning |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in result.risks:
+        cal = "not applicable" if r.value is None else f"{_f(r.value)} [{_f(r.lo)}, {_f(r.hi)}]"
+        meaning = r.meaning + (f" ({r.reason})" if r.reason else "")
+        lines.append(f"| {r.name} | {cal} | {_f(r.estimate)} | {_f(r.baseline)} | {r.n} | "
+                     f"{_f(s['risks'][r.name]['fail_on'])} | {meaning.replace('|', '/')} |")
+    skipped = [(k, x) for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
+               if f is not None for x in f.skipped]
+    lines.append(f"\n## Skipped files ({len(skipped)})\n")
+    lines += [f"- {k}: `{x.path}`: {x.reason}" for k, x in skipped] or ["None: every file was read."]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(result: AuditResult, s: dict[str, Any]) -> str:
+    import jinja2
+
+    from .. import __version__
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("benchmark.audit", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    thresholds = dict(result.config.fail_on)
+    risks = []
+    for r in result.risks:
+        thumbs = [{"release": result.release.names[i], "release_uri": _uri(result.release.images[i]),
+                   "original": result.originals.names[j] if j >= 0 else "",
+                   "original_uri": _uri(result.originals.images[j]) if j >= 0 else "", "score": f"{score:.2f}"}
+                  for i, j, score in r.pairs[:12]]
+        limit = thresholds.get(r.name)
+        risks.append({"name": r.name, "value": None if r.value is None else _f(r.value), "lo": _f(r.lo),
+                      "hi": _f(r.hi), "estimate": _f(r.estimate), "baseline": _f(r.baseline), "n": r.n,
+                      "threshold": _f(limit), "meaning": r.meaning, "reason": r.reason, "thumbs": thumbs,
+                      "over": limit is not None and r.value is not None and r.value > limit})
+    skipped = [{"set": k, "path": x.path, "reason": x.reason}
+               for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
+               if f is not None for x in f.skipped]
+    return env.get_template("report.html.j2").render(
+        release=str(result.release.root), originals=str(result.originals.root),
+        aux=str(result.aux.root) if result.aux is not None else "", n_release=len(result.release),
+        n_originals=len(result.originals), n_aux=len(result.aux) if result.aux is not None else 0,
+        when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
+        failures=s["failures"], fail_on=bool(result.config.fail_on), risks=risks, skipped=skipped)
+
+
+def write_report(result: AuditResult) -> list[Path]:
+    """Write the four outputs into ``result.config.out`` (replacing an earlier report there)."""
+    out = Path(result.config.out)
+    s = summary(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        (tmp / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True, allow_nan=False) + "\n")
+        (tmp / "report.md").write_text(_markdown(result, s))
+        (tmp / "report.html").write_text(to_html(result, s))
+        with open(tmp / "flagged.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["release", "original", "risk", "score", "threshold", "flagged"])
+            for r in result.risks:
+                for row in r.rows:
+                    w.writerow([row.release, row.original, row.risk, f"{row.score:.6g}", f"{row.threshold:.6g}",
+                                int(row.flagged)])
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / n for n in ("report.html", "report.md", "flagged.csv", "summary.json")]

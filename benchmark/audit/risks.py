@@ -1,0 +1,218 @@
+"""The audit's risks, each a statistic on the release next to the same statistic with a baseline set in its place
+(docs/AUDIT.md). Every risk reports its estimate, its baseline, a calibrated value with a 95% bootstrap CI over
+images, and per-file rows for ``flagged.csv``.
+
+- **near-copy**: share of release images closer to some original than all but ``alpha`` of fresh images are
+  (distance to closest record in two spaces, ``pixels`` and ``phash``, each at ``alpha / 2``: Bonferroni).
+  Baseline: that share among fresh images (``--aux``, else each original against the others, leave-one-out).
+  Calibrated: ``(p - p0) / (1 - p0)``, 0 for a release unrelated to the originals, 1 when every image is a copy.
+- **linkage** (aligned releases, where release and original files share a relative name): rank-1 accuracy of
+  matching each release image to its original among all originals by nearest neighbour, the feature space chosen by
+  cross-fitting (chosen on one half of the pairs, scored on the other) so the choice adds no bias. Baseline:
+  chance, ``1 / N``. Calibrated ``(acc - 1/N) / (1 - 1/N)``.
+- **faces** / **people**: a presence count, not calibrated: the share of release images where OpenCV's frontal-face
+  Haar cascade / HOG people detector fires (0 = no detection), shown next to the same share on the reference images
+  (``--aux``, else the originals). It says whether people are still visible, not whose; a release of unrelated
+  photos of people scores high on it and ≈ 0 on the identity risks above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from .features import SPACES, nearest
+from .loader import Folder
+
+BOOTSTRAP = 1000
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of ``flagged.csv``."""
+
+    release: str
+    original: str
+    risk: str
+    score: float
+    threshold: float
+    flagged: bool
+
+
+@dataclass
+class Risk:
+    """One risk's result. ``value``: the calibrated number (``None`` when not applicable, with ``reason``)."""
+
+    name: str
+    estimate: Optional[float]
+    baseline: Optional[float]
+    value: Optional[float]
+    lo: Optional[float]
+    hi: Optional[float]
+    n: int
+    meaning: str
+    reason: str = ""
+    calibrated: bool = True  # False: a presence count (its value is the raw share; 0 = nothing detected)
+    detail: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    pairs: list[tuple[int, int, float]] = field(default_factory=list)  # (release, original, score): top flags
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe: an unbounded CI side is ``None``."""
+        def side(x: Optional[float]) -> Optional[float]:
+            return None if x is None or not np.isfinite(x) else float(x)
+
+        return {"estimate": self.estimate, "baseline": self.baseline, "value": self.value,
+                "kind": "calibrated" if self.calibrated else "presence",
+                "ci95": None if self.lo is None else [side(self.lo), side(self.hi)], "n": self.n,
+                "meaning": self.meaning,
+                "applicable": self.value is not None, "reason": self.reason, "detail": self.detail}
+
+
+def _percentile_ci(samples: np.ndarray) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return -np.inf, np.inf
+    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
+
+
+def _threshold(base: np.ndarray, alpha: float) -> float:
+    """The ``k``-th smallest baseline distance, ``k = floor(alpha · n)`` (``-inf`` when ``k = 0``): flags at
+    ``d <= t`` hit at most ``alpha`` of the baseline, up to ties (Hamming distances); the calibration uses the
+    share actually hit, so ties cannot inflate the risk."""
+    b = np.sort(base[np.isfinite(base)])
+    k = int(np.floor(alpha * len(b)))
+    return float(b[k - 1]) if k > 0 else -np.inf
+
+
+def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], alpha: float,
+              generator: np.random.Generator, features: dict[str, dict[str, np.ndarray]]) -> Risk:
+    """See the module docstring. ``features[set][space]``: precomputed features of ``release``/``originals``/
+    ``reference``."""
+    spaces = ("pixels", "phash")
+    per = alpha / len(spaces)
+    d_rel, i_rel, d_base = {}, {}, {}
+    for s in spaces:
+        binary = SPACES[s].binary
+        d, i = nearest(features["originals"][s], features["release"][s], 2, binary)
+        d_rel[s], i_rel[s] = d, i
+        if reference is None:
+            d_base[s] = nearest(features["originals"][s], features["originals"][s], 2, binary, exclude_self=True)[0]
+        else:
+            d_base[s] = nearest(features["originals"][s], features["reference"][s], 2, binary)[0]
+
+    def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float, dict[str, float]]:
+        t = {s: _threshold(d_base[s][base_idx, 0], per) for s in spaces}
+        flag_rel = np.zeros(len(rel_idx), bool)
+        flag_base = np.zeros(len(base_idx), bool)
+        for s in spaces:
+            flag_rel |= d_rel[s][rel_idx, 0] <= t[s]
+            flag_base |= d_base[s][base_idx, 0] <= t[s]
+        return float(flag_rel.mean()), float(flag_base.mean()), t
+
+    n, m = len(release), len(d_base[spaces[0]])
+    p, p0, t = rates(np.arange(n), np.arange(m))
+    value = (p - p0) / (1 - p0)
+    boot = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        bp, bp0, _ = rates(generator.integers(0, n, n), generator.integers(0, m, m))
+        boot[b] = (bp - bp0) / (1 - bp0)
+    lo, hi = _percentile_ci(boot)
+    rows, pairs = [], []
+    for r in range(n):
+        ratios = {s: (d_rel[s][r, 0] / t[s]) if np.isfinite(t[s]) and t[s] > 0 else
+                  (0.0 if np.isfinite(t[s]) and d_rel[s][r, 0] <= t[s] else np.inf) for s in spaces}
+        best = min(spaces, key=lambda s: ratios[s])
+        flagged = any(d_rel[s][r, 0] <= t[s] for s in spaces)
+        score = float(ratios[best])
+        rows.append(Row(release.names[r], originals.names[int(i_rel[best][r, 0])], "near-copy", score, 1.0, flagged))
+        if flagged:
+            pairs.append((r, int(i_rel[best][r, 0]), score))
+    nndr = {s: float(np.median(d_rel[s][:, 0] / np.maximum(d_rel[s][:, 1], 1e-12))) for s in spaces}
+    return Risk("near-copy", p, p0, float(value), lo, hi, n,
+                "share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
+                "(p - p0) / (1 - p0)",
+                detail={"false_flag_rate": alpha, "thresholds": {s: float(t[s]) for s in spaces},
+                        "baseline": "aux images" if reference is not None else "originals, leave-one-out",
+                        "median_nndr": nndr, "flagged": int(round(p * n))},
+                rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
+
+
+def aligned_pairs(release: Folder, originals: Folder) -> list[tuple[int, int]]:
+    """Release and original images that share a relative name without extension (``a/b.png`` ~ ``a/b.jpg``)."""
+    def key(name: str) -> str:
+        stem, _, frame = name.partition("#")
+        return stem.rsplit(".", 1)[0] + ("#" + frame if frame else "")
+
+    index = {key(n): i for i, n in enumerate(originals.names)}
+    return [(r, index[key(n)]) for r, n in enumerate(release.names) if key(n) in index]
+
+
+def linkage(release: Folder, originals: Folder, features: dict[str, dict[str, np.ndarray]],
+            generator: np.random.Generator, min_pairs: int = 10) -> Risk:
+    """See the module docstring."""
+    pairs = aligned_pairs(release, originals)
+    meaning = "rank-1 accuracy of linking release images to their originals above chance, (acc - 1/N) / (1 - 1/N)"
+    if len(pairs) < min_pairs:
+        return Risk("linkage", None, None, None, None, None, len(pairs), meaning,
+                    reason=f"{len(pairs)} release files share a name with an original (needs {min_pairs}); "
+                           "linkage needs an aligned release")
+    rel = np.array([r for r, _ in pairs])
+    truth = np.array([o for _, o in pairs])
+    hits, found = {}, {}
+    for s in ("pixels", "phash", "colour"):
+        _, idx = nearest(features["originals"][s], features["release"][s][rel], 1, SPACES[s].binary)
+        hits[s], found[s] = (idx[:, 0] == truth).astype(float), idx[:, 0]
+    names = sorted(hits)
+    h = np.stack([hits[s] for s in names])  # (spaces, pairs)
+    chance = 1.0 / len(originals)
+
+    def crossfit(idx: np.ndarray) -> tuple[float, list[str]]:
+        half = len(idx) // 2
+        a, b = idx[:half], idx[half:]
+        sa, sb = int(h[:, b].mean(1).argmax()), int(h[:, a].mean(1).argmax())  # chosen on the other half
+        return float(np.concatenate([h[sa, a], h[sb, b]]).mean()), [names[sa], names[sb]]
+
+    order = generator.permutation(len(pairs))
+    acc, chosen = crossfit(order)
+    boot = np.array([crossfit(generator.choice(order, len(order)))[0] for _ in range(BOOTSTRAP)])
+    value = (acc - chance) / (1 - chance)
+    lo, hi = _percentile_ci((boot - chance) / (1 - chance))
+    best = max(names, key=lambda s: hits[s].mean())
+    rows = [Row(release.names[r], originals.names[int(found[best][k])], "linkage", float(hits[best][k]), 1.0,
+                bool(hits[best][k])) for k, r in enumerate(rel)]
+    pairs_out = [(int(r), int(truth[k]), 0.0) for k, r in enumerate(rel) if hits[best][k]][:24]
+    return Risk("linkage", acc, chance, float(value), lo, hi, len(pairs), meaning,
+                detail={"pairs": len(pairs), "originals": len(originals), "spaces_chosen": chosen,
+                        "accuracy_by_space": {s: float(hits[s].mean()) for s in names}},
+                rows=rows, pairs=pairs_out)
+
+
+def detections(release: Folder, reference: Folder, kind: str, generator: np.random.Generator,
+               max_images: int, min_height: int = 256) -> Risk:
+    """``kind``: ``faces`` (frontal-face Haar cascade) or ``people`` (HOG). Images are upscaled to ``min_height``
+    for the detectors' windows; at most ``max_images`` of each set are examined (a seeded sample)."""
+    from ..metrics.people import Cascade, HogPeople
+
+    detector = Cascade("face", min_height=min_height) if kind == "faces" else HogPeople(min_height=min_height)
+
+    def counts(folder: Folder) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(len(folder))
+        if len(idx) > max_images:
+            idx = np.sort(generator.choice(idx, max_images, replace=False))
+        return idx, np.array([len(detector.boxes(folder.images[i])) for i in idx])
+
+    ri, rc = counts(release)
+    _, bc = counts(reference)
+    p, p0 = float((rc > 0).mean()), float((bc > 0).mean())
+    meaning = (f"share of release images with a {'face' if kind == 'faces' else 'person'} detection (a presence "
+               "count, not calibrated: 0 = no detection; the baseline column is the reference images' share)")
+    rows = [Row(release.names[i], "", kind, float(c), 1.0, bool(c > 0)) for i, c in zip(ri, rc)]
+    pairs = [(int(i), -1, float(c)) for i, c in zip(ri, rc) if c > 0][:24]
+    detail = {"examined_release": len(ri), "examined_reference": len(bc), "detections": int(rc.sum()),
+              "detector": "OpenCV Haar frontal face" if kind == "faces" else "OpenCV HOG people"}
+    boot = np.array([(rc[generator.integers(0, len(rc), len(rc))] > 0).mean() for _ in range(BOOTSTRAP)])
+    lo, hi = _percentile_ci(boot)
+    return Risk(kind, p, p0, p, lo, hi, len(ri), meaning, calibrated=False, detail=detail, rows=rows, pairs=pairs)
