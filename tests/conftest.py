@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.registry import load_builtins
+from tests.test_html_browser import browser  # noqa: F401 - the shared chromium fixture (HTML report tests)
 
 load_builtins()
 

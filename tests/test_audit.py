@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from benchmark.audit.loader import Unreadable, load_image_bytes, read_folder
-from benchmark.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,5 +230,3 @@ def test_the_html_report_renders_in_a_real_browser(planted: Path, tmp_path: Path
     assert not problems, problems
     page.close()
 
-
-from tests.test_html_browser import browser  # noqa: E402,F401 - the shared chromium fixture

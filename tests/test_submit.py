@@ -5,7 +5,6 @@ leaderboard renders from JSON alone (the submitted source deleted)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

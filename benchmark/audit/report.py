@@ -66,7 +66,7 @@ def summary(result: AuditResult) -> dict[str, Any]:
 
 
 def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
-    lines = [f"# privbench audit\n", f"Release `{result.release.root}` ({len(result.release)} images) against "
+    lines = ["# privbench audit\n", f"Release `{result.release.root}` ({len(result.release)} images) against "
              f"originals `{result.originals.root}` ({len(result.originals)} images)"
              + (f" and aux `{result.aux.root}` ({len(result.aux)})" if result.aux is not None else "") + ".\n",
              ("**Over threshold:** " + "; ".join(s["failures"]) if s["failures"] else
