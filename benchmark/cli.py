@@ -60,7 +60,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(out=Path(args.out), jobs=args.jobs, device=args.device, retry_failed=args.retry_failed,
                       progress=not args.no_progress, use_lpips=not args.no_lpips,
                       plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
-    summary = run_suite(suite, opts)
+    executor = None
+    if args.executor == "ray":
+        from .runner import RayExecutor
+
+        executor = RayExecutor(opts.plugins, address=args.address, num_cpus=None if args.address else args.jobs)
+    elif args.address:
+        raise InputError("--address needs --executor ray")
+    summary = run_suite(suite, opts, executor)
     print(f"{summary.planned} cells: {summary.reused} reused, {summary.ok} ok, {summary.skipped} skipped, "
           f"{summary.failed} failed -> {opts.out / 'records'}")
     for line in summary.failed_cells:
@@ -213,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run a suite; resumes from existing records")
     sp.add_argument("--suite", required=True, help="built-in suite name (quick, ...) or YAML file")
     sp.add_argument("--out", required=True, help="output directory (records/, tables/, plots/, cache/)")
-    sp.add_argument("--jobs", type=int, default=1, help="worker processes (torch threads are split among them)")
+    sp.add_argument("--jobs", type=int, default=1, help="worker processes (torch threads are split among them); "
+                                                         "with --executor ray and no --address: the local CPUs")
+    sp.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="where jobs run: local processes, or Ray tasks (pip install -e '.[ray]')")
+    sp.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or auto (default: a local instance)")
     sp.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
     sp.add_argument("--datasets", nargs="+", help="override the suite's datasets")
     sp.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")

@@ -152,6 +152,102 @@ class ProcessPoolExecutor(Executor):
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
+class RayExecutor(Executor):
+    """Jobs as Ray tasks (ray 2.x) on a cluster: ``ray.init(address)``, or a local instance when ``address`` is
+    ``None``. Each task returns its cells' results as data; the driver alone writes records.
+
+    What travels with a job: the task (pickled by Ray), the text of every plugin file (loaded on the worker under
+    the driver's module names, so plugin params unpickle there), and the code hashes the driver computed: a worker
+    whose core or plugin code hashes differ refuses the job, so no record can carry another code's key. A worker
+    that dies mid-job (node lost, OOM-killed) is retried by Ray up to ``retries`` times; a job's results are
+    yielded only once, from the attempt that finished, so no record is duplicated.
+    """
+
+    def __init__(self, plugins: tuple[str, ...], address: Optional[str] = None, cpus_per_job: int = 1,
+                 retries: int = 2, num_cpus: Optional[int] = None) -> None:
+        self.plugins, self.address, self.cpus_per_job = plugins, address, cpus_per_job
+        self.retries, self.num_cpus = retries, num_cpus
+
+    def run(self, tasks):
+        import pickle
+
+        try:
+            import ray
+        except ImportError:
+            raise InputError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        sources = tuple((p, Path(p).read_text()) for p in self.plugins)
+        job = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.retries)(ray_job)
+        try:
+            refs = {job.remote(pickle.dumps(t), sources, self.cpus_per_job): t for t in tasks}
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    task = refs[ref]
+                    try:
+                        results = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - a job that failed on every attempt
+                        cause = getattr(e, "cause", None) or e
+                        yield from crashed_cells(task, set(), f"{type(cause).__name__}: {cause}")
+                        continue
+                    yield from results
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def ray_job(task_bytes: bytes, sources: tuple[tuple[str, str], ...], threads: int) -> list[CellResult]:
+    """Ray worker side of :class:`RayExecutor`: the driver's plugins, a check that this worker runs the driver's
+    code, then the job. Returns its cells' results."""
+    import pickle
+
+    from .plan import code_versions
+    from .registry import load_builtins
+
+    torch.set_num_threads(max(1, threads))
+    set_deterministic()
+    load_builtins()
+    _load_plugin_sources(sources)
+    task: JobTask = pickle.loads(task_bytes)  # from the driver (trusted), after its plugins are importable
+    if core_hash() != task.core:
+        raise RuntimeError("this Ray worker's core code differs from the driver's (install the same privbench "
+                           "commit on every node)")
+    for cell in task.job.cells():
+        expected = task.keys[cell.attack.label][1]
+        if code_versions(cell.defense.id, cell.attack.id, task.suite.reference) != expected:
+            raise RuntimeError(f"this Ray worker's code for {cell.cell_id} differs from the driver's")
+    return list(execute_job(task))
+
+
+def _load_plugin_sources(sources: tuple[tuple[str, str], ...]) -> None:
+    """Import each plugin file under the module name the driver gave it: from its own path when the worker has the
+    same file there, else from the shipped text (written to a temporary file)."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    from .registry import load_plugin_file, plugin_module_name
+
+    for path, text in sources:
+        name = plugin_module_name(Path(path))
+        if name in sys.modules:
+            continue
+        if Path(path).is_file() and Path(path).read_text() == text:
+            load_plugin_file(path)
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix="privbench-plugin-")) / Path(path).name
+        tmp.write_text(text)
+        spec = importlib.util.spec_from_file_location(name, tmp)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
 def _task_id(task: JobTask) -> str:
     return f"{task.job.dataset}/{task.job.seed}/{task.job.defense.label}"
 
