@@ -175,13 +175,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from .audit import AuditConfig, parse_fail_on, run_audit
     from .audit.report import write_report
 
-    if args.model or args.labels:
-        raise InputError("--model/--labels (the membership risk of a released model) are not supported yet; audit "
-                         "the images without them")
     cfg = AuditConfig(release=Path(args.release), originals=Path(args.originals), out=Path(args.out),
                       aux=Path(args.aux) if args.aux else None, fail_on=parse_fail_on(args.fail_on),
                       size=args.size, false_flag_rate=args.false_flag_rate, detect_max=args.detect_max,
-                      seed=args.seed, progress=not args.no_progress)
+                      seed=args.seed, progress=not args.no_progress,
+                      model=Path(args.model) if args.model else None, model_arch=args.model_arch,
+                      model_width=args.model_width, model_size=args.model_size,
+                      labels=Path(args.labels) if args.labels else None)
     result = run_audit(cfg)
     paths = write_report(result)
     for r in result.risks:
@@ -288,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detect-max", type=int, default=500, help="face/people detectors look at most at this many "
                                                                 "images per set (a seeded sample)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and detector samples")
-    sp.add_argument("--labels", help=argparse.SUPPRESS)
-    sp.add_argument("--model", help=argparse.SUPPRESS)
+    sp.add_argument("--model", help="a released model's state dict (loaded with weights_only=True): adds the "
+                                    "membership risk (needs --aux and --labels)")
+    sp.add_argument("--model-arch", default="convnet", help="its registered architecture (privbench list: models)")
+    sp.add_argument("--model-width", type=int, help="its width parameter, if not the architecture's default")
+    sp.add_argument("--model-size", type=int, default=32, help="its input size in pixels")
+    sp.add_argument("--labels", help="CSV file,label for the originals and aux images (relative names)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_audit)
     sp = sub.add_parser("show", help="validate and print one record")

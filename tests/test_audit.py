@@ -230,3 +230,81 @@ def test_the_html_report_renders_in_a_real_browser(planted: Path, tmp_path: Path
     assert not problems, problems
     page.close()
 
+
+
+def _digits(root: Path, idx: np.ndarray, images: np.ndarray, labels: np.ndarray) -> list[str]:
+    rows = []
+    for i in idx:
+        name = f"d{i:04d}.png"
+        _save(root / name, np.asarray(Image.fromarray(images[i]).resize((32, 32), Image.Resampling.NEAREST)))
+        rows.append(f"{name},{labels[i]}")
+    return rows
+
+
+def _train(folder_dir: Path, labels: dict[str, int], seed: int):
+    import torch
+
+    from benchmark.audit.loader import read_folder as read
+    from benchmark.contracts import ImageSet
+    from benchmark.models import build_model
+    from benchmark.models.train import train_classifier
+
+    f = read(folder_dir)
+    x = torch.from_numpy(f.images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="area")
+    y = torch.tensor([labels[n] for n in f.names])
+    model = build_model("convnet", 1, 10, width=8)
+    train_classifier(model, ImageSet(x, y), epochs=60, batch_size=32, lr=0.003,
+                     generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
+    return model
+
+
+def test_membership_of_a_released_model_is_measured_against_chance(tmp_path: Path) -> None:
+    import torch
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16 * 255).astype(np.uint8)
+    order = np.random.default_rng(5).permutation(len(images))
+    rows = ["file,label"]
+    rows += _digits(tmp_path / "orig", order[:120], images, d.target)
+    rows += _digits(tmp_path / "aux", order[120:240], images, d.target)
+    _digits(tmp_path / "other", order[240:360], images, d.target)
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    labels = {r.split(",")[0]: int(r.split(",")[1]) for r in rows[1:]}
+    labels.update({f"d{i:04d}.png": int(d.target[i]) for i in order[240:360]})
+    results = {}
+    for name, trained_on in (("member", "orig"), ("outsider", "other")):
+        torch.save(_train(tmp_path / trained_on, labels, 0).state_dict(), tmp_path / f"{name}.pt")
+        r = _audit(tmp_path / "orig", tmp_path / "orig", tmp_path / f"report-{name}", "--aux", str(tmp_path / "aux"),
+                   "--model", str(tmp_path / f"{name}.pt"), "--model-width", "8", "--labels",
+                   str(tmp_path / "labels.csv"), "--fail-on", "membership=0.2")
+        results[name] = (r.returncode, json.loads((tmp_path / f"report-{name}" / "summary.json").read_text()))
+    code, member = results["member"]
+    risk = member["risks"]["membership"]
+    assert code == 1 and risk["value"] > 0.3 and risk["ci95"][0] > 0, risk
+    code, outsider = results["outsider"]
+    risk = outsider["risks"]["membership"]
+    assert code == 0 and risk["ci95"][0] <= 0 <= risk["ci95"][1], risk
+
+
+def test_a_pickled_model_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    marker, evil = tmp_path / "ran", tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"x": Evil()}, evil)
+    rng = np.random.default_rng(6)
+    for d in ("orig", "aux"):
+        for i in range(12):
+            _save(tmp_path / d / f"i{i}.png", scene(rng))
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"i{i}.png,0\n" for i in range(12)))
+    r = _audit(tmp_path / "orig", tmp_path / "orig", tmp_path / "report", "--aux", str(tmp_path / "aux"),
+               "--model", str(evil), "--labels", str(tmp_path / "labels.csv"))
+    assert r.returncode == 2 and "not a weights-only torch checkpoint" in r.stderr, r.stderr
+    assert not marker.exists() and not (tmp_path / "report").exists()

@@ -20,10 +20,10 @@ import numpy as np
 from ..errors import InputError
 from .features import SPACES
 from .loader import Folder, read_folder
-from .risks import Risk, detections, linkage, near_copy
+from .risks import Risk, detections, linkage, membership, near_copy
 
-#: Risks by name, in report order.
-RISKS = ("near-copy", "linkage", "faces", "people")
+#: Risks by name, in report order (``membership`` only with a model).
+RISKS = ("near-copy", "linkage", "faces", "people", "membership")
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,17 @@ class AuditConfig:
     detect_max: int = 500
     seed: int = 0
     progress: bool = True
-    risks: tuple[str, ...] = RISKS
+    model: Optional[Path] = None  # a released model: its membership risk (needs aux and labels)
+    model_arch: str = "convnet"
+    model_width: Optional[int] = None
+    model_size: int = 32
+    labels: Optional[Path] = None
 
     def __post_init__(self) -> None:
+        if self.model is not None and (self.aux is None or self.labels is None):
+            raise InputError("--model needs --aux (images the model was not trained on) and --labels (file,label)")
+        if (self.labels is not None) and self.model is None:
+            raise InputError("--labels is only used with --model")
         unknown = sorted({name for name, _ in self.fail_on} - set(RISKS))
         if unknown:
             raise InputError(f"--fail-on: unknown risk(s) {', '.join(unknown)}; known: {', '.join(RISKS)}")
@@ -108,16 +116,33 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
     rng = np.random.default_rng(cfg.seed)
     reference = aux if aux is not None else originals
     risks: list[Risk] = []
-    for name in tqdm(cfg.risks, desc="risks", disable=not cfg.progress, dynamic_ncols=True):
+    names = [r for r in RISKS if r != "membership" or cfg.model is not None]
+    for name in tqdm(names, desc="risks", disable=not cfg.progress, dynamic_ncols=True):
         t0 = time.perf_counter()
         if name == "near-copy":
             risks.append(near_copy(release, originals, aux, cfg.false_flag_rate, rng, features))
         elif name == "linkage":
             risks.append(linkage(release, originals, features, rng))
+        elif name == "membership":
+            risks.append(_membership(cfg, originals, aux, rng))
         else:
             risks.append(detections(release, reference, name, rng, cfg.detect_max))
         seconds[name] = time.perf_counter() - t0
     return AuditResult(cfg, release, originals, aux, risks, seconds)
+
+
+def _membership(cfg: AuditConfig, originals: Folder, aux: Optional[Folder], rng: np.random.Generator) -> Risk:
+    from .model import load_model, read_labels, scores
+
+    assert cfg.model is not None and cfg.labels is not None and aux is not None
+    model = load_model(cfg.model, cfg.model_arch, cfg.model_width)
+    labels = read_labels(cfg.labels)
+    s_in, i_in = scores(model, originals, labels, cfg.model_size)
+    s_out, i_out = scores(model, aux, labels, cfg.model_size)
+    merged = {k: np.concatenate([s_in[k], s_out[k]]) for k in s_in}
+    member = np.concatenate([np.ones(len(i_in), bool), np.zeros(len(i_out), bool)])
+    names = [f"originals/{originals.names[i]}" for i in i_in] + [f"aux/{aux.names[i]}" for i in i_out]
+    return membership(merged, member, rng, names)
 
 
 def config_dict(cfg: AuditConfig) -> dict:

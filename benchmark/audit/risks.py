@@ -216,3 +216,48 @@ def detections(release: Folder, reference: Folder, kind: str, generator: np.rand
     boot = np.array([(rc[generator.integers(0, len(rc), len(rc))] > 0).mean() for _ in range(BOOTSTRAP)])
     lo, hi = _percentile_ci(boot)
     return Risk(kind, p, p0, p, lo, hi, len(ri), meaning, calibrated=False, detail=detail, rows=rows, pairs=pairs)
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for ``labels`` (members True), ties counted half (Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    pos = labels.sum()
+    neg = len(labels) - pos
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def membership(scores: dict[str, np.ndarray], is_member: np.ndarray, generator: np.random.Generator,
+               names: list[str]) -> Risk:
+    """Membership inference against a released model: per candidate image, each score (higher = more likely a
+    member); the score is chosen by cross-fitting (on one half of the candidates, AUC measured on the other) and the
+    AUC is calibrated against 0.5: ``2 · (AUC - 0.5)``."""
+    methods = sorted(scores)
+    n = len(is_member)
+    order = generator.permutation(n)
+
+    def crossfit(idx: np.ndarray) -> tuple[float, list[str]]:
+        a, b = idx[: len(idx) // 2], idx[len(idx) // 2:]
+        aucs = []
+        chosen = []
+        for fit, test in ((a, b), (b, a)):
+            if is_member[fit].all() or not is_member[fit].any() or is_member[test].all() or not is_member[test].any():
+                return float("nan"), []
+            best = max(methods, key=lambda m: _auc(scores[m][fit], is_member[fit]))
+            aucs.append(_auc(scores[best][test], is_member[test]))
+            chosen.append(best)
+        return float(np.mean(aucs)), chosen
+
+    auc, chosen = crossfit(order)
+    boot = np.array([crossfit(generator.choice(order, n))[0] for _ in range(BOOTSTRAP // 2)])
+    lo, hi = _percentile_ci(2 * (boot - 0.5))
+    best = max(methods, key=lambda m: _auc(scores[m], is_member))
+    rows = [Row(names[i], "", "membership", float(scores[best][i]), float("nan"), bool(is_member[i]))
+            for i in range(n)]
+    return Risk("membership", auc, 0.5, 2 * (auc - 0.5), lo, hi, n,
+                "AUC of telling the originals (members) from the aux images (non-members) by the model's outputs, "
+                "2 · (AUC - 0.5)", detail={"members": int(is_member.sum()), "non_members": int((~is_member).sum()),
+                                           "scores_chosen": chosen,
+                                           "auc_by_score": {m: _auc(scores[m], is_member) for m in methods}},
+                rows=rows)
