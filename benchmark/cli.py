@@ -93,7 +93,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"{args.dir}: every record matches this checkout's code")
-    written = write_report(Path(args.dir))
+    written = write_report(Path(args.dir), force=args.force)
     for p in written:
         print(p)
     return 0
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir")
     sp.add_argument("--check", action="store_true",
                     help="first fail (exit 1), naming them, if records come from other code or a dirty tree")
+    sp.add_argument("--force", action="store_true",
+                    help="regenerate even if neither the records nor the report code changed since the last report")
     sp.set_defaults(fn=_cmd_report)
     sp = sub.add_parser("video-case", help="anonymise a real video clip and count the people/faces detectors "
                                            "still find (default: OpenCV's vtest.avi)")

@@ -19,6 +19,7 @@ variances from a paired bootstrap over the shared targets.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -49,10 +50,16 @@ class Interval:
         return self.lo > 0.0 or self.hi < 0.0
 
 
-def combine(estimates: Sequence[float], variances: Sequence[float], level: float = LEVEL) -> Interval:
-    """Mean of per-seed ``estimates`` with the CI described in the module docstring."""
+@functools.lru_cache(maxsize=None)
+def _quantile(level: float, df: int) -> float:
+    """Two-sided ``level`` quantile: Student's t with ``df`` degrees of freedom, the normal for ``df = 0``."""
     from scipy.stats import norm, t
 
+    return float(norm.ppf(0.5 + level / 2) if df == 0 else t.ppf(0.5 + level / 2, df))
+
+
+def combine(estimates: Sequence[float], variances: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean of per-seed ``estimates`` with the CI described in the module docstring."""
     x = np.asarray(estimates, dtype=np.float64)
     v = np.asarray(variances, dtype=np.float64)
     if len(x) == 0 or len(x) != len(v):
@@ -62,10 +69,10 @@ def combine(estimates: Sequence[float], variances: Sequence[float], level: float
     s = len(x)
     mean = float(x.mean())
     if s == 1:  # only the within-seed part is known; none at all (v = 0) means an unbounded interval
-        half = float(norm.ppf(0.5 + level / 2) * math.sqrt(v[0])) if v[0] > 0 else math.inf
+        half = _quantile(level, 0) * math.sqrt(v[0]) if v[0] > 0 else math.inf
     else:
         var = max(float(v.mean()), float(x.var(ddof=1))) / s
-        half = float(t.ppf(0.5 + level / 2, s - 1) * math.sqrt(var))
+        half = _quantile(level, s - 1) * math.sqrt(var)
     return Interval(mean, mean - half, mean + half, s)
 
 

@@ -50,3 +50,21 @@ def test_gates_claims_and_the_reference(tmp_path: Path) -> None:
     assert cells["pixelate"]["observer"].status is Status.NOT_CLAIMED
     assert cells["none"]["observer"].status is Status.OK  # the reference claims nothing but shows numbers
     assert cells["none"]["drop"].estimate.hi == 0.0
+
+
+def test_report_is_skipped_when_nothing_it_depends_on_changed(tmp_path) -> None:
+    import shutil
+
+    from benchmark.report import DIGEST, write_report
+
+    board = tmp_path / "gradients"
+    shutil.copytree(Path(__file__).parent.parent / "leaderboards" / "gradients", board)
+    first = write_report(board, force=True)
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+    assert write_report(board) == first and {p: p.stat().st_mtime_ns for p in first} == stamps  # untouched
+    record = sorted((board / "records").glob("*.json"))[0]
+    record.write_text(record.read_text() + "\n")  # same record, other bytes: an input changed
+    again = write_report(board)
+    assert again == first and any(p.stat().st_mtime_ns != stamps[p] for p in again)
+    first[0].unlink()  # a missing output regenerates too
+    assert write_report(board)[0].is_file() and (board / DIGEST).is_file()

@@ -1,12 +1,62 @@
-"""Reports generated from records only: tables (Markdown, CSV) and plots."""
+"""Reports generated from records only: tables (Markdown, CSV, HTML) and plots.
+
+A report is a pure function of its inputs (the records, the sample and unit artifacts they name, a board's
+``video_case/``) and of the report code, so ``write_report`` skips the work when neither changed since the last
+report in that directory: ``.report-digest`` holds their SHA-256 and the files written; any missing output, changed
+input or edited report module regenerates everything.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
+DIGEST = ".report-digest"
 
-def write_report(out_dir: Path) -> list[Path]:
-    from .tables import write_tables
+
+def _inputs(out_dir: Path) -> list[Path]:
+    files = sorted((out_dir / "records").glob("*.json"))
+    for kind in ("samples", "units"):
+        files += sorted((out_dir / kind).glob("*.npz"))
+    case = out_dir / "video_case"
+    if case.is_dir():
+        files += sorted(p for p in case.iterdir() if p.is_file())
+    return files
+
+
+def report_digest(out_dir: Path) -> str:
+    """SHA-256 of everything a report of ``out_dir`` depends on: input file names and bytes, and the report code."""
+    from ..codehash import closure_hash
+
+    h = hashlib.sha256(closure_hash("benchmark.report.tables", "benchmark.report.plots").encode())
+    for path in _inputs(Path(out_dir)):
+        h.update(path.relative_to(out_dir).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def write_report(out_dir: Path, force: bool = False) -> list[Path]:
+    """Write ``tables/`` and ``plots/`` of ``out_dir`` from its records; when nothing they depend on changed since
+    the last report (and every file it wrote is still there), return those files without rewriting them."""
+    out_dir = Path(out_dir)
+    digest = report_digest(out_dir)
+    stamp = out_dir / DIGEST
+    if not force and stamp.is_file():
+        try:
+            last = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            last = {}
+        files = [out_dir / f for f in last.get("files", [])]
+        if last.get("digest") == digest and files and all(f.is_file() for f in files):
+            return files
     from .plots import write_plots
+    from .tables import write_tables
 
-    return write_tables(out_dir) + write_plots(out_dir)
+    written = write_tables(out_dir) + write_plots(out_dir)
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"digest": digest, "files": [p.relative_to(out_dir).as_posix() for p in written]},
+                              indent=1) + "\n")
+    os.replace(tmp, stamp)
+    return written

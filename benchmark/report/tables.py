@@ -35,12 +35,21 @@ METHOD_NOTE = (
     "claim protection against that threat model (the measured advantage is shown in parentheses).")
 
 
+def _per_seed(g: pd.DataFrame, *columns: str) -> tuple[np.ndarray, ...]:
+    """The first row of each seed (seeds sorted) where ``columns[0]`` is present, as float arrays per column."""
+    first = g[columns[0]].to_numpy(float)
+    keep = ~np.isnan(first)
+    seeds = g.seed.to_numpy()[keep]
+    _, idx = np.unique(seeds, return_index=True)
+    return tuple(g[c].to_numpy(float)[keep][idx] for c in columns)
+
+
 def advantage_interval(g: pd.DataFrame, level: float = 0.95, shift: float = 0.0) -> Optional[Interval]:
     """Calibrated advantage (minus ``shift``) of one (defense config, attack) over its seeds."""
-    g = g.dropna(subset=["advantage"]).groupby("seed").first()
-    if g.empty:
+    adv, se = _per_seed(g, "advantage", "advantage_se")
+    if not len(adv):
         return None
-    return combine(g.advantage.to_numpy(float) - shift, (g.advantage_se.to_numpy(float)) ** 2, level)
+    return combine(adv - shift, se ** 2, level)
 
 
 def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
