@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's privbench and tests
+
 
 def _write_sets(root: Path, n: int) -> None:
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.test_audit import scene
 
     if (root / "done").is_file() and (root / "done").read_text() == str(n):
