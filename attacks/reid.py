@@ -72,10 +72,12 @@ class ReIdentification(Attack):
         lr: float = 2e-3
         dim: int = 64
         width: int = 16
+        frame_stride: int = 1  # embed every k-th frame (a budget knob: the cost falls k-fold)
 
         def __post_init__(self) -> None:
-            if self.epochs < 1 or self.batch_size < 2 or self.dim < 1 or self.width < 1 or not self.lr > 0:
-                raise InputError("epochs >= 1, batch_size >= 2, dim and width >= 1, lr > 0")
+            if self.epochs < 1 or self.batch_size < 2 or self.dim < 1 or self.width < 1 or not self.lr > 0 \
+                    or self.frame_stride < 1:
+                raise InputError("epochs >= 1, batch_size >= 2, dim, width and frame_stride >= 1, lr > 0")
 
     def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         assert view.release.data is not None and view.gallery is not None
@@ -98,6 +100,9 @@ class ReIdentification(Attack):
         to classify ``train``'s identities."""
         p = self.params
         assert train.identities is not None
+        k = p.frame_stride
+        train = ImageSet(train.images[:, ::k], train.labels, train.identities)
+        queries, gallery = queries[:, ::k], gallery[:, ::k]
         people, target = torch.unique(train.identities, return_inverse=True)
         g = ctx.generator(salt=salt)
         with seeded(g):
