@@ -2,8 +2,9 @@
 (docs/AUDIT.md). Every risk reports its estimate, its baseline, a calibrated value with a 95% bootstrap CI over
 images, and per-file rows for ``flagged.csv``.
 
-- **near-copy**: share of release images closer to some original than all but ``alpha`` of fresh images are
-  (distance to closest record in two spaces, ``pixels`` and ``phash``, each at ``alpha / 2``: Bonferroni).
+- **near-copy**: share of release images closer to some original than all but ``alpha`` of fresh images are, by
+  three tests each at ``alpha / 3`` (Bonferroni): distance to the closest original in the ``pixels`` and ``phash``
+  spaces, and the nearest-neighbour distance ratio (closest / second closest) in ``pixels``.
   Baseline: that share among fresh images (``--aux``, else each original against the others, leave-one-out).
   Calibrated: ``(p - p0) / (1 - p0)``, 0 for a release unrelated to the originals, 1 when every image is a copy.
 - **linkage** (aligned releases, where release and original files share a relative name): rank-1 accuracy of
@@ -87,32 +88,44 @@ def _threshold(base: np.ndarray, alpha: float) -> float:
     return float(b[k - 1]) if k > 0 else -np.inf
 
 
+#: The near-copy tests: (feature space, statistic). ``dcr``: distance to the closest original; ``nndr``: that distance
+#: over the distance to the second closest (small when one original stands out: a copy among look-alikes).
+NEAR_COPY_TESTS = (("pixels", "dcr"), ("phash", "dcr"), ("pixels", "nndr"))
+
+
 def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], alpha: float,
               generator: np.random.Generator, features: dict[str, dict[str, np.ndarray]]) -> Risk:
     """See the module docstring. ``features[set][space]``: precomputed features of ``release``/``originals``/
-    ``reference``."""
-    spaces = ("pixels", "phash")
-    per = alpha / len(spaces)
-    d_rel, i_rel, d_base = {}, {}, {}
-    for s in spaces:
-        binary = SPACES[s].binary
-        d, i = nearest(features["originals"][s], features["release"][s], 2, binary)
-        d_rel[s], i_rel[s] = d, i
+    ``reference``. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / 3`` of the baseline (Bonferroni)."""
+    tests = [f"{s}-{stat}" for s, stat in NEAR_COPY_TESTS]
+    per = alpha / len(tests)
+    rel: dict[str, np.ndarray] = {}
+    base: dict[str, np.ndarray] = {}
+    closest: dict[str, np.ndarray] = {}
+    for space in sorted({s for s, _ in NEAR_COPY_TESTS}):
+        binary = SPACES[space].binary
+        d, i = nearest(features["originals"][space], features["release"][space], 2, binary)
         if reference is None:
-            d_base[s] = nearest(features["originals"][s], features["originals"][s], 2, binary, exclude_self=True)[0]
+            b = nearest(features["originals"][space], features["originals"][space], 2, binary, exclude_self=True)[0]
         else:
-            d_base[s] = nearest(features["originals"][s], features["reference"][s], 2, binary)[0]
+            b = nearest(features["originals"][space], features["reference"][space], 2, binary)[0]
+        for s, stat in NEAR_COPY_TESTS:
+            if s == space:
+                key = f"{s}-{stat}"
+                rel[key] = d[:, 0] if stat == "dcr" else d[:, 0] / np.maximum(d[:, 1], 1e-12)
+                base[key] = b[:, 0] if stat == "dcr" else b[:, 0] / np.maximum(b[:, 1], 1e-12)
+                closest[key] = i[:, 0]
 
     def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float, dict[str, float]]:
-        t = {s: _threshold(d_base[s][base_idx, 0], per) for s in spaces}
+        t = {k: _threshold(base[k][base_idx], per) for k in tests}
         flag_rel = np.zeros(len(rel_idx), bool)
         flag_base = np.zeros(len(base_idx), bool)
-        for s in spaces:
-            flag_rel |= d_rel[s][rel_idx, 0] <= t[s]
-            flag_base |= d_base[s][base_idx, 0] <= t[s]
+        for k in tests:
+            flag_rel |= rel[k][rel_idx] <= t[k]
+            flag_base |= base[k][base_idx] <= t[k]
         return float(flag_rel.mean()), float(flag_base.mean()), t
 
-    n, m = len(release), len(d_base[spaces[0]])
+    n, m = len(release), len(base[tests[0]])
     p, p0, t = rates(np.arange(n), np.arange(m))
     value = (p - p0) / (1 - p0)
     boot = np.empty(BOOTSTRAP)
@@ -122,21 +135,21 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
     lo, hi = _percentile_ci(boot)
     rows, pairs = [], []
     for r in range(n):
-        ratios = {s: (d_rel[s][r, 0] / t[s]) if np.isfinite(t[s]) and t[s] > 0 else
-                  (0.0 if np.isfinite(t[s]) and d_rel[s][r, 0] <= t[s] else np.inf) for s in spaces}
-        best = min(spaces, key=lambda s: ratios[s])
-        flagged = any(d_rel[s][r, 0] <= t[s] for s in spaces)
+        ratios = {k: rel[k][r] / t[k] if np.isfinite(t[k]) and t[k] > 0 else
+                  (0.0 if np.isfinite(t[k]) and rel[k][r] <= t[k] else np.inf) for k in tests}
+        best = min(tests, key=lambda k: ratios[k])
+        flagged = any(rel[k][r] <= t[k] for k in tests)
         score = float(ratios[best])
-        rows.append(Row(release.names[r], originals.names[int(i_rel[best][r, 0])], "near-copy", score, 1.0, flagged))
+        rows.append(Row(release.names[r], originals.names[int(closest[best][r])], "near-copy", score, 1.0, flagged))
         if flagged:
-            pairs.append((r, int(i_rel[best][r, 0]), score))
-    nndr = {s: float(np.median(d_rel[s][:, 0] / np.maximum(d_rel[s][:, 1], 1e-12))) for s in spaces}
+            pairs.append((r, int(closest[best][r]), score))
     return Risk("near-copy", p, p0, float(value), lo, hi, n,
                 "share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
                 "(p - p0) / (1 - p0)",
-                detail={"false_flag_rate": alpha, "thresholds": {s: float(t[s]) for s in spaces},
+                detail={"false_flag_rate": alpha, "thresholds": {k: float(t[k]) for k in tests},
                         "baseline": "aux images" if reference is not None else "originals, leave-one-out",
-                        "median_nndr": nndr, "flagged": int(round(p * n))},
+                        "flagged_by_test": {k: int((rel[k] <= t[k]).sum()) for k in tests},
+                        "flagged": int(round(p * n))},
                 rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
 
 
