@@ -182,8 +182,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                       model=Path(args.model) if args.model else None, model_arch=args.model_arch,
                       model_width=args.model_width, model_size=args.model_size,
                       labels=Path(args.labels) if args.labels else None)
-    result = run_audit(cfg)
-    paths = write_report(result)
+    try:
+        result = run_audit(cfg)
+        paths = write_report(result)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a crash must not read as "over threshold" (exit 1) to a pipeline
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: the audit crashed ({type(e).__name__}: {e}); no report was written", file=sys.stderr)
+        return 3
     for r in result.risks:
         value = "not applicable" + (f" ({r.reason})" if r.reason else "") if r.value is None else \
             f"{r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}]"

@@ -308,3 +308,43 @@ def test_a_pickled_model_is_refused(tmp_path: Path) -> None:
                "--model", str(evil), "--labels", str(tmp_path / "labels.csv"))
     assert r.returncode == 2 and "not a weights-only torch checkpoint" in r.stderr, r.stderr
     assert not marker.exists() and not (tmp_path / "report").exists()
+
+
+def test_out_never_replaces_an_input_or_a_foreign_directory(planted: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    for out in (precious, planted / "rel" / "report", planted / "orig"):
+        r = _audit(planted / "rel", planted / "orig", out)
+        assert r.returncode == 2 and "--out" in r.stderr, r.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    r = _audit(planted / "rel", planted / "orig", tmp_path / "report")
+    assert r.returncode == 0
+    r = _audit(planted / "rel", planted / "orig", tmp_path / "report")  # an earlier report is replaced
+    assert r.returncode == 0 and (tmp_path / "report" / "summary.json").is_file()
+
+
+def test_too_small_a_baseline_says_so_instead_of_scoring_zero(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    originals = [scene(rng) for _ in range(100)]
+    for i, a in enumerate(originals):
+        _save(tmp_path / "orig" / f"o{i}.png", a)
+        (tmp_path / "rel").mkdir(exist_ok=True)
+        (tmp_path / "rel" / f"copy{i}.jpg").write_bytes(_near_copy(a))
+    r = _audit(tmp_path / "rel", tmp_path / "orig", tmp_path / "report", "--fail-on", "near-copy=0.5")
+    risk = json.loads((tmp_path / "report" / "summary.json").read_text())["risks"]["near-copy"]
+    assert risk["value"] is None and "cannot resolve a false-flag rate" in risk["reason"]
+    assert r.returncode == 1 and "near-copy: not measured" in r.stdout  # a gate never passes for want of a number
+    r = _audit(tmp_path / "rel", tmp_path / "orig", tmp_path / "report", "--false-flag-rate", "0.1")
+    risk = json.loads((tmp_path / "report" / "summary.json").read_text())["risks"]["near-copy"]
+    assert risk["value"] > 0.8  # every release image is a copy
+
+
+def test_hostile_geometry_and_formats(tmp_path: Path) -> None:
+    strip = io.BytesIO()
+    Image.new("L", (1, 200_000), 128).save(strip, "PNG")  # a 1-pixel strip: cropped before resizing
+    image, desc = load_image_bytes(strip.getvalue(), 64)
+    assert image.shape == (64, 64, 3) and desc == "1x200000 L"
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(Unreadable, match="not a readable image"):  # never handed to Ghostscript
+        load_image_bytes(eps, 64)

@@ -86,12 +86,18 @@ class AuditResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def failures(self) -> list[str]:
-        """``--fail-on`` thresholds exceeded (by the calibrated value's point estimate)."""
+        """``--fail-on`` thresholds exceeded by the value's point estimate; a gated risk that could not be measured
+        fails too (a gate never passes for want of a number)."""
+        import math
+
         by = {r.name: r for r in self.risks}
         out = []
         for name, limit in self.config.fail_on:
             r = by.get(name)
-            if r is not None and r.value is not None and r.value > limit:
+            if r is None or r.value is None or not math.isfinite(r.value):
+                why = "not requested" if r is None else (r.reason or "no finite value")
+                out.append(f"{name}: not measured ({why})")
+            elif r.value > limit:
                 out.append(f"{name}: {r.value:.3f} > {limit:g}")
         return out
 
@@ -100,6 +106,9 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
     """Read the inputs and measure every requested risk. Bad input raises :class:`InputError` before any output."""
     from tqdm import tqdm
 
+    from .report import check_out
+
+    check_out(cfg.out, [p for p in (cfg.release, cfg.originals, cfg.aux) if p is not None])
     t0 = time.perf_counter()
     read = dict(size=cfg.size, progress=cfg.progress)
     release = read_folder(cfg.release, what="release", **read)

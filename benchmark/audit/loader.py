@@ -19,7 +19,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 
@@ -64,10 +64,9 @@ def _to_rgb(img: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821 - Pillow
     from PIL import Image, ImageOps
 
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) or 1.0
-        img = Image.fromarray((arr / hi * 255).round().astype(np.uint8), mode="L")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: the top 8 bits, as an 8-bit export would be
+        arr = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
     elif img.mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
         lo, hi = float(arr.min()), float(arr.max())
@@ -80,21 +79,41 @@ def _to_rgb(img: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821 - Pillow
 
 
 def normalise(img: "PIL.Image.Image", size: int) -> np.ndarray:  # noqa: F821
-    """The rule above, on a decoded Pillow image: ``(size, size, 3)`` uint8 RGB."""
+    """The rule above, on a decoded Pillow image: ``(size, size, 3)`` uint8 RGB. The centre square is cut in the
+    source's coordinates and only it is resized, so a 1 × 10⁶ strip costs no more memory than a small image."""
     from PIL import Image
 
     img = _to_rgb(img)
     w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    box = (left, top, left + side, top + side)
+    resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
+    return np.asarray(img.resize((size, size), resample, box=box), dtype=np.uint8)
 
 
-def load_image_bytes(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Decode one image file's bytes: ``(normalised (size, size, 3) uint8, "WxH mode")``. Raises
-    :class:`Unreadable` with the reason for anything else (the fuzz test feeds it arbitrary bytes)."""
+def for_detection(img: "PIL.Image.Image", longest: int = 512) -> np.ndarray:  # noqa: F821
+    """The whole image (not the centre square) as RGB uint8 with its long side at most ``longest``: what the face
+    and people detectors see."""
+    from PIL import Image
+
+    img = _to_rgb(img)
+    w, h = img.size
+    scale = min(1.0, longest / max(w, h))
+    if scale < 1:
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.uint8)
+
+
+#: The only Pillow decoders the audit uses (Pillow's others include EPS, which would run Ghostscript on the input).
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+
+
+def load_image_bytes(data: bytes, size: int, max_pixels: int = MAX_PIXELS, detect: bool = False
+                     ) -> tuple[np.ndarray, str]:
+    """Decode one image file's bytes: ``(normalised (size, size, 3) uint8, "WxH mode")`` (``detect``: the whole
+    image for the detectors, :func:`for_detection`). Raises :class:`Unreadable` with the reason for anything else
+    (the fuzz test feeds it arbitrary bytes)."""
     from PIL import Image
 
     if not data:
@@ -103,7 +122,7 @@ def load_image_bytes(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tu
         warnings.simplefilter("ignore")  # Pillow warns about corrupt metadata it can read past
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w < 1 or h < 1:
                 raise Unreadable(f"degenerate size {w}x{h}")
@@ -111,7 +130,7 @@ def load_image_bytes(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tu
                 raise Unreadable(f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (a decompression bomb?)")
             mode = img.mode
             img.load()
-            return normalise(img, size), f"{w}x{h} {mode}"
+            return (for_detection(img) if detect else normalise(img, size)), f"{w}x{h} {mode}"
         except Unreadable:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -156,7 +175,10 @@ def read_folder(root: Path, size: int = 64, frames: int = 8, max_pixels: int = M
         raise InputError(f"{what} path {root} is not a directory")
     base = root.resolve()
     images, names, info, skipped = [], [], [], []
-    files = [p for p in iter_files(root) if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    candidates = list(iter_files(root))
+    files = [p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    skipped += [Skipped(p.relative_to(root).as_posix(), f"not an image or video extension ({p.suffix or 'none'})")
+                for p in candidates if p.suffix.lower() not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
     for path in tqdm(files, desc=f"reading {what}", unit="file", disable=not progress, dynamic_ncols=True):
         rel = path.relative_to(root).as_posix()
         try:
@@ -190,5 +212,12 @@ def read_folder(root: Path, size: int = 64, frames: int = 8, max_pixels: int = M
     return Folder(root, np.stack(images), names, info, skipped)
 
 
-def optional_folder(root: Optional[Path], **kwargs: object) -> Optional[Folder]:
-    return None if root is None else read_folder(root, **kwargs)  # type: ignore[arg-type]
+def detection_view(folder: Folder, index: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image ``index`` of ``folder`` re-read whole for the detectors (video frames: the normalised frame)."""
+    name = folder.names[index]
+    if "#" in name:
+        return folder.images[index]
+    try:
+        return load_image_bytes((folder.root / name).read_bytes(), 0, max_pixels, detect=True)[0]
+    except (Unreadable, OSError):
+        return folder.images[index]

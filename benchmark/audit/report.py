@@ -116,17 +116,40 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
         failures=s["failures"], fail_on=bool(result.config.fail_on), risks=risks, skipped=skipped)
 
 
+MARKER = ".privbench-audit"
+
+
+def check_out(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output directory that is, contains or lies inside an input, or that exists without being an earlier
+    audit report (it would be replaced)."""
+    from ..errors import InputError
+
+    o = Path(out).resolve()
+    for d in inputs:
+        i = Path(d).resolve()
+        if o == i or o.is_relative_to(i) or i.is_relative_to(o):
+            raise InputError(f"--out {out}: overlaps the input directory {d}; write the report elsewhere")
+    if o.exists() and not (o / MARKER).is_file():
+        if not o.is_dir() or any(o.iterdir()):
+            raise InputError(f"--out {out}: exists and is not an earlier privbench audit report; refusing to replace "
+                             "it (choose a new or empty directory)")
+
+
 def write_report(result: AuditResult) -> list[Path]:
-    """Write the four outputs into ``result.config.out`` (replacing an earlier report there)."""
+    """Write the four outputs into ``result.config.out`` (replacing an earlier audit report there, never anything
+    else; :func:`check_out` ran before the audit). Text is UTF-8; file names that are not are written escaped."""
     out = Path(result.config.out)
     s = summary(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    text = {"encoding": "utf-8", "errors": "backslashreplace"}
+    old = out.with_name(f".{out.name}.old")
     try:
-        (tmp / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True, allow_nan=False) + "\n")
-        (tmp / "report.md").write_text(_markdown(result, s))
-        (tmp / "report.html").write_text(to_html(result, s))
-        with open(tmp / "flagged.csv", "w", newline="") as f:
+        (tmp / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True, allow_nan=False) + "\n", **text)
+        (tmp / "report.md").write_text(_markdown(result, s), **text)
+        (tmp / "report.html").write_text(to_html(result, s), **text)
+        (tmp / MARKER).write_text("privbench audit report\n")
+        with open(tmp / "flagged.csv", "w", newline="", **text) as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["release", "original", "risk", "score", "threshold", "flagged"])
             for r in result.risks:
@@ -134,10 +157,13 @@ def write_report(result: AuditResult) -> list[Path]:
                     w.writerow([row.release, row.original, row.risk, f"{row.score:.6g}", f"{row.threshold:.6g}",
                                 int(row.flagged)])
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)  # put the earlier report back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)

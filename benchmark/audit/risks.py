@@ -79,13 +79,17 @@ def _percentile_ci(samples: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
 
 
-def _threshold(base: np.ndarray, alpha: float) -> float:
-    """The ``k``-th smallest baseline distance, ``k = floor(alpha · n)`` (``-inf`` when ``k = 0``): flags at
-    ``d <= t`` hit at most ``alpha`` of the baseline, up to ties (Hamming distances); the calibration uses the
-    share actually hit, so ties cannot inflate the risk."""
-    b = np.sort(base[np.isfinite(base)])
-    k = int(np.floor(alpha * len(b)))
-    return float(b[k - 1]) if k > 0 else -np.inf
+def _conformal(base_sorted: np.ndarray, values: np.ndarray, a: float) -> np.ndarray:
+    """Flags of ``values`` by their conformal p-value against the baseline, ``(1 + #{b <= v}) / (m + 1) <= a``:
+    a fresh image exchangeable with the baseline is flagged with probability at most ``a``, ties included."""
+    m = len(base_sorted)
+    return (1 + np.searchsorted(base_sorted, values, side="right")) / (m + 1) <= a
+
+
+def _self_flags(base_sorted: np.ndarray, a: float) -> np.ndarray:
+    """The same rule for each baseline value against the others (leave-one-out): ``#{b <= v} / m <= a``."""
+    m = len(base_sorted)
+    return np.searchsorted(base_sorted, base_sorted, side="right") / m <= a
 
 
 #: The near-copy tests: (feature space, statistic). ``dcr``: distance to the closest original; ``nndr``: that distance
@@ -116,39 +120,47 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
                 base[key] = b[:, 0] if stat == "dcr" else b[:, 0] / np.maximum(b[:, 1], 1e-12)
                 closest[key] = i[:, 0]
 
-    def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float, dict[str, float]]:
-        t = {k: _threshold(base[k][base_idx], per) for k in tests}
+    n, m = len(release), len(base[tests[0]])
+    meaning = ("share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
+               "(p - p0) / (1 - p0)")
+    if per * (m + 1) < 1:
+        need = int(np.ceil(1 / per)) - 1
+        return Risk("near-copy", None, None, None, None, None, n, meaning,
+                    reason=f"{m} baseline images cannot resolve a false-flag rate of {alpha:g} over {len(tests)} "
+                           f"tests: give at least {need} (--aux, or more originals) or raise --false-flag-rate")
+
+    def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float]:
         flag_rel = np.zeros(len(rel_idx), bool)
         flag_base = np.zeros(len(base_idx), bool)
         for k in tests:
-            flag_rel |= rel[k][rel_idx] <= t[k]
-            flag_base |= base[k][base_idx] <= t[k]
-        return float(flag_rel.mean()), float(flag_base.mean()), t
+            b = np.sort(base[k][base_idx])
+            flag_rel |= _conformal(b, rel[k][rel_idx], per)
+            flag_base |= _self_flags(b, per)
+        return float(flag_rel.mean()), float(flag_base.mean())
 
-    n, m = len(release), len(base[tests[0]])
-    p, p0, t = rates(np.arange(n), np.arange(m))
+    p, p0 = rates(np.arange(n), np.arange(m))
     value = (p - p0) / (1 - p0)
     boot = np.empty(BOOTSTRAP)
     for b in range(BOOTSTRAP):
-        bp, bp0, _ = rates(generator.integers(0, n, n), generator.integers(0, m, m))
+        bp, bp0 = rates(generator.integers(0, n, n), generator.integers(0, m, m))
         boot[b] = (bp - bp0) / (1 - bp0)
     lo, hi = _percentile_ci(boot)
+    # the same rule as a threshold per test: flagged iff statistic < t (strictly), t the K-th smallest baseline value
+    t = {k: float(np.sort(base[k])[int(np.floor(per * (m + 1))) - 1]) for k in tests}
+    flags = {k: _conformal(np.sort(base[k]), rel[k], per) for k in tests}
     rows, pairs = [], []
     for r in range(n):
-        ratios = {k: rel[k][r] / t[k] if np.isfinite(t[k]) and t[k] > 0 else
-                  (0.0 if np.isfinite(t[k]) and rel[k][r] <= t[k] else np.inf) for k in tests}
-        best = min(tests, key=lambda k: ratios[k])
-        flagged = any(rel[k][r] <= t[k] for k in tests)
+        ratios = {k: rel[k][r] / t[k] if t[k] > 0 else (0.0 if flags[k][r] else np.inf) for k in tests}
+        best = min(tests, key=lambda k: (not flags[k][r], ratios[k]))
+        flagged = any(flags[k][r] for k in tests)
         score = float(ratios[best])
         rows.append(Row(release.names[r], originals.names[int(closest[best][r])], "near-copy", score, 1.0, flagged))
         if flagged:
             pairs.append((r, int(closest[best][r]), score))
-    return Risk("near-copy", p, p0, float(value), lo, hi, n,
-                "share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
-                "(p - p0) / (1 - p0)",
-                detail={"false_flag_rate": alpha, "thresholds": {k: float(t[k]) for k in tests},
+    return Risk("near-copy", p, p0, float(value), lo, hi, n, meaning,
+                detail={"false_flag_rate": alpha, "per_test_rate": per, "thresholds": t,
                         "baseline": "aux images" if reference is not None else "originals, leave-one-out",
-                        "flagged_by_test": {k: int((rel[k] <= t[k]).sum()) for k in tests},
+                        "baseline_images": m, "flagged_by_test": {k: int(flags[k].sum()) for k in tests},
                         "flagged": int(round(p * n))},
                 rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
 
@@ -182,15 +194,15 @@ def linkage(release: Folder, originals: Folder, features: dict[str, dict[str, np
     h = np.stack([hits[s] for s in names])  # (spaces, pairs)
     chance = 1.0 / len(originals)
 
-    def crossfit(idx: np.ndarray) -> tuple[float, list[str]]:
-        half = len(idx) // 2
-        a, b = idx[:half], idx[half:]
+    def crossfit(a: np.ndarray, b: np.ndarray) -> tuple[float, list[str]]:
         sa, sb = int(h[:, b].mean(1).argmax()), int(h[:, a].mean(1).argmax())  # chosen on the other half
         return float(np.concatenate([h[sa, a], h[sb, b]]).mean()), [names[sa], names[sb]]
 
     order = generator.permutation(len(pairs))
-    acc, chosen = crossfit(order)
-    boot = np.array([crossfit(generator.choice(order, len(order)))[0] for _ in range(BOOTSTRAP)])
+    first, second = order[: len(order) // 2], order[len(order) // 2:]
+    acc, chosen = crossfit(first, second)
+    boot = np.array([crossfit(generator.choice(first, len(first)), generator.choice(second, len(second)))[0]
+                     for _ in range(BOOTSTRAP)])  # halves resampled separately: no pair in both
     value = (acc - chance) / (1 - chance)
     lo, hi = _percentile_ci((boot - chance) / (1 - chance))
     best = max(names, key=lambda s: hits[s].mean())
@@ -205,9 +217,11 @@ def linkage(release: Folder, originals: Folder, features: dict[str, dict[str, np
 
 def detections(release: Folder, reference: Folder, kind: str, generator: np.random.Generator,
                max_images: int, min_height: int = 256) -> Risk:
-    """``kind``: ``faces`` (frontal-face Haar cascade) or ``people`` (HOG). Images are upscaled to ``min_height``
-    for the detectors' windows; at most ``max_images`` of each set are examined (a seeded sample)."""
+    """``kind``: ``faces`` (frontal-face Haar cascade) or ``people`` (HOG), on whole images (re-read, long side at
+    most 512 pixels; not the normalised centre square), upscaled to ``min_height`` for the detectors' windows; at
+    most ``max_images`` of each set are examined (a seeded sample)."""
     from ..metrics.people import Cascade, HogPeople
+    from .loader import detection_view
 
     detector = Cascade("face", min_height=min_height) if kind == "faces" else HogPeople(min_height=min_height)
 
@@ -215,7 +229,7 @@ def detections(release: Folder, reference: Folder, kind: str, generator: np.rand
         idx = np.arange(len(folder))
         if len(idx) > max_images:
             idx = np.sort(generator.choice(idx, max_images, replace=False))
-        return idx, np.array([len(detector.boxes(folder.images[i])) for i in idx])
+        return idx, np.array([len(detector.boxes(detection_view(folder, int(i)))) for i in idx])
 
     ri, rc = counts(release)
     _, bc = counts(reference)
@@ -248,12 +262,16 @@ def membership(scores: dict[str, np.ndarray], is_member: np.ndarray, generator: 
     AUC is calibrated against 0.5: ``2 · (AUC - 0.5)``."""
     methods = sorted(scores)
     n = len(is_member)
-    order = generator.permutation(n)
+    # halves stratified by membership; each half picks the score the other half is measured with
+    halves: list[list[int]] = [[], []]
+    for label in (True, False):
+        idx = generator.permutation(np.flatnonzero(is_member == label))
+        halves[0] += idx[: len(idx) // 2].tolist()
+        halves[1] += idx[len(idx) // 2:].tolist()
+    first, second = np.array(halves[0]), np.array(halves[1])
 
-    def crossfit(idx: np.ndarray) -> tuple[float, list[str]]:
-        a, b = idx[: len(idx) // 2], idx[len(idx) // 2:]
-        aucs = []
-        chosen = []
+    def crossfit(a: np.ndarray, b: np.ndarray) -> tuple[float, list[str]]:
+        aucs, chosen = [], []
         for fit, test in ((a, b), (b, a)):
             if is_member[fit].all() or not is_member[fit].any() or is_member[test].all() or not is_member[test].any():
                 return float("nan"), []
@@ -262,15 +280,21 @@ def membership(scores: dict[str, np.ndarray], is_member: np.ndarray, generator: 
             chosen.append(best)
         return float(np.mean(aucs)), chosen
 
-    auc, chosen = crossfit(order)
-    boot = np.array([crossfit(generator.choice(order, n))[0] for _ in range(BOOTSTRAP // 2)])
+    def resample(half: np.ndarray) -> np.ndarray:  # within each class, so both stay present
+        parts = [generator.choice(half[is_member[half] == c], int((is_member[half] == c).sum()))
+                 for c in (True, False) if (is_member[half] == c).any()]
+        return np.concatenate(parts)
+
+    auc, chosen = crossfit(first, second)
+    boot = np.array([crossfit(resample(first), resample(second))[0] for _ in range(BOOTSTRAP)])
     lo, hi = _percentile_ci(2 * (boot - 0.5))
     best = max(methods, key=lambda m: _auc(scores[m], is_member))
-    rows = [Row(names[i], "", "membership", float(scores[best][i]), float("nan"), bool(is_member[i]))
-            for i in range(n)]
+    if not np.isfinite(auc):
+        return Risk("membership", None, 0.5, None, None, None, n, "AUC of telling members from non-members",
+                    reason="each half needs members and non-members: give more labelled originals and aux images")
     return Risk("membership", auc, 0.5, 2 * (auc - 0.5), lo, hi, n,
                 "AUC of telling the originals (members) from the aux images (non-members) by the model's outputs, "
                 "2 · (AUC - 0.5)", detail={"members": int(is_member.sum()), "non_members": int((~is_member).sum()),
                                            "scores_chosen": chosen,
-                                           "auc_by_score": {m: _auc(scores[m], is_member) for m in methods}},
-                rows=rows)
+                                           "auc_by_score": {m: _auc(scores[m], is_member) for m in methods},
+                                           "best_score": best})
