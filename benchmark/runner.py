@@ -14,7 +14,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ class JobTask:
     core: str
     commit: str
     opts: RunOptions
+    data: dict[str, Any] = field(default_factory=dict)  # content and split hashes of the job's dataset and seed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,11 +157,14 @@ class RayExecutor(Executor):
     """Jobs as Ray tasks (ray 2.x) on a cluster: ``ray.init(address)``, or a local instance when ``address`` is
     ``None``. Each task returns its cells' results as data; the driver alone writes records.
 
-    What travels with a job: the task (pickled by Ray), the text of every plugin file (loaded on the worker under
-    the driver's module names, so plugin params unpickle there), and the code hashes the driver computed: a worker
-    whose core or plugin code hashes differ refuses the job, so no record can carry another code's key. A worker
-    that dies mid-job (node lost, OOM-killed) is retried by Ray up to ``retries`` times; a job's results are
-    yielded only once, from the attempt that finished, so no record is duplicated.
+    What travels with a job: the task (pickled by Ray), the text of every plugin file, and the hashes the driver
+    computed. A worker refuses a job whose plugin files are not at the same path with the same content (its attack
+    processes load them by path), whose code hashes differ from the driver's, or whose data hashes differ: no record
+    can carry another code's or another data's key. A worker that dies mid-job (node lost, OOM-killed) is retried by
+    Ray up to ``retries`` times; a job's results are yielded only once, from the attempt that finished, so no record
+    is duplicated. Each job gets ``cpus_per_job`` CPUs and as many torch threads; metrics equal the local
+    executor's when it gives jobs the same thread count (``--jobs N`` on ``N · cpus_per_job`` cores). The artifact
+    cache lives at the run's ``cache/`` path on every node (shared storage shares it).
     """
 
     def __init__(self, plugins: tuple[str, ...], address: Optional[str] = None, cpus_per_job: int = 1,
@@ -177,8 +181,11 @@ class RayExecutor(Executor):
             raise InputError("--executor ray needs Ray: pip install -e '.[ray]'") from None
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if self.address is None:  # a fresh local instance, whatever RAY_ADDRESS or a running cluster says
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            else:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         sources = tuple((p, Path(p).read_text()) for p in self.plugins)
         job = ray.remote(num_cpus=self.cpus_per_job, max_retries=self.retries)(ray_job)
         try:
@@ -204,8 +211,8 @@ def ray_job(task_bytes: bytes, sources: tuple[tuple[str, str], ...], threads: in
     """Ray worker side of :class:`RayExecutor`: the driver's plugins, a check that this worker runs the driver's
     code, then the job. Returns its cells' results."""
     import pickle
+    import socket
 
-    from .plan import code_versions
     from .registry import load_builtins
 
     torch.set_num_threads(max(1, threads))
@@ -213,39 +220,31 @@ def ray_job(task_bytes: bytes, sources: tuple[tuple[str, str], ...], threads: in
     load_builtins()
     _load_plugin_sources(sources)
     task: JobTask = pickle.loads(task_bytes)  # from the driver (trusted), after its plugins are importable
-    if core_hash() != task.core:
-        raise RuntimeError("this Ray worker's core code differs from the driver's (install the same privbench "
-                           "commit on every node)")
+    node = socket.gethostname()
     for cell in task.job.cells():
         expected = task.keys[cell.attack.label][1]
         if code_versions(cell.defense.id, cell.attack.id, task.suite.reference) != expected:
-            raise RuntimeError(f"this Ray worker's code for {cell.cell_id} differs from the driver's")
+            raise RuntimeError(f"Ray worker on {node}: its code for {cell.cell_id} differs from the driver's "
+                               "(install the same privbench commit and plugin packages on every node)")
+    info = load_splits_cached(ArtifactCache(task.opts.out / "cache"), task.suite, task.job.dataset, task.job.seed).info
+    if task.data and (info.hash != task.data["hash"] or dict(info.split_hashes) != task.data["splits"]):
+        raise RuntimeError(f"Ray worker on {node}: dataset {task.job.dataset!r} differs from the driver's (same "
+                           "data files on every node)")
     return list(execute_job(task))
 
 
 def _load_plugin_sources(sources: tuple[tuple[str, str], ...]) -> None:
-    """Import each plugin file under the module name the driver gave it: from its own path when the worker has the
-    same file there, else from the shipped text (written to a temporary file)."""
-    import importlib.util
-    import sys
-    import tempfile
-
-    from .registry import load_plugin_file, plugin_module_name
+    """Load the driver's plugin files, which must be at the same path with the same content on this worker (its
+    attack processes load them by path): a shared filesystem, or the same checkout on every node."""
+    import socket
 
     for path, text in sources:
-        name = plugin_module_name(Path(path))
-        if name in sys.modules:
-            continue
-        if Path(path).is_file() and Path(path).read_text() == text:
-            load_plugin_file(path)
-            continue
-        tmp = Path(tempfile.mkdtemp(prefix="privbench-plugin-")) / Path(path).name
-        tmp.write_text(text)
-        spec = importlib.util.spec_from_file_location(name, tmp)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        p = Path(path)
+        if not p.is_file() or p.read_text() != text:
+            raise RuntimeError(f"Ray worker on {socket.gethostname()}: plugin file {path} is "
+                               f"{'different' if p.is_file() else 'missing'} here; put plugin files on a path every "
+                               "node shares, or install them as a package (entry points)")
+        load_plugins((path,))
 
 
 def _task_id(task: JobTask) -> str:
@@ -391,7 +390,8 @@ def pending_tasks(suite: SuiteConfig, opts: RunOptions, summary: RunSummary,
         summary.planned += len(job.attacks)
         summary.reused += len(job.attacks) - len(todo)
         if todo:
-            tasks.append(JobTask(suite, dataclasses.replace(job, attacks=tuple(todo)), keys, core, commit, opts))
+            tasks.append(JobTask(suite, dataclasses.replace(job, attacks=tuple(todo)), keys, core, commit, opts,
+                                 data[(job.dataset, job.seed)]))
     return tasks
 
 

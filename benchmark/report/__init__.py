@@ -2,8 +2,9 @@
 
 A report is a pure function of its inputs (the records, the sample and unit artifacts they name, a board's
 ``video_case/``) and of the report code, so ``write_report`` skips the work when neither changed since the last
-report in that directory: ``.report-digest`` holds their SHA-256 and the files written; any missing output, changed
-input or edited report module regenerates everything.
+report in that directory: ``.report-digest`` holds their SHA-256 and that of every file written; a missing or
+changed output, a changed input, an edited report module or template, or other rendering libraries regenerate
+everything.
 """
 
 from __future__ import annotations
@@ -27,14 +28,24 @@ def _inputs(out_dir: Path) -> list[Path]:
 
 
 def report_digest(out_dir: Path) -> str:
-    """SHA-256 of everything a report of ``out_dir`` depends on: input file names and bytes, and the report code."""
-    from ..codehash import closure_hash
+    """SHA-256 of everything a report of ``out_dir`` depends on: input file names and bytes, the report code and
+    templates, and the versions of the libraries that render it."""
+    from .. import __version__
+    from ..codehash import closure_hash, library_versions
 
     h = hashlib.sha256(closure_hash("benchmark.report.tables", "benchmark.report.plots").encode())
+    h.update(json.dumps([__version__, library_versions(("pandas", "numpy", "scipy", "matplotlib", "jinja2",
+                                                         "pillow"))], sort_keys=True).encode())
+    for template in sorted((Path(__file__).parent / "templates").glob("*")):
+        h.update(template.name.encode() + b"\0" + hashlib.sha256(template.read_bytes()).digest())
     for path in _inputs(Path(out_dir)):
         h.update(path.relative_to(out_dir).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_report(out_dir: Path, force: bool = False) -> list[Path]:
@@ -48,15 +59,16 @@ def write_report(out_dir: Path, force: bool = False) -> list[Path]:
             last = json.loads(stamp.read_text())
         except (OSError, ValueError):
             last = {}
-        files = [out_dir / f for f in last.get("files", [])]
-        if last.get("digest") == digest and files and all(f.is_file() for f in files):
-            return files
+        files = last.get("files", {})
+        if last.get("digest") == digest and files and all(
+                (out_dir / f).is_file() and _sha256(out_dir / f) == sha for f, sha in files.items()):
+            return [out_dir / f for f in files]
     from .plots import write_plots
     from .tables import write_tables
 
     written = write_tables(out_dir) + write_plots(out_dir)
     tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"digest": digest, "files": [p.relative_to(out_dir).as_posix() for p in written]},
-                              indent=1) + "\n")
+    files = {p.relative_to(out_dir).as_posix(): _sha256(p) for p in written}
+    tmp.write_text(json.dumps({"digest": digest, "files": files}, indent=1) + "\n")
     os.replace(tmp, stamp)
     return written
