@@ -3,8 +3,8 @@
 images, and per-file rows for ``flagged.csv``.
 
 - **near-copy**: share of release images closer to some original than all but ``alpha`` of fresh images are, by
-  three tests each at ``alpha / 3`` (Bonferroni): distance to the closest original in the ``pixels`` and ``phash``
-  spaces, and the nearest-neighbour distance ratio (closest / second closest) in ``pixels``.
+  four tests each at ``alpha / 4`` (Bonferroni): the distance to the closest original and the nearest-neighbour
+  distance ratio (closest / second closest), each in the ``pixels`` and ``phash`` spaces.
   Baseline: that share among fresh images (``--aux``, else each original against the others, leave-one-out).
   Calibrated: ``(p - p0) / (1 - p0)``, 0 for a release unrelated to the originals, 1 when every image is a copy.
 - **linkage** (aligned releases, where release and original files share a relative name): rank-1 accuracy of
@@ -94,13 +94,18 @@ def _self_flags(base_sorted: np.ndarray, a: float) -> np.ndarray:
 
 #: The near-copy tests: (feature space, statistic). ``dcr``: distance to the closest original; ``nndr``: that distance
 #: over the distance to the second closest (small when one original stands out: a copy among look-alikes).
-NEAR_COPY_TESTS = (("pixels", "dcr"), ("phash", "dcr"), ("pixels", "nndr"))
+NEAR_COPY_TESTS = (("pixels", "dcr"), ("phash", "dcr"), ("pixels", "nndr"), ("phash", "nndr"))
+
+
+def _nndr(d: np.ndarray) -> np.ndarray:
+    """Closest / second-closest distance; 1 (no distinct nearest original) when the second is 0 too."""
+    return np.where(d[:, 1] > 0, d[:, 0] / np.where(d[:, 1] > 0, d[:, 1], 1.0), 1.0)
 
 
 def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], alpha: float,
               generator: np.random.Generator, features: dict[str, dict[str, np.ndarray]]) -> Risk:
     """See the module docstring. ``features[set][space]``: precomputed features of ``release``/``originals``/
-    ``reference``. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / 3`` of the baseline (Bonferroni)."""
+    ``reference``. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / 4`` of the baseline (Bonferroni)."""
     tests = [f"{s}-{stat}" for s, stat in NEAR_COPY_TESTS]
     per = alpha / len(tests)
     rel: dict[str, np.ndarray] = {}
@@ -116,8 +121,8 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
         for s, stat in NEAR_COPY_TESTS:
             if s == space:
                 key = f"{s}-{stat}"
-                rel[key] = d[:, 0] if stat == "dcr" else d[:, 0] / np.maximum(d[:, 1], 1e-12)
-                base[key] = b[:, 0] if stat == "dcr" else b[:, 0] / np.maximum(b[:, 1], 1e-12)
+                rel[key] = d[:, 0] if stat == "dcr" else _nndr(d)
+                base[key] = b[:, 0] if stat == "dcr" else _nndr(b)
                 closest[key] = i[:, 0]
 
     n, m = len(release), len(base[tests[0]])
