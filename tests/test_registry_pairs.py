@@ -128,7 +128,7 @@ def test_goldens(pair_records, video_pair_records) -> None:
     for cell, values in want.items():
         for key, v in values.items():
             g = got[cell].get(key)
-            if key.endswith(("_seconds", "time")) or "training_" in key:
+            if "seconds" in key or key.endswith("time") or "training_" in key:  # timings vary with the machine
                 continue
             if g is None or not math.isclose(g, v, rel_tol=RTOL, abs_tol=ATOL * max(1.0, abs(v) / 10)):
                 bad.append(f"{cell} {key}: {g} vs golden {v}")
