@@ -48,6 +48,12 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def _skipped(result: AuditResult) -> list[dict[str, str]]:
+    return [{"set": k, "path": x.path, "reason": x.reason}
+            for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
+            if f is not None for x in f.skipped]
+
+
 def summary(result: AuditResult) -> dict[str, Any]:
     from .. import __version__
 
@@ -79,10 +85,9 @@ def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
         meaning = r.meaning + (f" ({r.reason})" if r.reason else "")
         lines.append(f"| {r.name} | {cal} | {_f(r.estimate)} | {_f(r.baseline)} | {r.n} | "
                      f"{_f(s['risks'][r.name]['fail_on'])} | {meaning.replace('|', '/')} |")
-    skipped = [(k, x) for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
-               if f is not None for x in f.skipped]
+    skipped = _skipped(result)
     lines.append(f"\n## Skipped files ({len(skipped)})\n")
-    lines += [f"- {k}: `{x.path}`: {x.reason}" for k, x in skipped] or ["None: every file was read."]
+    lines += [f"- {x['set']}: `{x['path']}`: {x['reason']}" for x in skipped] or ["None: every file was read."]
     return "\n".join(lines) + "\n"
 
 
@@ -105,9 +110,7 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
                       "hi": _f(r.hi), "estimate": _f(r.estimate), "baseline": _f(r.baseline), "n": r.n,
                       "threshold": _f(limit), "meaning": r.meaning, "reason": r.reason, "thumbs": thumbs,
                       "over": limit is not None and r.value is not None and r.value > limit})
-    skipped = [{"set": k, "path": x.path, "reason": x.reason}
-               for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
-               if f is not None for x in f.skipped]
+    skipped = _skipped(result)
     return env.get_template("report.html.j2").render(
         release=str(result.release.root), originals=str(result.originals.root),
         aux=str(result.aux.root) if result.aux is not None else "", n_release=len(result.release),

@@ -61,13 +61,10 @@ class Risk:
     pairs: list[tuple[int, int, float]] = field(default_factory=list)  # (release, original, score): top flags
 
     def summary(self) -> dict[str, Any]:
-        """JSON-safe: an unbounded CI side is ``None``."""
-        def side(x: Optional[float]) -> Optional[float]:
-            return None if x is None or not np.isfinite(x) else float(x)
-
+        """Plain values (the report makes non-finite ones ``None``)."""
         return {"estimate": self.estimate, "baseline": self.baseline, "value": self.value,
                 "kind": "calibrated" if self.calibrated else "presence",
-                "ci95": None if self.lo is None else [side(self.lo), side(self.hi)], "n": self.n,
+                "ci95": None if self.lo is None else [self.lo, self.hi], "n": self.n,
                 "meaning": self.meaning,
                 "applicable": self.value is not None, "reason": self.reason, "detail": self.detail}
 
