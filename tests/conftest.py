@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share the cores: one torch thread each, inherited by the processes a test starts (two
+    # workers of two threads each on two cores took longer than one process).
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 import textwrap
 from pathlib import Path
 
