@@ -110,8 +110,9 @@ def main() -> int:
     if args.py_spy:
         if shutil.which("py-spy") is None:
             raise SystemExit("--py-spy needs py-spy: pip install py-spy")
+        # full file names: py-spy shortens them to the package part by default, which hides the markers below
         cmd = ["py-spy", "record", "--subprocesses", "--format", "raw", "--rate", "20", "--nonblocking",
-               "-o", str(raw), "--", *cmd]
+               "--full-filenames", "-o", str(raw), "--", *cmd]
     cpu0, t0 = _cpu_children(), time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     wall, cpu = time.perf_counter() - t0, _cpu_children() - cpu0
