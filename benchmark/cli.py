@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     computed = summary.ok + summary.skipped + summary.failed
     if not args.no_report and (computed or not (opts.out / "tables").is_dir()):
         from .report import write_report
-        write_report(opts.out)
+        write_report(opts.out, parallel=True)
     return 1 if summary.failed else 0
 
 
@@ -93,7 +93,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"{args.dir}: every record matches this checkout's code")
-    written = write_report(Path(args.dir), force=args.force)
+    written = write_report(Path(args.dir), force=args.force, parallel=True)
     for p in written:
         print(p)
     return 0

@@ -87,3 +87,16 @@ def test_verdicts_need_the_ci_to_exclude_zero() -> None:
     assert verdict(combine([0.2, -0.25, 0.22, -0.21, 0.03], [1e-4] * 5)) == "inconclusive"
     with pytest.raises(ValueError):
         combine([], [])
+
+
+def test_seed_interval_uses_students_t_and_the_normal_for_one_seed() -> None:
+    """The interval's quantiles (scipy.special) agree with scipy.stats' t and normal distributions."""
+    from scipy.stats import norm, t
+
+    x, v = [0.1, 0.3, 0.2, 0.5], [0.001, 0.002, 0.001, 0.004]
+    i = combine(x, v)
+    half = t.ppf(0.975, 3) * np.sqrt(max(np.mean(v), np.var(x, ddof=1)) / 4)
+    assert i.hi - i.mean == pytest.approx(half, rel=1e-12)
+    one = combine([0.4], [0.01])
+    assert one.hi - one.mean == pytest.approx(norm.ppf(0.975) * 0.1, rel=1e-12)
+    assert combine([0.4], [0.0]).hi == np.inf

@@ -9,8 +9,10 @@ everything.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
 import json
+import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -48,9 +50,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_report(out_dir: Path, force: bool = False) -> list[Path]:
+def _write_plots(out_dir: Path) -> list[Path]:
+    """The plots, imported here so that a parent handing them to a child never imports matplotlib itself."""
+    from .plots import write_plots
+
+    return write_plots(out_dir)
+
+
+def write_report(out_dir: Path, force: bool = False, parallel: bool = False) -> list[Path]:
     """Write ``tables/`` and ``plots/`` of ``out_dir`` from its records; when nothing they depend on changed since
-    the last report (and every file it wrote is still there), return those files without rewriting them."""
+    the last report (and every file it wrote is still there), return those files without rewriting them.
+
+    ``parallel``: draw the plots in a spawned child while this process builds the tables (the command line's
+    choice on a machine with 2+ cores; the child pays its own pandas and matplotlib imports, about a second of CPU,
+    so a process that reports often, like the tests, keeps the default)."""
     out_dir = Path(out_dir)
     digest = report_digest(out_dir)
     stamp = out_dir / DIGEST
@@ -63,10 +76,14 @@ def write_report(out_dir: Path, force: bool = False) -> list[Path]:
         if last.get("digest") == digest and files and all(
                 (out_dir / f).is_file() and _sha256(out_dir / f) == sha for f, sha in files.items()):
             return [out_dir / f for f in files]
-    from .plots import write_plots
     from .tables import write_tables
 
-    written = write_tables(out_dir) + write_plots(out_dir)
+    if parallel and (os.cpu_count() or 1) >= 2:
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            plots = pool.submit(_write_plots, out_dir)
+            written = write_tables(out_dir) + plots.result()
+    else:
+        written = write_tables(out_dir) + _write_plots(out_dir)
     tmp = stamp.with_suffix(".tmp")
     files = {p.relative_to(out_dir).as_posix(): _sha256(p) for p in written}
     tmp.write_text(json.dumps({"digest": digest, "files": files}, indent=1) + "\n")

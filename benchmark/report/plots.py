@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from .tables import summary_frame  # noqa: E402
 from .frame import load_frame  # noqa: E402
@@ -53,19 +54,14 @@ def _pareto_plot(table: pd.DataFrame, suite: str, dataset: str, path: Path) -> N
     plt.close(fig)
 
 
-def _montage(tiles: list[np.ndarray], pad: int = 2) -> np.ndarray:
-    """Concatenate equally sized ``(H, W, C)`` uint8 tiles horizontally with white padding."""
-    h, _, c = tiles[0].shape
-    sep = np.full((h, pad, c), 255, np.uint8)
-    parts = []
-    for t in tiles:
-        parts += [t, sep]
-    return np.concatenate(parts[:-1], axis=1)
-
-
 def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack: str, path: Path,
                n: int = 4) -> bool:
-    """One row per defense config: ``n`` targets, each as original | released | reconstructed by ``attack``."""
+    """One row per defense config: ``n`` targets, each as original | released | reconstructed by ``attack``.
+
+    Drawn with Pillow, not matplotlib: the grid is only pixels and labels, and a figure per attack through
+    matplotlib's Agg renderer cost ``report`` about 0.15 s each (docs/BENCHMARKS.md, issue 15). Tiles are upscaled by
+    an integer factor with nearest-neighbour sampling, so every source pixel stays a visible square.
+    """
     rows = df[(df.dataset == dataset) & (df.status == "ok") & df.samples.notna() & (df.attack_name == attack)]
     rows = rows[rows.seed == rows.seed.min()].assign(_n=rows.defense != rows.reference)
     rows = rows.sort_values(["_n", "defense", "strength", "config"], kind="stable")
@@ -78,28 +74,33 @@ def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack
         k = min(n, len(parts[0]))
         tiles = [p[j].transpose(1, 2, 0) for j in range(k) for p in parts]
         tiles = [np.repeat(t, 3, axis=2) if t.shape[2] == 1 else t for t in tiles]
-        lines.append(_montage(tiles, pad=1))
-        names.append(r.config)
-    width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
-    sep = np.full((3, width, 3), 255, np.uint8)
-    grid = np.concatenate([x for line in lines for x in (line, sep)][:-1], axis=0)
-    tile_h = lines[0].shape[0]
-    label_w = 0.3 + 0.065 * max(len(name) for name in names)  # inches for the row labels at fontsize 7
-    fig_w = label_w + 0.2 + grid.shape[1] / 40
-    fig_h = 0.7 + grid.shape[0] / 40
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
-    fig.subplots_adjust(left=label_w / fig_w, right=1 - 0.1 / fig_w, bottom=0.35 / fig_h, top=1 - 0.35 / fig_h)
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_yticks([i * (tile_h + 3) + tile_h / 2 for i in range(len(names))], names, fontsize=7)
-    tile_w = parts[0].shape[-1] + 1
-    ax.set_xticks([i * tile_w + tile_w / 2 for i in range(3 * k)], ["orig", "rel.", "rec."] * k, fontsize=6)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(f"{suite} · {dataset} · {attack}: original / released / reconstructed", fontsize=8)
-    fig.savefig(path, dpi=110, metadata=_PNG_META)
-    plt.close(fig)
+        lines.append(tiles)
+        names.append(str(r.config))
+    tile_h, tile_w = lines[0][0].shape[:2]
+    scale = max(1, -(-72 // max(tile_h, tile_w)))  # tiles about 72 px on their long side
+    th, tw, gap, row_gap = tile_h * scale, tile_w * scale, 2, 6
+    font = ImageFont.load_default(size=12)
+    small = ImageFont.load_default(size=10)
+    label_w = 20 + max(int(font.getlength(name)) for name in names)
+    cols = max(len(tiles) for tiles in lines)
+    title_h, foot_h = 26, 18
+    width = label_w + cols * (tw + gap) + 8
+    height = title_h + len(lines) * (th + row_gap) + foot_h
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((width // 2, 6), f"{suite} · {dataset} · {attack}: original / released / reconstructed", fill="black",
+              font=font, anchor="mt")
+    for i, (tiles, name) in enumerate(zip(lines, names)):
+        y = title_h + i * (th + row_gap)
+        draw.text((label_w - 8, y + th // 2), name, fill="black", font=font, anchor="rm")
+        for j, t in enumerate(tiles):
+            big = np.repeat(np.repeat(t, scale, axis=0), scale, axis=1)
+            canvas.paste(Image.fromarray(np.ascontiguousarray(big)), (label_w + j * (tw + gap), y))
+    y = height - foot_h + 3
+    for j in range(cols):
+        draw.text((label_w + j * (tw + gap) + tw // 2, y), ("orig", "rel.", "rec.")[j % 3], fill="black",
+                  font=small, anchor="mt")
+    canvas.save(path, format="PNG", optimize=False)
     return True
 
 

@@ -92,7 +92,8 @@ def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval
 def utility_interval(g: pd.DataFrame, column: str = "utility", shift: float = 0.0) -> Optional[Interval]:
     """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense.
     ``shift`` is subtracted from every seed's value (e.g. a claimed tolerance)."""
-    per = g.dropna(subset=[column]).groupby("seed").first()
+    needed = list(dict.fromkeys([column, "utility", "drop", "test_size"]))
+    per = g.dropna(subset=[column]).groupby("seed")[needed].first()
     if per.empty or per.test_size.isna().any():
         return None
     n = per.test_size.to_numpy(int)
@@ -202,10 +203,10 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
         for t in threats:
             cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
                                           claimed=is_ref or t.value in g.claims.iloc[0].split(","))
-        bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed").first()
+        bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed")[["bits_per_image", "pixels"]].first()
         cells["bpp"] = Cell.of(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float), np.zeros(len(bpp)))
                                if len(bpp) else None)
-        cost = g.dropna(subset=["defense_seconds"]).groupby("seed").first()
+        cost = g.dropna(subset=["defense_seconds"]).groupby("seed")[["defense_seconds"]].first()
         cells["cost"] = Cell.of(combine(cost.defense_seconds.to_numpy(float), np.zeros(len(cost)))
                                 if len(cost) else None)
         competent = {a for a in g.attack_name.unique() if comp[(dataset, a)].competent}
@@ -256,7 +257,7 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
                 cells[a] = Cell.of(i)
             else:
                 cells[a] = Cell(Status.ATTACK_FAILED, i, title="does not beat its prior on the reference")
-            per = h.groupby("seed").first()
+            per = h.groupby("seed")[["raw", "prior", "tpr_1pct", "n_units"]].first()
             raw = combine(per.raw.to_numpy(float), np.zeros(len(per)))
             cells[f"{a}:raw"] = Cell.of(raw, title=f"prior {per.prior.mean():.3f}")
             if a in tpr_attacks:
