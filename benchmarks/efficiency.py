@@ -49,7 +49,7 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _causes(raw: Path, top: int = 12) -> list[tuple[str, float]]:
+def _causes(raw: Path, top: int = 20) -> list[tuple[str, float]]:
     """Share of py-spy samples by cause: torch work, or else the innermost project/library module on the stack."""
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
@@ -145,6 +145,11 @@ def main() -> int:
     print("| where | CPU s | share |\n|---|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.0f} | {seconds / cpu:.2f} |")
+    workers_rss = sorted((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if not d), reverse=True)
+    driver_rss = max((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if d), default=0.0)
+    bound = driver_rss + sum(workers_rss[:2 * args.jobs])  # each job: its worker and one attack child at a time
+    largest = workers_rss[0] if workers_rss else 0.0
+    print(f"\npeak RSS: driver {driver_rss:.0f} MiB, largest worker or attack child {largest:.0f} MiB; at most {bound:.0f} MiB at once (driver + the {2 * args.jobs} largest others; goal ≤ 2048 MiB)")
     if args.py_spy and raw.exists():
         print("\npy-spy samples by cause (all processes):\n| cause | share |\n|---|---|")
         for cause, share in _causes(raw):

@@ -19,6 +19,7 @@ import atexit
 import json
 import multiprocessing
 import os
+import resource
 import sys
 import threading
 import time
@@ -73,9 +74,11 @@ class _Timers:
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
-        payload = {"pid": os.getpid(), "argv": sys.argv, "main": multiprocessing.parent_process() is None, "cpu_seconds": time.process_time(),
+        payload = {"pid": os.getpid(), "argv": sys.argv, "main": multiprocessing.parent_process() is None,
+                   "cpu_seconds": time.process_time(),
                    "import_cpu_seconds": self.start_cpu, "first_region_cpu_seconds": self.first_region_cpu,
-                   "regions": self.regions, **self.totals}
+                   "regions": self.regions, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   **self.totals}
         out = self.dir / f"{os.getpid()}.json"
         tmp = out.with_suffix(".tmp")
         try:

@@ -1,10 +1,12 @@
 """Performance ratios measured in one run on one machine (issue 15; docs/BENCHMARKS.md records them).
 
-    python benchmarks/ratios.py [--repeats 5] [--only train,dp,ig,report]
+    python benchmarks/ratios.py [--repeats 5] [--only speed,train,dp,ig,report]
 
 Each ratio compares privbench's code path with a bare PyTorch reference doing the same arithmetic on the same
 machine, interleaved (A, B, A, B, ...) and summarised by the median, so the machine's speed cancels:
 
+- ``speed``: the machine's yardstick, not a ratio: samples/s of the bare training loop below. The README states its
+  times with this figure, so a reader scales them to another machine by the ratio of the two speeds.
 - ``train``: task-model training throughput (samples/s) of ``benchmark.models.train.train_classifier`` ÷ a bare
   loop (same convnet width 32, batch 64, Adam, 1,000 mnist5k images, 2 epochs). Goal ≥ 0.8.
 - ``dp``: one DP-SGD training step as ``defenses.dp_sgd`` trains (Opacus, per-sample clipping and noise) ÷ one
@@ -55,6 +57,35 @@ def _mnist(n: int = 1000):
     return load_splits("mnist5k", SplitConfig(private=n, aux=10, test=10, targets=1), 0).private
 
 
+def _bare_loop(data, epochs: int, batch: int) -> None:
+    """The reference: a plain PyTorch training loop (convnet width 32, Adam, shuffled mini-batches)."""
+    from benchmark.models import build_model
+
+    model = build_model("convnet", 1, 10, width=32).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        perm = torch.randperm(len(data), generator=g)
+        for i in range(0, len(data), batch):
+            idx = perm[i:i + batch]
+            loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def reference_speed(repeats: int) -> str:
+    data, epochs, batch = _mnist(), 2, 64
+    _bare_loop(data, epochs, batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _bare_loop(data, epochs, batch)
+        times.append(time.perf_counter() - t0)
+    return (f"speed: bare PyTorch training loop {epochs * len(data) / statistics.median(times):,.0f} samples/s "
+            f"(convnet width 32, batch {batch}, Adam; the machine's yardstick)")
+
+
 def train_ratio(repeats: int) -> str:
     from benchmark.models import build_model
     from benchmark.models.train import train_classifier
@@ -67,17 +98,7 @@ def train_ratio(repeats: int) -> str:
                          generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
 
     def bare() -> None:
-        model = build_model("convnet", 1, 10, width=32).train()
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        g = torch.Generator().manual_seed(0)
-        for _ in range(epochs):
-            perm = torch.randperm(len(data), generator=g)
-            for i in range(0, len(data), batch):
-                idx = perm[i:i + batch]
-                loss = F.cross_entropy(model(data.images[idx]), data.labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        _bare_loop(data, epochs, batch)
 
     tp, tb = _interleaved(privbench, bare, repeats)
     return f"train: privbench {tp:.3f} s, bare loop {tb:.3f} s; throughput ratio {tb / tp:.2f} (goal >= 0.8)"
@@ -192,7 +213,7 @@ def report_times(repeats: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--only", default="train,dp,ig,report")
+    ap.add_argument("--only", default="speed,train,dp,ig,report")
     args = ap.parse_args()
 
     from benchmark.provenance import cpu_model
@@ -201,7 +222,7 @@ def main() -> None:
     load_plugins()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
-    runs = {"train": train_ratio, "dp": dp_ratio, "ig": ig_ratio, "report": report_times}
+    runs = {"speed": reference_speed, "train": train_ratio, "dp": dp_ratio, "ig": ig_ratio, "report": report_times}
     for name in args.only.split(","):
         print(runs[name](args.repeats), flush=True)
 
