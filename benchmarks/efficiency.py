@@ -149,7 +149,8 @@ def main() -> int:
     driver_rss = max((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if d), default=0.0)
     bound = driver_rss + sum(workers_rss[:2 * args.jobs])  # each job: its worker and one attack child at a time
     largest = workers_rss[0] if workers_rss else 0.0
-    print(f"\npeak RSS: driver {driver_rss:.0f} MiB, largest worker or attack child {largest:.0f} MiB; at most {bound:.0f} MiB at once (driver + the {2 * args.jobs} largest others; goal ≤ 2048 MiB)")
+    print(f"\npeak RSS: driver {driver_rss:.0f} MiB, largest worker or attack child {largest:.0f} MiB; at most "
+          f"{bound:.0f} MiB at once (driver + the {2 * args.jobs} largest others; goal ≤ 2048 MiB)")
     if args.py_spy and raw.exists():
         print("\npy-spy samples by cause (all processes):\n| cause | share |\n|---|---|")
         for cause, share in _causes(raw):
