@@ -60,7 +60,7 @@ def _cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: in
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("jobs,where", [(1, "before"), (2, "after")])
+@pytest.mark.parametrize("jobs,where", [(1, "before"), pytest.param(2, "after", marks=pytest.mark.slow)])
 def test_plugin_file_with_any_jobs_and_a_failing_plugin_cell(tmp_path, jobs: int, where: str) -> None:
     plugin = tmp_path / "my_plugin.py"
     plugin.write_text(PLUGIN)

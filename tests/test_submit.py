@@ -329,6 +329,7 @@ def test_a_transform_that_does_not_produce_the_release_is_refused(tmp_path) -> N
     assert not (tmp_path / "subs" / "entry" / "submission.json").exists()
 
 
+@pytest.mark.slow  # 55-75 s: the whole journey; the refusal and limit tests above cover its checks one by one
 def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_submitted_code(tmp_path) -> None:
     src = _source(tmp_path, ENTRIES)
     card = _card(tmp_path, "leaky-identity", "  - id: pure-noise\n    claimed: {utility: 0.95, leakage: {linker: 0.0}}\n")
