@@ -145,12 +145,11 @@ def main() -> int:
     print("| where | CPU s | share |\n|---|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.0f} | {seconds / cpu:.2f} |")
-    workers_rss = sorted((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if not d), reverse=True)
+    others_rss = sorted((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if not d), reverse=True)
     driver_rss = max((p.get("max_rss_mib", 0.0) for p, d in zip(procs, is_driver) if d), default=0.0)
-    bound = driver_rss + sum(workers_rss[:2 * args.jobs])  # each job: its worker and one attack child at a time
-    largest = workers_rss[0] if workers_rss else 0.0
-    print(f"\npeak RSS: driver {driver_rss:.0f} MiB, largest worker or attack child {largest:.0f} MiB; at most "
-          f"{bound:.0f} MiB at once (driver + the {2 * args.jobs} largest others; goal ≤ 2048 MiB)")
+    print(f"\npeak RSS per process (ru_maxrss; goal ≤ 2048 MiB each): driver {driver_rss:.0f} MiB, the largest "
+          f"others {', '.join(f'{r:.0f}' for r in others_rss[:2 * args.jobs])} MiB (RSS counts shared pages in "
+          "every process, so these do not add up to the suite's memory)")
     if args.py_spy and raw.exists():
         print("\npy-spy samples by cause (all processes):\n| cause | share |\n|---|---|")
         for cause, share in _causes(raw):

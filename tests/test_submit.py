@@ -329,7 +329,10 @@ def test_a_transform_that_does_not_produce_the_release_is_refused(tmp_path) -> N
     assert not (tmp_path / "subs" / "entry" / "submission.json").exists()
 
 
-@pytest.mark.slow  # 55-75 s: the whole journey; the refusal and limit tests above cover its checks one by one
+# Slow (55-75 s): the only end-to-end run of a submission. The default run keeps its parts: admission and the
+# sandbox's limits above, the committed submissions board below, and noise ~0 / identity ~1 through the runner
+# (tests/test_zero_point.py).
+@pytest.mark.slow
 def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_submitted_code(tmp_path) -> None:
     src = _source(tmp_path, ENTRIES)
     card = _card(tmp_path, "leaky-identity", "  - id: pure-noise\n    claimed: {utility: 0.95, leakage: {linker: 0.0}}\n")
