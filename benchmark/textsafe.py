@@ -1,0 +1,37 @@
+"""Escaping of untrusted text (file names, card fields, submitted descriptions) for every text output.
+
+One place for it (docs/SUBMITTING.md and docs/AUDIT.md, threat models): a release's file names and a
+submission's card reach ``report.md``, ``flagged.csv``, the leaderboards' Markdown and CSV. HTML goes through
+jinja2's autoescape instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?%?$")
+#: What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters other than newlines and tabs (no terminal escapes reach a console)."""
+    return _CONTROL.sub("?", text)
+
+
+def markdown_cell(text: Any) -> str:
+    """``text`` as one Markdown table cell or inline run: newlines become spaces, ``|`` is escaped, and ``&``,
+    ``<``, ``>`` become entities (no raw HTML reaches a renderer; the text reads the same)."""
+    s = printable(str(text))
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(s.splitlines()).replace("|", r"\|")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet evaluates: text starting with ``= + - @``, a tab or a carriage return gets a
+    leading ``'``; numbers (and text that is a plain number, such as ``-0.25``) are left as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START) or _NUMBER.match(value):
+        return value
+    return "'" + value
