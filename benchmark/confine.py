@@ -1,0 +1,376 @@
+"""Confinement of a sandbox child: applied to a fresh, single-threaded interpreter, which then execs the child.
+
+Landlock, ``no_new_privs``, capabilities and seccomp filters bind the calling *thread* and what it starts
+afterwards, so they must hold before any other thread exists. :mod:`benchmark.sandbox` therefore never confines a
+live interpreter: it starts ``python -I -S benchmark/confine.py SPEC`` (run by path, so nothing of the project,
+torch or the site packages is imported; only the standard library and ``pyseccomp``), which confines itself with
+one thread and then ``execve``\\ s the real child interpreter. Everything below is inherited across ``execve`` and by
+every thread and process the child creates. In order:
+
+1. **Namespaces** (root, or where unprivileged user namespaces work): new PID, IPC, network, mount and UTS
+   namespaces. This process forks PID 1 of the new namespace, which forks the child; each waits and ends the way
+   the child ended (so its limits' signals are reported). When PID 1 ends the kernel kills every process left in the namespace
+   (a double-forked ``setsid`` daemon included) and the IPC namespace, with any SysV shared memory, is freed. The
+   network namespace has no interface but a downed loopback. A fresh ``/proc`` hides every process outside.
+2. **Resource limits**: address space, CPU seconds, largest file, no core dumps.
+3. **Capabilities**: securebits locked (root gains nothing at ``execve``), the bounding and ambient sets cleared,
+   then effective, permitted and inheritable sets cleared with ``capset``; then ``PR_SET_NO_NEW_PRIVS``.
+4. **Landlock** (ABI 1..7): reads of ``spec["read"]`` only (the trusted side computed it: system directories minus
+   data and secrets, the interpreter, the project's packages, the submission); ``/dev/null``, ``/dev/zero`` and
+   ``/dev/urandom`` and no other device; writes beneath ``spec["write"]`` only, never device nodes; no TCP bind or
+   connect (ABI 4); no signals to, or abstract Unix sockets of, processes outside the sandbox (ABI 6).
+5. **seccomp** (libseccomp through ``pyseccomp``), denying with ``EPERM``: ``ptrace`` and cross-process memory
+   access, ``mount``/``umount``/``pivot_root``/``chroot``, ``unshare``/``setns`` and namespace flags to ``clone``
+   (``clone3`` reports ``ENOSYS``, so libc falls back to ``clone``), ``bpf``, ``perf_event_open``, the key ring,
+   SysV IPC (``shm*``, ``sem*``, ``msg*``), ``setsid``/``setpgid`` (every descendant stays in the process group the
+   trusted side kills), ``mknod``, ``chmod``/``chown``/extended attributes (Landlock does not cover metadata: as
+   root the child owns every system file), ``io_uring`` (its operations bypass seccomp), sockets other than
+   ``AF_UNIX``, and kernel administration (modules, ``kexec``, ``reboot``, swap, ``iopl``, ``syslog``, ...).
+
+If a layer that ``spec["require"]`` names cannot be applied, the bootstrap prints why and exits with status
+:data:`REFUSED` before anything of the child runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import signal
+import sys
+
+#: Exit status of a bootstrap that could not apply a required layer (its reason is on stderr).
+REFUSED = 97
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET, _CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x40000000, 0x02000000
+_NAMESPACES = _CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC | _CLONE_NEWUSER | _CLONE_NEWPID | _CLONE_NEWNET | \
+    _CLONE_NEWCGROUP
+_MS_REC, _MS_PRIVATE, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x4000, 0x40000, 0x2, 0x4, 0x8
+
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+#: NOROOT, NO_SETUID_FIXUP, KEEP_CAPS and NO_CAP_AMBIENT_RAISE, each with its lock bit.
+_SECUREBITS = 0b11111111
+_CAPABILITY_VERSION_3 = 0x20080522
+
+# Landlock (include/uapi/linux/landlock.h); the syscall numbers are the same on every architecture.
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
+_CREATE_RULESET_VERSION, _RULE_PATH_BENEATH = 1, 1
+_FS = {"execute": 1 << 0, "write_file": 1 << 1, "read_file": 1 << 2, "read_dir": 1 << 3, "remove_dir": 1 << 4,
+       "remove_file": 1 << 5, "make_char": 1 << 6, "make_dir": 1 << 7, "make_reg": 1 << 8, "make_sock": 1 << 9,
+       "make_fifo": 1 << 10, "make_block": 1 << 11, "make_sym": 1 << 12, "refer": 1 << 13, "truncate": 1 << 14,
+       "ioctl_dev": 1 << 15}
+#: The file-system rights each ABI version handles.
+_FS_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
+_FILE_RIGHTS = _FS["execute"] | _FS["write_file"] | _FS["read_file"] | _FS["truncate"] | _FS["ioctl_dev"]
+_NET_TCP = 0b11  # BIND_TCP | CONNECT_TCP, ABI >= 4
+_SCOPES = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL, ABI >= 6
+#: Devices a child may open (read; /dev/null also written): nothing else under /dev.
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+
+#: Syscalls a child may not make (EPERM). ``socket`` and ``clone`` are filtered on their arguments instead.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount",
+    "fspick", "mount_setattr", "unshare", "setns", "bpf", "perf_event_open", "userfaultfd",
+    "keyctl", "add_key", "request_key",
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
+    "msgctl", "setsid", "setpgid", "mknod", "mknodat",
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at", "open_by_handle_at",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+    "iopl", "ioperm", "syslog", "acct", "quotactl", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime",
+    "sethostname", "setdomainname", "vhangup", "lookup_dcookie", "fanotify_init",
+)
+
+
+class Refused(RuntimeError):
+    """A required layer could not be applied."""
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0 or result == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------- namespaces
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def enter_namespaces(libc: ctypes.CDLL) -> str:
+    """Unshare PID, IPC, network, mount and UTS namespaces (inside a new user namespace unless root). Returns
+    which were entered ("" when none could be: the caller keeps the process-group and seccomp guarantees)."""
+    flags = _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWNET | _CLONE_NEWNS | _CLONE_NEWUTS
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        flags |= _CLONE_NEWUSER
+    if libc.unshare(ctypes.c_int(flags)) != 0:
+        return ""
+    if uid != 0:  # map ourselves to ourselves: no root inside, only the namespace's own capabilities
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    return "pid,ipc,net,mnt,uts" + (",user" if uid != 0 else "")
+
+
+def _become_init(libc: ctypes.CDLL) -> None:
+    """In the new PID namespace's first process: a private mount tree and a /proc of this namespace only."""
+    _check(libc.mount(None, b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None), "mount --make-rprivate /")
+    _check(libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC), None),
+           "mount proc")
+
+
+def _end_like(status: int) -> None:
+    """Exit the way a child with wait ``status`` ended: its exit status, or its signal."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _outside(init: int) -> None:
+    """The bootstrap's last job, outside the namespace: wait for its init and end the way the child ended (its
+    exit status, or the same signal, so the trusted side can say "exceeded the CPU-time limit"); kill the
+    namespace if the trusted side goes away."""
+    import time
+
+    os.closerange(3, 65536)  # keep no pipe end open: the trusted side sees EOF when the child dies
+    parent = os.getppid()
+    while True:
+        done, status = os.waitpid(init, os.WNOHANG)
+        if done:
+            break
+        if os.getppid() != parent:
+            os.kill(init, signal.SIGKILL)  # the kernel then kills everything in the namespace
+        time.sleep(0.2)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    if 128 < code < 128 + signal.NSIG:  # init's report of a child killed by a signal (init cannot die by one)
+        _end_like(code - 128)  # type: ignore[arg-type]
+    _end_like(status)
+
+
+def _init(child: int) -> None:
+    """PID 1 of the namespace: reap every orphan, and exit when the child does (status, or 128 + its signal; the
+    kernel then kills whatever is left in the namespace). The child itself is not PID 1, so signals such as
+    SIGXCPU keep their default action on it."""
+    os.closerange(3, 65536)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == child:
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else
+                     os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+# -------------------------------------------------------------------------------------------------- capabilities
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _effective_caps(libc: ctypes.CDLL) -> int:
+    data = (_CapData * 2)()
+    _check(libc.capget(ctypes.byref(_CapHeader(_CAPABILITY_VERSION_3, 0)), data), "capget")
+    return data[0].effective | (data[1].effective << 32)
+
+
+def drop_privileges(libc: ctypes.CDLL) -> None:
+    """Lock securebits, clear the bounding and ambient sets and every capability, then ``no_new_privs``: neither
+    this process nor anything it execs (a setuid binary, a shell as root) holds or regains a capability."""
+    if _effective_caps(libc):
+        _check(libc.prctl(_PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0), "PR_SET_SECUREBITS")
+        last = int(open("/proc/sys/kernel/cap_last_cap").read())
+        for cap in range(last + 1):
+            _check(libc.prctl(_PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0), f"PR_CAPBSET_DROP {cap}")
+    libc.prctl(_PR_CAP_AMBIENT, ctypes.c_ulong(_PR_CAP_AMBIENT_CLEAR_ALL), 0, 0, 0)  # EINVAL before Linux 4.3
+    _check(libc.capset(ctypes.byref(_CapHeader(_CAPABILITY_VERSION_3, 0)), (_CapData * 2)()), "capset")
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+    if _effective_caps(libc):
+        raise Refused("capabilities remain after capset")
+
+
+# ------------------------------------------------------------------------------------------------------ Landlock
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi(libc: ctypes.CDLL | None = None) -> int:
+    """The kernel's Landlock ABI version (0 when Landlock is unavailable)."""
+    libc = libc or _libc()
+    v = libc.syscall(ctypes.c_long(_SYS_CREATE_RULESET), None, ctypes.c_size_t(0),
+                     ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    return max(0, v)
+
+
+def apply_landlock(libc: ctypes.CDLL, read: list[str], listed: list[str], write: list[str]) -> int:
+    """Restrict this thread (and all it starts or execs) to reading ``read`` and :data:`DEVICES`, listing the names
+    in ``listed`` (not reading their files), writing beneath ``write`` (no device nodes), no TCP and no signals or
+    abstract sockets out of the domain. Returns the ABI."""
+    abi = landlock_abi(libc)
+    if abi < 1:
+        raise Refused("Landlock is not available in this kernel (Linux >= 5.13 with landlock in the LSM list)")
+    fs = _FS_ABI[min(abi, 5)]
+    attr = _RulesetAttr(fs, _NET_TCP if abi >= 4 else 0, _SCOPES if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    fd = _check(libc.syscall(ctypes.c_long(_SYS_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
+                             ctypes.c_uint32(0)), "landlock_create_ruleset")
+    reading = _FS["execute"] | _FS["read_file"] | _FS["read_dir"]
+    writing = fs & ~(_FS["make_char"] | _FS["make_block"] | _FS["ioctl_dev"])
+    rules = [(p, reading) for p in read] + [(p, _FS["read_dir"]) for p in listed] + [(p, writing) for p in write]
+    rules += [(d, _FS["read_file"] | (_FS["write_file"] | _FS["truncate"] if d == "/dev/null" else 0)) for d in DEVICES]
+    try:
+        for path, access in rules:
+            try:
+                target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                if not os.path.isdir(path):
+                    access &= _FILE_RIGHTS
+                rule = _PathBeneath(access & fs, target)
+                _check(libc.syscall(ctypes.c_long(_SYS_ADD_RULE), ctypes.c_int(fd), ctypes.c_int(_RULE_PATH_BENEATH),
+                                    ctypes.byref(rule), ctypes.c_uint32(0)), f"landlock_add_rule {path}")
+            finally:
+                os.close(target)
+        _check(libc.syscall(ctypes.c_long(_SYS_RESTRICT_SELF), ctypes.c_int(fd), ctypes.c_uint32(0)),
+               "landlock_restrict_self")
+    finally:
+        os.close(fd)
+    return abi
+
+
+# ------------------------------------------------------------------------------------------------------- seccomp
+
+
+def _pyseccomp():
+    try:
+        import pyseccomp
+    except (ImportError, RuntimeError) as e:  # RuntimeError: libseccomp itself is missing
+        raise Refused(f"seccomp is unavailable: {e} (pip install pyseccomp; apt-get install libseccomp2)") from None
+    return pyseccomp
+
+
+def apply_seccomp() -> None:
+    """Load the deny-list filter of :data:`DENIED_SYSCALLS` (plus ``socket`` other than ``AF_UNIX`` and
+    namespace-creating ``clone``); other architectures' system calls kill the process (libseccomp's default)."""
+    sc = _pyseccomp()
+    deny = sc.ERRNO(errno.EPERM)
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            f.add_rule(deny, name)
+        except (OSError, ValueError):  # a syscall this architecture or libseccomp does not know
+            continue
+    f.add_rule(deny, "socket", sc.Arg(0, sc.NE, 1))  # AF_UNIX = 1 (socketpair, local pipes)
+    for flag in (1 << b for b in range(32) if _NAMESPACES >> b & 1):  # clone(flags) with any namespace flag
+        f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    f.load()
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+
+
+def _threads() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def confine(spec: dict) -> dict:
+    """Apply every layer in this single-threaded process (after forking into new namespaces, in the fork).
+    Returns what was applied. Raises :class:`Refused` when a layer ``spec["require"]`` names fails."""
+    if _threads() != 1:
+        raise Refused(f"the bootstrap has {_threads()} threads; confinement must precede every thread")
+    libc = _libc()
+    require = set(spec.get("require", ()))
+    applied: dict = {"namespaces": enter_namespaces(libc) if spec.get("namespaces", True) else ""}
+    if "namespaces" in require and not applied["namespaces"]:
+        raise Refused(f"cannot create namespaces ({os.strerror(ctypes.get_errno())})")
+    if applied["namespaces"]:
+        pid = os.fork()
+        if pid:
+            _outside(pid)
+        libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+        _become_init(libc)
+        pid = os.fork()
+        if pid:
+            _init(pid)
+    try:
+        _pyseccomp()  # imported (and libseccomp loaded) while the files are still readable
+    except Refused:
+        pass
+    limits = spec["limits"]
+    mem, cpu, fsize = int(limits["memory_bytes"]), int(limits["cpu_seconds"]), int(limits["file_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    drop_privileges(libc)
+    applied["capabilities"] = "none"
+    try:
+        applied["landlock"] = apply_landlock(libc, list(spec["read"]), list(spec.get("list", ())), list(spec["write"]))
+    except (Refused, OSError) as e:
+        if "landlock" in require:
+            raise Refused(str(e)) from None
+        applied["landlock"] = 0
+    try:
+        apply_seccomp()
+        applied["seccomp"] = True
+    except (Refused, OSError) as e:
+        if "seccomp" in require:
+            raise Refused(str(e)) from None
+        applied["seccomp"] = False
+    return applied
+
+
+def main(argv: list[str]) -> None:
+    """``confine.py SPEC_FILE``: confine this process as the JSON file says, then exec ``spec["exec"]`` (with
+    ``PRIVBENCH_CONFINED`` set to what was applied, as JSON). The file lies outside what the child may read."""
+    with open(argv[1]) as f:
+        spec = json.load(f)
+    sys.path[:0] = list(spec.get("path", ()))
+    try:
+        applied = confine(spec)
+    except Refused as e:
+        sys.stderr.write(f"privbench sandbox: refused to start the child: {e}\n")
+        sys.stderr.flush()
+        os._exit(REFUSED)
+    os.chdir(spec["cwd"])
+    env = {**os.environ, "PRIVBENCH_CONFINED": json.dumps(applied, sort_keys=True)}
+    os.execve(spec["exec"][0], list(spec["exec"]), env)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
