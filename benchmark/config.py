@@ -31,10 +31,9 @@ from typing import Any, Mapping, Optional
 if typing.TYPE_CHECKING:
     import torch
 
-import yaml
-
 from .contracts import TaskConfig
 from .errors import InputError
+from .yamlsafe import SUITE_MAX_BYTES, load_file
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,8 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
 
 
 def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteConfig:
-    """Load a suite by file path or by name (``quick`` -> ``benchmark/suites/quick.yaml``)."""
+    """Load a suite by file path or by name (``quick`` -> ``benchmark/suites/quick.yaml``); the YAML is parsed
+    by :mod:`benchmark.yamlsafe` (plain data, at most 1 MiB)."""
     from .data import DATASETS
     from .registry import ATTACKS, DEFENSES
 
@@ -224,10 +224,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
                 break
     if not path.is_file():
         raise InputError(f"suite {source!r}: no such file (give a YAML path or a built-in suite name)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML: {e}") from None
+    raw = load_file(path, max_bytes=SUITE_MAX_BYTES)
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: expected a mapping at top level")
     allowed = {"name", "datasets", "seeds", "defenses", "attacks", "splits", "task", "dataset_options", "reference"}

@@ -35,6 +35,7 @@ from .leaderboard import SUBMISSION_SCHEMA
 from .sandbox import (KEY_ENV, PUBLIC_KEY, Limits, SandboxError, Session, filesystem_isolation, validate_description,
                       write_proxy_module)
 from .threats import ThreatModel
+from .yamlsafe import CARD_MAX_BYTES, load_file
 
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
@@ -96,15 +97,13 @@ def _number(value: Any, where: str, lo: float, hi: float) -> float:
 
 
 def load_card(path: Path) -> Card:
-    """Parse and validate ``card.yaml``; every problem names the file and field."""
+    """Parse (:mod:`benchmark.yamlsafe`: plain data, at most 64 KiB) and validate ``card.yaml``; every problem
+    names the file and field."""
     path = Path(path)
     if not path.is_file():
         raise AdmissionError(f"card {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise AdmissionError(f"card {path}: invalid YAML: {e}") from None
     where = f"card {path}"
+    raw = load_file(path, max_bytes=CARD_MAX_BYTES, label=where, error=AdmissionError)
     if not isinstance(raw, Mapping):
         raise AdmissionError(f"{where}: expected a mapping at top level")
     unknown = sorted(set(raw) - {"name", "authors", "url", "defenses", "threat_models"})

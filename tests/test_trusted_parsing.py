@@ -1,0 +1,99 @@
+"""Trusted-side parsing of untrusted submission input: cards and suites through the one strict YAML loader, no
+symlink in a package submission, text release metadata kept as text, unmeasured claims never "within CI", and
+card text escaped in the leaderboard's CSV and Markdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import InputError
+from benchmark.submit import AdmissionError, load_card
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CARD = """\
+name: Test entry
+authors: [A. Author]
+url: https://example.org
+threat_models: [observer]
+defenses:
+  - id: d
+"""
+
+#: Defense params of nested aliases in under 700 bytes: nine levels of nine, 9**9 = 387 million strings once the
+#: params are copied or serialised.
+BILLION_LAUGHS = CARD + '    params:\n      l0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + \
+    "".join(f"      l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
+def _write(tmp_path: Path, text: str, name: str = "card.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_billion_laughs_card_is_refused_at_once_naming_file_and_line(tmp_path) -> None:
+    path = _write(tmp_path, BILLION_LAUGHS)
+    assert 600 < len(BILLION_LAUGHS) < 800
+    start = time.perf_counter()
+    with pytest.raises(AdmissionError) as e:
+        load_card(path)
+    assert time.perf_counter() - start < 0.5
+    assert str(e.value).startswith(f"card {path}, line 8, column 11: anchor &a0 is not allowed")
+
+
+@pytest.mark.parametrize("extra,message", [
+    ('x: !!python/object/apply:os.system ["echo pwned"]\n', "line 7, column 4: explicit tag "
+                                                           "'tag:yaml.org,2002:python/object/apply:os.system'"),
+    ("x: !!python/object:benchmark.submit.Card {}\n", "explicit tag 'tag:yaml.org,2002:python/object:"),
+    ("x: !local 1\n", "explicit tag '!local' is not allowed"),
+    ("x: !!str 1\n", "explicit tag 'tag:yaml.org,2002:str' is not allowed"),
+    ("x: *nowhere\n", "alias \\*nowhere is not allowed"),
+    ("name: Other entry\n", "line 7, column 1: duplicate key 'name'"),
+    ("x: {<<: {a: 1}}\n", "merge key << is not allowed"),
+    ("x: " + "[" * 100 + "]" * 100 + "\n", "nesting deeper than 32 levels"),
+    ("x: [1\n", "line 8, column 1: .*expected ',' or ']'"),
+])
+def test_cards_hold_plain_data_only(tmp_path, extra, message) -> None:
+    path = _write(tmp_path, CARD + extra)
+    with pytest.raises(AdmissionError, match=f"^card {path}, {message}" if message.startswith("line") else message):
+        load_card(path)
+
+
+def test_an_oversized_card_is_refused_before_parsing(tmp_path) -> None:
+    path = _write(tmp_path, CARD + "# padding\n" * 7000)
+    with pytest.raises(AdmissionError, match=f"card {path}: larger than the limit of 65536 bytes"):
+        load_card(path)
+
+
+def test_a_card_that_is_not_utf8_names_its_line(tmp_path) -> None:
+    path = tmp_path / "card.yaml"
+    path.write_bytes(CARD.encode() + b"x: \xff\n")
+    with pytest.raises(AdmissionError, match="line 7: not UTF-8 text"):
+        load_card(path)
+
+
+def test_suites_go_through_the_same_loader(tmp_path) -> None:
+    from benchmark.config import load_suite
+
+    path = _write(tmp_path, "name: s\ndatasets: &d [digits]\nseeds: [0]\n", "suite.yaml")
+    with pytest.raises(InputError, match=f"^{path}, line 2, column 11: anchor &d is not allowed"):
+        load_suite(path)
+
+
+def test_every_committed_suite_and_card_still_loads() -> None:
+    import yaml
+
+    from benchmark.yamlsafe import SUITE_MAX_BYTES, load_file
+
+    files = sorted((ROOT / "benchmark" / "suites").glob("*.yaml")) + sorted(ROOT.glob("submissions/*/suite.yaml"))
+    assert len(files) >= 7
+    for path in files:
+        assert load_file(path, max_bytes=SUITE_MAX_BYTES) == yaml.safe_load(path.read_text()), path
+    cards = sorted(ROOT.glob("examples/*/card.yaml")) + sorted(ROOT.glob("submissions/*/card.yaml"))
+    assert cards
+    for path in cards:
+        assert load_card(path).name
