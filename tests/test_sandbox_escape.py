@@ -1,0 +1,215 @@
+"""A hostile submission tries every escape the issue-23 red team found (and more), from the main thread, from a
+thread it starts and from the interpreter's own parent-watch thread (by replacing ``time.sleep`` at import): each
+attempt must fail, and nothing the child started may outlive it.
+
+One probe child answers one build; the probes' outcomes come back in the release's metadata (text and numbers only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.sandbox import Limits, Session, filesystem_isolation, readable_roots
+
+pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
+                                reason=f"no confinement here: {filesystem_isolation()}")
+
+PROBE = '''
+import ctypes, errno, json, os, socket, subprocess, threading, time
+from dataclasses import dataclass
+from benchmark.contracts import ImageSet, Release, ReleaseMeta
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+SECRET, OUTSIDE, MARKER, DATA = {secret!r}, {outside!r}, {marker!r}, {data!r}
+RESULTS = {{}}
+
+
+def attempt(name, fn):
+    try:
+        RESULTS[name] = "ok: " + str(fn())[:200]
+    except BaseException as e:  # the probe reports whatever stopped it
+        RESULTS[name] = "refused: " + type(e).__name__
+
+
+def escapes(where):
+    attempt(f"{{where}}:read-secret", lambda: open(SECRET).read())
+    attempt(f"{{where}}:write-outside", lambda: open(OUTSIDE + "-" + where, "w").write("x"))
+
+
+_sleep = time.sleep
+def sleep(seconds):  # the parent-watch thread calls time.sleep: what runs here must be confined too
+    if "watch:read-secret" not in RESULTS:
+        escapes("watch")
+    _sleep(seconds)
+time.sleep = sleep
+
+
+def libc_call(name, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = getattr(libc, name)(*args)
+    if r == -1:
+        raise OSError(ctypes.get_errno(), name)
+    return r
+
+
+def status(field):
+    return next(l.split(":", 1)[1].strip() for l in open("/proc/self/status") if l.startswith(field + ":"))
+
+
+def daemon():
+    # a double fork into a new session (refused) and a plain double fork that sleeps with a marker in its command
+    # line: the trusted side checks afterwards that no such process survived the child
+    code = "import time; time.sleep(120)"
+    subprocess.Popen(["/bin/sh", "-c", f"python3 -c '{{code}}' {{MARKER}} &"], start_new_session=False)
+    return "started"
+
+
+@DEFENSES.register("probe")
+class Probe(InputDefense):
+    def apply(self, images, generator):
+        return images
+
+    def build(self, splits, ctx):
+        escapes("main")
+        t = threading.Thread(target=escapes, args=("thread",))
+        t.start()
+        t.join()
+        deadline = time.monotonic() + 5
+        while "watch:read-secret" not in RESULTS and time.monotonic() < deadline:
+            _sleep(0.1)
+        attempt("list-dev", lambda: os.listdir("/dev"))
+        attempt("open-dev-null", lambda: open("/dev/null", "w").write("x"))
+        attempt("open-dev-urandom", lambda: len(open("/dev/urandom", "rb").read(8)))
+        for dev in ("/dev/mem", "/dev/kmsg", "/dev/vda", "/dev/sda", "/dev/tty", "/dev/shm"):
+            if os.path.exists(dev):
+                attempt("open-" + dev, lambda dev=dev: open(dev, "rb").read(1))
+        attempt("read-dataset", lambda: len(open(DATA, "rb").read(16)))
+        attempt("setsid", os.setsid)
+        attempt("setpgid", lambda: os.setpgid(0, 0))
+        attempt("shmget", lambda: libc_call("shmget", 0, 4096, 0o1600))  # IPC_PRIVATE | IPC_CREAT
+        attempt("unshare-user", lambda: libc_call("unshare", 0x10000000))
+        attempt("ptrace-traceme", lambda: libc_call("ptrace", 0, 0, 0, 0))
+        attempt("socket-inet", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        attempt("chmod-system-file", lambda: os.chmod("/etc/hostname", 0o777))
+        attempt("mknod-in-workdir", lambda: os.mknod("node", 0o600 | 0o020000, os.makedev(1, 3)))
+        attempt("kill-process-group", lambda: os.kill(0, 0))
+        attempt("daemon", daemon)
+        RESULTS["shell-caps"] = subprocess.run(
+            ["/bin/sh", "-c", "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"],
+            capture_output=True, text=True).stdout
+        RESULTS["own-status"] = json.dumps({{f: status(f) for f in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}})
+        RESULTS["visible-processes"] = str(len([p for p in os.listdir("/proc") if p.isdigit()]))
+        release = super().build(splits, ctx)
+        release.meta = ReleaseMeta(extra=dict(RESULTS))
+        return release
+'''
+
+
+def _probe(tmp_path: Path) -> tuple[dict, Path, Path, str]:
+    secret = tmp_path / "heldout-seeds.txt"
+    secret.write_text("1234\n")
+    outside = tmp_path / "escaped"
+    marker = f"privbench-escape-marker-{os.getpid()}-{time.monotonic_ns()}"
+    from sklearn.datasets import load_digits  # noqa: F401 - its data file must exist to be refused
+
+    import sklearn
+    data = str(Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz")
+    assert Path(data).is_file()
+    src = tmp_path / "probe.py"
+    src.write_text(textwrap.dedent(PROBE.format(secret=str(secret), outside=str(outside), marker=marker, data=data)))
+    s = Session(src, Limits(wall_seconds=120))
+    try:
+        x = torch.rand(4, 1, 8, 8)
+        y = torch.zeros(4, dtype=torch.long)
+        info = {"name": "t", "num_classes": 2, "shape": [1, 8, 8], "sizes": {}, "hash": "", "split_hashes": {}}
+        task = {"model": "convnet", "width": 4, "epochs": 1, "batch_size": 8, "lr": 0.01}
+        header, _ = s.request("build", {"id": "probe", "params": {}, "seed": 0, "device": "cpu", "task": task,
+                                        "info": info},
+                              {"private_images": x, "private_labels": y, "aux_images": x, "aux_labels": y})
+        # the child is still alive here: its daemon must be gone after close
+    finally:
+        s.close()
+    return header["meta"]["extra"], secret, outside, marker
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    return _probe(tmp_path_factory.mktemp("probe"))
+
+
+@pytest.mark.parametrize("where", ["main", "thread", "watch"])
+def test_no_thread_of_the_child_reads_or_writes_outside(probe, where) -> None:
+    results, _, outside, _ = probe
+    assert results[f"{where}:read-secret"].startswith("refused"), results
+    assert results[f"{where}:write-outside"].startswith("refused"), results
+    assert not Path(f"{outside}-{where}").exists()
+
+
+def test_devices_other_than_null_zero_urandom_are_closed(probe) -> None:
+    results = probe[0]
+    assert results["open-dev-null"].startswith("ok") and results["open-dev-urandom"] == "ok: 8"
+    assert results["list-dev"].startswith("refused")
+    opened = {k: v for k, v in results.items() if k.startswith("open-/dev/")}
+    assert opened and all(v.startswith("refused") for v in opened.values()), opened
+
+
+def test_the_public_datasets_are_not_readable(probe) -> None:
+    assert probe[0]["read-dataset"].startswith("refused"), probe[0]["read-dataset"]
+
+
+@pytest.mark.parametrize("call", ["setsid", "setpgid", "shmget", "unshare-user", "ptrace-traceme", "socket-inet",
+                                  "chmod-system-file", "mknod-in-workdir"])
+def test_denied_system_calls_fail(probe, call) -> None:
+    assert probe[0][call] == "refused: PermissionError", probe[0][call]
+
+
+def test_a_shell_started_by_the_child_has_no_capability_and_cannot_gain_one(probe) -> None:
+    lines = dict(line.split(":\t") for line in probe[0]["shell-caps"].strip().splitlines())
+    assert {k: v.strip() for k, v in lines.items()} == {
+        "CapEff": "0000000000000000", "CapPrm": "0000000000000000", "CapBnd": "0000000000000000",
+        "CapAmb": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}, lines
+    own = json.loads(probe[0]["own-status"])
+    assert own == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+
+
+def test_the_child_sees_no_process_outside_its_namespace(probe) -> None:
+    if os.geteuid() != 0 and not Path("/proc/self/ns/user").exists():
+        pytest.skip("no namespaces for this user")
+    # init, the child, its shell and the probe's greps: a handful, never the host's processes
+    assert int(probe[0]["visible-processes"]) < 10, probe[0]["visible-processes"]
+
+
+def test_nothing_the_child_started_survives_it(probe) -> None:
+    marker = probe[3]
+    assert probe[0]["daemon"].startswith("ok")
+    deadline = time.monotonic() + 5
+    while True:
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    alive.append(pid)
+            except OSError:
+                continue
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not alive, f"processes started by the sandbox child survived it: {alive}"
+
+
+def test_no_readable_root_holds_a_dataset_or_the_run_output(tmp_path) -> None:
+    from benchmark.sandbox import denied_paths
+
+    read, listed = readable_roots(tmp_path / "sub.py")
+    denied = [os.path.realpath(d) for d in denied_paths() if os.path.lexists(d)]
+    for r in read:
+        assert not any(r == d or r.startswith(d + "/") or d.startswith(r + "/") for d in denied), r
+    assert not any(p.startswith(str(Path.cwd() / "leaderboards")) for p in read + listed)
