@@ -8,9 +8,10 @@ records this module returns.
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -230,6 +231,22 @@ def calibrated(units: Units, seed: int) -> dict[str, Any]:
             "se": float(np.sqrt(units.variance(seed))), "units": len(units)}
 
 
+def release_extra(extra: Mapping[str, Any]) -> tuple[dict[str, Optional[float]], dict[str, str]]:
+    """A release's ``meta.extra`` (self-reported by the defense) as ``(numbers, texts)``: numbers for
+    ``metrics.release`` (``None`` stays null), text for ``notes["release.<key>"]`` (strings as they are, lists and
+    mappings as JSON), so a string such as ``accountant: "rdp"`` is kept instead of failing the cell."""
+    numbers: dict[str, Optional[float]] = {}
+    texts: dict[str, str] = {}
+    for k, v in extra.items():
+        if isinstance(v, str):
+            texts[f"release.{k}"] = v
+        elif isinstance(v, (list, tuple, Mapping)):
+            texts[f"release.{k}"] = json.dumps(v, sort_keys=True)
+        else:
+            numbers[k] = None if v is None else float(v)
+    return numbers, texts
+
+
 def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
                use_lpips: bool, seed: int
                ) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -250,6 +267,7 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
                                   oracle=release.gradients, aligned=aligned)
     cal = calibrated(units, seed)
     notes["calibrated.statistic"] = units.statistic
+    extra_numbers, extra_texts = release_extra(release.meta.extra)
     n_test = len(splits.test)
     metrics: dict[str, Any] = {
         "privacy": privacy,
@@ -258,9 +276,10 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
         "utility": {"top1": prepared.utility, "reference_top1": reference, "test_size": n_test,
                     "drop": None if reference is None else reference - prepared.utility},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
-        "release": {**{k: float(v) for k, v in release.meta.extra.items()}, **release_vfe(release, splits)},
+        "release": {**extra_numbers, **release_vfe(release, splits)},
         "cost": {**prepared.costs, "attack_seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb},
     }
+    notes.update(extra_texts)
     if release.meta.epsilon is not None:
         metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}
         notes["dp.accountant"] = str(release.meta.accountant)

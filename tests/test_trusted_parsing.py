@@ -97,3 +97,21 @@ def test_every_committed_suite_and_card_still_loads() -> None:
     assert cards
     for path in cards:
         assert load_card(path).name
+
+
+def test_text_release_metadata_is_kept_as_text_and_the_cell_record_validates() -> None:
+    import json
+
+    from benchmark.evaluate import release_extra
+    from benchmark.records import iter_records, validate
+
+    numbers, texts = release_extra({"self_reported_accountant": "rdp", "noise_multiplier": 1.5, "steps": 3,
+                                    "unknown": None, "grid": [1, 2]})
+    assert numbers == {"noise_multiplier": 1.5, "steps": 3.0, "unknown": None}
+    assert texts == {"release.self_reported_accountant": "rdp", "release.grid": "[1, 2]"}
+    _, record = next((p, r) for p, r in iter_records(ROOT / "leaderboards" / "quick" / "records")
+                     if r["status"] == "ok")
+    record = json.loads(json.dumps(record))
+    record["metrics"]["release"].update(numbers)
+    record["notes"].update(texts)
+    validate(record, "cell with a self-reported accountant")  # an ok cell, not a failed one
