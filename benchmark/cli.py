@@ -147,7 +147,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
                          suite=args.suite, heldout_seeds=Path(args.heldout_seeds) if args.heldout_seeds else None,
                          jobs=args.jobs, device=args.device, limits=limits, progress=not args.no_progress,
                          plugins=tuple(str(Path(p).resolve()) for p in args.plugin),
-                         allow_unconfined=args.allow_unconfined)
+                         allow_unconfined=args.allow_unconfined,
+                         sandbox_key=Path(args.sandbox_key) if args.sandbox_key else None)
     entry, code = submit(opts)
     out = Path(args.out) if args.out else Path("submissions") / entry["card"]["slug"]
     for check in entry["admission"]["checks"]:
@@ -275,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--memory-gb", type=float, default=8.0, help="sandbox: address-space limit per child (torch alone maps ~3.7 GiB)")
     sp.add_argument("--sandbox-threads", type=int, default=1, help="sandbox: torch threads per child")
     sp.add_argument("--allow-unconfined", action="store_true",
-                    help="run even where Landlock cannot confine the submission (only in a disposable VM/container)")
+                    help="run even where Landlock and seccomp cannot confine the submission (only in a disposable "
+                         "VM/container)")
+    sp.add_argument("--sandbox-key", help="maintainers: the run key that keys splits, targets and the seeds children "
+                                          "see (default OUT/.sandbox-key, created on the first run; keep it secret "
+                                          "and outside what children read)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_submit)
     sp = sub.add_parser("leaderboard", help="render the submissions leaderboard from submission.json files")

@@ -8,6 +8,7 @@ records this module returns.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, 
                         RunContext, Splits, Surface, TaskConfig)
 from .data import DATASETS, load_splits
 from .errors import InputError
+from .keys import run_key
 from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
                         run_attack_isolated)
 from .metrics import CostMeter
@@ -79,14 +81,17 @@ class CellResult:
 def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, seed: int) -> Splits:
     """The dataset's seeded splits, cached on disk (raises :class:`InputError` for unsatisfiable sizes)."""
     options = dict(suite.dataset_options.get(dataset, {}))
-    key = "splits-" + stable_hash({"dataset": dataset, "options": options, "splits": dataclasses.asdict(suite.splits),
-                                   "seed": seed, "code": plugin_hash(DATASETS.get(dataset)),
-                                   "libraries": library_versions()})[:32]
+    run = run_key()  # a submission run's splits are keyed (benchmark.keys); its cache entries are its own
+    inputs = {"dataset": dataset, "options": options, "splits": dataclasses.asdict(suite.splits), "seed": seed,
+              "code": plugin_hash(DATASETS.get(dataset)), "libraries": library_versions()}
+    if run is not None:
+        inputs["run_key"] = hashlib.sha256(run).hexdigest()
+    key = "splits-" + stable_hash(inputs)[:32]
 
     fields = ("images", "labels", "identities", "masks", "keypoints")
 
     def make() -> dict[str, Any]:
-        s = load_splits(dataset, suite.splits, seed, options)
+        s = load_splits(dataset, suite.splits, seed, options, run)
         state: dict[str, Any] = {"targets": s.targets, "info": {**dataclasses.asdict(s.info),
                                                                 "shape": list(s.info.shape)}}
         for name in ("private", "aux", "test"):

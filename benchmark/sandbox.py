@@ -57,7 +57,9 @@ from torch import Tensor
 from . import confine
 from .contracts import (DatasetInfo, Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
                         TaskConfig)
+from . import keys
 from .errors import InputError
+from .keys import run_key
 from .threats import ThreatModel
 
 #: Surfaces a sandboxed defense may expose: plain tensors cross the process boundary; modules do not.
@@ -411,6 +413,20 @@ def readable_roots(source: Path) -> tuple[list[str], list[str]]:
     return sorted(read), sorted(listed - read)
 
 
+def readable_by_child(path: str | Path) -> bool:
+    """Whether a sandbox child could read ``path`` or anything beneath it, now or once it is created: it lies in
+    or contains one of :func:`readable_roots` (for any submission placed elsewhere), or would be a new entry of a
+    directory that is carved around a denied path (whose other entries are readable)."""
+    p = os.path.realpath(path)
+    read, listed = readable_roots(Path("/nonexistent-submission"))
+    if any(p == r or p.startswith(r.rstrip("/") + "/") or r.startswith(p.rstrip("/") + "/") for r in read):
+        return True
+    first = Path(p)
+    while not first.exists() and first != first.parent:
+        first = first.parent
+    return str(first) != p and str(first) in set(listed)
+
+
 def _seccomp_path() -> list[str]:
     """Where ``pyseccomp`` lives, for the bootstrap (which runs without site packages)."""
     import importlib.util
@@ -630,10 +646,10 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _TYPES = ("bool", "int", "float", "str") + tuple(f"Optional[{t}]" for t in ("bool", "int", "float", "str")) + \
     tuple(f"tuple[{t}, ...]" for t in ("bool", "int", "float", "str"))
-#: Environment variable holding the key that turns cell seeds and generator states into what sandbox children see
-#: (hex). Trusted processes inherit it; children get a scrubbed environment and cannot read another process's.
-KEY_ENV = "PRIVBENCH_SANDBOX_KEY"
-PUBLIC_KEY = hashlib.sha256(b"privbench public seeds").hexdigest()
+#: The key of a proxy used outside ``privbench submit`` (admission tests, a maintainer's own run): public, so such
+#: runs are not protected from a seed-aware submission; ``submit`` always sets a secret run key
+#: (:mod:`benchmark.keys`).
+UNKEYED = hashlib.sha256(b"privbench public seeds").digest()
 
 
 def _valid_default(value: Any, tname: str) -> bool:
@@ -716,26 +732,21 @@ def _nbytes(tensors: Mapping[str, Tensor]) -> int:
 
 
 def _key() -> bytes:
-    return bytes.fromhex(os.environ.get(KEY_ENV, PUBLIC_KEY))
+    return run_key() or UNKEYED
 
 
 def keyed_seed(seed: int) -> int:
-    """The seed a sandbox child sees for cell seed ``seed``: HMAC-SHA256 under the run's key (63 bits), so a child
-    cannot recompute the splits or recognise which caller a generator state comes from (held-out runs use a secret
-    key; public runs the public one, so their numbers reproduce anywhere)."""
-    import hmac
-
-    return int.from_bytes(hmac.new(_key(), f"seed:{seed}".encode(), "sha256").digest()[:8], "little") >> 1
+    """The seed a sandbox child sees for cell seed ``seed``, keyed by the run key (:mod:`benchmark.keys`): a child
+    cannot recompute the splits from it, nor tell a public seed from a held-out one."""
+    return keys.keyed_seed(_key(), "seed", seed)
 
 
 def _child_state(generator: torch.Generator) -> Tensor:
     """The state a child's generator starts from for a call with ``generator``: keyed from its state, which then
     advances by one draw (successive calls get fresh randomness, as in-process)."""
-    import hmac
-
-    digest = hmac.new(_key(), generator.get_state().numpy().tobytes(), "sha256").digest()
+    state = generator.get_state().numpy().tobytes().hex()
     torch.randint(0, 2, (1,), generator=generator)
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1).get_state()
+    return torch.Generator().manual_seed(keys.keyed_seed(_key(), "generator", state)).get_state()
 
 
 def _meta(reply: Any, did: str) -> ReleaseMeta:
@@ -763,49 +774,33 @@ def _meta(reply: Any, did: str) -> ReleaseMeta:
 class SandboxedDefense(Defense):
     """Base of the proxies: every call that runs the defense's code goes to a sandbox child.
 
-    ``build`` runs in a child of its own, closed when it returns; ``transform``, ``mask_generator`` and
-    ``public_info`` go to a second child that never saw the private split. Seeds and generator states are keyed
-    (:func:`keyed_seed`). A transform defense's release is checked on every build: the query child's
-    ``transform(private)`` under the build's release generator must reproduce it, so the algorithm attacks query is
-    the one that made the release."""
+    Every request (``build``, ``transform``, ``mask_generator``, ``public_info``) runs in a fresh child that
+    answers it and is closed: no child carries anything from one request to the next, so only the build's child
+    ever sees the private split, and the reproduction check below, an attack's query, a public run and a held-out
+    run all look alike from inside (one request of the same form, seeds and generator states keyed by the run's
+    secret key: :func:`keyed_seed`, :mod:`benchmark.keys`). A transform defense's release is checked on every
+    build: ``transform(private)`` under the build's release generator, in another fresh child, must reproduce it,
+    so the algorithm attacks query is the one that made the release."""
 
     source: Path
     limits: Limits
     description: Mapping[str, Any]
 
-    def __init__(self, params: Any = None) -> None:
-        super().__init__(params)
-        self._query: Optional[Session] = None
-
-    def _request(self, session: Session, op: str, header: Optional[Mapping[str, Any]],
-                 tensors: Mapping[str, Tensor], max_reply: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    def _ask(self, op: str, header: Optional[Mapping[str, Any]], tensors: Mapping[str, Tensor],
+             max_reply: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """One request in a fresh child, closed when it answers."""
         try:
-            return session.request(op, {"id": self.id, "params": dataclasses.asdict(self.params), **(header or {})},
-                                   tensors, max_reply)
+            session = Session(self.source, self.limits, label=self.source.name)
+            try:
+                return session.request(op, {"id": self.id, "params": dataclasses.asdict(self.params),
+                                            **(header or {})}, tensors, max_reply)
+            finally:
+                session.close()
         except SandboxError as e:
             raise SandboxError(f"defense {self.id!r}: {e}") from None
-
-    def _new_session(self) -> Session:
-        try:
-            return Session(self.source, self.limits, label=self.source.name)
-        except SandboxError as e:
-            raise SandboxError(f"defense {self.id!r}: {e}") from None
-
-    def _session(self) -> Session:
-        if self._query is None:
-            self._query = self._new_session()
-        return self._query
 
     def close(self) -> None:
-        if self._query is not None:
-            self._query.close()
-            self._query = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"params": self.params}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.params, self._query = state["params"], None
+        """Nothing to close: no child outlives its request."""
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         info = splits.info
@@ -814,11 +809,7 @@ class SandboxedDefense(Defense):
                   "info": {"name": info.name, "num_classes": info.num_classes, "shape": list(info.shape),
                            "sizes": {k: int(v) for k, v in info.sizes.items()}, "hash": "", "split_hashes": {}}}
         tensors = {**_tensors_of("private_", splits.private), **_tensors_of("aux_", splits.aux)}
-        builder = self._new_session()
-        try:
-            reply, t = self._request(builder, "build", header, tensors, 4 * _nbytes(tensors) + (64 << 20))
-        finally:
-            builder.close()
+        reply, t = self._ask("build", header, tensors, 4 * _nbytes(tensors) + (64 << 20))
         release = self._release(reply, t, splits)
         if Surface.TRANSFORM in self.surfaces:
             if release.data is None:
@@ -888,7 +879,7 @@ class SandboxedDefense(Defense):
         x = images if isinstance(images, ImageSet) else None
         tensors = _tensors_of("", x) if x is not None else {"images": images}
         shape = tuple((x.images if x is not None else images).shape)
-        reply = self._request(self._session(), "transform", None, {**tensors, "generator_state": state},
+        reply = self._ask("transform", None, {**tensors, "generator_state": state},
                               4 * _nbytes(tensors) + (16 << 20))[1]
         out = reply.get("images")
         if out is None or out.ndim != len(shape) or out.shape[0] != shape[0] or not out.is_floating_point():
@@ -909,7 +900,7 @@ class SandboxedDefense(Defense):
         if Surface.MASK not in self.surfaces:
             return super().mask_generator(images, generator)
         tensors = {"images": images, "generator_state": _child_state(generator)}
-        mask = self._request(self._session(), "mask", None, tensors, _nbytes(tensors) + (16 << 20))[1].get("mask")
+        mask = self._ask("mask", None, tensors, _nbytes(tensors) + (16 << 20))[1].get("mask")
         want = (len(images), 1, *images.shape[-2:])
         if mask is None or tuple(mask.shape) != want:
             raise SandboxError(f"defense {self.id!r}: mask generator returned "
@@ -917,7 +908,7 @@ class SandboxedDefense(Defense):
         return mask.to(torch.bool)
 
     def public_info(self, shape: tuple[int, int, int]) -> dict[str, Any]:
-        info = self._request(self._session(), "public_info", {"shape": list(shape)}, {}, 1 << 20)[0].get("info")
+        info = self._ask("public_info", {"shape": list(shape)}, {}, 1 << 20)[0].get("info")
         if not isinstance(info, dict):
             raise SandboxError(f"defense {self.id!r}: public_info must be a mapping")
         return info

@@ -13,6 +13,7 @@ from ..config import SplitConfig
 from ..contracts import DatasetInfo, ImageSet, Splits, check_images
 from ..errors import InputError
 from ..registry import Registry
+from ..keys import keyed_seed
 from ..seeding import derive_seed
 
 
@@ -122,8 +123,10 @@ def _spread_targets(identities: torch.Tensor, wanted: int, scale: str, name: str
     return eligible[:wanted].sort().values
 
 
-def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None) -> Splits:
-    """Load dataset ``name`` and split it with ``seed``.
+def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None,
+                key: bytes | None = None) -> Splits:
+    """Load dataset ``name`` and split it with ``seed`` (under the run ``key`` of a submission run, so that a
+    sandboxed defense cannot recompute the split or its targets from the seed: :mod:`benchmark.keys`).
 
     Sizes larger than the pool raise :class:`InputError` unless ``cfg.scale == "fit"`` (then they are scaled down
     proportionally); the record stores the sizes actually used.
@@ -133,7 +136,7 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
     check_images(pool.images, f"dataset {name!r}")
     if len(pool.images) == 0:
         raise InputError(f"dataset {name!r} is empty")
-    g = torch.Generator().manual_seed(derive_seed(seed, "splits"))
+    g = torch.Generator().manual_seed(derive_seed(seed, "splits") if key is None else keyed_seed(key, seed, "splits"))
     if pool.fixed_test is not None and pool.identities is not None:
         raise InputError(f"dataset {name!r} has both a fixed test split and identities; identity-disjoint splits "
                          "cannot keep a predefined test split")

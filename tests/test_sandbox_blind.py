@@ -1,0 +1,190 @@
+"""A seed-aware submission cannot find its seed or its targets: splits are keyed by the run key, and every request
+runs in a fresh child, so only the build's child sees the private split and requests look alike from inside.
+
+The cheat of issue 23: the submission carries its own copy of the public dataset (here: scikit-learn's digits,
+written into the package), matches its private images to dataset indices, searches the seed that produces that
+split with privbench's own split code, and releases noise for the attack targets only. Without a run key (the
+positive control) it finds the seed and hides exactly the targets; under a run key it finds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import SplitConfig, TaskConfig
+from benchmark.contracts import RunContext
+from benchmark.data import load_splits
+from benchmark.keys import KEY_ENV
+from benchmark.sandbox import Limits, Session, filesystem_isolation, proxy_classes, validate_description
+
+pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
+                                reason=f"no confinement here: {filesystem_isolation()}")
+
+SPLITS = SplitConfig(private=200, aux=200, test=200, targets=40)
+SEED = 7
+CHEAT = '''
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.config import SplitConfig
+from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
+from benchmark.data import DATASETS, Pool, load_splits
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+HERE = Path(__file__).parent
+SPLITS = SplitConfig(**json.loads((HERE / "splits.json").read_text()))
+
+
+@DATASETS.register("digits-copy")
+def _copy(options):
+    d = np.load(HERE / "digits.npz")
+    return Pool(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), 10)
+
+
+def _find(private):
+    """The seed whose public split has exactly these private images, and its targets (or -1, None)."""
+    for seed in range(64):
+        s = load_splits("digits-copy", SPLITS, seed)
+        if torch.equal(s.private.images, private):
+            return seed, s.targets
+    return -1, None
+
+
+@DEFENSES.register("seed-cheat")
+class SeedCheat(InputDefense):
+    surfaces = frozenset({Surface.DATA})
+
+    def apply(self, images, generator):
+        return images
+
+    def build(self, splits, ctx):
+        seed, targets = _find(splits.private.images)
+        x = splits.private.images.clone()
+        if targets is not None:
+            x[targets] = torch.rand(x[targets].shape, generator=ctx.generator("noise"))
+        return Release(data=ImageSet(x, splits.private.labels), meta=ReleaseMeta(extra={"found_seed": seed}))
+'''
+
+
+@pytest.fixture(scope="module")
+def cheat(tmp_path_factory) -> type:
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("cheat") / "cheat"
+    root.mkdir()
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    np.savez(root / "digits.npz", x=x, y=d.target.astype(np.int64))
+    (root / "splits.json").write_text(
+        '{"private": %d, "aux": %d, "test": %d, "targets": %d}' % (SPLITS.private, SPLITS.aux, SPLITS.test,
+                                                                  SPLITS.targets))
+    (root / "__init__.py").write_text(textwrap.dedent(CHEAT))
+    limits = Limits(wall_seconds=120)
+    s = Session(root, limits)
+    try:
+        description, problems = validate_description(s.hello["defenses"])
+    finally:
+        s.close()
+    assert not problems, problems
+    classes = proxy_classes(__name__, root, description, limits)
+    return next(iter(classes.values()))
+
+
+def _build(cls: type, key: bytes | None, monkeypatch) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    if key is None:
+        monkeypatch.delenv(KEY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(KEY_ENV, key.hex())
+    splits = load_splits("digits", SPLITS, SEED, key=key)
+    ctx = RunContext(seed=SEED, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    release = cls().build(splits, ctx)
+    return dict(release.meta.extra), release.data.images, splits.private.images, splits.targets
+
+
+def test_positive_control_without_a_run_key_the_cheat_finds_its_seed_and_hides_the_targets(cheat,
+                                                                                             monkeypatch) -> None:
+    extra, released, private, targets = _build(cheat, None, monkeypatch)
+    assert extra["found_seed"] == SEED
+    others = torch.ones(len(private), dtype=torch.bool)
+    others[targets] = False
+    assert not torch.equal(released[targets], private[targets])
+    assert torch.equal(released[others], private[others])
+
+
+def test_under_a_run_key_the_cheat_finds_no_seed_and_releases_the_targets_like_everything_else(cheat,
+                                                                                                  monkeypatch) -> None:
+    extra, released, private, targets = _build(cheat, bytes(range(32)), monkeypatch)
+    assert extra["found_seed"] == -1
+    assert torch.equal(released[targets], private[targets])  # the identity release: no target treated apart
+
+
+def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private_split(tmp_path, monkeypatch) -> None:
+    src = tmp_path / "plain.py"
+    src.write_text(textwrap.dedent('''
+        from benchmark.registry import DEFENSES
+        from defenses.base import InputDefense
+
+        @DEFENSES.register("plain-blend")
+        class PlainBlend(InputDefense):
+            def apply(self, images, generator):
+                return 0.5 * images + 0.5 * torch.rand(images.shape, generator=generator)
+
+        import torch
+    '''))
+    limits = Limits(wall_seconds=120)
+    s = Session(src, limits)
+    description, _ = validate_description(s.hello["defenses"])
+    s.close()
+    cls = next(iter(proxy_classes(__name__, src, description, limits).values()))
+    seen: list[tuple[int, str, dict]] = []
+    real = Session.request
+
+    def spy(self, op, header=None, tensors=None, max_reply_bytes=16 << 20):
+        seen.append((self._proc.pid, op, {k: v.shape for k, v in (tensors or {}).items()}))
+        return real(self, op, header, tensors, max_reply_bytes)
+
+    monkeypatch.setattr(Session, "request", spy)
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    d = cls()
+    d.build(splits, ctx)  # the build, then the reproduction check
+    d.transform(splits.aux.images, torch.Generator().manual_seed(1))  # an attack's query
+    assert [op for _, op, _ in seen] == ["build", "transform", "transform"]
+    assert len({pid for pid, _, _ in seen}) == 3  # three children, one request each
+    assert "private_images" in seen[0][2] and all("private_images" not in t for _, _, t in seen[1:])
+    assert seen[1][2] == seen[2][2]  # the check and the attack query have the same form (equal-size splits)
+
+
+def test_the_seed_a_child_sees_depends_on_the_run_key(monkeypatch) -> None:
+    from benchmark.keys import subkey
+    from benchmark.sandbox import keyed_seed
+
+    run = bytes(range(32))
+    seen = {}
+    for name, key in (("public", subkey(run, "public")), ("heldout", subkey(run, "heldout", b"5\n"))):
+        monkeypatch.setenv(KEY_ENV, key.hex())
+        seen[name] = keyed_seed(0)
+    monkeypatch.delenv(KEY_ENV)
+    assert len({seen["public"], seen["heldout"], keyed_seed(0)}) == 3
+
+
+def test_keyed_splits_differ_from_public_ones_but_reproduce_under_the_same_key() -> None:
+    key = bytes(range(32))
+    a, b = load_splits("digits", SPLITS, SEED, key=key), load_splits("digits", SPLITS, SEED, key=key)
+    plain = load_splits("digits", SPLITS, SEED)
+    assert torch.equal(a.private.images, b.private.images) and torch.equal(a.targets, b.targets)
+    assert not torch.equal(a.private.images, plain.private.images)
+    assert dataclasses.asdict(a.info)["split_hashes"] != dataclasses.asdict(plain.info)["split_hashes"]
