@@ -78,6 +78,25 @@ def _find(summary: Optional[list[Mapping[str, Any]]], row: Mapping[str, Any]) ->
     return None
 
 
+def claims_flag(claims: list[Mapping[str, Any]]) -> str:
+    """The "claims" cell of one configuration: ``unreliable: ...`` for claims that flatter the defense, then
+    ``not measured: ...``, claims outside their CI on the unflattering side, and claims checked against a cell
+    that is not ``ok`` (e.g. ``attack failed``); "claims within CI" only when every claim was measured by an ok
+    cell and lies inside its CI; empty without claims."""
+    def measured(c: Mapping[str, Any]) -> str:
+        return f"{c['quantity']} claimed {c['claimed']:.3g}, measured {c['measured']['mean']:.3g}"
+
+    checked = [c for c in claims if c["measured"] is not None]
+    parts = [label + "; ".join(texts) for label, texts in (
+        ("unreliable: ", [measured(c) for c in checked if c["optimistic"]]),
+        ("not measured: ", [c["quantity"] for c in claims if c["measured"] is None]),
+        ("conservative: ", [measured(c) for c in checked if c["outside"] and not c["optimistic"]]),
+        ("not established: ", [f"{c['quantity']} ({c['status']})" for c in checked if not c["outside"]
+                               and c["status"] not in (None, "ok")]),
+    ) if texts]
+    return "; ".join(parts) if parts else ("claims within CI" if claims else "")
+
+
 def build_board(entries: list[dict[str, Any]]) -> Board:
     first = entries[0]
     datasets = first["suite"]["datasets"]
@@ -104,12 +123,8 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
                         (not is_base and r["defense"] not in mine):
                     continue
                 h = _find(held, r)
-                flag = ""
-                if not is_base:
-                    bad = [c for c in e["claims"] if c["config"] == r["config"] and c["optimistic"]]
-                    flag = ("unreliable: " + "; ".join(f"{c['quantity']} claimed {c['claimed']:.3g}, measured "
-                                                       f"{c['measured']['mean']:.3g}" for c in bad)) if bad else \
-                        ("claims within CI" if any(c["config"] == r["config"] for c in e["claims"]) else "")
+                flag = "" if is_base else claims_flag([c for c in e["claims"] if c["config"] == r["config"]
+                                                       and c["dataset"] == r["dataset"]])
                 cells = {"entry": Cell.of_text("published baseline" if is_base else e["card"]["name"]),
                          "defense": Cell.of_text(r["config"]), "seeds": Cell.of_text(str(len(r["seeds"]))),
                          "utility": Cell.of(_interval(r["utility"])),

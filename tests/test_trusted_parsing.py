@@ -25,7 +25,7 @@ defenses:
 
 #: Defense params of nested aliases in under 700 bytes: nine levels of nine, 9**9 = 387 million strings once the
 #: params are copied or serialised.
-BILLION_LAUGHS = CARD + '    params:\n      l0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + \
+BILLION_LAUGHS = CARD + '    params:\n      l0: &a0 [' + ", ".join(['"lol"'] * 9) + ']\n' + \
     "".join(f"      l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
 
 
@@ -115,3 +115,62 @@ def test_text_release_metadata_is_kept_as_text_and_the_cell_record_validates() -
     record["metrics"]["release"].update(numbers)
     record["notes"].update(texts)
     validate(record, "cell with a self-reported accountant")  # an ok cell, not a failed one
+
+
+def _summary_row(**leakage: dict) -> dict:
+    return {"defense": "d", "params": {}, "config": "d", "dataset": "digits", "seeds": [0, 1, 2],
+            "utility": {"mean": 0.5, "lo": 0.4, "hi": 0.6, "seeds": 3}, "leakage": leakage}
+
+
+def test_a_claim_on_an_unmeasured_threat_model_reads_not_measured(tmp_path) -> None:
+    from benchmark.leaderboard import claims_flag
+    from benchmark.submit import check_claims
+
+    observer = {"status": "ok", "title": "", "interval": {"mean": 0.3, "lo": 0.2, "hi": 0.4, "seeds": 3}}
+    row = _summary_row(observer=observer, linker={"status": "not applicable", "title": "", "interval": None})
+    card = load_card(_write(tmp_path, CARD + "    claimed: {utility: 0.5, leakage: {observer: 0.3, linker: 0.1}}\n"))
+    claims = check_claims(card, [{}], [row])
+    by = {c["quantity"]: c for c in claims}
+    assert by["leakage:linker"]["measured"] is None and by["leakage:linker"]["outside"] is None
+    assert by["leakage:linker"]["note"] == "not measured (no attack of this threat model ran)"
+    assert by["utility"]["outside"] is False and by["leakage:observer"]["outside"] is False
+    assert claims_flag(claims) == "not measured: leakage:linker"
+    assert claims_flag([by["utility"], by["leakage:observer"]]) == "claims within CI"
+    assert claims_flag([]) == ""
+
+    no_utility = check_claims(card, [{}], [{**row, "utility": None}])
+    assert [c["note"] for c in no_utility if c["quantity"] == "utility"] == ["not measured (no utility was measured)"]
+    nothing_ran = check_claims(card, [{}], [])
+    assert len(nothing_ran) == 3 and all(c["note"].startswith("not measured") for c in nothing_ran)
+
+    failed = {**observer, "status": "attack failed"}
+    (c,) = [c for c in check_claims(card, [{}], [_summary_row(observer=failed)]) if c["quantity"] == "leakage:observer"]
+    assert claims_flag([c]) == "not established: leakage:observer (attack failed)"
+
+
+def _crafted_entries(tmp_path: Path, edit) -> Path:
+    """A copy of the committed submission.json, changed by ``edit(entry)``, in its own directory tree."""
+    import json
+
+    entry = json.loads((ROOT / "submissions" / "noisy-blend" / "submission.json").read_text())
+    edit(entry)
+    path = tmp_path / "subs" / "crafted" / "submission.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(entry))
+    return tmp_path / "subs"
+
+
+def test_the_leaderboard_never_says_within_ci_for_an_unmeasured_claim(tmp_path) -> None:
+    from benchmark.leaderboard import build
+
+    def edit(entry: dict) -> None:
+        entry["claims"] = [{"defense": "noisy-blend", "config": "noisy-blend alpha=0.8", "dataset": "mnist5k",
+                            "quantity": "leakage:server", "claimed": 0.0, "measured": None, "status": None,
+                            "outside": None, "optimistic": False, "note": "not measured (no attack of this threat "
+                            "model ran)"}]
+
+    build(_crafted_entries(tmp_path, edit), tmp_path / "board")
+    md = (tmp_path / "board" / "submissions.md").read_text()
+    (row,) = [line for line in md.splitlines() if "noisy-blend alpha=0.8" in line]
+    assert "| not measured: leakage:server |" in row
+    assert "within CI" not in md + (tmp_path / "board" / "submissions-mnist5k.csv").read_text()
