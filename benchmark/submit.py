@@ -158,16 +158,30 @@ def load_card(path: Path) -> Card:
 
 
 def source_files(path: Path) -> list[Path]:
-    """The submission's files: the ``.py`` file, or every file of the package directory (sorted)."""
+    """The submission's files: the ``.py`` file, or every file of the package directory (sorted, ``__pycache__``
+    left out). A package holding a symbolic link or anything but regular files and directories is refused (its
+    hash and snapshot would follow the link out of the package, or block on a FIFO)."""
     path = Path(path)
     if path.is_file():
         if path.suffix != ".py":
             raise AdmissionError(f"{path}: a submission is a Python file (.py) or a package directory")
         return [path]
     if path.is_dir():
+        files = []
+        for parent, dirs, names in os.walk(path):  # does not follow links to directories (they are refused here)
+            for name in sorted(dirs + names):
+                entry = Path(parent) / name
+                if entry.is_symlink():
+                    raise AdmissionError(f"{path}: {entry.relative_to(path)} is a symbolic link (to "
+                                         f"{os.readlink(entry)!r}); a package submission holds regular files only")
+                if name in names and not entry.is_file():
+                    raise AdmissionError(f"{path}: {entry.relative_to(path)} is not a regular file; a package "
+                                         "submission holds regular files only")
+            if "__pycache__" not in Path(parent).relative_to(path).parts:
+                files += [Path(parent) / n for n in names]
         if not (path / "__init__.py").is_file():
             raise AdmissionError(f"{path}: a package directory needs an __init__.py that registers the defenses")
-        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        return sorted(files)
     raise AdmissionError(f"{path}: no such file or directory")
 
 
@@ -204,9 +218,11 @@ def read_heldout_seeds(path: Optional[Path]) -> tuple[int, ...]:
 
 
 def snapshot(source: Path, dest: Path) -> Path:
-    """Copy the submission to ``dest`` (symlinks kept as links, which the sandbox cannot follow out of it): the run
-    imports and hashes this copy, so what ran is what the entry's SHA-256 names."""
+    """Copy the submission to ``dest`` after :func:`source_files` has checked it (no symbolic link, regular files
+    only; checked again on the copy when it is hashed): the run imports and hashes this copy, so what ran is what
+    the entry's SHA-256 names."""
     source = Path(source)
+    source_files(source)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)

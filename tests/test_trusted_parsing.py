@@ -174,3 +174,45 @@ def test_the_leaderboard_never_says_within_ci_for_an_unmeasured_claim(tmp_path) 
     (row,) = [line for line in md.splitlines() if "noisy-blend alpha=0.8" in line]
     assert "| not measured: leakage:server |" in row
     assert "within CI" not in md + (tmp_path / "board" / "submissions-mnist5k.csv").read_text()
+
+
+def _package(tmp_path: Path) -> Path:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import sub\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    return pkg
+
+
+@pytest.mark.parametrize("make_link", ["file", "directory", "dangling"])
+def test_a_package_with_a_symlink_is_refused_naming_the_link_before_anything_is_copied(tmp_path, make_link) -> None:
+    import os
+
+    from benchmark.submit import snapshot, source_files, source_hash
+
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "heldout-seeds.txt").write_text("1234\n")
+    pkg = _package(tmp_path)
+    assert [p.relative_to(pkg).as_posix() for p in source_files(pkg)] == ["__init__.py", "sub/__init__.py"]
+    target = {"file": secret / "heldout-seeds.txt", "directory": secret, "dangling": tmp_path / "gone"}[make_link]
+    os.symlink(target, pkg / "sub" / "data")
+    message = f"{pkg}: sub/data is a symbolic link \\(to '{target}'\\); a package submission holds regular files"
+    for check in (source_files, source_hash):
+        with pytest.raises(AdmissionError, match=message):
+            check(pkg)
+    dest = tmp_path / "snapshot"
+    with pytest.raises(AdmissionError, match=message):
+        snapshot(pkg, dest)
+    assert not dest.exists()
+
+
+def test_a_package_with_a_fifo_is_refused(tmp_path) -> None:
+    import os
+
+    from benchmark.submit import source_files
+
+    pkg = _package(tmp_path)
+    os.mkfifo(pkg / "pipe")
+    with pytest.raises(AdmissionError, match=f"{pkg}: pipe is not a regular file"):
+        source_files(pkg)
