@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import keyword
+import math
 import os
 import re
 import resource
@@ -133,12 +134,35 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a reply")
 
 
+#: Largest magnitudes in a frame's header: floats (seconds, bits, self-reported epsilon) and integers (sizes,
+#: 63-bit seeds). Beyond them, or not finite (``1e999`` parses to infinity), a frame is malformed, not a value
+#: that crashes the trusted side later.
+MAX_NUMBER, MAX_INT = 1e15, (1 << 63) - 1
+
+
+def _bounded_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise ValueError(f"number {text[:40]} is not finite or exceeds {MAX_NUMBER:g}")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # before int(): a 10**400 literal is refused without building it
+        raise ValueError(f"integer of {len(text)} digits exceeds 2**63")
+    value = int(text)
+    if abs(value) > MAX_INT:
+        raise ValueError(f"integer {text} exceeds 2**63")
+    return value
+
+
 def decode(head: bytes, body: bytes) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Parse a frame; anything but a JSON object and a safetensors payload raises :class:`SandboxError`."""
     from safetensors.torch import load
 
     try:
-        header = json.loads(head.decode(), parse_constant=_no_constant)
+        header = json.loads(head.decode(), parse_constant=_no_constant, parse_float=_bounded_float,
+                            parse_int=_bounded_int)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise SandboxError(f"malformed reply header ({type(e).__name__}: {str(e)[:200]}); replies are JSON + "
                            "safetensors, never pickles") from None

@@ -32,7 +32,8 @@ import yaml
 
 from .errors import InputError
 from .leaderboard import SUBMISSION_SCHEMA
-from .sandbox import (KEY_ENV, PUBLIC_KEY, Limits, SandboxError, Session, filesystem_isolation, validate_description,
+from .keys import KEY_ENV, load_or_create, subkey
+from .sandbox import (Limits, SandboxError, Session, filesystem_isolation, readable_by_child, validate_description,
                       write_proxy_module)
 from .threats import ThreatModel
 from .yamlsafe import CARD_MAX_BYTES, load_file
@@ -346,7 +347,8 @@ class SubmitOptions:
     limits: Limits = Limits()
     progress: bool = True
     plugins: tuple[str, ...] = ()  # --plugin files (attacks or datasets of a custom protocol)
-    allow_unconfined: bool = False  # run without Landlock (only inside a disposable VM or container)
+    allow_unconfined: bool = False  # run without Landlock and seccomp (only inside a disposable VM or container)
+    sandbox_key: Optional[Path] = None  # the run key (benchmark.keys); default OUT/.sandbox-key, created once
 
 
 def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
@@ -425,10 +427,10 @@ def _slim(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _key(key: str) -> Iterator[None]:
-    """The sandbox key (:func:`benchmark.sandbox.keyed_seed`) for this process and the workers it spawns."""
+def _key(key: bytes) -> Iterator[None]:
+    """The run key (:mod:`benchmark.keys`) for this process and the workers it spawns."""
     old = os.environ.get(KEY_ENV)
-    os.environ[KEY_ENV] = key
+    os.environ[KEY_ENV] = key.hex()
     try:
         yield
     finally:
@@ -438,7 +440,8 @@ def _key(key: str) -> Iterator[None]:
             os.environ[KEY_ENV] = old
 
 
-def admit(opts: SubmitOptions, card: Card, out: Path) -> tuple[dict[str, Any], bool, Path, Any, list[str], str]:
+def admit(opts: SubmitOptions, card: Card, out: Path,
+          public_key: bytes) -> tuple[dict[str, Any], bool, Path, Any, list[str], str]:
     """Everything before the run: snapshot, description, proxy module, suite, tiny-batch checks. On refusal,
     whatever it wrote is removed. Returns ``(description, confined, proxy file, suite, checks, source sha256)``."""
     from .config import load_suite
@@ -458,7 +461,7 @@ def admit(opts: SubmitOptions, card: Card, out: Path) -> tuple[dict[str, Any], b
                                    description, opts.limits)
         load_plugin_file(proxy)
         suite = load_suite(submission_suite(opts.suite, card, out))
-        with _key(PUBLIC_KEY):
+        with _key(public_key):
             checks = tiny_batch_checks(suite, card)
     except BaseException:
         for p in created:
@@ -481,26 +484,32 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
 
     if opts.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
+    opts = dataclasses.replace(opts, limits=dataclasses.replace(opts.limits, allow_unconfined=opts.allow_unconfined))
     resolve_device(opts.device)
     card = load_card(opts.card)
     out = Path(opts.out) if opts.out is not None else Path("submissions") / card.slug
     heldout_file = opts.heldout_seeds or (Path(os.environ[HELDOUT_ENV]) if os.environ.get(HELDOUT_ENV) else None)
     heldout = read_heldout_seeds(heldout_file)
+    key_file = Path(opts.sandbox_key) if opts.sandbox_key is not None else out / ".sandbox-key"
+    for what, p in (("--out", out), ("the sandbox key", key_file), ("the held-out seed file", heldout_file)):
+        if p is not None and readable_by_child(p):
+            raise InputError(f"{what} {p} lies where sandbox children may read (system directories, the "
+                             "interpreter, the project's packages); choose a path outside them")
+    run = load_or_create(key_file)  # a resumed run reuses it, so its splits and cells stay the same
     (out / "submission.json").unlink(missing_ok=True)  # a refused or failed re-run leaves no stale entry
-    description, confined, proxy, suite, checks, digest = admit(opts, card, out)
+    description, confined, proxy, suite, checks, digest = admit(opts, card, out, subkey(run, "public"))
     if set(heldout) & set(suite.seeds):
         raise InputError(f"held-out seeds overlap the public seeds {list(suite.seeds)}")
     common = dict(jobs=opts.jobs, device=opts.device, progress=opts.progress,
                   plugins=tuple(opts.plugins) + (str(proxy.resolve()),))
-    with _key(PUBLIC_KEY):
+    with _key(subkey(run, "public")):
         public = run_suite(suite, RunOptions(out=out / "public", **common))
     summary = config_summaries(load_frame(out / "public"))
     entry_heldout = None
     failed = public.failed
     if heldout:
         assert heldout_file is not None
-        secret = hashlib.sha256(b"privbench held-out key\0" + Path(heldout_file).read_bytes()).hexdigest()
-        with _key(secret):
+        with _key(subkey(run, "heldout", Path(heldout_file).read_bytes())):
             h = run_suite(dataclasses.replace(suite, seeds=heldout), RunOptions(out=out / "heldout", **common))
         failed += h.failed
         entry_heldout = {"n_seeds": len(heldout), "summary": _slim(config_summaries(load_frame(out / "heldout"))),
@@ -518,8 +527,10 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
         "defenses": description,
         "admission": {"checks": checks},
         "sandbox": {"limits": dataclasses.asdict(opts.limits), "confined": confined,
-                    "note": "Landlock: reads of system, interpreter, project packages and the submission; writes in "
-                            "its own directory" if confined else f"NOT confined: {filesystem_isolation()}"},
+                    "note": "one fresh child per request, confined before it starts (namespaces, Landlock: reads of "
+                            "system, interpreter, project packages and the submission but no dataset, writes in its "
+                            "own directory; seccomp; no capabilities); splits, targets and seeds keyed by a secret "
+                            "run key" if confined else f"NOT confined: {filesystem_isolation()}"},
         "suite": {"name": suite.name, "datasets": list(suite.datasets), "attacks": [a.label for a in suite.attacks],
                   "public_seeds": list(suite.seeds)},
         "public": {"summary": summary, "failed_cells": public.failed},

@@ -374,3 +374,22 @@ def test_the_committed_submissions_leaderboard_is_generated_from_the_committed_e
     assert sorted(p.name for p in written) == sorted(p.name for p in board.iterdir())
     for path in written:
         assert path.read_bytes() == (board / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("number", ["1e999", "1" + "0" * 400, "-1e999"])
+def test_a_reply_with_an_unbounded_number_is_malformed_not_a_crash(tmp_path, number) -> None:
+    body = f"""
+    import os, struct
+    head = b'{{"ok": true, "meta": {{"epsilon": {number}, "extra": {{}}}}}}'
+    frame = struct.pack("<QQ", len(head), 0) + head
+    for fd in range(3, 64):
+        try:
+            if os.get_blocking(fd) is not None and os.fstat(fd).st_mode & 0o010000:  # a pipe
+                os.write(fd, frame)
+        except OSError:
+            pass
+    import time; time.sleep(30)
+    """
+    s = Session(_hostile(tmp_path, body), Limits(wall_seconds=20))
+    with pytest.raises(SandboxError, match="malformed reply header .*(not finite|exceeds)"):
+        _build(s, "hostile")
