@@ -213,3 +213,22 @@ def test_no_readable_root_holds_a_dataset_or_the_run_output(tmp_path) -> None:
     for r in read:
         assert not any(r == d or r.startswith(d + "/") or d.startswith(r + "/") for d in denied), r
     assert not any(p.startswith(str(Path.cwd() / "leaderboards")) for p in read + listed)
+
+
+def test_the_bootstrap_refuses_to_start_a_child_when_a_required_layer_is_missing(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from benchmark import confine
+
+    marker = tmp_path / "child-ran"
+    spec = {"exec": [sys.executable, "-I", "-c", f"open({str(marker)!r}, 'w')"], "cwd": str(tmp_path),
+            "read": [], "write": [str(tmp_path)], "limits": {"memory_bytes": 1 << 30, "cpu_seconds": 10,
+                                                             "file_bytes": 1 << 20},
+            "namespaces": False, "require": ["namespaces"]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-I", "-S", confine.__file__, str(tmp_path / "spec.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == confine.REFUSED
+    assert "refused to start the child: cannot create namespaces" in done.stderr
+    assert not marker.exists()
