@@ -272,8 +272,10 @@ def describe(path: Path, card: Card, limits: Limits) -> tuple[dict[str, Any], bo
 
 def _tiny_splits(suite: Any, n: int = 8) -> Any:
     from .data import load_splits
+    from .keys import run_key
 
-    splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]))
+    splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]),
+                         run_key())  # keyed like the run's (admission runs under the public key)
     idx = torch.arange(min(n, len(splits.private)))
     return dataclasses.replace(splits, private=splits.private.subset(idx), aux=splits.aux.subset(idx),
                                test=splits.test.subset(idx), targets=torch.arange(len(idx)))
