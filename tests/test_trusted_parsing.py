@@ -1,6 +1,6 @@
 """Trusted-side parsing of untrusted submission input: cards and suites through the one strict YAML loader, no
 symlink in a package submission, text release metadata kept as text, unmeasured claims never "within CI", and
-card text escaped in the leaderboard's CSV and Markdown."""
+formula text from a card inert in the leaderboard's CSV."""
 
 from __future__ import annotations
 
