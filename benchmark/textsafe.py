@@ -22,11 +22,13 @@ def printable(text: str) -> str:
 
 
 def markdown_cell(text: Any) -> str:
-    """``text`` as one Markdown table cell or inline run: newlines become spaces, ``|`` is escaped, and ``&``,
-    ``<``, ``>`` become entities (no raw HTML reaches a renderer; the text reads the same)."""
-    s = printable(str(text))
+    """``text`` as one Markdown table cell or inline run: newlines become spaces; ``\\``, ``|``, ``[`` and ``]`` are
+    backslash-escaped (so ``\\|`` cannot un-escape a pipe, and no link or remote image forms); ``&``, ``<``, ``>``
+    become entities (no raw HTML reaches a renderer). The text reads the same once rendered."""
+    s = printable(str(text)).replace("\\", "\\\\")
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join(s.splitlines()).replace("|", r"\|")
+    s = " ".join(s.splitlines())
+    return s.replace("|", r"\|").replace("[", r"\[").replace("]", r"\]")
 
 
 def csv_cell(value: Any) -> Any:

@@ -4,7 +4,11 @@ Every file under a directory (recursively, sorted) with an image extension is de
 nothing is unpickled, no plugin runs. A file that cannot be read is *skipped* with its reason, never a crash:
 zero-byte files, non-images with an image extension, corrupt or truncated data, decompression bombs (more than
 ``max_pixels`` pixels, checked from the header before decoding), symlinks that leave the directory, unreadable
-files. Video files (``.mp4``, ``.avi``, ...) contribute ``frames`` frames each, decoded with PyAV.
+files. Video files (``.mp4``, ``.avi``, ...) contribute ``frames`` frames each, decoded with PyAV from a container
+identified by its first bytes (:func:`sniff_container`: MP4/QuickTime, Matroska/WebM or AVI, never a script such as
+ffconcat or a playlist that names other files), through the ``file`` protocol only, with frames over ``max_pixels``
+refused from the header and by the decoder itself. The walk never follows a directory symlink; symlinks that leave
+the directory, loop or dangle are skipped with their reason.
 
 Normalisation rule (documented in docs/AUDIT.md): EXIF orientation applied; palette, grey, CMYK, 16-bit and alpha
 images converted to 8-bit RGB (alpha composited over white); the shorter side resized to ``size`` with Pillow's
@@ -14,12 +18,15 @@ therefore comparable; the original size and mode of each file are kept for the r
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from types import MappingProxyType
+from typing import Optional
 
 import numpy as np
 
@@ -30,6 +37,13 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 #: Largest image decoded (pixels): 64 MP, well above any camera frame, far below a decompression bomb.
 MAX_PIXELS = 64_000_000
 MAX_FILE_BYTES = 512 << 20
+#: QuickTime/MP4 top-level atoms a file may start with (``ftyp`` in every MP4; older QuickTime files may open with
+#: one of the others).
+_QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+#: The only FFmpeg demuxers the audit uses, with their options. None of them opens a second file: QuickTime's
+#: external data references (``dref``) are off. ffconcat, HLS/DASH playlists and image2 patterns are never used.
+VIDEO_CONTAINERS = MappingProxyType({"mov": (("enable_drefs", "0"), ("use_absolute_path", "0")), "matroska": (),
+                                     "avi": ()})
 
 
 class Unreadable(Exception):
@@ -47,7 +61,8 @@ class Folder:
     """Images of one directory after normalisation.
 
     ``images``: ``(N, size, size, 3)`` uint8 RGB; ``names``: relative paths (``clip.mp4#3`` for a video's 4th
-    sampled frame); ``info``: the original ``WxH mode`` of each; ``skipped``: what could not be read, and why.
+    sampled frame); ``info``: the original ``WxH mode`` of each; ``skipped``: what could not be read, and why;
+    ``sources``: the checked real path of each image file (``None`` for a video frame).
     """
 
     root: Path
@@ -55,6 +70,7 @@ class Folder:
     names: list[str]
     info: list[str]
     skipped: list[Skipped] = field(default_factory=list)
+    sources: list[Optional[Path]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -139,26 +155,150 @@ def load_image_bytes(data: bytes, size: int, max_pixels: int = MAX_PIXELS, detec
             raise Unreadable(f"not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
-def _video_frames(path: Path, size: int, frames: int) -> Iterator[tuple[np.ndarray, str, str]]:
-    from ..data.video import read_clip
+def sniff_container(head: bytes) -> Optional[str]:
+    """The FFmpeg demuxer for a file starting with ``head`` (its first 12 bytes or more): ``"mov"`` (MP4/QuickTime),
+    ``"matroska"`` (Matroska/WebM, EBML magic ``1A 45 DF A3``), ``"avi"`` (``RIFF....AVI ``); ``None`` for anything
+    else, such as an ffconcat script or a playlist."""
+    if len(head) >= 8 and head[4:8] in _QUICKTIME_ATOMS:
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return None
 
+
+def read_video(path: Path, size: int, frames: int, max_pixels: int = MAX_PIXELS) -> tuple[list[np.ndarray], str]:
+    """The first ``frames`` frames of the video at ``path``, normalised like images (:func:`normalise`), and its
+    ``"WxH video"`` description. The demuxer is chosen from the file's first bytes and forced (never probed), only
+    the ``file`` protocol is allowed, and frames over ``max_pixels`` are refused from the stream header and by the
+    decoder (FFmpeg's ``max_pixels``, also while the streams are probed). Raises :class:`Unreadable` with the
+    reason for anything else."""
+    import av
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+    fmt = sniff_container(head)
+    if fmt is None:
+        raise Unreadable(f"not an MP4/QuickTime, Matroska/WebM or AVI container (starts with {head[:8]!r}); other "
+                         "formats, such as ffconcat scripts and playlists, are refused")
+    limit = str(max_pixels)
+    w = h = 0
+    out: list[np.ndarray] = []
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg's last error line goes into the reason; Capture keeps it quiet
     try:
-        clip = read_clip(path, frames, size, step=1)
-    except InputError as e:
-        raise Unreadable(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - PyAV raises many types on hostile data
-        raise Unreadable(f"not a readable video ({type(e).__name__}: {str(e)[:120]})") from None
-    for i, frame in enumerate(clip):
-        yield frame, f"#{i}", "video frame"
+        with av.logging.Capture():
+            # options reach the demuxer and the decoders that probe each stream; container_options the demuxer only
+            with av.open(str(path), format=fmt, options={"max_pixels": limit},
+                         container_options={"protocol_whitelist": "file", **dict(VIDEO_CONTAINERS[fmt])}) as container:
+                if container.format.name not in VIDEO_CONTAINERS:
+                    raise Unreadable(f"opened as {container.format.name!r}, not {', '.join(VIDEO_CONTAINERS)}")
+                if not container.streams.video:
+                    raise Unreadable("has no video stream")
+                stream = container.streams.video[0]
+                cc = stream.codec_context
+                w, h = cc.width, cc.height
+                if w * h > max_pixels:
+                    raise Unreadable(_too_big(w, h, max_pixels))
+                cc.options = {**cc.options, "max_pixels": limit}  # also refuses a frame size changing mid-stream
+                for frame in container.decode(stream):
+                    if frame.width * frame.height > max_pixels:
+                        raise Unreadable(_too_big(frame.width, frame.height, max_pixels))
+                    w, h = frame.width, frame.height
+                    out.append(normalise(frame.to_image(), size))
+                    if len(out) == frames:
+                        break
+    except Unreadable:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyAV raises many types on hostile data; each is a skip reason
+        log = getattr(e, "log", None)  # FFmpeg's last error line, e.g. a frame size the probe had to decode to learn
+        detail = log[2].strip() if isinstance(log, tuple) and len(log) == 3 else ""
+        m = re.search(r"Picture size (\d+)x(\d+) exceeds specified max pixel count (\d+)", detail)
+        if m and int(m.group(3)) == max_pixels:
+            raise Unreadable(_too_big(int(m.group(1)), int(m.group(2)), max_pixels) + ", refused by the decoder"
+                             ) from None
+        text = str(e).split("; last error log")[0][:120] + (f"; FFmpeg: {detail[:120]}" if detail else "")
+        raise Unreadable(f"not a readable video ({type(e).__name__}: {text})") from None
+    finally:
+        av.logging.set_level(level)
+    if len(out) < frames:
+        raise Unreadable(f"{len(out)} decodable frames; {frames} needed")
+    return out, f"{w}x{h} video"
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """Candidate files under ``root`` (recursively, sorted; hidden files and directories skipped)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+def _too_big(w: int, h: int, max_pixels: int) -> str:
+    return f"video frames of {w}x{h} = {w * h} pixels exceed the limit of {max_pixels} (a decompression bomb?)"
+
+
+def _resolve(path: Path) -> Path:
+    """``path`` with every symlink resolved; :class:`Unreadable` for a symlink loop or a missing target."""
+    try:
+        return path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop as RuntimeError("Symlink loop from ...")
+        raise Unreadable("symlink loop") from None
+    except FileNotFoundError:
+        raise Unreadable("dangling symlink (its target does not exist)" if path.is_symlink()
+                         else "does not exist (removed while reading?)") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Unreadable("symlink loop") from None
+        raise
+
+
+def _inside(path: Path, base: Path, root: Path) -> Path:
+    """The real path of ``path``, checked to lie under ``base`` (the resolved ``root``) and to be a regular file."""
+    real = _resolve(path)
+    if not real.is_relative_to(base):
+        raise Unreadable(f"symlink pointing outside {root} ({real})")
+    if not real.is_file():
+        raise Unreadable("not a regular file")
+    return real
+
+
+def scan(root: Path) -> tuple[list[Path], list[Skipped]]:
+    """Candidate files under ``root`` (recursively, sorted, depth first; hidden files and directories left out) and
+    the entries skipped while walking, with their reasons: directory symlinks (never followed: out of ``root``, back
+    to an ancestor, or elsewhere inside), symlink loops, dangling symlinks, directories that cannot be listed. The
+    walk keeps its own stack, so no nesting depth exhausts Python's recursion limit."""
+    base = root.resolve()
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as e:
+            rel = Path(d).relative_to(root).as_posix()
+            skipped.append(Skipped(rel, f"cannot list directory ({e.strerror or type(e).__name__})"))
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_symlink():
+                    real = _resolve(path)
+                    if real.is_dir():
+                        if not real.is_relative_to(base):
+                            raise Unreadable(f"directory symlink pointing outside {root} ({real}); not followed")
+                        if path.parent.resolve().is_relative_to(real):
+                            raise Unreadable("symlink loop (a directory symlink to its own ancestor); not followed")
+                        raise Unreadable("directory symlink inside the release; not followed (its files are read "
+                                         "where they lie)")
+                    files.append(path)
+                elif entry.is_dir(follow_symlinks=False):
+                    subdirs.append(path)
+                else:
+                    files.append(path)
+            except Unreadable as e:
+                skipped.append(Skipped(path.relative_to(root).as_posix(), str(e)))
+            except OSError as e:
+                skipped.append(Skipped(path.relative_to(root).as_posix(),
+                                       f"cannot read ({e.strerror or type(e).__name__})"))
+        stack.extend(reversed(subdirs))
+    return files, skipped
 
 
 def read_folder(root: Path, size: int = 64, frames: int = 8, max_pixels: int = MAX_PIXELS,
@@ -174,27 +314,25 @@ def read_folder(root: Path, size: int = 64, frames: int = 8, max_pixels: int = M
     if not root.is_dir():
         raise InputError(f"{what} path {root} is not a directory")
     base = root.resolve()
-    images, names, info, skipped = [], [], [], []
-    candidates = list(iter_files(root))
-    files = [p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    images, names, info, sources = [], [], [], []
+    candidates, skipped = scan(root)
+    kinds = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    files = [p for p in candidates if p.suffix.lower() in kinds]
     skipped += [Skipped(p.relative_to(root).as_posix(), f"not an image or video extension ({p.suffix or 'none'})")
-                for p in candidates if p.suffix.lower() not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+                for p in candidates if p.suffix.lower() not in kinds]
     for path in tqdm(files, desc=f"reading {what}", unit="file", disable=not progress, dynamic_ncols=True):
         rel = path.relative_to(root).as_posix()
         try:
-            real = path.resolve()
-            if not real.is_relative_to(base):
-                raise Unreadable(f"symlink pointing outside {root} ({real})")
-            if not real.is_file():
-                raise Unreadable("not a regular file")
+            real = _inside(path, base, root)
             st = real.stat()
             if st.st_size > MAX_FILE_BYTES:
                 raise Unreadable(f"{st.st_size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                for frame, suffix, kind in _video_frames(real, size, frames):
-                    images.append(frame)
-                    names.append(rel + suffix)
-                    info.append(kind)
+                clip, desc = read_video(real, size, frames, max_pixels)
+                images += clip
+                names += [f"{rel}#{i}" for i in range(len(clip))]
+                info += [desc] * len(clip)
+                sources += [None] * len(clip)
                 continue
             array, desc = load_image_bytes(real.read_bytes(), size, max_pixels)
         except Unreadable as e:
@@ -206,18 +344,21 @@ def read_folder(root: Path, size: int = 64, frames: int = 8, max_pixels: int = M
         images.append(array)
         names.append(rel)
         info.append(desc)
+        sources.append(real)
     if not images:
-        detail = f"; {len(skipped)} skipped, e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        detail = f"; {len(skipped)} skipped, e.g. {skipped[0].path!r}: {skipped[0].reason!r}" if skipped else ""
         raise InputError(f"{what} directory {root} holds no readable image or video file{detail}")
-    return Folder(root, np.stack(images), names, info, skipped)
+    return Folder(root, np.stack(images), names, info, skipped, sources)
 
 
 def detection_view(folder: Folder, index: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Image ``index`` of ``folder`` re-read whole for the detectors (video frames: the normalised frame)."""
-    name = folder.names[index]
-    if "#" in name:
+    """Image ``index`` of ``folder`` re-read whole for the detectors (video frames: the normalised frame). The file
+    is checked again to lie inside the folder; if it no longer reads, the normalised image is used."""
+    source = folder.sources[index] if index < len(folder.sources) else None
+    if source is None:
         return folder.images[index]
     try:
-        return load_image_bytes((folder.root / name).read_bytes(), 0, max_pixels, detect=True)[0]
+        real = _inside(source, Path(folder.root).resolve(), folder.root)
+        return load_image_bytes(real.read_bytes(), 0, max_pixels, detect=True)[0]
     except (Unreadable, OSError):
         return folder.images[index]

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..textsafe import csv_cell, markdown_cell, printable
 from . import AuditResult, config_dict
 
 
@@ -49,7 +50,8 @@ def _json_safe(x: Any) -> Any:
 
 
 def _skipped(result: AuditResult) -> list[dict[str, str]]:
-    return [{"set": k, "path": x.path, "reason": x.reason}
+    """Skipped files of every input (file names and reasons without control characters)."""
+    return [{"set": k, "path": printable(x.path), "reason": printable(x.reason)}
             for k, f in (("release", result.release), ("originals", result.originals), ("aux", result.aux))
             if f is not None for x in f.skipped]
 
@@ -72,10 +74,13 @@ def summary(result: AuditResult) -> dict[str, Any]:
 
 
 def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
-    lines = ["# privbench audit\n", f"Release `{result.release.root}` ({len(result.release)} images) against "
-             f"originals `{result.originals.root}` ({len(result.originals)} images)"
-             + (f" and aux `{result.aux.root}` ({len(result.aux)})" if result.aux is not None else "") + ".\n",
-             ("**Over threshold:** " + "; ".join(s["failures"]) if s["failures"] else
+    """``report.md``. Every piece of text that is not ours (directory and file names, skip reasons, which quote
+    them) goes through :func:`markdown_cell`: no name can start a line, a table cell or raw HTML."""
+    md = markdown_cell
+    lines = ["# privbench audit\n", f"Release {md(result.release.root)} ({len(result.release)} images) against "
+             f"originals {md(result.originals.root)} ({len(result.originals)} images)"
+             + (f" and aux {md(result.aux.root)} ({len(result.aux)})" if result.aux is not None else "") + ".\n",
+             ("**Over threshold:** " + md("; ".join(s["failures"])) if s["failures"] else
               "Every risk is under its --fail-on threshold." if result.config.fail_on else
               "No --fail-on thresholds were given.") + "\n",
              "| risk | value (95% CI) | estimate | baseline | n | threshold | meaning |",
@@ -83,11 +88,11 @@ def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
     for r in result.risks:
         cal = "not applicable" if r.value is None else f"{_f(r.value)} [{_f(r.lo)}, {_f(r.hi)}]"
         meaning = r.meaning + (f" ({r.reason})" if r.reason else "")
-        lines.append(f"| {r.name} | {cal} | {_f(r.estimate)} | {_f(r.baseline)} | {r.n} | "
-                     f"{_f(s['risks'][r.name]['fail_on'])} | {meaning.replace('|', '/')} |")
+        lines.append(f"| {md(r.name)} | {cal} | {_f(r.estimate)} | {_f(r.baseline)} | {r.n} | "
+                     f"{_f(s['risks'][r.name]['fail_on'])} | {md(meaning)} |")
     skipped = _skipped(result)
     lines.append(f"\n## Skipped files ({len(skipped)})\n")
-    lines += [f"- {x['set']}: `{x['path']}`: {x['reason']}" for x in skipped] or ["None: every file was read."]
+    lines += [f"- {x['set']}: {md(x['path'])}: {md(x['reason'])}" for x in skipped] or ["None: every file was read."]
     return "\n".join(lines) + "\n"
 
 
@@ -101,8 +106,8 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
     thresholds = dict(result.config.fail_on)
     risks = []
     for r in result.risks:
-        thumbs = [{"release": result.release.names[i], "release_uri": _uri(result.release.images[i]),
-                   "original": result.originals.names[j] if j >= 0 else "",
+        thumbs = [{"release": printable(result.release.names[i]), "release_uri": _uri(result.release.images[i]),
+                   "original": printable(result.originals.names[j]) if j >= 0 else "",
                    "original_uri": _uri(result.originals.images[j]) if j >= 0 else "", "score": f"{score:.2f}"}
                   for i, j, score in r.pairs[:12]]
         limit = thresholds.get(r.name)
@@ -140,7 +145,9 @@ def check_out(out: Path, inputs: list[Path]) -> None:
 
 def write_report(result: AuditResult) -> list[Path]:
     """Write the four outputs into ``result.config.out`` (replacing an earlier audit report there, never anything
-    else; :func:`check_out` ran before the audit). Text is UTF-8; file names that are not are written escaped."""
+    else; :func:`check_out` ran before the audit). Text is UTF-8; file names that are not are written escaped.
+    File names lose their control characters everywhere (:func:`printable`); in ``flagged.csv`` they go through
+    :func:`csv_cell` (no spreadsheet formula), in ``report.html`` through jinja2's autoescape."""
     out = Path(result.config.out)
     s = summary(result)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,8 +164,8 @@ def write_report(result: AuditResult) -> list[Path]:
             w.writerow(["release", "original", "risk", "score", "threshold", "flagged"])
             for r in result.risks:
                 for row in r.rows:
-                    w.writerow([row.release, row.original, row.risk, f"{row.score:.6g}", f"{row.threshold:.6g}",
-                                int(row.flagged)])
+                    w.writerow([csv_cell(printable(row.release)), csv_cell(printable(row.original)), row.risk,
+                                f"{row.score:.6g}", f"{row.threshold:.6g}", int(row.flagged)])
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(out, old)
