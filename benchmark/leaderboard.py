@@ -146,11 +146,12 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
 def build(root: Path, out: Path) -> list[Path]:
     """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset."""
     from .report.render import to_csv, to_html, to_markdown
+    from .textsafe import markdown_cell
 
     board = build_board(load_entries(root))
-    md = ["# Submissions leaderboard\n\n" + "\n\n".join(board.intro) + "\n"]
+    md = ["# Submissions leaderboard\n\n" + "\n\n".join(markdown_cell(p) for p in board.intro) + "\n"]
     for table in board.tables:
-        md.append(f"\n## {table.title}\n\n" + to_markdown(table))
+        md.append(f"\n## {markdown_cell(table.title)}\n\n" + to_markdown(table))
     out = Path(out)
     paths = {out / "submissions.md": "".join(md),
              out / "submissions.html": to_html(board, title="privbench: submissions leaderboard")}

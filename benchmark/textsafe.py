@@ -13,6 +13,8 @@ from typing import Any
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?%?$")
 #: What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
+_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")  # a tag, comment, declaration, instruction or autolink
+_ENTITY_START = re.compile(r"&(?=[A-Za-z#])")  # a named or numeric character reference
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -22,13 +24,15 @@ def printable(text: str) -> str:
 
 
 def markdown_cell(text: Any) -> str:
-    """``text`` as one Markdown table cell or inline run: newlines become spaces; ``\\``, ``|``, ``[`` and ``]`` are
-    backslash-escaped (so ``\\|`` cannot un-escape a pipe, and no link or remote image forms); ``&``, ``<``, ``>``
-    become entities (no raw HTML reaches a renderer). The text reads the same once rendered."""
+    """``text`` as one Markdown table cell or inline run: newlines become spaces; ``\\`` and ``|`` are
+    backslash-escaped (so ``\\|`` cannot un-escape a pipe); ``<`` where it could open raw HTML or an autolink and
+    ``&`` where it could start a character reference become entities; ``](`` cannot close a link or image. Text
+    that cannot form any of these is left as it is."""
     s = printable(str(text)).replace("\\", "\\\\")
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _ENTITY_START.sub("&amp;", s)
+    s = _HTML_START.sub("&lt;", s)
     s = " ".join(s.splitlines())
-    return s.replace("|", r"\|").replace("[", r"\[").replace("]", r"\]")
+    return s.replace("|", r"\|").replace("](", r"]\(")
 
 
 def csv_cell(value: Any) -> Any:

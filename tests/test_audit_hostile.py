@@ -136,11 +136,15 @@ def test_symlink_loops_and_directory_symlinks_are_skipped_not_followed(tmp_path:
     (rel / "gone.png").symlink_to("missing.png")
     (rel / "out").symlink_to(outside, target_is_directory=True)
     (rel / "outfile.png").symlink_to(outside / "x.png")
+    (rel / ".cache").mkdir()  # hidden: not audited, and said so (a leak could hide there)
+    (rel / ".cache" / "leak.png").write_bytes((rel / names[0]).read_bytes())
+    (rel / ".thumb.png").write_bytes((rel / names[0]).read_bytes())
     expected = {"self.png": "symlink loop", "ping.png": "symlink loop", "pong.png": "symlink loop",
                 "sub/up": "symlink loop (a directory symlink to its own ancestor)",
                 "again": "directory symlink inside the release; not followed",
                 "gone.png": "dangling symlink", "out": "directory symlink pointing outside",
-                "outfile.png": "symlink pointing outside"}
+                "outfile.png": "symlink pointing outside", ".cache": "hidden; not audited (nor anything under it)",
+                ".thumb.png": "hidden; not audited"}
 
     folder = read_folder(rel, size=32)
     assert folder.names == [*names, "sub/deep.png"]
@@ -269,7 +273,7 @@ def test_hostile_file_names_do_not_forge_report_lines_html_or_spreadsheet_formul
     assert not [line for line in md if line.startswith("#") and not line.startswith(("# privbench", "## Skipped"))]
     section = text["report.md"].split("## Skipped files (1)\n\n", 1)[1].splitlines()
     assert len(section) == 1 and section[0].startswith(
-        r"- release: skip \| &lt;img src=x onerror=alert(1)&gt; \| - release: forged.png: fine .png: not a readable")
+        r"- release: skip \| &lt;img src=x onerror=alert(1)> \| - release: forged.png: fine .png: not a readable")
     for name in ("report.md", "report.html"):
         assert "<script" not in text[name] and "<img src=x" not in text[name], name
     assert "&lt;img src=x onerror=alert(1)&gt;" in text["report.html"]  # autoescaped, shown as text
@@ -287,7 +291,8 @@ def test_hostile_file_names_do_not_forge_report_lines_html_or_spreadsheet_formul
 
 def test_markdown_cell_keeps_escapes_links_and_lines_inert() -> None:
     assert markdown_cell("a\\|b") == r"a\\\|b"  # a backslash cannot un-escape the pipe after it
-    assert markdown_cell("![t](https:/e.example/p.png)") == r"!\[t\](https:/e.example/p.png)"  # no remote image
+    assert markdown_cell("![t](https:/e.example/p.png)") == r"![t]\(https:/e.example/p.png)"  # no remote image
     assert markdown_cell("x\n|y\u2028z") == r"x \|y z"
-    assert markdown_cell("<b>&") == "&lt;b&gt;&amp;"
+    assert markdown_cell("<b>&amp;") == "&lt;b>&amp;amp;"  # no tag opens, no entity is decoded
+    assert markdown_cell("a < b & c > d") == "a < b & c > d"  # text that cannot form either reads as it is
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("-0.25") == "-0.25" and csv_cell(3) == 3

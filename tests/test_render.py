@@ -54,7 +54,7 @@ def test_markdown_table() -> None:
     assert to_markdown(make_table()) == (
         "| defense | utility (%) | linkage advantage |\n"
         "|---|---:|---:|\n"
-        r"| blur\|σ=2 <script>alert(1)</script> | 91.2 ± 1.0 | 0.400 [0.350, 0.500] |" "\n"
+        r"| blur\|σ=2 &lt;script>alert(1)&lt;/script> | 91.2 ± 1.0 | 0.400 [0.350, 0.500] |" "\n"
         "| dp-sgd | 60.0 ± 2.0 | attack failed (0.012 ± 0.010) |\n"
         "| mask | 75.0 ± 1.0 | not claimed (0.500 ± 0.050) |\n"
         "| none | 95.0 ± 0.5 | — |\n"

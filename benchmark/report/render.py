@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jinja2
 from markupsafe import Markup, escape
 
-from ..textsafe import csv_cell
+from ..textsafe import csv_cell, markdown_cell
 from .rows import Board, Cell, Column, Direction, Estimate, Status, Table
 
 _DIRECTION_HINT = {
@@ -90,19 +90,16 @@ def cell_text(cell: Cell | None, column: Column) -> str:
 # -------------------------------------------------------------------------------------------------------- Markdown
 
 
-def _md_escape(text: str) -> str:
-    return " ".join(text.splitlines()).replace("|", r"\|")
-
-
 def to_markdown(table: Table) -> str:
-    """A GitHub Markdown table (numeric columns right-aligned), then the table's notes as paragraphs."""
+    """A GitHub Markdown table (numeric columns right-aligned), then the table's notes as paragraphs. Headers and
+    cells go through :func:`benchmark.textsafe.markdown_cell` (one line each, no raw HTML, ``|`` escaped)."""
     cols = table.columns
     lines = [
-        "| " + " | ".join(_md_escape(c.header) for c in cols) + " |",
+        "| " + " | ".join(markdown_cell(c.header) for c in cols) + " |",
         "|" + "|".join("---:" if is_estimate_column(table, c) else "---" for c in cols) + "|",
     ]
     for row in table.rows:
-        lines.append("| " + " | ".join(_md_escape(cell_text(row.cells.get(c.key), c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(markdown_cell(cell_text(row.cells.get(c.key), c)) for c in cols) + " |")
     blocks = ["\n".join(lines), *table.notes]
     return "\n".join(line.rstrip() for line in "\n\n".join(blocks).splitlines()) + "\n"
 
@@ -248,6 +245,7 @@ def to_html(board: Board, *, title: str | None = None) -> str:
     return template.render(
         title=title or f"privbench: suite {board.suite}",
         intro=board.intro,
+        stale=board.stale,
         tables=[_html_table(t) for t in board.tables],
         legend=legend,
     )
