@@ -7,8 +7,8 @@ zero-byte files, non-images with an image extension, corrupt or truncated data, 
 files. Video files (``.mp4``, ``.avi``, ...) contribute ``frames`` frames each, decoded with PyAV from a container
 identified by its first bytes (:func:`sniff_container`: MP4/QuickTime, Matroska/WebM or AVI, never a script such as
 ffconcat or a playlist that names other files), through the ``file`` protocol only, with frames over ``max_pixels``
-refused from the header and by the decoder itself. The walk never follows a directory symlink; symlinks that leave
-the directory, loop or dangle are skipped with their reason.
+refused from the header and by the decoder itself. The walk (:func:`scan`) never follows a directory symlink;
+symlinks that leave the directory, loop or dangle, and hidden files and directories, are skipped with their reason.
 
 Normalisation rule (documented in docs/AUDIT.md): EXIF orientation applied; palette, grey, CMYK, 16-bit and alpha
 images converted to 8-bit RGB (alpha composited over white); the shorter side resized to ``size`` with Pillow's
@@ -257,10 +257,10 @@ def _inside(path: Path, base: Path, root: Path) -> Path:
 
 
 def scan(root: Path) -> tuple[list[Path], list[Skipped]]:
-    """Candidate files under ``root`` (recursively, sorted, depth first; hidden files and directories left out) and
-    the entries skipped while walking, with their reasons: directory symlinks (never followed: out of ``root``, back
-    to an ancestor, or elsewhere inside), symlink loops, dangling symlinks, directories that cannot be listed. The
-    walk keeps its own stack, so no nesting depth exhausts Python's recursion limit."""
+    """Candidate files under ``root`` (recursively, sorted, depth first) and the entries skipped while walking, with
+    their reasons: hidden files and directories (not descended into), directory symlinks (never followed: out of
+    ``root``, back to an ancestor, or elsewhere inside), symlink loops, dangling symlinks, directories that cannot
+    be listed. The walk keeps its own stack, so no nesting depth exhausts Python's recursion limit."""
     base = root.resolve()
     files: list[Path] = []
     skipped: list[Skipped] = []
@@ -269,7 +269,7 @@ def scan(root: Path) -> tuple[list[Path], list[Skipped]]:
         d = stack.pop()
         try:
             with os.scandir(d) as it:
-                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
             rel = Path(d).relative_to(root).as_posix()
             skipped.append(Skipped(rel, f"cannot list directory ({e.strerror or type(e).__name__})"))
@@ -278,6 +278,9 @@ def scan(root: Path) -> tuple[list[Path], list[Skipped]]:
         for entry in entries:
             path = Path(entry.path)
             try:
+                if entry.name.startswith("."):
+                    raise Unreadable("hidden; not audited" + (" (nor anything under it)"
+                                                              if entry.is_dir(follow_symlinks=False) else ""))
                 if entry.is_symlink():
                     real = _resolve(path)
                     if real.is_dir():
