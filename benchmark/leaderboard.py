@@ -8,6 +8,7 @@ every entry's configurations; utility and per-threat-model leakage on the public
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -144,15 +145,19 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
 
 
 def build(root: Path, out: Path) -> list[Path]:
-    """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset."""
+    """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset (with the banner of
+    ``out/STALE.md`` when the entries predate the code: :func:`benchmark.report.tables.stale_notice`)."""
     from .report.render import to_csv, to_html, to_markdown
     from .textsafe import markdown_cell
 
-    board = build_board(load_entries(root))
-    md = ["# Submissions leaderboard\n\n" + "\n\n".join(markdown_cell(p) for p in board.intro) + "\n"]
+    from .report.tables import stale_notice
+
+    out = Path(out)
+    board = dataclasses.replace(build_board(load_entries(root)), stale=stale_notice(out))
+    banner = f"> **Stale board.** {board.stale}\n\n" if board.stale else ""
+    md = ["# Submissions leaderboard\n\n" + banner + "\n\n".join(markdown_cell(p) for p in board.intro) + "\n"]
     for table in board.tables:
         md.append(f"\n## {markdown_cell(table.title)}\n\n" + to_markdown(table))
-    out = Path(out)
     paths = {out / "submissions.md": "".join(md),
              out / "submissions.html": to_html(board, title="privbench: submissions leaderboard")}
     for table in board.tables:

@@ -26,6 +26,8 @@ def _inputs(out_dir: Path) -> list[Path]:
     case = out_dir / "video_case"
     if case.is_dir():
         files += sorted(p for p in case.iterdir() if p.is_file())
+    if (out_dir / "STALE.md").is_file():
+        files.append(out_dir / "STALE.md")
     return files
 
 

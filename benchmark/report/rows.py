@@ -104,8 +104,10 @@ class Table:
 
 @dataclass(frozen=True)
 class Board:
-    """Everything one suite's report shows: a heading, intro paragraphs and tables, in order."""
+    """Everything one suite's report shows: a heading, intro paragraphs and tables, in order; ``stale`` is the
+    board's own declaration that its records predate the code (``STALE.md``, shown as a banner), or ``""``."""
 
     suite: str
     intro: tuple[str, ...]
     tables: tuple[Table, ...]
+    stale: str = ""

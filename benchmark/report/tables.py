@@ -380,7 +380,7 @@ def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
     case = video_case_table(out_dir)
     if case is not None:
         tables.append(case)
-    return Board(suite, intro, tuple(tables))
+    return Board(suite, intro, tuple(tables), stale_notice(out_dir))
 
 
 def status_markdown(sdf: pd.DataFrame) -> str:
@@ -400,6 +400,22 @@ def status_markdown(sdf: pd.DataFrame) -> str:
     return "".join(md)
 
 
+STALE = "STALE.md"
+
+
+def stale_notice(out_dir: Path) -> str:
+    """The text of ``out_dir/STALE.md`` as one paragraph (headings dropped), or ``""`` when the board is fresh.
+
+    A board whose records predate code changes that alter its numbers declares it there: the commit its records
+    come from and what changed since. Its tables still regenerate from the records; the freshness test then skips
+    only the check that the records match this checkout's code."""
+    path = Path(out_dir) / STALE
+    if not path.is_file():
+        return ""
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return " ".join(lines)
+
+
 def write_tables(out_dir: Path) -> list[Path]:
     """Write ``tables/<suite>.md``, ``tables/<suite>.html``, one ``tables/<suite>__<table>.csv`` per table and
     ``tables/<suite>_status.csv`` from the records."""
@@ -411,7 +427,8 @@ def write_tables(out_dir: Path) -> list[Path]:
     tables_dir = out_dir / "tables"
     for suite, sdf in df.groupby("suite", sort=True):
         board = build_board(out_dir, suite, sdf)
-        md = [f"# Suite `{suite}`\n\n" + "\n\n".join(board.intro) + "\n"]
+        banner = f"> **Stale board.** {board.stale}\n\n" if board.stale else ""
+        md = [f"# Suite `{suite}`\n\n" + banner + "\n\n".join(board.intro) + "\n"]
         for table in board.tables:
             md.append(f"\n## {table.title}\n\n" + to_markdown(table))
         md.append(status_markdown(sdf))
