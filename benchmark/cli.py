@@ -107,14 +107,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_video_case(args: argparse.Namespace) -> int:
-    import yaml
-
     from .video_case import CaseConfig, run_case
+    from .yamlsafe import load_text
 
-    try:
-        params = yaml.safe_load(args.params) if args.params else {}
-    except yaml.YAMLError as e:
-        raise InputError(f"--params: not YAML/JSON ({e})") from None
+    params = load_text(args.params, "--params") if args.params else {}
     if not isinstance(params, dict):
         raise InputError("--params: expected a mapping, e.g. '{estimator: top-down}'")
     cfg = CaseConfig(args.defense, params, args.file, args.frames, args.step, args.start, args.width)

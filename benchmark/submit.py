@@ -36,7 +36,7 @@ from .keys import KEY_ENV, load_or_create, subkey
 from .sandbox import (Limits, SandboxError, Session, filesystem_isolation, readable_by_child, validate_description,
                       write_proxy_module)
 from .threats import ThreatModel
-from .yamlsafe import CARD_MAX_BYTES, load_file
+from .yamlsafe import CARD_MAX_BYTES, SUITE_MAX_BYTES, load_file
 
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
@@ -361,7 +361,7 @@ def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
     path = Path(suite_source)
     if not path.suffix:
         path = Path(__file__).parent / "suites" / f"{suite_source}.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = load_file(path, max_bytes=SUITE_MAX_BYTES)
     raw["defenses"] = list(raw["defenses"]) + [{"id": d.id, "params": dict(d.params)} for d in card.defenses]
     target = out / "suite.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
