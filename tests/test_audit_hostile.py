@@ -296,3 +296,21 @@ def test_markdown_cell_keeps_escapes_links_and_lines_inert() -> None:
     assert markdown_cell("<b>&amp;") == "&lt;b>&amp;amp;"  # no tag opens, no entity is decoded
     assert markdown_cell("a < b & c > d") == "a < b & c > d"  # text that cannot form either reads as it is
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("-0.25") == "-0.25" and csv_cell(3) == 3
+
+
+def test_a_crash_while_writing_exits_3_with_a_message_and_leaves_no_report(tmp_path: Path, monkeypatch,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    from benchmark.audit import report
+    from benchmark.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("renderer broke")
+
+    rel = tmp_path / "release"
+    _tiny_release(rel)
+    monkeypatch.setattr(report, "to_html", broken)  # after summary.json and report.md are written
+    code = main(["audit", str(rel), "--originals", str(_originals(tmp_path)), "--out", str(tmp_path / "report"),
+                 "--no-progress", "--detect-max", "20"])
+    assert code == 3  # never 0 or 1: a pipeline gating on the exit status does not pass a crashed audit
+    assert "error: the audit crashed (RuntimeError: renderer broke); no report was written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orig", "release"]  # no report, no temporary directory

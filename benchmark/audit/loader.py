@@ -40,8 +40,8 @@ MAX_FILE_BYTES = 512 << 20
 #: QuickTime/MP4 top-level atoms a file may start with (``ftyp`` in every MP4; older QuickTime files may open with
 #: one of the others).
 _QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
-#: The only FFmpeg demuxers the audit uses, with their options. None of them opens a second file: QuickTime's
-#: external data references (``dref``) are off. ffconcat, HLS/DASH playlists and image2 patterns are never used.
+#: The only FFmpeg demuxers the audit uses, with their options: QuickTime's external data references (``dref``,
+#: the one way these demuxers load another file) stay off. ffconcat, HLS/DASH playlists and image2 are never used.
 VIDEO_CONTAINERS = MappingProxyType({"mov": (("enable_drefs", "0"), ("use_absolute_path", "0")), "matroska": (),
                                      "avi": ()})
 
