@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import InputError
+from .textsafe import printable
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -188,7 +189,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         import traceback
 
         traceback.print_exc()
-        print(f"error: the audit crashed ({type(e).__name__}: {e}); no report was written", file=sys.stderr)
+        print(f"error: the audit crashed ({type(e).__name__}: {printable(str(e))}); no report was written",
+              file=sys.stderr)
         return 3
     for r in result.risks:
         value = "not applicable" + (f" ({r.reason})" if r.reason else "") if r.value is None else \
@@ -326,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             load_plugins(tuple(args.plugin))
         return int(args.fn(args))
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)  # names from a release or a card: no terminal escapes
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
