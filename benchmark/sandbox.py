@@ -35,7 +35,6 @@ import keyword
 import math
 import os
 import re
-import resource
 import select
 import shutil
 import signal
