@@ -165,7 +165,9 @@ def test_symlink_loops_and_directory_symlinks_are_skipped_not_followed(tmp_path:
 
 
 def test_a_directory_nested_deeper_than_the_recursion_limit_is_walked(tmp_path: Path) -> None:
-    depth = sys.getrecursionlimit() + 100
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # deeper than the limit, yet a path well under PATH_MAX (xdist raises the limit)
+    depth = 500
     deepest = tmp_path
     try:
         for _ in range(depth):  # Path.mkdir(parents=True) recurses too
@@ -176,6 +178,7 @@ def test_a_directory_nested_deeper_than_the_recursion_limit_is_walked(tmp_path: 
         assert [p.name for p in files] == ["leaf.png"] and skipped == []
         assert len(files[0].relative_to(tmp_path).parts) == depth + 1
     finally:  # shutil.rmtree (and pytest's clean-up) recurse; unwind from the bottom
+        sys.setrecursionlimit(limit)
         (deepest / "leaf.png").unlink(missing_ok=True)
         d = deepest
         while d != tmp_path:
