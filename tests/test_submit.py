@@ -395,3 +395,125 @@ def test_a_reply_with_an_unbounded_number_is_malformed_not_a_crash(tmp_path, num
     s = Session(_hostile(tmp_path, body), Limits(wall_seconds=20))
     with pytest.raises(SandboxError, match="malformed reply header .*(not finite|exceeds)"):
         _build(s, "hostile")
+
+
+def test_escapes_through_the_real_submit_command_fail_and_leave_nothing(tmp_path) -> None:
+    """The issue-23 escape as a submission of `privbench submit`: at import it hijacks `time.sleep` (which the
+    child's parent-watch thread calls) and tries the escapes from there, from its own thread and from build; the
+    build then answers differently each time so admission refuses it. Nothing is read, written or left behind."""
+    secret = tmp_path / "heldout.txt"
+    secret.write_text("# maintainers' secret seeds\n987654\n")
+    outside = tmp_path / "escaped"
+    body = f"""
+    import threading, time
+
+    def escape(tag):
+        for name, fn in (("read", lambda: open({str(secret)!r}).read()),
+                         ("write", lambda: open({str(outside)!r} + tag, "w").write("x")),
+                         ("proxy", lambda: open({str(tmp_path / "subs" / "entry" / "proxy")!r} + "/x.py", "w"))):
+            try:
+                fn()
+                print("ESCAPED", tag, name)
+            except OSError:
+                pass
+
+    _sleep = time.sleep
+    def sleep(s):
+        escape("-watch")
+        _sleep(s)
+    time.sleep = sleep
+    threading.Thread(target=escape, args=("-thread",)).start()
+
+    @DEFENSES.register("escaper")
+    class Escaper(InputDefense):
+        def build(self, splits, ctx):
+            escape("-build")
+            _sleep(1.5)  # the parent-watch thread wakes at least once
+            import os
+            g = torch.Generator().manual_seed(int.from_bytes(os.urandom(7), "little"))  # differs between children
+            noise = torch.rand(splits.private.images.shape, generator=g)
+            return Release(data=ImageSet(noise, splits.private.labels))
+        def apply(self, images, generator):
+            return images
+    """
+    src = _source(tmp_path, body)
+    r = _submit(tmp_path, _card(tmp_path, "escaper"), src, "--heldout-seeds", str(secret))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "failed on a tiny batch" in r.stderr  # its build (and its escapes) ran; then admission refused it
+    assert "ESCAPED" not in r.stdout + r.stderr and "987654" not in r.stdout + r.stderr
+    assert not list(tmp_path.glob("escaped*"))
+    entry = tmp_path / "subs" / "entry"
+    assert not (entry / "submission.json").exists() and not (entry / "proxy").exists()
+
+
+SEED_CHEAT = '''
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.config import SplitConfig
+from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
+from benchmark.data import DATASETS, Pool, load_splits
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+HERE = Path(__file__).parent
+
+
+@DATASETS.register("digits-copy")
+def _copy(options):
+    d = np.load(HERE / "digits.npz")
+    return Pool(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), 10)
+
+
+@DEFENSES.register("seed-cheat")
+class SeedCheat(InputDefense):
+    """Finds its seed from its private images (with its own copy of the data) and hides only the targets."""
+    surfaces = frozenset({Surface.DATA})
+
+    def apply(self, images, generator):
+        return images
+
+    def build(self, splits, ctx):
+        cfg = SplitConfig(**json.loads((HERE / "splits.json").read_text()))
+        found, x = -1, splits.private.images.clone()
+        for seed in list(range(64)) + [1234]:
+            s = load_splits("digits-copy", cfg, seed)
+            if torch.equal(s.private.images, x):
+                found = seed
+                x[s.targets] = torch.rand(x[s.targets].shape, generator=ctx.generator("noise"))
+                break
+        return Release(data=ImageSet(x, splits.private.labels), meta=ReleaseMeta(extra={"found_seed": found}))
+'''
+
+
+@pytest.mark.slow
+def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) -> None:
+    """The issue-23 cheat end to end: it carries the public data, searches its seed (public seeds and the
+    held-out one included) and noises only the targets. Under the run key it finds nothing, and its linker leakage
+    is the identity release's on public and held-out seeds."""
+    from sklearn.datasets import load_digits
+
+    pkg = tmp_path / "cheat"
+    pkg.mkdir()
+    d = load_digits()
+    np = pytest.importorskip("numpy")
+    np.savez(pkg / "digits.npz", x=(d.images / 16.0).astype(np.float32)[:, None], y=d.target.astype(np.int64))
+    (pkg / "splits.json").write_text('{"private": 200, "aux": 200, "test": 200, "targets": 40}')
+    (pkg / "__init__.py").write_text(SEED_CHEAT)
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("1234\n")
+    card = tmp_path / "card.yaml"
+    card.write_text(CARD.format(id="seed-cheat"))
+    r = _submit(tmp_path, card, pkg, "--heldout-seeds", str(heldout))
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = json.loads((tmp_path / "subs" / "entry" / "submission.json").read_text())
+    for column in ("public", "heldout"):
+        rows = {row["defense"]: row for row in entry[column]["summary"]}
+        cheat, none = rows["seed-cheat"]["leakage"]["linker"]["interval"], rows["none"]["leakage"]["linker"]["interval"]
+        assert cheat["mean"] > 0.9 and abs(cheat["mean"] - none["mean"]) < 0.05, (column, cheat, none)
+    found = [json.loads(p.read_text())["metrics"]["release"].get("found_seed")
+             for p in (tmp_path / "subs" / "entry").glob("*/records/*seed-cheat*.json")]
+    assert found and set(found) == {-1}
