@@ -489,7 +489,6 @@ class SeedCheat(InputDefense):
 '''
 
 
-@pytest.mark.slow
 def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) -> None:
     """The issue-23 cheat end to end: it carries the public data, searches its seed (public seeds and the
     held-out one included) and noises only the targets. Under the run key it finds nothing, and its linker leakage
