@@ -9,23 +9,30 @@ every thread and process the child creates. In order:
 
 1. **Namespaces** (root, or where unprivileged user namespaces work): new PID, IPC, network, mount and UTS
    namespaces. This process forks PID 1 of the new namespace, which forks the child; each waits and ends the way
-   the child ended (so its limits' signals are reported). When PID 1 ends the kernel kills every process left in the namespace
-   (a double-forked ``setsid`` daemon included) and the IPC namespace, with any SysV shared memory, is freed. The
-   network namespace has no interface but a downed loopback. A fresh ``/proc`` hides every process outside.
-2. **Resource limits**: address space, CPU seconds, largest file, no core dumps.
-3. **Capabilities**: securebits locked (root gains nothing at ``execve``), the bounding and ambient sets cleared,
+   the child ended (so its limits' signals are reported). When PID 1 ends the kernel kills every process left in
+   the namespace and the IPC namespace, with any SysV shared memory, is freed. The network namespace has no
+   interface but a downed loopback.
+2. **A private root** (:func:`enter_root`, with the mount namespace): a fresh tmpfs holding read-only bind mounts
+   of what the child may read, the three devices, its own directory and a /proc of its PID namespace, entered
+   with ``pivot_root``. Nothing else exists for the child: the run's output, /tmp, pathname sockets of other
+   services (tmux, a multiprocessing forkserver), the public datasets cannot be read, stat-ed, watched or reached.
+3. **Resource limits**: address space, CPU seconds, largest file, no core dumps.
+4. **Capabilities**: securebits locked (root gains nothing at ``execve``), the bounding and ambient sets cleared,
    then effective, permitted and inheritable sets cleared with ``capset``; then ``PR_SET_NO_NEW_PRIVS``.
-4. **Landlock** (ABI 1..7): reads of ``spec["read"]`` only (the trusted side computed it: system directories minus
-   data and secrets, the interpreter, the project's packages, the submission); ``/dev/null``, ``/dev/zero`` and
-   ``/dev/urandom`` and no other device; writes beneath ``spec["write"]`` only, never device nodes; no TCP bind or
-   connect (ABI 4); no signals to, or abstract Unix sockets of, processes outside the sandbox (ABI 6).
-5. **seccomp** (libseccomp through ``pyseccomp``), denying with ``EPERM``: ``ptrace`` and cross-process memory
-   access, ``mount``/``umount``/``pivot_root``/``chroot``, ``unshare``/``setns`` and namespace flags to ``clone``
-   (``clone3`` reports ``ENOSYS``, so libc falls back to ``clone``), ``bpf``, ``perf_event_open``, the key ring,
-   SysV IPC (``shm*``, ``sem*``, ``msg*``), ``setsid``/``setpgid`` (every descendant stays in the process group the
-   trusted side kills), ``mknod``, ``chmod``/``chown``/extended attributes (Landlock does not cover metadata: as
-   root the child owns every system file), ``io_uring`` (its operations bypass seccomp), sockets other than
-   ``AF_UNIX``, and kernel administration (modules, ``kexec``, ``reboot``, swap, ``iopl``, ``syslog``, ...).
+5. **Landlock** (ABI 1..7), the same view again (a second layer, and the first where no private root could be
+   built): reads of ``spec["read"]`` only (system directories minus data and secrets, the interpreter, the
+   project's packages, the submission); ``/dev/null``, ``/dev/zero`` and ``/dev/urandom`` and no other device;
+   writes beneath ``spec["write"]`` only, never device nodes; no TCP bind or connect (ABI 4); no signals to, or
+   abstract Unix sockets of, processes outside the sandbox (ABI 6).
+6. **seccomp** (libseccomp through ``pyseccomp``), denying with ``EPERM`` (:data:`DENIED_SYSCALLS`): new processes
+   (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``; ``clone3`` reports ``ENOSYS`` so libc falls back to
+   ``clone``), so every limit is the whole sandbox's; ``socket``/``connect``/``bind`` (only connected stream
+   ``socketpair``\ s); ``ptrace`` and cross-process memory access; mounts, ``unshare``/``setns`` and namespace
+   flags; ``bpf``, ``perf_event_open``, key rings, SysV IPC and POSIX queues; ``setsid``/``setpgid``; ``mknod``;
+   ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl``\ s, leases and dnotify
+   (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
+   ``io_uring`` (its operations bypass seccomp); kernel administration (modules, ``kexec``, ``reboot``, swap,
+   ``iopl``, ``syslog``, clocks, ...). System calls of another architecture kill the process.
 
 If a layer that ``spec["require"]`` names cannot be applied, the bootstrap prints why and exits with status
 :data:`REFUSED` before anything of the child runs.
@@ -46,9 +53,12 @@ REFUSED = 97
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET, _CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x40000000, 0x02000000
+_CLONE_THREAD = 0x00010000
 _NAMESPACES = _CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC | _CLONE_NEWUSER | _CLONE_NEWPID | _CLONE_NEWNET | \
     _CLONE_NEWCGROUP
-_MS_REC, _MS_PRIVATE, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x4000, 0x40000, 0x2, 0x4, 0x8
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_NOATIME = 0x1, 0x2, 0x4, 0x8, 0x20, 0x400
+_MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 0x1000, 0x4000, 0x40000, 0x2
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
@@ -71,21 +81,37 @@ _SCOPES = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL, ABI >= 6
 #: Devices a child may open (read; /dev/null also written): nothing else under /dev.
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
 
-#: Syscalls a child may not make (EPERM). ``socket`` and ``clone`` are filtered on their arguments instead.
+#: Syscalls a child may not make (EPERM). ``socketpair``, ``clone``, ``fcntl`` and ``ioctl`` are filtered on their
+#: arguments instead (:func:`apply_seccomp`).
 DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp", "pidfd_getfd",
     "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount",
     "fspick", "mount_setattr", "unshare", "setns", "bpf", "perf_event_open", "userfaultfd",
     "keyctl", "add_key", "request_key",
     "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
-    "msgctl", "setsid", "setpgid", "mknod", "mknodat",
+    "msgctl", "mq_open", "mq_unlink", "setsid", "setpgid", "mknod", "mknodat",
+    # no process of its own: every limit (CPU, memory) is the whole sandbox's, and nothing can outlive it
+    "fork", "vfork",
+    # no socket but a connected socketpair: Landlock does not cover connect() to a pathname socket
+    "socket", "connect", "bind", "listen", "accept", "accept4",
+    # no metadata changes (Landlock covers only data; a root child owns every system file)
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
     "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "utime", "utimes", "utimensat", "futimesat",
+    # no watching what happens outside
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at", "open_by_handle_at",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
-    "iopl", "ioperm", "syslog", "acct", "quotactl", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime",
-    "sethostname", "setdomainname", "vhangup", "lookup_dcookie", "fanotify_init",
+    "iopl", "ioperm", "syslog", "acct", "quotactl", "quotactl_fd", "settimeofday", "clock_settime", "adjtimex",
+    "clock_adjtime", "sethostname", "setdomainname", "vhangup", "lookup_dcookie",
 )
+#: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify).
+DENIED_FCNTL = (1024, 1026)
+#: ``ioctl`` requests a child may not make: FS_IOC_SETFLAGS (and its 32-bit form), FS_IOC_FSSETXATTR,
+#: FS_IOC_ENABLE_VERITY (each changes a file it may only read), TIOCSTI (types into a terminal).
+DENIED_IOCTL = (0x40086602, 0x40046602, 0x401C5820, 0x40806685, 0x5412)
+#: socketpair types other than SOCK_STREAM: a datagram socket may be sent to a pathname address.
+_DGRAM_TYPES = (2, 3, 4, 5, 10)
 
 
 class Refused(RuntimeError):
@@ -127,11 +153,59 @@ def enter_namespaces(libc: ctypes.CDLL) -> str:
     return "pid,ipc,net,mnt,uts" + (",user" if uid != 0 else "")
 
 
-def _become_init(libc: ctypes.CDLL) -> None:
-    """In the new PID namespace's first process: a private mount tree and a /proc of this namespace only."""
-    _check(libc.mount(None, b"/", None, ctypes.c_ulong(_MS_REC | _MS_PRIVATE), None), "mount --make-rprivate /")
-    _check(libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC), None),
-           "mount proc")
+def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = (lambda x: None if x is None else x.encode())
+    _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+def _mountpoint(path: str, directory: bool) -> None:
+    if directory:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def enter_root(libc: ctypes.CDLL, spec: dict) -> None:
+    """Make the mount namespace's root a fresh tmpfs holding only what the child may see, then ``pivot_root`` into
+    it: read-only, ``nosuid``/``nodev`` bind mounts of ``spec["read"]`` (symbolic links of ``spec["links"]``
+    recreated as links, the names in ``spec["list"]`` as plain directories), ``/dev/null``, ``/dev/zero`` and
+    ``/dev/urandom``, a read-write bind of each ``spec["write"]`` directory and a /proc of this PID namespace.
+    Everything else (the run's output, /tmp, other users' sockets, the public datasets) does not exist for the
+    child: it cannot be read, stat-ed, watched, connected to or have its times changed. Runs as PID 1."""
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
+    new = spec["root"]
+    _mount(libc, "tmpfs", new, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=4m")
+    ro = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOATIME
+    for path in spec.get("list", ()):
+        os.makedirs(new + path, exist_ok=True)
+    for path in spec["read"]:
+        if not os.path.exists(path):
+            continue
+        _mountpoint(new + path, os.path.isdir(path))
+        _mount(libc, path, new + path, None, _MS_BIND | _MS_REC)
+        _mount(libc, None, new + path, None, ro)
+    for path, target in spec.get("links", ()):
+        if not os.path.lexists(new + path):
+            os.makedirs(os.path.dirname(new + path), exist_ok=True)
+            os.symlink(target, new + path)
+    for dev in DEVICES:
+        _mountpoint(new + dev, False)
+        _mount(libc, dev, new + dev, None, _MS_BIND)
+        _mount(libc, None, new + dev, None, _MS_BIND | _MS_REMOUNT | _MS_NOSUID | _MS_NOEXEC)
+    for path in spec["write"]:
+        _mountpoint(new + path, True)
+        _mount(libc, path, new + path, None, _MS_BIND)
+        _mount(libc, None, new + path, None, _MS_BIND | _MS_REMOUNT | _MS_NOSUID | _MS_NODEV)
+    os.makedirs(new + "/proc", exist_ok=True)
+    _mount(libc, "proc", new + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    _mount(libc, None, new, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)  # the tmpfs
+    os.chdir(new)
+    _check(libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", ctypes.c_int(_MNT_DETACH)), "umount the old root")
+    os.chdir("/")
 
 
 def _end_like(status: int) -> None:
@@ -283,8 +357,9 @@ def _pyseccomp():
 
 
 def apply_seccomp() -> None:
-    """Load the deny-list filter of :data:`DENIED_SYSCALLS` (plus ``socket`` other than ``AF_UNIX`` and
-    namespace-creating ``clone``); other architectures' system calls kill the process (libseccomp's default)."""
+    """Load the deny-list filter: :data:`DENIED_SYSCALLS`, ``clone`` of a process or with a namespace flag,
+    datagram ``socketpair``, :data:`DENIED_FCNTL` and :data:`DENIED_IOCTL`; other architectures' system calls kill
+    the process (libseccomp's default)."""
     sc = _pyseccomp()
     deny = sc.ERRNO(errno.EPERM)
     f = sc.SyscallFilter(defaction=sc.ALLOW)
@@ -293,10 +368,16 @@ def apply_seccomp() -> None:
             f.add_rule(deny, name)
         except (OSError, ValueError):  # a syscall this architecture or libseccomp does not know
             continue
-    f.add_rule(deny, "socket", sc.Arg(0, sc.NE, 1))  # AF_UNIX = 1 (socketpair, local pipes)
+    for kind in _DGRAM_TYPES:
+        f.add_rule(deny, "socketpair", sc.Arg(1, sc.MASKED_EQ, 0xF, kind))
+    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # a process, not a thread
     for flag in (1 << b for b in range(32) if _NAMESPACES >> b & 1):  # clone(flags) with any namespace flag
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags lie behind a pointer: libc falls back to clone
+    for cmd in DENIED_FCNTL:
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, cmd))
+    for request in DENIED_IOCTL:
+        f.add_rule(deny, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     f.load()
 
 
@@ -315,6 +396,10 @@ def confine(spec: dict) -> dict:
         raise Refused(f"the bootstrap has {_threads()} threads; confinement must precede every thread")
     libc = _libc()
     require = set(spec.get("require", ()))
+    try:  # imported (and libseccomp found, by running ldconfig) before the PID namespace, whose first process
+        _pyseccomp()  # must be our init, and before the child's root, which may not hold what this needs
+    except Refused:
+        pass
     applied: dict = {"namespaces": enter_namespaces(libc) if spec.get("namespaces", True) else ""}
     if "namespaces" in require and not applied["namespaces"]:
         raise Refused(f"cannot create namespaces ({os.strerror(ctypes.get_errno())})")
@@ -323,14 +408,16 @@ def confine(spec: dict) -> dict:
         if pid:
             _outside(pid)
         libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
-        _become_init(libc)
+        try:
+            enter_root(libc, spec)
+            applied["root"] = "minimal"
+        except OSError as e:
+            if require:
+                raise Refused(f"cannot build the child's root: {e}") from None
+            applied["root"] = ""
         pid = os.fork()
         if pid:
             _init(pid)
-    try:
-        _pyseccomp()  # imported (and libseccomp loaded) while the files are still readable
-    except Refused:
-        pass
     limits = spec["limits"]
     mem, cpu, fsize = int(limits["memory_bytes"]), int(limits["cpu_seconds"]), int(limits["file_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))

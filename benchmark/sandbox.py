@@ -235,7 +235,7 @@ class Session:
         self.source, self.limits = Path(source).resolve(), limits
         self.label = label or self.source.name
         self._lock = threading.Lock()
-        self.base = Path(tempfile.mkdtemp(prefix="privbench-sandbox-"))
+        self.base = Path(tempfile.mkdtemp(prefix="privbench-sandbox-")).resolve()
         self.workdir = self.base / "work"  # the only place the child may write
         self.workdir.mkdir()
         self.log = self.base / "child.log"  # outside it: the child holds only its inherited descriptor
@@ -246,12 +246,17 @@ class Session:
             p_read, c_write = os.pipe()  # replies: child -> parent
             fds += [p_read, c_write]
             root = str(Path(__file__).resolve().parent.parent)
-            read, listed = readable_roots(self.source)
+            view = readable_roots(self.source)
+            if any(str(self.workdir).startswith(r.rstrip("/") + "/") for r in view.read):
+                raise SandboxError(f"the sandbox directory {self.workdir} lies inside a tree children only read; "
+                                   "set TMPDIR elsewhere")
+            (self.base / "root").mkdir()  # the child's root is built here (benchmark.confine.enter_root)
             code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.sandbox import child_main; "
                     f"child_main({c_read}, {c_write}, {str(self.source)!r}, "
                     f"{json.dumps(dataclasses.asdict(limits))!r})")
             spec = {"exec": [sys.executable, "-I", "-c", code], "cwd": str(self.workdir),
-                    "read": read, "list": listed, "write": [str(self.workdir)],
+                    "read": list(view.read), "list": list(view.listed), "links": [list(x) for x in view.links],
+                    "root": str(self.base / "root"), "write": [str(self.workdir)],
                     "limits": dataclasses.asdict(limits), "path": _seccomp_path(),
                     "require": [] if limits.allow_unconfined else ["landlock", "seccomp"]}
             spec_file = self.base / "spec.json"  # read by the bootstrap before it confines itself
@@ -316,7 +321,10 @@ class Session:
         if code == confine.REFUSED:
             return "the sandbox could not be set up"
         if code < 0:
-            sig = signal.Signals(-code).name
+            try:
+                sig = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                sig = f"signal {-code}"
             why = {"SIGXCPU": f"exceeded the CPU-time limit of {self.limits.cpu_seconds} s",
                    "SIGKILL": "was killed (e.g. out of memory)", "SIGXFSZ": "exceeded the file-size limit "
                    f"of {self.limits.file_bytes} bytes", "SIGSEGV": "crashed (segmentation fault)"}.get(sig, sig)
@@ -394,46 +402,57 @@ def denied_paths() -> list[str]:
     return sorted({*data_paths(), *_SECRETS})
 
 
-def _carve(root: str, denied: list[str]) -> tuple[list[str], list[str]]:
-    """``root`` as Landlock rules that cover everything beneath it except ``denied``: ``([root], [])`` when nothing
-    denied lies inside, else its entries, each carved in turn, with ``root`` in the second list (its names may be
-    listed, so imports find what is beside a denied entry). Symbolic links are skipped: a rule on one would cover
-    its target."""
+@dataclass(frozen=True)
+class ChildView:
+    """What a sandbox child sees of the file system (:func:`readable_roots`): ``read``, disjoint trees it may read;
+    ``listed``, directories carved around a denied entry (their other entries are in ``read``); ``links``, the
+    symbolic links among and inside them, ``(path, target)``, recreated as links in the child's root."""
+
+    read: tuple[str, ...]
+    listed: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+
+
+def _carve(root: str, denied: list[str], view: dict[str, set]) -> None:
+    """Add ``root`` to ``view``: the root itself when nothing denied lies inside, else its entries, each carved in
+    turn, with ``root`` among the listed directories. Symbolic links are kept as links, never followed (a rule or a
+    bind mount on one would cover its target)."""
+    if os.path.islink(root):
+        view["links"].add((root, os.readlink(root)))
+        return
     inside = [d for d in denied if d == root or d.startswith(root.rstrip("/") + "/")]
     if not inside:
-        return [root], []
-    if root in inside or not os.path.isdir(root) or os.path.islink(root):
-        return [], []
-    read, listed = [], [root]
+        view["read"].add(root)
+        return
+    if root in inside or not os.path.isdir(root):
+        return
+    view["listed"].add(root)
     for entry in sorted(os.listdir(root)):
-        path = os.path.join(root, entry)
-        if not os.path.islink(path):
-            r, ls = _carve(path, inside)
-            read += r
-            listed += ls
-    return read, listed
+        _carve(os.path.join(root, entry), inside, view)
 
 
-def readable_roots(source: Path) -> tuple[list[str], list[str]]:
+def readable_roots(source: Path) -> ChildView:
     """What a child may read: system directories, the interpreter's prefixes and site-packages, the project's own
     packages (``benchmark``, ``defenses``, ``attacks``: not the rest of the checkout, where results and held-out
     files may live) and the submission itself, minus :func:`denied_paths`. Not ``/home``, ``/root`` outside the
-    interpreter, ``/tmp``, ``/var``, ``/dev`` or the run's output. Returns ``(readable trees, directories whose
-    names alone may be listed)``."""
+    interpreter, ``/tmp``, ``/var``, ``/dev`` or the run's output."""
     import site
 
     root = Path(__file__).resolve().parent.parent
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), *_SYSTEM_READ,
              *(str(root / p) for p in ("benchmark", "defenses", "attacks")), str(Path(source).resolve())}
     denied = [os.path.realpath(d) for d in denied_paths() if os.path.lexists(d)]
-    read: set[str] = set()
-    listed: set[str] = set()
-    for r in roots:
-        if os.path.exists(r):
-            got, names = _carve(os.path.realpath(r), denied)
-            read.update(got)
-            listed.update(names)
-    return sorted(read), sorted(listed - read)
+    view: dict[str, set] = {"read": set(), "listed": set(), "links": set()}
+    for r in sorted(roots):
+        if os.path.lexists(r):
+            if os.path.islink(r):  # e.g. /lib -> usr/lib: the link, and what it names
+                view["links"].add((r, os.readlink(r)))
+            _carve(os.path.realpath(r), denied, view)
+    read = sorted(view["read"])
+    disjoint = [p for i, p in enumerate(read) if not any(p.startswith(q.rstrip("/") + "/") for q in read[:i])]
+    inside = (lambda p: any(p == q or p.startswith(q.rstrip("/") + "/") for q in disjoint))
+    return ChildView(tuple(disjoint), tuple(sorted(p for p in view["listed"] if not inside(p))),
+                     tuple(sorted((p, t) for p, t in view["links"] if not inside(os.path.dirname(p)))))
 
 
 def readable_by_child(path: str | Path) -> bool:
@@ -441,7 +460,8 @@ def readable_by_child(path: str | Path) -> bool:
     or contains one of :func:`readable_roots` (for any submission placed elsewhere), or would be a new entry of a
     directory that is carved around a denied path (whose other entries are readable)."""
     p = os.path.realpath(path)
-    read, listed = readable_roots(Path("/nonexistent-submission"))
+    view = readable_roots(Path("/nonexistent-submission"))
+    read, listed = view.read, view.listed
     if any(p == r or p.startswith(r.rstrip("/") + "/") or r.startswith(p.rstrip("/") + "/") for r in read):
         return True
     first = Path(p)
@@ -688,6 +708,13 @@ def _valid_default(value: Any, tname: str) -> bool:
 def validate_description(defenses: Any) -> tuple[dict[str, Any], list[str]]:
     """Check a child's description of its defenses here, on the trusted side (the child could forge it):
     returns ``(cleaned description, problems)``; a malformed description raises :class:`SandboxError`."""
+    try:
+        return _validate_description(defenses)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a forged shape the checks below did not foresee
+        raise SandboxError(f"malformed description ({type(e).__name__}: {_printable(str(e))[:200]})") from None
+
+
+def _validate_description(defenses: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(defenses, dict):
         raise SandboxError("malformed description: not a mapping of defense ids")
     clean: dict[str, Any] = {}
@@ -698,7 +725,8 @@ def validate_description(defenses: Any) -> tuple[dict[str, Any], list[str]]:
             raise SandboxError(f"malformed description: defense id {did!r}")
         if not isinstance(d, dict) or not all(isinstance(d.get(k), list) for k in
                                               ("surfaces", "claims", "modalities", "params")) \
-                or not isinstance(d.get("problems", []), list):
+                or not isinstance(d.get("problems", []), list) \
+                or not all(isinstance(x, str) for k in ("surfaces", "claims", "modalities") for x in d[k]):
             raise SandboxError(f"malformed description of {did!r}")
         problems += [f"defense {did!r}: {_printable(str(p))[:300]}" for p in d.get("problems", [])]
         surfaces = sorted(x for x in d["surfaces"] if x in surface_names)
@@ -770,6 +798,16 @@ def _child_state(generator: torch.Generator) -> Tensor:
     state = generator.get_state().numpy().tobytes().hex()
     torch.randint(0, 2, (1,), generator=generator)
     return torch.Generator().manual_seed(keys.keyed_seed(_key(), "generator", state)).get_state()
+
+
+def _integer(t: Tensor) -> bool:
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+
+
+#: The tensors a build reply may hold, with the dtypes each may have.
+_TENSOR_KINDS = {"data_images": lambda t: t.is_floating_point(), "synthetic_images": lambda t: t.is_floating_point(),
+                 "data_labels": _integer, "synthetic_labels": _integer,
+                 "mask": lambda t: t.dtype == torch.bool or t.dtype == torch.uint8}
 
 
 def _meta(reply: Any, did: str) -> ReleaseMeta:
@@ -847,7 +885,21 @@ class SandboxedDefense(Defense):
         return release
 
     def _release(self, reply: Mapping[str, Any], t: Mapping[str, Tensor], splits: Splits) -> Release:
+        """The child's build reply as a :class:`Release`, every field checked; anything malformed (a forged
+        frame included) raises :class:`SandboxError`, never another exception."""
         did = f"defense {self.id!r}"
+        for key, tensor in t.items():
+            kind = _TENSOR_KINDS.get(key)
+            if kind is None or not kind(tensor) or tensor.ndim == 0:
+                raise SandboxError(f"{did}: release field {key!r} of dtype {tensor.dtype} and shape "
+                                   f"{tuple(tensor.shape)} is not allowed")
+        try:
+            return self._parse_release(reply, t, splits, did)
+        except (IndexError, TypeError, ValueError, RuntimeError, NotImplementedError) as e:
+            raise SandboxError(f"{did}: malformed release ({type(e).__name__}: {_printable(str(e))[:200]})") from None
+
+    def _parse_release(self, reply: Mapping[str, Any], t: Mapping[str, Tensor], splits: Splits,
+                       did: str) -> Release:
         data = None
         if "data_images" in t:
             if t["data_images"].shape[0] != len(splits.private) or "data_labels" not in t:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmark.config import SplitConfig, TaskConfig
-from benchmark.contracts import RunContext
+from benchmark.contracts import RunContext, Surface
 from benchmark.data import load_splits
 from benchmark.keys import KEY_ENV
 from benchmark.sandbox import Limits, Session, filesystem_isolation, proxy_classes, validate_description
@@ -187,3 +187,134 @@ def test_keyed_splits_differ_from_public_ones_but_reproduce_under_the_same_key()
     assert torch.equal(a.private.images, b.private.images) and torch.equal(a.targets, b.targets)
     assert not torch.equal(a.private.images, plain.private.images)
     assert dataclasses.asdict(a.info)["split_hashes"] != dataclasses.asdict(plain.info)["split_hashes"]
+
+
+MTIME_CHEAT = '''
+import hashlib, os
+import torch
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+ME = __file__
+
+
+def mark_of(images):
+    return int.from_bytes(hashlib.sha256(images.numpy().tobytes()).digest()[:3], "little")
+
+
+@DEFENSES.register("mtime-cheat")
+class MtimeCheat(InputDefense):
+    """Red-team finding 2: the build child leaves a mark of the private images in its source's mtime; a later
+    child answers the identity for those images (the reproduction check) and noise for any other (attacks)."""
+
+    def build(self, splits, ctx):
+        try:
+            st = os.stat(ME)
+            os.utime(ME, ns=(st.st_atime_ns, 1_600_000_000 * 10**9 + mark_of(splits.private.images)))
+        except OSError:
+            pass
+        return super().build(splits, ctx)
+
+    def apply(self, images, generator):
+        seen = os.stat(ME).st_mtime_ns % 10**9 == mark_of(images)
+        return images.clone() if seen else 1.0 - images
+'''
+
+
+def _proxy(tmp_path: Path, name: str, text: str) -> type:
+    src = tmp_path / name
+    src.write_text(textwrap.dedent(text))
+    limits = Limits(wall_seconds=120)
+    s = Session(src, limits)
+    try:
+        description, problems = validate_description(s.hello["defenses"])
+    finally:
+        s.close()
+    assert not problems, problems
+    return next(iter(proxy_classes(__name__, src, description, limits).values()))
+
+
+def test_no_state_passes_from_the_build_child_to_the_reproduction_check(tmp_path, monkeypatch) -> None:
+    cls = _proxy(tmp_path, "mtime_cheat.py", MTIME_CHEAT)
+    before = (tmp_path / "mtime_cheat.py").stat().st_mtime_ns
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    d = cls()
+    release = d.build(splits, ctx)  # the build could leave no mark: it, the check and attacks all see one algorithm
+    assert torch.equal(release.data.images, 1.0 - splits.private.images)
+    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+    assert (tmp_path / "mtime_cheat.py").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("forge,message", [
+    ("os._exit(168)", "exited with status|signal 40"),  # init reports 128 + 40: a signal without a name
+    ("os.kill(os.getpid(), 40)", "signal 40"),
+])
+def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> None:
+    from benchmark.sandbox import SandboxError
+
+    src = tmp_path / "odd.py"
+    src.write_text(f"import os\n{forge}\n")
+    with pytest.raises(SandboxError, match=message):
+        Session(src, Limits(wall_seconds=60))
+
+
+FORGED = '''
+import os, re, struct, sys, json
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+WRITE = int(re.search(r"child_main\\((\\d+), (\\d+)", " ".join(sys.orig_argv)).group(2))
+
+
+def forge(header, body=b""):
+    head = json.dumps(header).encode()
+    os.write(WRITE, struct.pack("<QQ", len(head), len(body)) + head + body)
+    os._exit(0)
+
+
+@DEFENSES.register("forger")
+class Forger(InputDefense):
+    def apply(self, images, generator):
+        return images
+
+    def build(self, splits, ctx):
+        from safetensors.torch import save
+        import torch
+        n = len(splits.private)
+        tensors = {{"zero-dim": {{"data_images": torch.tensor(0.5), "data_labels": splits.private.labels}},
+                    "nan-labels": {{"synthetic_images": torch.rand(4, 1, 8, 8),
+                                    "synthetic_labels": torch.full((4,), float("nan"))}},
+                    "complex-labels": {{"synthetic_images": torch.rand(4, 1, 8, 8),
+                                        "synthetic_labels": torch.zeros(4, dtype=torch.complex64)}},
+                    "stray-field": {{"data_images": torch.rand(n, 1, 8, 8), "data_labels": splits.private.labels,
+                                     "evil": torch.zeros(1)}}}}[{mode!r}]
+        forge({{"ok": True, "meta": {{"extra": {{}}}}}}, save(tensors))
+'''
+
+
+@pytest.mark.parametrize("mode", ["zero-dim", "nan-labels", "complex-labels", "stray-field"])
+def test_a_forged_build_reply_is_a_sandbox_error(tmp_path, mode, monkeypatch) -> None:
+    """Red-team finding 6: forged replies written straight to the reply pipe raised IndexError, ValueError or
+    NotImplementedError on the trusted side instead of a clear sandbox error."""
+    from benchmark.sandbox import SandboxError
+
+    cls = _proxy(tmp_path, f"forger_{mode.replace('-', '_')}.py", FORGED.format(mode=mode))
+    cls.surfaces = frozenset({Surface.DATA, Surface.SYNTHETIC})
+    splits = load_splits("digits", SplitConfig(private=8, aux=8, test=8, targets=2), 0)
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    with pytest.raises(SandboxError, match="not allowed|malformed"):
+        cls().build(splits, ctx)
+
+
+def test_a_forged_description_is_a_sandbox_error() -> None:
+    from benchmark.sandbox import SandboxError
+
+    for forged in ({"x": {"surfaces": [["data"]], "claims": [], "modalities": [], "params": []}},
+                   {"x": {"surfaces": ["data"], "claims": [{"a": 1}], "modalities": [], "params": []}},
+                   {"x": {"surfaces": ["data"], "claims": [], "modalities": [], "params": [["name"]]}}):
+        with pytest.raises(SandboxError, match="malformed description"):
+            validate_description(forged)

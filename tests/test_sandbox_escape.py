@@ -29,6 +29,7 @@ from benchmark.registry import DEFENSES
 from defenses.base import InputDefense
 
 SECRET, OUTSIDE, MARKER, DATA = {secret!r}, {outside!r}, {marker!r}, {data!r}
+LISTENER, DGRAM, HELDOUT_DIR = {listener!r}, {dgram!r}, {heldout!r}
 RESULTS = {{}}
 
 
@@ -65,11 +66,42 @@ def status(field):
 
 
 def daemon():
-    # a double fork into a new session (refused) and a plain double fork that sleeps with a marker in its command
-    # line: the trusted side checks afterwards that no such process survived the child
-    code = "import time; time.sleep(120)"
-    subprocess.Popen(["/bin/sh", "-c", f"python3 -c '{{code}}' {{MARKER}} &"], start_new_session=False)
-    return "started"
+    # a plain double fork that sleeps with a marker in its command line (the trusted side checks that no such
+    # process survives the child): refused, a child creates no process
+    return subprocess.Popen(["/bin/sh", "-c", f"python3 -c 'import time; time.sleep(120)' {{MARKER}} &"]).pid
+
+
+def fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    return pid
+
+
+def unix_connect(path, kind):
+    if kind == "stream":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(b"escaped")
+        return "connected"
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    return a.sendto(b"escaped", path)
+
+
+def ioctl_setflags(path):
+    import array, fcntl
+    flags = array.array("l", [0])
+    with open(path, "rb") as f:
+        fcntl.ioctl(f.fileno(), 0x80086601, flags)  # FS_IOC_GETFLAGS
+        flags[0] |= 0x80  # FS_NOATIME_FL
+        fcntl.ioctl(f.fileno(), 0x40086602, flags)  # FS_IOC_SETFLAGS
+    return flags[0]
+
+
+def lease(path):
+    import fcntl
+    with open(path, "rb") as f:
+        return fcntl.fcntl(f.fileno(), 1024, 0)  # F_SETLEASE, F_RDLCK
 
 
 @DEFENSES.register("probe")
@@ -88,9 +120,8 @@ class Probe(InputDefense):
         attempt("list-dev", lambda: os.listdir("/dev"))
         attempt("open-dev-null", lambda: open("/dev/null", "w").write("x"))
         attempt("open-dev-urandom", lambda: len(open("/dev/urandom", "rb").read(8)))
-        for dev in ("/dev/mem", "/dev/kmsg", "/dev/vda", "/dev/sda", "/dev/tty", "/dev/shm"):
-            if os.path.exists(dev):
-                attempt("open-" + dev, lambda dev=dev: open(dev, "rb").read(1))
+        for dev in ("/dev/mem", "/dev/kmsg", "/dev/vda", "/dev/sda", "/dev/tty", "/dev/shm", "/dev/full"):
+            attempt("open-" + dev, lambda dev=dev: open(dev, "rb").read(1))
         attempt("read-dataset", lambda: len(open(DATA, "rb").read(16)))
         attempt("setsid", os.setsid)
         attempt("setpgid", lambda: os.setpgid(0, 0))
@@ -102,9 +133,18 @@ class Probe(InputDefense):
         attempt("mknod-in-workdir", lambda: os.mknod("node", 0o600 | 0o020000, os.makedev(1, 3)))
         attempt("kill-process-group", lambda: os.kill(0, 0))
         attempt("daemon", daemon)
-        RESULTS["shell-caps"] = subprocess.run(
-            ["/bin/sh", "-c", "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"],
-            capture_output=True, text=True).stdout
+        attempt("fork", fork)
+        attempt("subprocess", lambda: subprocess.run(["/bin/true"]).returncode)
+        attempt("socket-unix", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        attempt("unix-stream-connect", lambda: unix_connect(LISTENER, "stream"))
+        attempt("unix-dgram-sendto", lambda: unix_connect(DGRAM, "dgram"))
+        attempt("stat-outside", lambda: os.stat(HELDOUT_DIR).st_mode)
+        attempt("exists-outside", lambda: os.path.exists(HELDOUT_DIR) or "absent")
+        attempt("inotify", lambda: libc_call("inotify_init1", 0))
+        attempt("utime-own-source", lambda: os.utime(__file__, (1, 1)))
+        attempt("utime-outside", lambda: os.utime(SECRET, (1, 1)))
+        attempt("ioctl-setflags", lambda: ioctl_setflags(__file__))
+        attempt("lease", lambda: lease(__file__))
         RESULTS["own-status"] = json.dumps({{f: status(f) for f in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}})
         RESULTS["visible-processes"] = str(len([p for p in os.listdir("/proc") if p.isdigit()]))
         release = super().build(splits, ctx)
@@ -113,18 +153,46 @@ class Probe(InputDefense):
 '''
 
 
-def _probe(tmp_path: Path) -> tuple[dict, Path, Path, str]:
+def _probe(tmp_path: Path) -> tuple[dict, Path, Path, str, list]:
+    import socket
+    import threading
+
     secret = tmp_path / "heldout-seeds.txt"
     secret.write_text("1234\n")
     outside = tmp_path / "escaped"
+    heldout = tmp_path / "out" / "heldout"  # what a held-out run's output directory looks like
+    heldout.mkdir(parents=True)
     marker = f"privbench-escape-marker-{os.getpid()}-{time.monotonic_ns()}"
-    from sklearn.datasets import load_digits  # noqa: F401 - its data file must exist to be refused
-
     import sklearn
+
     data = str(Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz")
     assert Path(data).is_file()
+    # a uid-0 service on a pathname socket (tmux, a multiprocessing forkserver, docker, D-Bus): what reaches it
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "service.sock"))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(str(tmp_path / "syslog.sock"))
+    dgram.settimeout(0.2)
+    reached: list = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            for sock, accept in ((listener, True), (dgram, False)):
+                try:
+                    reached.append(sock.accept()[0].recv(64) if accept else sock.recv(64))
+                except OSError:
+                    pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     src = tmp_path / "probe.py"
-    src.write_text(textwrap.dedent(PROBE.format(secret=str(secret), outside=str(outside), marker=marker, data=data)))
+    src.write_text(textwrap.dedent(PROBE.format(secret=str(secret), outside=str(outside), marker=marker, data=data,
+                                                listener=str(tmp_path / "service.sock"),
+                                                dgram=str(tmp_path / "syslog.sock"), heldout=str(heldout))))
+    before = (src.stat().st_mtime_ns, secret.stat().st_mtime_ns)
     s = Session(src, Limits(wall_seconds=120))
     try:
         x = torch.rand(4, 1, 8, 8)
@@ -134,10 +202,15 @@ def _probe(tmp_path: Path) -> tuple[dict, Path, Path, str]:
         header, _ = s.request("build", {"id": "probe", "params": {}, "seed": 0, "device": "cpu", "task": task,
                                         "info": info},
                               {"private_images": x, "private_labels": y, "aux_images": x, "aux_labels": y})
-        # the child is still alive here: its daemon must be gone after close
     finally:
         s.close()
-    return header["meta"]["extra"], secret, outside, marker
+        time.sleep(0.5)
+        stop.set()
+        server.join()
+        listener.close()
+        dgram.close()
+    assert (src.stat().st_mtime_ns, secret.stat().st_mtime_ns) == before  # no time of any file changed
+    return header["meta"]["extra"], secret, outside, marker, reached
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +220,7 @@ def probe(tmp_path_factory):
 
 @pytest.mark.parametrize("where", ["main", "thread", "watch"])
 def test_no_thread_of_the_child_reads_or_writes_outside(probe, where) -> None:
-    results, _, outside, _ = probe
+    results, _, outside, _, _ = probe
     assert results[f"{where}:read-secret"].startswith("refused"), results
     assert results[f"{where}:write-outside"].startswith("refused"), results
     assert not Path(f"{outside}-{where}").exists()
@@ -166,18 +239,44 @@ def test_the_public_datasets_are_not_readable(probe) -> None:
 
 
 @pytest.mark.parametrize("call", ["setsid", "setpgid", "shmget", "unshare-user", "ptrace-traceme", "socket-inet",
-                                  "chmod-system-file", "mknod-in-workdir"])
+                                  "chmod-system-file", "mknod-in-workdir", "fork", "subprocess", "daemon",
+                                  "socket-unix", "unix-dgram-sendto", "inotify", "utime-own-source", "ioctl-setflags",
+                                  "lease"])
 def test_denied_system_calls_fail(probe, call) -> None:
     assert probe[0][call] == "refused: PermissionError", probe[0][call]
 
 
-def test_a_shell_started_by_the_child_has_no_capability_and_cannot_gain_one(probe) -> None:
-    lines = dict(line.split(":\t") for line in probe[0]["shell-caps"].strip().splitlines())
-    assert {k: v.strip() for k, v in lines.items()} == {
-        "CapEff": "0000000000000000", "CapPrm": "0000000000000000", "CapBnd": "0000000000000000",
-        "CapAmb": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}, lines
+def test_the_child_has_no_capability_and_cannot_gain_one(probe) -> None:
+    # no capability, an empty bounding set and no_new_privs: whatever it execs (a shell as root, a setuid binary)
+    # starts with none either; and it cannot start a process at all (test_denied_system_calls_fail[fork])
     own = json.loads(probe[0]["own-status"])
     assert own == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+
+
+def test_no_service_on_a_pathname_socket_is_reached(probe) -> None:
+    """Red-team finding 1 (critical): a uid-0 service listening on a pathname socket (tmux ran the child's command
+    as unconfined root; a multiprocessing forkserver unpickled its payload) was reachable through connect()."""
+    results, reached = probe[0], probe[4]
+    assert results["unix-stream-connect"].startswith("refused") and results["unix-dgram-sendto"].startswith("refused")
+    assert reached == []
+
+
+def test_paths_outside_what_the_child_reads_do_not_exist_for_it(probe) -> None:
+    """Red-team finding 3: stat and exists on the run's output told a held-out run from a public one."""
+    if os.geteuid() != 0:
+        pytest.skip("no private root without root's namespaces: paths outside stay stat-able (docs/SUBMITTING.md)")
+    results = probe[0]
+    assert results["stat-outside"] == "refused: FileNotFoundError"
+    assert results["exists-outside"] == "ok: absent"
+    assert results["read-dataset"] == "refused: FileNotFoundError"  # not even denied: absent
+
+
+def test_no_file_time_or_flag_outside_the_child_changes(probe) -> None:
+    """Red-team findings 2 and 4: a build child stored a mark in its source's mtime for the reproduction check's
+    child to read back, and set inode flags and leases on files it may only read."""
+    results = probe[0]
+    for attempt in ("utime-own-source", "utime-outside", "ioctl-setflags", "lease"):
+        assert results[attempt].startswith("refused"), (attempt, results[attempt])
 
 
 def test_the_child_sees_no_process_outside_its_namespace(probe) -> None:
@@ -189,7 +288,6 @@ def test_the_child_sees_no_process_outside_its_namespace(probe) -> None:
 
 def test_nothing_the_child_started_survives_it(probe) -> None:
     marker = probe[3]
-    assert probe[0]["daemon"].startswith("ok")
     deadline = time.monotonic() + 5
     while True:
         alive = []
@@ -208,7 +306,8 @@ def test_nothing_the_child_started_survives_it(probe) -> None:
 def test_no_readable_root_holds_a_dataset_or_the_run_output(tmp_path) -> None:
     from benchmark.sandbox import denied_paths
 
-    read, listed = readable_roots(tmp_path / "sub.py")
+    view = readable_roots(tmp_path / "sub.py")
+    read, listed = list(view.read), list(view.listed)
     denied = [os.path.realpath(d) for d in denied_paths() if os.path.lexists(d)]
     for r in read:
         assert not any(r == d or r.startswith(d + "/") or d.startswith(r + "/") for d in denied), r
