@@ -4,7 +4,7 @@ Landlock, ``no_new_privs``, capabilities and seccomp filters bind the calling *t
 afterwards, so they must hold before any other thread exists. :mod:`benchmark.sandbox` therefore never confines a
 live interpreter: it starts ``python -I -S benchmark/confine.py SPEC`` (run by path, so nothing of the project,
 torch or the site packages is imported; only the standard library and ``pyseccomp``), which confines itself with
-one thread and then ``execve``\\ s the real child interpreter. Everything below is inherited across ``execve`` and by
+one thread and then execs the real child interpreter. Everything below is inherited across ``execve`` and by
 every thread and process the child creates. In order:
 
 1. **Namespaces** (root, or where unprivileged user namespaces work): new PID, IPC, network, mount and UTS
@@ -27,9 +27,9 @@ every thread and process the child creates. In order:
 6. **seccomp** (libseccomp through ``pyseccomp``), denying with ``EPERM`` (:data:`DENIED_SYSCALLS`): new processes
    (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``; ``clone3`` reports ``ENOSYS`` so libc falls back to
    ``clone``), so every limit is the whole sandbox's; ``socket``/``connect``/``bind`` (only connected stream
-   ``socketpair``\ s); ``ptrace`` and cross-process memory access; mounts, ``unshare``/``setns`` and namespace
+   socket pairs); ``ptrace`` and cross-process memory access; mounts, ``unshare``/``setns`` and namespace
    flags; ``bpf``, ``perf_event_open``, key rings, SysV IPC and POSIX queues; ``setsid``/``setpgid``; ``mknod``;
-   ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl``\ s, leases and dnotify
+   ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl`` requests, leases and dnotify
    (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
    ``io_uring`` (its operations bypass seccomp); kernel administration (modules, ``kexec``, ``reboot``, swap,
    ``iopl``, ``syslog``, clocks, ...). System calls of another architecture kill the process.

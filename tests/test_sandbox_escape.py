@@ -147,6 +147,7 @@ class Probe(InputDefense):
         attempt("lease", lambda: lease(__file__))
         RESULTS["own-status"] = json.dumps({{f: status(f) for f in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}})
         RESULTS["visible-processes"] = str(len([p for p in os.listdir("/proc") if p.isdigit()]))
+        RESULTS["applied"] = os.environ.get("PRIVBENCH_CONFINED", "{{}}")
         release = super().build(splits, ctx)
         release.meta = ReleaseMeta(extra=dict(RESULTS))
         return release
@@ -263,9 +264,9 @@ def test_no_service_on_a_pathname_socket_is_reached(probe) -> None:
 
 def test_paths_outside_what_the_child_reads_do_not_exist_for_it(probe) -> None:
     """Red-team finding 3: stat and exists on the run's output told a held-out run from a public one."""
-    if os.geteuid() != 0:
-        pytest.skip("no private root without root's namespaces: paths outside stay stat-able (docs/SUBMITTING.md)")
     results = probe[0]
+    if not json.loads(results["applied"]).get("root"):
+        pytest.skip("no private root without namespaces: paths outside stay stat-able (docs/SUBMITTING.md)")
     assert results["stat-outside"] == "refused: FileNotFoundError"
     assert results["exists-outside"] == "ok: absent"
     assert results["read-dataset"] == "refused: FileNotFoundError"  # not even denied: absent
@@ -280,7 +281,7 @@ def test_no_file_time_or_flag_outside_the_child_changes(probe) -> None:
 
 
 def test_the_child_sees_no_process_outside_its_namespace(probe) -> None:
-    if os.geteuid() != 0 and not Path("/proc/self/ns/user").exists():
+    if not json.loads(probe[0]["applied"]).get("namespaces"):
         pytest.skip("no namespaces for this user")
     # init, the child, its shell and the probe's greps: a handful, never the host's processes
     assert int(probe[0]["visible-processes"]) < 10, probe[0]["visible-processes"]
