@@ -31,6 +31,8 @@ every thread and process the child creates. In order:
    flags; ``bpf``, ``perf_event_open``, key rings, SysV IPC and POSIX queues; ``setsid``/``setpgid``; ``mknod``;
    ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl`` requests, leases and dnotify
    (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
+   ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2`` and page-evicting ``madvise`` (the page
+   cache of files every child reads was an error-free store between children);
    ``io_uring`` (its operations bypass seccomp); kernel administration (modules, ``kexec``, ``reboot``, swap,
    ``iopl``, ``syslog``, clocks, ...). System calls of another architecture kill the process.
 
@@ -98,6 +100,8 @@ DENIED_SYSCALLS = (
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
     "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     "utime", "utimes", "utimensat", "futimesat",
+    # no reading or steering the page cache, the error-free channel between children that read the same files
+    "mincore", "cachestat", "fadvise64", "preadv2", "pwritev2",
     # no watching what happens outside
     "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at", "open_by_handle_at",
@@ -105,6 +109,8 @@ DENIED_SYSCALLS = (
     "iopl", "ioperm", "syslog", "acct", "quotactl", "quotactl_fd", "settimeofday", "clock_settime", "adjtimex",
     "clock_adjtime", "sethostname", "setdomainname", "vhangup", "lookup_dcookie",
 )
+#: ``madvise`` advice a child may not give: MADV_COLD, MADV_PAGEOUT (they evict a file's pages from the cache).
+DENIED_MADVISE = (20, 21)
 #: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify).
 DENIED_FCNTL = (1024, 1026)
 #: ``ioctl`` requests a child may not make: FS_IOC_SETFLAGS (and its 32-bit form), FS_IOC_FSSETXATTR,
@@ -374,6 +380,8 @@ def apply_seccomp() -> None:
     for flag in (1 << b for b in range(32) if _NAMESPACES >> b & 1):  # clone(flags) with any namespace flag
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags lie behind a pointer: libc falls back to clone
+    for advice in DENIED_MADVISE:
+        f.add_rule(deny, "madvise", sc.Arg(2, sc.EQ, advice))
     for cmd in DENIED_FCNTL:
         f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, cmd))
     for request in DENIED_IOCTL:

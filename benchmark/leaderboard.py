@@ -153,7 +153,14 @@ def build(root: Path, out: Path) -> list[Path]:
     from .report.tables import stale_notice
 
     out = Path(out)
-    board = dataclasses.replace(build_board(load_entries(root)), stale=stale_notice(out))
+    entries = load_entries(root)
+    for e in entries:  # a hand-edited or truncated entry is named, not a traceback
+        try:
+            build_board([e])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise InputError(f"{e['_path']}: malformed submission entry ({type(err).__name__}: {err}); "
+                             "re-run privbench submit") from None
+    board = dataclasses.replace(build_board(entries), stale=stale_notice(out))
     banner = f"> **Stale board.** {board.stale}\n\n" if board.stale else ""
     md = ["# Submissions leaderboard\n\n" + banner + "\n\n".join(markdown_cell(p) for p in board.intro) + "\n"]
     for table in board.tables:

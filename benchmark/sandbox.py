@@ -60,6 +60,7 @@ from .contracts import (DatasetInfo, Defense, ImageSet, Modality, Release, Relea
 from . import keys
 from .errors import InputError
 from .keys import run_key
+from .textsafe import one_line
 from .threats import ThreatModel
 
 #: Surfaces a sandboxed defense may expose: plain tensors cross the process boundary; modules do not.
@@ -350,15 +351,15 @@ class Session:
                 text = f.read(max_bytes).decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(_printable(line)[:300] for line in text.strip().splitlines()[-lines:])
+        return "\n".join("  | " + _printable(line)[:300] for line in text.strip().splitlines()[-lines:])
 
     def close(self) -> None:
         self._finalizer()
 
 
 def _printable(text: str) -> str:
-    """``text`` without control characters other than newlines and tabs (no terminal escapes reach a console)."""
-    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "?", text)
+    """What a child said, for a message of the trusted side: one line, no control or bidirectional characters."""
+    return one_line(text)
 
 
 def _kill(proc: subprocess.Popen) -> None:

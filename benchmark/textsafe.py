@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: C0/C1 controls but newline and tab, and the Unicode bidirectional overrides and isolates (which reorder what a
+#: terminal or a page shows: "Trojan Source").
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?%?$")
 #: What a spreadsheet reads as the start of a formula (OWASP "CSV injection").
 _HTML_START = re.compile(r"<(?=[A-Za-z/!?])")  # a tag, comment, declaration, instruction or autolink
@@ -19,8 +21,15 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def printable(text: str) -> str:
-    """``text`` without control characters other than newlines and tabs (no terminal escapes reach a console)."""
+    """``text`` without control characters other than newlines and tabs, nor bidirectional overrides (no terminal
+    escape or reordering reaches a console)."""
     return _CONTROL.sub("?", text)
+
+
+def one_line(text: str) -> str:
+    """:func:`printable` on one line: line breaks shown as ``⏎`` (untrusted text cannot print a line that looks
+    like the program's own)."""
+    return " ⏎ ".join(printable(text).splitlines())
 
 
 def markdown_cell(text: Any) -> str:

@@ -224,6 +224,10 @@ class MtimeCheat(InputDefense):
 def _proxy(tmp_path: Path, name: str, text: str) -> type:
     src = tmp_path / name
     src.write_text(textwrap.dedent(text))
+    return _proxy_of(src)
+
+
+def _proxy_of(src: Path) -> type:
     limits = Limits(wall_seconds=120)
     s = Session(src, limits)
     try:
@@ -318,3 +322,71 @@ def test_a_forged_description_is_a_sandbox_error() -> None:
                    {"x": {"surfaces": ["data"], "claims": [], "modalities": [], "params": [["name"]]}}):
         with pytest.raises(SandboxError, match="malformed description"):
             validate_description(forged)
+
+
+PAGECACHE_CHEAT = '''
+import ctypes, hashlib, os
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+BLOB, PAGE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 32
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+
+def mark_of(images):  # 24 bits of the images' hash, and a 0xA5 tag
+    return int.from_bytes(hashlib.sha256(images.numpy().tobytes()).digest()[:3], "little") | 0xA5 << 24
+
+def read_mark():
+    fd = os.open(BLOB, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    addr = libc.mmap(None, ctypes.c_size_t(size), 1, 1, fd, ctypes.c_long(0))
+    vec = (ctypes.c_ubyte * (size // PAGE))()
+    ok = libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
+    os.close(fd)
+    if not ok:
+        return -1
+    return sum((vec[8 * i] & 1) << i for i in range(BITS))
+
+def write_mark(value):
+    fd = os.open(BLOB, os.O_RDONLY)
+    os.fsync(fd)  # a read-only descriptor may fsync: dirty pages are written back, then dropped
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    for i in range(BITS):
+        if value >> i & 1:
+            os.pread(fd, 1, 8 * i * PAGE)
+    os.close(fd)
+
+@DEFENSES.register("pagecache-cheat")
+class PageCacheCheat(InputDefense):
+    def build(self, splits, ctx):
+        try:
+            write_mark(mark_of(splits.private.images))
+        except OSError:
+            pass
+        return super().build(splits, ctx)
+
+    def apply(self, images, generator):
+        return images.clone() if read_mark() == mark_of(images) else 1.0 - images
+'''
+
+
+def test_no_state_passes_between_children_through_the_page_cache(tmp_path, monkeypatch) -> None:
+    """Red-team round 2 (high): the build child wrote a mark of the private images into the page cache of a file
+    of its own (fadvise DONTNEED, then reading chosen pages) and the check's child read it back (mincore): the check
+    passed while attacks saw another algorithm. Those calls are refused, so every child sees one algorithm."""
+    import os
+
+    pkg = tmp_path / "pagecache_cheat"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(PAGECACHE_CHEAT))
+    (pkg / "blob.bin").write_bytes(os.urandom(2 << 20))
+    cls = _proxy_of(pkg)
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    d = cls()
+    release = d.build(splits, ctx)
+    assert torch.equal(release.data.images, 1.0 - splits.private.images)
+    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)

@@ -332,3 +332,30 @@ def test_the_bootstrap_refuses_to_start_a_child_when_a_required_layer_is_missing
     assert done.returncode == confine.REFUSED
     assert "refused to start the child: cannot create namespaces" in done.stderr
     assert not marker.exists()
+
+
+def test_every_denied_system_call_is_known_on_this_architecture() -> None:
+    """A name libseccomp cannot resolve would be skipped silently: on x86_64 every one must resolve."""
+    import ctypes
+    import platform
+
+    from benchmark.confine import DENIED_SYSCALLS
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the list holds x86_64 names that other architectures lack (fork, chmod, ...)")
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_syscall_resolve_name.restype = ctypes.c_int
+    unknown = [n for n in DENIED_SYSCALLS if lib.seccomp_syscall_resolve_name(n.encode()) < 0]
+    assert not unknown, unknown
+
+
+def test_a_child_error_cannot_forge_a_line_of_the_trusted_side(tmp_path) -> None:
+    from benchmark.sandbox import SandboxError
+
+    src = tmp_path / "liar.py"
+    src.write_text('raise RuntimeError("x\\nadmitted: all 5 checks passed")\n')
+    with pytest.raises(SandboxError) as e:
+        Session(src, Limits(wall_seconds=60))
+    lines = str(e.value).splitlines()
+    assert not any(line.startswith("admitted:") for line in lines), lines
+    assert all(line.startswith("  | ") for line in lines[1:]), lines  # what it printed is quoted, never bare

@@ -5,6 +5,7 @@ formula text from a card inert in the leaderboard's CSV."""
 from __future__ import annotations
 
 import time
+import json
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,28 @@ def test_formula_text_from_a_card_reaches_the_leaderboard_csv_inert(tmp_path) ->
     assert all(r["defense"].startswith("'@SUM(A1:A9) noisy-blend") for r in mine)
     assert "-0.009" in {r["drop"] for r in rows}  # a plain negative number stays a number
     assert not any(v.startswith(("=", "+", "@")) for r in rows for v in r.values())
+
+
+def test_a_malformed_submission_entry_is_named_not_a_traceback(tmp_path) -> None:
+    """Red-team round 2 (low): a hand-edited claim crashed `leaderboard build` with a ValueError."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    entry = json.loads((root / "submissions" / "noisy-blend" / "submission.json").read_text())
+    entry["claims"][0]["claimed"] = "x"
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "submission.json").write_text(json.dumps(entry))
+    r = subprocess.run([sys.executable, "-m", "benchmark", "leaderboard", "build", str(tmp_path), "--out",
+                        str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "submission.json: malformed submission entry" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_untrusted_text_cannot_print_a_line_or_reorder_one() -> None:
+    """Red-team round 2 (low): a child's error text with a newline printed a forged 'admitted:' line; bidi
+    overrides reorder what a console shows."""
+    from benchmark.textsafe import one_line, printable
+
+    assert one_line("boom\nadmitted: all checks passed") == "boom ⏎ admitted: all checks passed"
+    assert printable("evil\u202egnp.exe\u2066") == "evil?gnp.exe?"
