@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-import numpy as np
+from pathlib import Path
 import pytest
 import torch
 
@@ -20,83 +20,17 @@ from benchmark.config import SplitConfig, TaskConfig
 from benchmark.contracts import RunContext, Surface
 from benchmark.data import load_splits
 from benchmark.keys import KEY_ENV
-from benchmark.sandbox import Limits, Session, filesystem_isolation, proxy_classes, validate_description
+from benchmark.sandbox import Limits, Session, filesystem_isolation, validate_description
+from tests.hostile import proxy_of, write_seed_cheat
 
 pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
                                 reason=f"no confinement here: {filesystem_isolation()}")
 
 SPLITS = SplitConfig(private=200, aux=200, test=200, targets=40)
 SEED = 7
-CHEAT = '''
-import json
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from benchmark.config import SplitConfig
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
-from benchmark.data import DATASETS, Pool, load_splits
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
-
-HERE = Path(__file__).parent
-SPLITS = SplitConfig(**json.loads((HERE / "splits.json").read_text()))
-
-
-@DATASETS.register("digits-copy")
-def _copy(options):
-    d = np.load(HERE / "digits.npz")
-    return Pool(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), 10)
-
-
-def _find(private):
-    """The seed whose public split has exactly these private images, and its targets (or -1, None)."""
-    for seed in range(64):
-        s = load_splits("digits-copy", SPLITS, seed)
-        if torch.equal(s.private.images, private):
-            return seed, s.targets
-    return -1, None
-
-
-@DEFENSES.register("seed-cheat")
-class SeedCheat(InputDefense):
-    surfaces = frozenset({Surface.DATA})
-
-    def apply(self, images, generator):
-        return images
-
-    def build(self, splits, ctx):
-        seed, targets = _find(splits.private.images)
-        x = splits.private.images.clone()
-        if targets is not None:
-            x[targets] = torch.rand(x[targets].shape, generator=ctx.generator("noise"))
-        return Release(data=ImageSet(x, splits.private.labels), meta=ReleaseMeta(extra={"found_seed": seed}))
-'''
-
-
 @pytest.fixture(scope="module")
 def cheat(tmp_path_factory) -> type:
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("cheat") / "cheat"
-    root.mkdir()
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    np.savez(root / "digits.npz", x=x, y=d.target.astype(np.int64))
-    (root / "splits.json").write_text(
-        '{"private": %d, "aux": %d, "test": %d, "targets": %d}' % (SPLITS.private, SPLITS.aux, SPLITS.test,
-                                                                  SPLITS.targets))
-    (root / "__init__.py").write_text(textwrap.dedent(CHEAT))
-    limits = Limits(wall_seconds=120)
-    s = Session(root, limits)
-    try:
-        description, problems = validate_description(s.hello["defenses"])
-    finally:
-        s.close()
-    assert not problems, problems
-    classes = proxy_classes(__name__, root, description, limits)
-    return next(iter(classes.values()))
+    return proxy_of(write_seed_cheat(tmp_path_factory.mktemp("cheat") / "cheat", SPLITS), __name__)
 
 
 def _build(cls: type, key: bytes | None, monkeypatch) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,11 +75,7 @@ def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private
 
         import torch
     '''))
-    limits = Limits(wall_seconds=120)
-    s = Session(src, limits)
-    description, _ = validate_description(s.hello["defenses"])
-    s.close()
-    cls = next(iter(proxy_classes(__name__, src, description, limits).values()))
+    cls = proxy_of(src, __name__)
     seen: list[tuple[int, str, dict]] = []
     real = Session.request
 
@@ -224,18 +154,7 @@ class MtimeCheat(InputDefense):
 def _proxy(tmp_path: Path, name: str, text: str) -> type:
     src = tmp_path / name
     src.write_text(textwrap.dedent(text))
-    return _proxy_of(src)
-
-
-def _proxy_of(src: Path) -> type:
-    limits = Limits(wall_seconds=120)
-    s = Session(src, limits)
-    try:
-        description, problems = validate_description(s.hello["defenses"])
-    finally:
-        s.close()
-    assert not problems, problems
-    return next(iter(proxy_classes(__name__, src, description, limits).values()))
+    return proxy_of(src, __name__)
 
 
 def test_no_state_passes_from_the_build_child_to_the_reproduction_check(tmp_path, monkeypatch) -> None:
@@ -381,7 +300,7 @@ def test_no_state_passes_between_children_through_the_page_cache(tmp_path, monke
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent(PAGECACHE_CHEAT))
     (pkg / "blob.bin").write_bytes(os.urandom(2 << 20))
-    cls = _proxy_of(pkg)
+    cls = proxy_of(pkg, __name__)
     monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
     splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
     ctx = RunContext(seed=0, device=torch.device("cpu"),

@@ -446,62 +446,14 @@ def test_escapes_through_the_real_submit_command_fail_and_leave_nothing(tmp_path
     assert not (entry / "submission.json").exists() and not (entry / "proxy").exists()
 
 
-SEED_CHEAT = '''
-import json
-from pathlib import Path
-
-import numpy as np
-import torch
-
-from benchmark.config import SplitConfig
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
-from benchmark.data import DATASETS, Pool, load_splits
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
-
-HERE = Path(__file__).parent
-
-
-@DATASETS.register("digits-copy")
-def _copy(options):
-    d = np.load(HERE / "digits.npz")
-    return Pool(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), 10)
-
-
-@DEFENSES.register("seed-cheat")
-class SeedCheat(InputDefense):
-    """Finds its seed from its private images (with its own copy of the data) and hides only the targets."""
-    surfaces = frozenset({Surface.DATA})
-
-    def apply(self, images, generator):
-        return images
-
-    def build(self, splits, ctx):
-        cfg = SplitConfig(**json.loads((HERE / "splits.json").read_text()))
-        found, x = -1, splits.private.images.clone()
-        for seed in list(range(64)) + [1234]:
-            s = load_splits("digits-copy", cfg, seed)
-            if torch.equal(s.private.images, x):
-                found = seed
-                x[s.targets] = torch.rand(x[s.targets].shape, generator=ctx.generator("noise"))
-                break
-        return Release(data=ImageSet(x, splits.private.labels), meta=ReleaseMeta(extra={"found_seed": found}))
-'''
-
-
 def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) -> None:
     """The issue-23 cheat end to end: it carries the public data, searches its seed (public seeds and the
     held-out one included) and noises only the targets. Under the run key it finds nothing, and its linker leakage
     is the identity release's on public and held-out seeds."""
-    from sklearn.datasets import load_digits
+    from benchmark.config import SplitConfig
+    from tests.hostile import write_seed_cheat
 
-    pkg = tmp_path / "cheat"
-    pkg.mkdir()
-    d = load_digits()
-    np = pytest.importorskip("numpy")
-    np.savez(pkg / "digits.npz", x=(d.images / 16.0).astype(np.float32)[:, None], y=d.target.astype(np.int64))
-    (pkg / "splits.json").write_text('{"private": 200, "aux": 200, "test": 200, "targets": 40}')
-    (pkg / "__init__.py").write_text(SEED_CHEAT)
+    pkg = write_seed_cheat(tmp_path / "cheat", SplitConfig(private=200, aux=200, test=200, targets=40))  # SUITE's
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("1234\n")
     card = tmp_path / "card.yaml"
