@@ -4,20 +4,16 @@ The trusted side (driver, pool workers, attack processes) never imports a submis
 defenses (:func:`proxy_classes`) whose ``build`` / ``transform`` / ``mask_generator`` / ``public_info`` forward to
 a :class:`Session`: a child Python process that imported the submission and nothing else of the run.
 
-The child is limited before it runs any submitted line (after importing torch and the built-ins):
-    - address space (``RLIMIT_AS``), CPU seconds (``RLIMIT_CPU``), largest written file (``RLIMIT_FSIZE``), no core
-      dumps, a scrubbed environment, its own session (killed as a group) and a fresh temporary working directory;
-    - Landlock (Linux >= 5.13): writes only beneath that directory (no device nodes), reads only of system
-      directories, the interpreter, the project's packages and the submission (:func:`readable_roots`: not the
-      run's output, caches, home directories or /tmp); it also keeps the child from ptrace-ing or reading the
-      memory and environment of unconfined processes. Without Landlock a submission is refused unless the caller
-      allows it explicitly;
-    - as root, every capability is dropped (no kernel modules, mounts or raw devices);
-    - every request and its reply have a wall-time limit; past it the child's process group is killed.
-
-Not contained (docs/SUBMITTING.md, "What the sandbox does not do"): the network, signals to processes of the same
-user, processes forked into a new session, disk use beyond one file's size limit. Run submissions of unknown authors in
-a disposable VM or container, as an unprivileged user without network; this sandbox is the second layer.
+Every request runs in a fresh child that answers it and is closed (:class:`SandboxedDefense`). A child is confined
+before anything of it runs: :mod:`benchmark.confine`, a single-threaded bootstrap, enters new namespaces and a
+private root of read-only binds, sets the resource limits, drops every capability, applies Landlock and a seccomp
+filter, and only then execs the child's interpreter (:func:`child_main`). What a child may read is
+:func:`readable_roots` (system directories, the interpreter, the project's packages and the submission, minus the
+public datasets and the machine's secrets); it writes only in its own temporary directory. Each request and its
+reply have a wall-time limit; past it the child's process group is killed. Seeds and generator states a child
+sees are keyed by the run key (:mod:`benchmark.keys`). docs/SUBMITTING.md has the threat model, including what
+stays open (timing side channels, the disk beyond one file's size limit). Run submissions of unknown authors in a
+disposable VM or container, as an unprivileged user without network; this sandbox is the second layer.
 
 Requests and replies are length-framed JSON headers plus tensors in the safetensors format, over two pipes that
 are not the child's stdout/stderr (what the submission prints goes to a log outside its directory, whose last lines
