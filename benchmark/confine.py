@@ -13,7 +13,8 @@ every thread and process the child creates. In order:
    the namespace and the IPC namespace, with any SysV shared memory, is freed. The network namespace has no
    interface but a downed loopback.
 2. **A private root** (:func:`enter_root`, with the mount namespace): a fresh tmpfs holding read-only bind mounts
-   of what the child may read, the three devices, its own directory and a /proc of its PID namespace, entered
+   (recursively read-only) of what the child may read, read-only binds of the three devices (still writable as
+   devices, but no ACL or attribute of theirs can change), its own directory and a /proc of its PID namespace, entered
    with ``pivot_root``. Nothing else exists for the child: the run's output, /tmp, pathname sockets of other
    services (tmux, a multiprocessing forkserver), the public datasets cannot be read, stat-ed, watched or reached.
 3. **Resource limits**: address space, CPU seconds, largest file, no core dumps.
@@ -33,8 +34,10 @@ every thread and process the child creates. In order:
    (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
    ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2`` and page-evicting ``madvise`` (the page
    cache of files every child reads was an error-free store between children);
-   ``io_uring`` (its operations bypass seccomp); kernel administration (modules, ``kexec``, ``reboot``, swap,
-   ``iopl``, ``syslog``, clocks, ...). System calls of another architecture kill the process.
+   ``io_uring`` (its operations bypass seccomp); fscrypt key and policy ``ioctl`` requests; kernel
+   administration (modules, ``kexec``, ``reboot``, swap, ``iopl``, ``syslog``, clocks, ...); and, with ``ENOSYS``,
+   every system call newer than this list's review (:data:`FIRST_UNREVIEWED_SYSCALL`: ``setxattrat`` of Linux 6.13
+   wrote ACLs). System calls of another architecture kill the process.
 
 If a layer that ``spec["require"]`` names cannot be applied, the bootstrap prints why and exits with status
 :data:`REFUSED` before anything of the child runs.
@@ -61,6 +64,9 @@ _NAMESPACES = _CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC | _CLONE_NEWUSER | _C
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_NOATIME = 0x1, 0x2, 0x4, 0x8, 0x20, 0x400
 _MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 0x1000, 0x4000, 0x40000, 0x2
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+_SYS_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE = 442, -100, 0x8000
+_MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV, _MOUNT_ATTR_NOATIME = 0x1, 0x2, 0x4, 0x10
+_MOUNT_ATTR__ATIME = 0x70
 
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
@@ -109,13 +115,22 @@ DENIED_SYSCALLS = (
     "iopl", "ioperm", "syslog", "acct", "quotactl", "quotactl_fd", "settimeofday", "clock_settime", "adjtimex",
     "clock_adjtime", "sethostname", "setdomainname", "vhangup", "lookup_dcookie",
 )
+#: System calls numbered from here on were added after this list was reviewed (Linux 6.6, ``map_shadow_stack``):
+#: ``setxattrat`` (Linux 6.13) let a child write an ACL on a device node. Each later number reports ``ENOSYS`` (libc
+#: falls back to the older call), whatever libseccomp knows of it. The new syscalls share one numbering on every
+#: architecture.
+FIRST_UNREVIEWED_SYSCALL, LAST_FILTERED_SYSCALL = 453, 640
 #: ``madvise`` advice a child may not give: MADV_COLD, MADV_PAGEOUT (they evict a file's pages from the cache).
 DENIED_MADVISE = (20, 21)
 #: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify).
 DENIED_FCNTL = (1024, 1026)
 #: ``ioctl`` requests a child may not make: FS_IOC_SETFLAGS (and its 32-bit form), FS_IOC_FSSETXATTR,
-#: FS_IOC_ENABLE_VERITY (each changes a file it may only read), TIOCSTI (types into a terminal).
-DENIED_IOCTL = (0x40086602, 0x40046602, 0x401C5820, 0x40806685, 0x5412)
+#: FS_IOC_ENABLE_VERITY (each changes a file it may only read), TIOCSTI (types into a terminal), and fscrypt's
+#: SET_ENCRYPTION_POLICY, ADD/REMOVE(_ALL_USERS)_ENCRYPTION_KEY and GET_ENCRYPTION_KEY_STATUS (a store shared by
+#: every process of the file system).
+DENIED_IOCTL = (0x40086602, 0x40046602, 0x401C5820, 0x40806685, 0x5412,
+                # fscrypt: keys and policies act on the whole file system, through any descriptor
+                0x800C6613, 0xC0506617, 0xC0406618, 0xC0406619, 0xC080661A)
 #: socketpair types other than SOCK_STREAM: a datagram socket may be sent to a pathname address.
 _DGRAM_TYPES = (2, 3, 4, 5, 10)
 
@@ -165,6 +180,24 @@ def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | Non
     _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def _read_only(libc: ctypes.CDLL, target: str, remount: int) -> None:
+    """Make the bind at ``target`` and every mount beneath it read-only, nosuid, nodev, noatime
+    (``mount_setattr`` with ``AT_RECURSIVE``, Linux >= 5.12; a remount of the top mount only before that)."""
+    attr = _MountAttr(_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | _MOUNT_ATTR_NOATIME,
+                      _MOUNT_ATTR__ATIME, 0, 0)
+    r = libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), target.encode(),
+                     ctypes.c_uint(_AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    if r != 0:
+        if ctypes.get_errno() != errno.ENOSYS:
+            _check(r, f"mount_setattr {target}")
+        _mount(libc, None, target, None, remount)
+
+
 def _mountpoint(path: str, directory: bool) -> None:
     if directory:
         os.makedirs(path, exist_ok=True)
@@ -192,15 +225,15 @@ def enter_root(libc: ctypes.CDLL, spec: dict) -> None:
             continue
         _mountpoint(new + path, os.path.isdir(path))
         _mount(libc, path, new + path, None, _MS_BIND | _MS_REC)
-        _mount(libc, None, new + path, None, ro)
+        _read_only(libc, new + path, ro)
     for path, target in spec.get("links", ()):
         if not os.path.lexists(new + path):
             os.makedirs(os.path.dirname(new + path), exist_ok=True)
             os.symlink(target, new + path)
     for dev in DEVICES:
         _mountpoint(new + dev, False)
-        _mount(libc, dev, new + dev, None, _MS_BIND)
-        _mount(libc, None, new + dev, None, _MS_BIND | _MS_REMOUNT | _MS_NOSUID | _MS_NOEXEC)
+        _mount(libc, dev, new + dev, None, _MS_BIND)  # read-only: writing a device still works, its ACL does not
+        _mount(libc, None, new + dev, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NOEXEC)
     for path in spec["write"]:
         _mountpoint(new + path, True)
         _mount(libc, path, new + path, None, _MS_BIND)
@@ -380,6 +413,8 @@ def apply_seccomp() -> None:
     for flag in (1 << b for b in range(32) if _NAMESPACES >> b & 1):  # clone(flags) with any namespace flag
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags lie behind a pointer: libc falls back to clone
+    for nr in range(FIRST_UNREVIEWED_SYSCALL, LAST_FILTERED_SYSCALL + 1):
+        f.add_rule(sc.ERRNO(errno.ENOSYS), nr)
     for advice in DENIED_MADVISE:
         f.add_rule(deny, "madvise", sc.Arg(2, sc.EQ, advice))
     for cmd in DENIED_FCNTL:

@@ -375,7 +375,15 @@ def _shutdown(proc: subprocess.Popen, write: int, read: int, base: Path) -> None
         except OSError:
             pass
     _kill(proc)
-    shutil.rmtree(base, ignore_errors=True)
+    _remove(base)
+
+
+def _remove(base: Path) -> None:
+    """Remove a child's directory, however deep the child nested it (``shutil.rmtree`` recurses per level)."""
+    try:
+        shutil.rmtree(base, ignore_errors=True)
+    except RecursionError:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(base)], check=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

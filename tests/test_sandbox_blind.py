@@ -309,3 +309,76 @@ def test_no_state_passes_between_children_through_the_page_cache(tmp_path, monke
     release = d.build(splits, ctx)
     assert torch.equal(release.data.images, 1.0 - splits.private.images)
     assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+
+
+ACL_CHEAT = """
+import ctypes, hashlib, os, struct
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+DEV = "/dev/null"  # a read-write bind of the host's devtmpfs node, the same inode in every child
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class XattrArgs(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_uint64), ("size", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+def mark_of(images):  # 32 bits of the images' hash
+    return int.from_bytes(hashlib.sha256(images.numpy().tobytes()).digest()[:4], "little")
+
+
+def write_mark(value):
+    '''setxattrat(2) (Linux 6.13, syscall 463; setxattr itself is denied): a POSIX ACL on /dev/null whose one named
+    user is the mark. Every entry keeps rw-, so the node's mode stays 0666 and nothing else notices.'''
+    ents = [(1, 6, 0xFFFFFFFF), (2, 6, value), (4, 6, 0xFFFFFFFF), (0x10, 6, 0xFFFFFFFF), (0x20, 6, 0xFFFFFFFF)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in ents)
+    buf = ctypes.create_string_buffer(blob, len(blob))
+    libc.syscall(ctypes.c_long(463), ctypes.c_int(-100), DEV.encode(), ctypes.c_uint(0),
+                 b"system.posix_acl_access", ctypes.byref(XattrArgs(ctypes.addressof(buf), len(blob), 0)),
+                 ctypes.c_size_t(16))
+
+
+def read_mark():
+    try:
+        blob = os.getxattr(DEV, "system.posix_acl_access")  # getxattr is allowed
+    except OSError:
+        return -1
+    return next((i for t, _, i in struct.iter_unpack("<HHI", blob[4:]) if t == 2), -1)
+
+
+@DEFENSES.register("acl-cheat")
+class AclCheat(InputDefense):
+    '''The build child leaves a mark of the private images in /dev/null's ACL; a later child answers the identity
+    for those images (the reproduction check) and another algorithm for any other (attacks).'''
+
+    def build(self, splits, ctx):
+        write_mark(mark_of(splits.private.images))
+        return super().build(splits, ctx)
+
+    def apply(self, images, generator):
+        return images.clone() if read_mark() == mark_of(images) else 1.0 - images
+"""
+
+
+def test_no_state_passes_between_children_through_a_device_node_acl(tmp_path, monkeypatch) -> None:
+    """Red-team round 3 (high): setxattrat (Linux 6.13, unknown to libseccomp 2.5) wrote a POSIX ACL on the host's
+    /dev/null, bound read-write into every child: a store between children, and a chmod of the host's node. The
+    device binds are read-only and every syscall newer than the reviewed list reports ENOSYS."""
+    import os
+
+    before = os.stat("/dev/null").st_mode
+    cls = _proxy(tmp_path, "acl_cheat.py", ACL_CHEAT)
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    d = cls()
+    release = d.build(splits, ctx)
+    assert torch.equal(release.data.images, 1.0 - splits.private.images)
+    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+    assert os.stat("/dev/null").st_mode == before
+    try:
+        assert os.getxattr("/dev/null", "system.posix_acl_access") == b""
+    except OSError:  # no ACL at all: what we want
+        pass

@@ -359,3 +359,13 @@ def test_a_child_error_cannot_forge_a_line_of_the_trusted_side(tmp_path) -> None
     lines = str(e.value).splitlines()
     assert not any(line.startswith("admitted:") for line in lines), lines
     assert all(line.startswith("  | ") for line in lines[1:]), lines  # what it printed is quoted, never bare
+
+
+def test_a_child_nesting_its_directory_deeply_still_closes_cleanly(tmp_path) -> None:
+    """Red-team round 3 (low): shutil.rmtree recursed out of Session.close on a deeply nested work directory."""
+    src = tmp_path / "nest.py"
+    src.write_text("import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\n")
+    s = Session(src, Limits(wall_seconds=60))
+    base = s.base
+    s.close()
+    assert not base.exists()
