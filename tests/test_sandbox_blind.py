@@ -186,6 +186,8 @@ def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> Non
 
 FORGED = '''
 import os, re, struct, sys, json
+from dataclasses import dataclass
+from benchmark.contracts import Surface
 from benchmark.registry import DEFENSES
 from defenses.base import InputDefense
 
@@ -200,6 +202,12 @@ def forge(header, body=b""):
 
 @DEFENSES.register("forger")
 class Forger(InputDefense):
+    surfaces = frozenset({Surface.DATA, Surface.SYNTHETIC})
+
+    @dataclass(frozen=True)
+    class Params:
+        mode: str = "zero-dim"
+
     def apply(self, images, generator):
         return images
 
@@ -207,30 +215,33 @@ class Forger(InputDefense):
         from safetensors.torch import save
         import torch
         n = len(splits.private)
-        tensors = {{"zero-dim": {{"data_images": torch.tensor(0.5), "data_labels": splits.private.labels}},
-                    "nan-labels": {{"synthetic_images": torch.rand(4, 1, 8, 8),
-                                    "synthetic_labels": torch.full((4,), float("nan"))}},
-                    "complex-labels": {{"synthetic_images": torch.rand(4, 1, 8, 8),
-                                        "synthetic_labels": torch.zeros(4, dtype=torch.complex64)}},
-                    "stray-field": {{"data_images": torch.rand(n, 1, 8, 8), "data_labels": splits.private.labels,
-                                     "evil": torch.zeros(1)}}}}[{mode!r}]
-        forge({{"ok": True, "meta": {{"extra": {{}}}}}}, save(tensors))
+        tensors = {"zero-dim": {"data_images": torch.tensor(0.5), "data_labels": splits.private.labels},
+                   "nan-labels": {"synthetic_images": torch.rand(4, 1, 8, 8),
+                                  "synthetic_labels": torch.full((4,), float("nan"))},
+                   "complex-labels": {"synthetic_images": torch.rand(4, 1, 8, 8),
+                                      "synthetic_labels": torch.zeros(4, dtype=torch.complex64)},
+                   "stray-field": {"data_images": torch.rand(n, 1, 8, 8), "data_labels": splits.private.labels,
+                                   "evil": torch.zeros(1)}}[self.params.mode]
+        forge({"ok": True, "meta": {"extra": {}}}, save(tensors))
 '''
 
 
+@pytest.fixture(scope="module")
+def forger(tmp_path_factory) -> type:
+    return _proxy(tmp_path_factory.mktemp("forger"), "forger.py", FORGED)
+
+
 @pytest.mark.parametrize("mode", ["zero-dim", "nan-labels", "complex-labels", "stray-field"])
-def test_a_forged_build_reply_is_a_sandbox_error(tmp_path, mode, monkeypatch) -> None:
+def test_a_forged_build_reply_is_a_sandbox_error(forger, mode) -> None:
     """Red-team finding 6: forged replies written straight to the reply pipe raised IndexError, ValueError or
     NotImplementedError on the trusted side instead of a clear sandbox error."""
     from benchmark.sandbox import SandboxError
 
-    cls = _proxy(tmp_path, f"forger_{mode.replace('-', '_')}.py", FORGED.format(mode=mode))
-    cls.surfaces = frozenset({Surface.DATA, Surface.SYNTHETIC})
     splits = load_splits("digits", SplitConfig(private=8, aux=8, test=8, targets=2), 0)
     ctx = RunContext(seed=0, device=torch.device("cpu"),
                      task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
     with pytest.raises(SandboxError, match="not allowed|malformed"):
-        cls().build(splits, ctx)
+        forger(forger.Params(mode=mode)).build(splits, ctx)
 
 
 def test_a_forged_description_is_a_sandbox_error() -> None:

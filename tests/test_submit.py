@@ -446,6 +446,9 @@ def test_escapes_through_the_real_submit_command_fail_and_leave_nothing(tmp_path
     assert not (entry / "submission.json").exists() and not (entry / "proxy").exists()
 
 
+# Slow (about 30 s): the default run keeps the mechanism (tests/test_sandbox_blind.py: the same cheat finds its seed
+# without a run key and nothing under one) and the real submit command's confinement (above).
+@pytest.mark.slow
 def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) -> None:
     """The issue-23 cheat end to end: it carries the public data, searches its seed (public seeds and the
     held-out one included) and noises only the targets. Under the run key it finds nothing, and its linker leakage
