@@ -14,8 +14,8 @@ every thread and process the child creates. In order:
    interface but a downed loopback.
 2. **A private root** (:func:`enter_root`, with the mount namespace): a fresh tmpfs holding read-only bind mounts
    (recursively read-only) of what the child may read, read-only binds of the three devices (still writable as
-   devices, but no ACL or attribute of theirs can change), its own directory and a /proc of its PID namespace, entered
-   with ``pivot_root``. Nothing else exists for the child: the run's output, /tmp, pathname sockets of other
+   devices, but no ACL or attribute of theirs can change), its own directory and ``/proc/cpuinfo``, entered with
+   ``pivot_root``: no procfs, whose per-process counters (major faults) read which pages an earlier child cached. Nothing else exists for the child: the run's output, /tmp, pathname sockets of other
    services (tmux, a multiprocessing forkserver), the public datasets cannot be read, stat-ed, watched or reached.
 3. **Resource limits**: address space, CPU seconds, largest file, no core dumps.
 4. **Capabilities**: securebits locked (root gains nothing at ``execve``), the bounding and ambient sets cleared,
@@ -32,8 +32,9 @@ every thread and process the child creates. In order:
    flags; ``bpf``, ``perf_event_open``, key rings, SysV IPC and POSIX queues; ``setsid``/``setpgid``; ``mknod``;
    ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl`` requests, leases and dnotify
    (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
-   ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2`` and page-evicting ``madvise`` (the page
-   cache of files every child reads was an error-free store between children);
+   ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2``, page-evicting ``madvise`` and ``getrusage``
+   (the page cache of files every child reads was an error-free store between children); ``fallocate`` with a mode
+   (``FALLOC_FL_KEEP_SIZE`` reserves disk past ``RLIMIT_FSIZE``);
    ``io_uring`` (its operations bypass seccomp); fscrypt key and policy ``ioctl`` requests; kernel
    administration (modules, ``kexec``, ``reboot``, swap, ``iopl``, ``syslog``, clocks, ...); and, with ``ENOSYS``,
    every system call newer than this list's review (:data:`FIRST_UNREVIEWED_SYSCALL`: ``setxattrat`` of Linux 6.13
@@ -108,6 +109,8 @@ DENIED_SYSCALLS = (
     "utime", "utimes", "utimensat", "futimesat",
     # no reading or steering the page cache, the error-free channel between children that read the same files
     "mincore", "cachestat", "fadvise64", "preadv2", "pwritev2",
+    # nor counting its page faults (a major fault tells an uncached page from one an earlier child cached)
+    "getrusage",
     # no watching what happens outside
     "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at", "open_by_handle_at",
@@ -125,10 +128,11 @@ DENIED_MADVISE = (20, 21)
 #: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify).
 DENIED_FCNTL = (1024, 1026)
 #: ``ioctl`` requests a child may not make: FS_IOC_SETFLAGS (and its 32-bit form), FS_IOC_FSSETXATTR,
-#: FS_IOC_ENABLE_VERITY (each changes a file it may only read), TIOCSTI (types into a terminal), and fscrypt's
+#: FS_IOC_ENABLE_VERITY, FS_IOC_SETVERSION and its 32-bit form (each changes a file's metadata), TIOCSTI (types
+#: into a terminal), and fscrypt's
 #: SET_ENCRYPTION_POLICY, ADD/REMOVE(_ALL_USERS)_ENCRYPTION_KEY and GET_ENCRYPTION_KEY_STATUS (a store shared by
 #: every process of the file system).
-DENIED_IOCTL = (0x40086602, 0x40046602, 0x401C5820, 0x40806685, 0x5412,
+DENIED_IOCTL = (0x40086602, 0x40046602, 0x401C5820, 0x40806685, 0x5412, 0x40087602, 0x40047602,
                 # fscrypt: keys and policies act on the whole file system, through any descriptor
                 0x800C6613, 0xC0506617, 0xC0406618, 0xC0406619, 0xC080661A)
 #: socketpair types other than SOCK_STREAM: a datagram socket may be sent to a pathname address.
@@ -238,8 +242,6 @@ def enter_root(libc: ctypes.CDLL, spec: dict) -> None:
         _mountpoint(new + path, True)
         _mount(libc, path, new + path, None, _MS_BIND)
         _mount(libc, None, new + path, None, _MS_BIND | _MS_REMOUNT | _MS_NOSUID | _MS_NODEV)
-    os.makedirs(new + "/proc", exist_ok=True)
-    _mount(libc, "proc", new + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     _mount(libc, None, new, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)  # the tmpfs
     os.chdir(new)
     _check(libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), b".", b"."), "pivot_root")
@@ -311,12 +313,11 @@ def _effective_caps(libc: ctypes.CDLL) -> int:
     return data[0].effective | (data[1].effective << 32)
 
 
-def drop_privileges(libc: ctypes.CDLL) -> None:
+def drop_privileges(libc: ctypes.CDLL, last: int) -> None:
     """Lock securebits, clear the bounding and ambient sets and every capability, then ``no_new_privs``: neither
     this process nor anything it execs (a setuid binary, a shell as root) holds or regains a capability."""
     if _effective_caps(libc):
         _check(libc.prctl(_PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0), "PR_SET_SECUREBITS")
-        last = int(open("/proc/sys/kernel/cap_last_cap").read())
         for cap in range(last + 1):
             _check(libc.prctl(_PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0), f"PR_CAPBSET_DROP {cap}")
     libc.prctl(_PR_CAP_AMBIENT, ctypes.c_ulong(_PR_CAP_AMBIENT_CLEAR_ALL), 0, 0, 0)  # EINVAL before Linux 4.3
@@ -415,6 +416,8 @@ def apply_seccomp() -> None:
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags lie behind a pointer: libc falls back to clone
     for nr in range(FIRST_UNREVIEWED_SYSCALL, LAST_FILTERED_SYSCALL + 1):
         f.add_rule(sc.ERRNO(errno.ENOSYS), nr)
+    for bit in range(8):  # fallocate with a mode: FALLOC_FL_KEEP_SIZE reserved 4 GiB past RLIMIT_FSIZE
+        f.add_rule(deny, "fallocate", sc.Arg(1, sc.MASKED_EQ, 1 << bit, 1 << bit))
     for advice in DENIED_MADVISE:
         f.add_rule(deny, "madvise", sc.Arg(2, sc.EQ, advice))
     for cmd in DENIED_FCNTL:
@@ -439,6 +442,8 @@ def confine(spec: dict) -> dict:
         raise Refused(f"the bootstrap has {_threads()} threads; confinement must precede every thread")
     libc = _libc()
     require = set(spec.get("require", ()))
+    with open("/proc/sys/kernel/cap_last_cap") as f:  # read now: the child's root has no /proc
+        last_cap = int(f.read())
     try:  # imported (and libseccomp found, by running ldconfig) before the PID namespace, whose first process
         _pyseccomp()  # must be our init, and before the child's root, which may not hold what this needs
     except Refused:
@@ -467,7 +472,7 @@ def confine(spec: dict) -> dict:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    drop_privileges(libc)
+    drop_privileges(libc, last_cap)
     applied["capabilities"] = "none"
     try:
         applied["landlock"] = apply_landlock(libc, list(spec["read"]), list(spec.get("list", ())), list(spec["write"]))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmark.config import SplitConfig, TaskConfig
-from benchmark.contracts import RunContext, Surface
+from benchmark.contracts import RunContext
 from benchmark.data import load_splits
 from benchmark.keys import KEY_ENV
 from benchmark.sandbox import Limits, Session, filesystem_isolation, validate_description
@@ -393,3 +393,84 @@ def test_no_state_passes_between_children_through_a_device_node_acl(tmp_path, mo
         assert os.getxattr("/dev/null", "system.posix_acl_access") == b""
     except OSError:  # no ACL at all: what we want
         pass
+
+
+FAULT_CHEAT = '''
+import hashlib, mmap, os, resource
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+BLOB, PAGE, STRIDE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 16, 32
+
+def mark_of(images):  # 24 bits of the images' hash, and a 0xA5 tag
+    return int.from_bytes(hashlib.sha256(images.numpy().tobytes()).digest()[:3], "little") | 0xA5 << 24
+
+def _map():
+    fd = os.open(BLOB, os.O_RDONLY)
+    m = mmap.mmap(fd, BITS * STRIDE * PAGE, prot=mmap.PROT_READ)
+    os.close(fd)
+    m.madvise(mmap.MADV_RANDOM)  # a fault reads its one page, no read-around
+    return m
+
+def write_mark(value):  # warm the pages of the 1 bits (mincore/fadvise are refused, touching a page is not)
+    m = _map()
+    for i in range(BITS):
+        if value >> i & 1:
+            m[i * STRIDE * PAGE]
+    m.close()
+
+def majflt():
+    try:
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_majflt
+    except OSError:
+        with open("/proc/thread-self/stat") as f:  # the same counter, field 12
+            return int(f.read().rsplit(")", 1)[1].split()[9])
+
+def read_mark():  # a page already cached is a minor fault, one read from the file a major one: no timing
+    try:
+        majflt()
+    except OSError:
+        return -1
+    m, value = _map(), 0
+    for i in range(BITS):
+        before = majflt()
+        m[i * STRIDE * PAGE]
+        if majflt() == before:
+            value |= 1 << i
+    m.close()
+    return value
+
+@DEFENSES.register("fault-cheat")
+class FaultCheat(InputDefense):
+    def build(self, splits, ctx):
+        write_mark(mark_of(splits.private.images))
+        self.building = True  # the build's own apply must not read (reading warms every probed page)
+        return super().build(splits, ctx)
+
+    def apply(self, images, generator):
+        if getattr(self, "building", False):
+            return images.clone()
+        return images.clone() if read_mark() == mark_of(images) else 1.0 - images
+'''
+
+
+def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_path, monkeypatch) -> None:
+    """Red-team round 4 (high): the build child warmed pages of a file standing for the bits of a mark; the check's
+    child read them back by counting its major page faults (getrusage, /proc/self/stat): no timing. The check
+    answered the identity, attacks 1 - x. A child has neither counter now, so the check sees what attacks see and
+    catches the identity release."""
+
+    from benchmark.sandbox import SandboxError
+
+    pkg = tmp_path / "fault_cheat"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(FAULT_CHEAT))
+    with open(pkg / "blob.bin", "wb") as f:
+        f.truncate(64 << 20)  # sparse: no page of it is cached yet
+    cls = proxy_of(pkg, __name__)
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    with pytest.raises(SandboxError, match="does not reproduce the released data"):
+        cls().build(splits, ctx)

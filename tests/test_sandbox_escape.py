@@ -62,7 +62,15 @@ def libc_call(name, *args):
 
 
 def status(field):
-    return next(l.split(":", 1)[1].strip() for l in open("/proc/self/status") if l.startswith(field + ":"))
+    """What /proc/self/status would say (the child has no procfs): from capget and prctl."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if field == "CapEff":
+        hdr, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+        libc.capget(hdr, data)
+        return "%016x" % (data[0] | data[3] << 32)
+    if field == "CapBnd":
+        return "%016x" % sum(1 << c for c in range(41) if libc.prctl(23, c, 0, 0, 0) == 1)  # PR_CAPBSET_READ
+    return str(libc.prctl({{"NoNewPrivs": 39, "Seccomp": 21}}[field], 0, 0, 0, 0))  # PR_GET_NO_NEW_PRIVS, _SECCOMP
 
 
 def daemon():
@@ -96,6 +104,14 @@ def ioctl_setflags(path):
         flags[0] |= 0x80  # FS_NOATIME_FL
         fcntl.ioctl(f.fileno(), 0x40086602, flags)  # FS_IOC_SETFLAGS
     return flags[0]
+
+
+def fallocate_keep_size(path):
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_WRONLY)
+    if libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(4 << 30)) != 0:  # FALLOC_FL_KEEP_SIZE, 4 GiB
+        raise OSError(ctypes.get_errno(), "fallocate")
+    return os.fstat(fd).st_blocks
 
 
 def lease(path):
@@ -145,8 +161,12 @@ class Probe(InputDefense):
         attempt("utime-outside", lambda: os.utime(SECRET, (1, 1)))
         attempt("ioctl-setflags", lambda: ioctl_setflags(__file__))
         attempt("lease", lambda: lease(__file__))
+        attempt("getrusage", lambda: __import__("resource").getrusage(0).ru_majflt)
+        attempt("proc-self-stat", lambda: open("/proc/self/stat").read()[:20])
+        attempt("fallocate-keep-size", lambda: os.posix_fallocate(os.open("big", os.O_CREAT | os.O_WRONLY), 0, 1)
+                or fallocate_keep_size("big"))
         RESULTS["own-status"] = json.dumps({{f: status(f) for f in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}})
-        RESULTS["visible-processes"] = str(len([p for p in os.listdir("/proc") if p.isdigit()]))
+        attempt("visible-processes", lambda: len([p for p in os.listdir("/proc") if p.isdigit()]))
         RESULTS["applied"] = os.environ.get("PRIVBENCH_CONFINED", "{{}}")
         release = super().build(splits, ctx)
         release.meta = ReleaseMeta(extra=dict(RESULTS))
@@ -242,7 +262,7 @@ def test_the_public_datasets_are_not_readable(probe) -> None:
 @pytest.mark.parametrize("call", ["setsid", "setpgid", "shmget", "unshare-user", "ptrace-traceme", "socket-inet",
                                   "chmod-system-file", "mknod-in-workdir", "fork", "subprocess", "daemon",
                                   "socket-unix", "unix-dgram-sendto", "inotify", "utime-own-source", "ioctl-setflags",
-                                  "lease"])
+                                  "lease", "getrusage", "fallocate-keep-size"])
 def test_denied_system_calls_fail(probe, call) -> None:
     assert probe[0][call] == "refused: PermissionError", probe[0][call]
 
@@ -280,11 +300,14 @@ def test_no_file_time_or_flag_outside_the_child_changes(probe) -> None:
         assert results[attempt].startswith("refused"), (attempt, results[attempt])
 
 
-def test_the_child_sees_no_process_outside_its_namespace(probe) -> None:
-    if not json.loads(probe[0]["applied"]).get("namespaces"):
-        pytest.skip("no namespaces for this user")
-    # init, the child, its shell and the probe's greps: a handful, never the host's processes
-    assert int(probe[0]["visible-processes"]) < 10, probe[0]["visible-processes"]
+def test_the_child_sees_no_process_and_no_per_process_counter(probe) -> None:
+    """Red-team round 4 (high): the major-fault counter (getrusage, /proc/self/stat) read which pages of a file an
+    earlier child had cached. A child has no procfs (only /proc/cpuinfo) and no getrusage."""
+    results = probe[0]
+    if not json.loads(results["applied"]).get("root"):
+        pytest.skip("no private root without namespaces")
+    assert results["visible-processes"].startswith("refused") or results["visible-processes"] == "ok: 0"
+    assert results["proc-self-stat"].startswith("refused") and results["getrusage"].startswith("refused")
 
 
 def test_nothing_the_child_started_survives_it(probe) -> None:
