@@ -397,6 +397,7 @@ def test_a_reply_with_an_unbounded_number_is_malformed_not_a_crash(tmp_path, num
         _build(s, "hostile")
 
 
+@pytest.mark.skipif(filesystem_isolation() is not None, reason=f"no confinement here: {filesystem_isolation()}")
 def test_escapes_through_the_real_submit_command_fail_and_leave_nothing(tmp_path) -> None:
     """The issue-23 escape as a submission of `privbench submit`: at import it hijacks `time.sleep` (which the
     child's parent-watch thread calls) and tries the escapes from there, from its own thread and from build; the
