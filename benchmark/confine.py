@@ -32,8 +32,9 @@ every thread and process the child creates. In order:
    flags; ``bpf``, ``perf_event_open``, key rings, SysV IPC and POSIX queues; ``setsid``/``setpgid``; ``mknod``;
    ``chmod``/``chown``/``utime``/extended attributes, inode-flag and verity ``ioctl`` requests, leases and dnotify
    (Landlock does not cover metadata, and a root child owns every system file); ``inotify``/``fanotify``;
-   ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2``, page-evicting ``madvise`` and ``getrusage``
-   (the page cache of files every child reads was an error-free store between children); ``fallocate`` with a mode
+   ``mincore``, ``cachestat``, ``fadvise64``, ``preadv2``/``pwritev2``, page-evicting ``madvise``, ``getrusage``
+   and Linux AIO (the page cache of files every child reads was an error-free store between children); ``flock``
+   and ``fcntl`` record locks (a channel between concurrent children); ``fallocate`` with a mode
    (``FALLOC_FL_KEEP_SIZE`` reserves disk past ``RLIMIT_FSIZE``);
    ``io_uring`` (its operations bypass seccomp); fscrypt key and policy ``ioctl`` requests; kernel
    administration (modules, ``kexec``, ``reboot``, swap, ``iopl``, ``syslog``, clocks, ...); and, with ``ENOSYS``,
@@ -109,8 +110,11 @@ DENIED_SYSCALLS = (
     "utime", "utimes", "utimensat", "futimesat",
     # no reading or steering the page cache, the error-free channel between children that read the same files
     "mincore", "cachestat", "fadvise64", "preadv2", "pwritev2",
-    # nor counting its page faults (a major fault tells an uncached page from one an earlier child cached)
-    "getrusage",
+    # nor counting its page faults (a major fault tells an uncached page from one an earlier child cached), nor
+    # asynchronous I/O (an RWF_NOWAIT read fails on an uncached page)
+    "getrusage", "io_setup", "io_submit", "io_getevents", "io_pgetevents", "io_cancel", "io_destroy",
+    # no file locks: a lock on a file every child reads is a channel between children running at the same time
+    "flock",
     # no watching what happens outside
     "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at", "open_by_handle_at",
@@ -125,8 +129,9 @@ DENIED_SYSCALLS = (
 FIRST_UNREVIEWED_SYSCALL, LAST_FILTERED_SYSCALL = 453, 640
 #: ``madvise`` advice a child may not give: MADV_COLD, MADV_PAGEOUT (they evict a file's pages from the cache).
 DENIED_MADVISE = (20, 21)
-#: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify).
-DENIED_FCNTL = (1024, 1026)
+#: ``fcntl`` commands a child may not use: F_SETLEASE (a lease stalls the file's next writer), F_NOTIFY (dnotify),
+#: and the record locks F_GETLK, F_SETLK, F_SETLKW and their open-file forms (36-38): like ``flock``, a channel.
+DENIED_FCNTL = (1024, 1026, 5, 6, 7, 36, 37, 38)
 #: ``ioctl`` requests a child may not make: FS_IOC_SETFLAGS (and its 32-bit form), FS_IOC_FSSETXATTR,
 #: FS_IOC_ENABLE_VERITY, FS_IOC_SETVERSION and its 32-bit form (each changes a file's metadata), TIOCSTI (types
 #: into a terminal), and fscrypt's

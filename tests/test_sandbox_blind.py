@@ -474,3 +474,88 @@ def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_pat
                      task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
     with pytest.raises(SandboxError, match="does not reproduce the released data"):
         cls().build(splits, ctx)
+
+
+AIO_CHEAT = """
+import ctypes, hashlib, mmap, os
+from benchmark.registry import DEFENSES
+from defenses.base import InputDefense
+
+BLOB, PAGE, STRIDE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 16, 32
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+class _Iocb(ctypes.Structure):  # struct iocb (linux/aio_abi.h, little-endian)
+    _fields_ = [("data", ctypes.c_uint64), ("key", ctypes.c_uint32), ("rw_flags", ctypes.c_int32),
+                ("opcode", ctypes.c_uint16), ("prio", ctypes.c_int16), ("fd", ctypes.c_uint32),
+                ("buf", ctypes.c_uint64), ("nbytes", ctypes.c_uint64), ("offset", ctypes.c_int64),
+                ("res2", ctypes.c_uint64), ("flags", ctypes.c_uint32), ("resfd", ctypes.c_uint32)]
+
+class _Event(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64), ("res", ctypes.c_int64), ("res2", ctypes.c_int64)]
+
+def mark_of(images):  # 24 bits of the images' hash, and a 0xA5 tag
+    return int.from_bytes(hashlib.sha256(images.numpy().tobytes()).digest()[:3], "little") | 0xA5 << 24
+
+def write_mark(value):  # warm the pages of the 1 bits
+    fd = os.open(BLOB, os.O_RDONLY)
+    m = mmap.mmap(fd, BITS * STRIDE * PAGE, prot=mmap.PROT_READ)
+    os.close(fd)
+    m.madvise(mmap.MADV_RANDOM)
+    for i in range(BITS):
+        if value >> i & 1:
+            m[i * STRIDE * PAGE]
+    m.close()
+
+def read_mark():  # io_submit(IOCB_CMD_PREAD, aio_rw_flags=RWF_NOWAIT): -EAGAIN iff the page is not cached. No timing.
+    fd, ctx = os.open(BLOB, os.O_RDONLY), ctypes.c_ulong(0)
+    if _libc.syscall(206, 8, ctypes.byref(ctx)) != 0:  # io_setup
+        return -1
+    buf, value = ctypes.create_string_buffer(PAGE), 0
+    for i in range(BITS):
+        cb = _Iocb(0, 0, 8, 0, 0, fd, ctypes.addressof(buf), 1, i * STRIDE * PAGE, 0, 0, 0)  # RWF_NOWAIT = 8
+        if _libc.syscall(209, ctx, 1, (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(cb))) != 1:  # io_submit
+            return -1
+        ev = _Event()
+        _libc.syscall(208, ctx, 1, 1, ctypes.byref(ev), None)  # io_getevents
+        if ev.res != -11:
+            value |= 1 << i
+    return value
+
+@DEFENSES.register("aio-cheat")
+class AioCheat(InputDefense):
+    def build(self, splits, ctx):
+        write_mark(mark_of(splits.private.images))
+        self.building = True  # the build's own apply must not read (a probe reads the page in)
+        return super().build(splits, ctx)
+
+    def apply(self, images, generator):
+        if getattr(self, "building", False):
+            return images.clone()
+        return images.clone() if read_mark() == mark_of(images) else 1.0 - images
+"""
+
+
+def test_no_state_passes_between_children_through_asynchronous_io(tmp_path, monkeypatch) -> None:
+    """Red-team round 5 (high): an io_submit read with RWF_NOWAIT fails with EAGAIN on an uncached page, the
+    preadv2 readout by another call: the check's child read the build's mark and answered the identity. Linux AIO
+    is refused, so the check sees what attacks see and catches the release."""
+    import os
+
+    from benchmark.sandbox import SandboxError
+
+    pkg = tmp_path / "aio_cheat"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(AIO_CHEAT)
+    with open(pkg / "blob.bin", "wb") as f:  # real data (a hole reads in without I/O), then evicted
+        f.write(os.urandom(32 * 16 * 4096))
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    cls = proxy_of(pkg, __name__)
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    with pytest.raises(SandboxError, match="does not reproduce the released data"):
+        cls().build(splits, ctx)

@@ -162,6 +162,9 @@ class Probe(InputDefense):
         attempt("ioctl-setflags", lambda: ioctl_setflags(__file__))
         attempt("lease", lambda: lease(__file__))
         attempt("getrusage", lambda: __import__("resource").getrusage(0).ru_majflt)
+        attempt("flock", lambda: __import__("fcntl").flock(open("/etc/hostname"), 6))  # LOCK_EX | LOCK_NB
+        attempt("posix-lock", lambda: __import__("fcntl").lockf(open("big", "w"), 6))
+        attempt("aio", lambda: libc_call("syscall", 206, 8, ctypes.byref(ctypes.c_ulong(0))))  # io_setup
         attempt("proc-self-stat", lambda: open("/proc/self/stat").read()[:20])
         attempt("fallocate-keep-size", lambda: os.posix_fallocate(os.open("big", os.O_CREAT | os.O_WRONLY), 0, 1)
                 or fallocate_keep_size("big"))
@@ -262,7 +265,7 @@ def test_the_public_datasets_are_not_readable(probe) -> None:
 @pytest.mark.parametrize("call", ["setsid", "setpgid", "shmget", "unshare-user", "ptrace-traceme", "socket-inet",
                                   "chmod-system-file", "mknod-in-workdir", "fork", "subprocess", "daemon",
                                   "socket-unix", "unix-dgram-sendto", "inotify", "utime-own-source", "ioctl-setflags",
-                                  "lease", "getrusage", "fallocate-keep-size"])
+                                  "lease", "getrusage", "fallocate-keep-size", "flock", "posix-lock", "aio"])
 def test_denied_system_calls_fail(probe, call) -> None:
     assert probe[0][call] == "refused: PermissionError", probe[0][call]
 
