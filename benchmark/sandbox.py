@@ -455,6 +455,7 @@ def readable_roots(source: Path) -> ChildView:
             if os.path.islink(r):  # e.g. /lib -> usr/lib: the link, and what it names
                 view["links"].add((r, os.readlink(r)))
             _carve(os.path.realpath(r), denied, view)
+    view["listed"].add(str(root))  # its names, so the child imports the project from here (not its files)
     read = sorted(view["read"])
     disjoint = [p for i, p in enumerate(read) if not any(p.startswith(q.rstrip("/") + "/") for q in read[:i])]
     inside = (lambda p: any(p == q or p.startswith(q.rstrip("/") + "/") for q in disjoint))
