@@ -464,9 +464,10 @@ def confine(spec: dict) -> dict:
         try:
             enter_root(libc, spec)
             applied["root"] = "minimal"
-        except OSError as e:
-            if require:
+        except OSError as e:  # e.g. a container that forbids mounts: Landlock and seccomp still hold (the docs'
+            if "root" in require:  # no-namespace case), and the log says so
                 raise Refused(f"cannot build the child's root: {e}") from None
+            sys.stderr.write(f"privbench sandbox: no private root ({e}); Landlock and seccomp confine the child\n")
             applied["root"] = ""
         pid = os.fork()
         if pid:

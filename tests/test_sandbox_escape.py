@@ -395,3 +395,33 @@ def test_a_child_nesting_its_directory_deeply_still_closes_cleanly(tmp_path) -> 
     base = s.base
     s.close()
     assert not base.exists()
+
+
+def test_without_a_private_root_landlock_and_seccomp_still_confine(tmp_path) -> None:
+    """Where mounts are forbidden (a container), the bootstrap goes on without the private root, says so, and the
+    child is still confined by Landlock and seccomp."""
+    import subprocess
+    import sys
+
+    from benchmark import confine
+    from benchmark.sandbox import _seccomp_path
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    code = ("import os, json; a = json.loads(os.environ['PRIVBENCH_CONFINED'])\n"
+            "try:\n    open(%r).read(); r = 'read'\nexcept OSError:\n    r = 'refused'\n"
+            "print(json.dumps({**a, 'secret': r}))") % str(secret)
+    view = readable_roots(tmp_path / "none.py")
+    (tmp_path / "work").mkdir()
+    spec = {"exec": [sys.executable, "-I", "-c", code], "cwd": str(tmp_path / "work"), "read": list(view.read),
+            "list": list(view.listed), "links": [list(x) for x in view.links], "root": str(tmp_path / "no-such-dir"),
+            "write": [str(tmp_path / "work")], "path": _seccomp_path(), "require": ["landlock", "seccomp"],
+            "limits": {"memory_bytes": 8 << 30, "cpu_seconds": 60, "file_bytes": 1 << 20}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-I", "-S", confine.__file__, str(tmp_path / "spec.json")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    applied = json.loads(done.stdout.strip().splitlines()[-1])
+    if applied["namespaces"]:
+        assert applied["root"] == "" and "no private root" in done.stderr
+    assert applied["landlock"] >= 1 and applied["seccomp"] is True and applied["secret"] == "refused"
