@@ -153,7 +153,7 @@ def _libc() -> ctypes.CDLL:
 
 
 def _check(result: int, what: str) -> int:
-    if result < 0 or result == -1:
+    if result < 0:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
     return result
@@ -219,8 +219,9 @@ def _mountpoint(path: str, directory: bool) -> None:
 def enter_root(libc: ctypes.CDLL, spec: dict) -> None:
     """Make the mount namespace's root a fresh tmpfs holding only what the child may see, then ``pivot_root`` into
     it: read-only, ``nosuid``/``nodev`` bind mounts of ``spec["read"]`` (symbolic links of ``spec["links"]``
-    recreated as links, the names in ``spec["list"]`` as plain directories), ``/dev/null``, ``/dev/zero`` and
-    ``/dev/urandom``, a read-write bind of each ``spec["write"]`` directory and a /proc of this PID namespace.
+    recreated as links, the names in ``spec["list"]`` as plain directories), read-only binds of ``/dev/null``,
+    ``/dev/zero`` and ``/dev/urandom``, and a read-write bind of each ``spec["write"]`` directory; no procfs (only
+    ``/proc/cpuinfo``, when ``spec["read"]`` names it).
     Everything else (the run's output, /tmp, other users' sockets, the public datasets) does not exist for the
     child: it cannot be read, stat-ed, watched, connected to or have its times changed. Runs as PID 1."""
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)

@@ -45,6 +45,24 @@ def _build(cls: type, key: bytes | None, monkeypatch) -> tuple[dict, torch.Tenso
     return dict(release.meta.extra), release.data.images, splits.private.images, splits.targets
 
 
+def _keyed_inputs(monkeypatch) -> tuple:
+    """A submission run's inputs: 16 private digits split under a run key, and a tiny task."""
+    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
+    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
+    ctx = RunContext(seed=0, device=torch.device("cpu"),
+                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    return splits, ctx
+
+
+def _assert_one_algorithm(cls: type, splits, ctx) -> None:
+    """A cheat answering the identity to images it was told about and 1 - x otherwise, told nothing: the build,
+    the reproduction check and an attack's query all see 1 - x."""
+    d = cls()
+    release = d.build(splits, ctx)
+    assert torch.equal(release.data.images, 1.0 - splits.private.images)
+    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+
+
 def test_positive_control_without_a_run_key_the_cheat_finds_its_seed_and_hides_the_targets(cheat,
                                                                                              monkeypatch) -> None:
     extra, released, private, targets = _build(cheat, None, monkeypatch)
@@ -84,10 +102,7 @@ def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private
         return real(self, op, header, tensors, max_reply_bytes)
 
     monkeypatch.setattr(Session, "request", spy)
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    splits, ctx = _keyed_inputs(monkeypatch)
     d = cls()
     d.build(splits, ctx)  # the build, then the reproduction check
     d.transform(splits.aux.images, torch.Generator().manual_seed(1))  # an attack's query
@@ -160,14 +175,8 @@ def _proxy(tmp_path: Path, name: str, text: str) -> type:
 def test_no_state_passes_from_the_build_child_to_the_reproduction_check(tmp_path, monkeypatch) -> None:
     cls = _proxy(tmp_path, "mtime_cheat.py", MTIME_CHEAT)
     before = (tmp_path / "mtime_cheat.py").stat().st_mtime_ns
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
-    d = cls()
-    release = d.build(splits, ctx)  # the build could leave no mark: it, the check and attacks all see one algorithm
-    assert torch.equal(release.data.images, 1.0 - splits.private.images)
-    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+    splits, ctx = _keyed_inputs(monkeypatch)
+    _assert_one_algorithm(cls, splits, ctx)  # the build could leave no mark
     assert (tmp_path / "mtime_cheat.py").stat().st_mtime_ns == before
 
 
@@ -312,14 +321,8 @@ def test_no_state_passes_between_children_through_the_page_cache(tmp_path, monke
     (pkg / "__init__.py").write_text(textwrap.dedent(PAGECACHE_CHEAT))
     (pkg / "blob.bin").write_bytes(os.urandom(2 << 20))
     cls = proxy_of(pkg, __name__)
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
-    d = cls()
-    release = d.build(splits, ctx)
-    assert torch.equal(release.data.images, 1.0 - splits.private.images)
-    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+    splits, ctx = _keyed_inputs(monkeypatch)
+    _assert_one_algorithm(cls, splits, ctx)
 
 
 ACL_CHEAT = """
@@ -380,14 +383,8 @@ def test_no_state_passes_between_children_through_a_device_node_acl(tmp_path, mo
 
     before = os.stat("/dev/null").st_mode
     cls = _proxy(tmp_path, "acl_cheat.py", ACL_CHEAT)
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
-    d = cls()
-    release = d.build(splits, ctx)
-    assert torch.equal(release.data.images, 1.0 - splits.private.images)
-    assert torch.equal(d.transform(splits.aux.images, torch.Generator().manual_seed(0)), 1.0 - splits.aux.images)
+    splits, ctx = _keyed_inputs(monkeypatch)
+    _assert_one_algorithm(cls, splits, ctx)
     assert os.stat("/dev/null").st_mode == before
     try:
         assert os.getxattr("/dev/null", "system.posix_acl_access") == b""
@@ -468,10 +465,7 @@ def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_pat
     with open(pkg / "blob.bin", "wb") as f:
         f.truncate(64 << 20)  # sparse: no page of it is cached yet
     cls = proxy_of(pkg, __name__)
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    splits, ctx = _keyed_inputs(monkeypatch)
     with pytest.raises(SandboxError, match="does not reproduce the released data"):
         cls().build(splits, ctx)
 
@@ -553,9 +547,6 @@ def test_no_state_passes_between_children_through_asynchronous_io(tmp_path, monk
         os.fsync(f.fileno())
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     cls = proxy_of(pkg, __name__)
-    monkeypatch.setenv(KEY_ENV, bytes(range(32)).hex())
-    splits = load_splits("digits", SplitConfig(private=16, aux=16, test=16, targets=4), 0, key=bytes(range(32)))
-    ctx = RunContext(seed=0, device=torch.device("cpu"),
-                     task=TaskConfig(model="convnet", width=4, epochs=1, batch_size=8, lr=0.01))
+    splits, ctx = _keyed_inputs(monkeypatch)
     with pytest.raises(SandboxError, match="does not reproduce the released data"):
         cls().build(splits, ctx)
