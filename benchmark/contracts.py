@@ -215,6 +215,45 @@ class GradientOracle:
         return tuple(t.detach() for t in self.mechanism(self.model, x, y, g))
 
 
+@dataclass(frozen=True)
+class StepData:
+    """The dataset a DP training step samples from: ``images (N, C, H, W)`` or clips ``(N, T, C, H, W)`` in [0, 1],
+    ``labels (N,)``, and ``public``, the same samples with their sensitive region blanked (MaskDP), or ``None``."""
+
+    images: Tensor
+    labels: Tensor
+    public: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, idx: Tensor) -> "StepData":
+        """The samples ``idx (B,)``, in that order."""
+        return StepData(self.images[idx], self.labels[idx], None if self.public is None else self.public[idx])
+
+
+class TrainingStep(Protocol):
+    """One step of a DP training run, exactly as the defense trains: it draws its own batch from ``data`` (Poisson
+    sampling at ``sample_rate``), and returns the update the optimiser applies (one tensor per trainable parameter,
+    in ``model.parameters()`` order). The DP audits (``benchmark.dpaudit``) run this object, not a copy of it.
+
+    ``neighbour(data, changed)`` is the adjacent dataset of the step's adjacency relation, for the samples where
+    ``changed (N,)`` bool is set: removed (add/remove adjacency, DP-SGD) or with their sensitive region blanked
+    (zero-out adjacency, MaskDP). ``adjacency`` names the relation.
+    """
+
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    denominator: float  # the fixed divisor of the summed update (the expected batch size q·N)
+    adjacency: str
+
+    def __call__(self, model: nn.Module, data: StepData, sampling: torch.Generator,
+                 noise: torch.Generator) -> tuple[Tensor, ...]: ...
+
+    def neighbour(self, data: StepData, changed: Tensor) -> StepData: ...
+
+
 #: Attacker-supplied training code for the malicious-training threat: ``code(train) -> state_dict`` of the model it
 #: trained. Must be picklable (a module-level class or function): it runs in a separate platform process.
 TrainingCode = Callable[[ImageSet], Mapping[str, Tensor]]

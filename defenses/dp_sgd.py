@@ -1,26 +1,33 @@
-"""DP-SGD baseline (Abadi et al., CCS 2016) with Opacus (Yousefpour et al., arXiv 2109.12298).
+"""DP-SGD baseline (Abadi et al., CCS 2016), with the tightest valid accountant (PLD next to RDP, dp-accounting).
 
-The task model is trained on the private split with per-sample gradient clipping to ``max_grad_norm`` and Gaussian
-noise of standard deviation ``noise_multiplier · max_grad_norm``, Poisson sampling of batches; ε is read from
-Opacus' RDP accountant at ``delta`` (or the noise is calibrated by Opacus to reach ``target_epsilon``). BatchNorm,
-which mixes samples, is replaced by GroupNorm (Opacus' ``ModuleValidator.fix``) and in-place activations are
-turned off. The shared update (``gradients``)
-is one step of the same mechanism: clipped per-sample gradients, summed, noised, divided by the batch size.
+Each step draws a Poisson batch (every private sample independently with probability ``q = batch_size / N``),
+clips each sample's gradient to ``max_grad_norm`` C (Opacus' factor ``min(1, C / (‖g_i‖ + 1e-6))`` over all
+parameters), sums, adds Gaussian noise of standard deviation ``σ·C`` and divides by the expected batch size ``q·N``
+(fixed, so the divisor reveals nothing); an empty batch still gets its noise step. :class:`DPSGDStep` is that step,
+the same object training runs, the ``gradients`` surface serves at q = 1 (one batch) and ``benchmark.dpaudit``
+audits. Per-sample gradients come from ``torch.func`` (vmap over grad): 1.46× a plain step where Opacus' hooks
+cost 1.77× (docs/BENCHMARKS.md); Opacus still validates the model and is the cross-check in the tests.
+
+ε (``benchmark.accounting``): the tighter of PLD and RDP at ``delta`` for (σ, q, steps) under add/remove adjacency,
+per sample and, where the data has identities, per person (all of a person's samples). ``target_epsilon`` is met
+by the smallest σ whose PLD ε reaches it, for the unit ``unit`` (sample or person). BatchNorm, which mixes samples,
+is removed and in-place activations are turned off.
 """
 
 from __future__ import annotations
 
-import warnings
 import dataclasses
+import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import (GradientMechanism, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
-                                 TaskConfig)
+from benchmark import accounting
+from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits,
+                                 StepData, Surface, TaskConfig)
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import input_channels
@@ -30,31 +37,112 @@ from benchmark.registry import DEFENSES
 from .base import ModelReleaser
 
 
+def per_sample_gradients(model: nn.Module, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Cross-entropy gradients of each sample: ``{name: (B, *param.shape)}`` (torch.func vmap over grad)."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
+
+    return vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images, labels)
+
+
+def clipped_sum(per: dict[str, Tensor], max_grad_norm: float) -> dict[str, Tensor]:
+    """``Σ_i clip_C(g_i)`` of per-sample gradients ``{name: (B, ...)}``, each sample clipped over all parameters."""
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per.values()))
+    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    return {n: torch.einsum("b,b...->...", factor, g) for n, g in per.items()}
+
+
+def add_noise(total: dict[str, Tensor], std: float, generator: torch.Generator, denominator: float
+              ) -> tuple[Tensor, ...]:
+    """``(total + N(0, std²I)) / denominator`` per tensor, noise drawn on the CPU from ``generator``."""
+    out = []
+    for t in total.values():
+        noise = torch.randn(t.shape, generator=generator) * std
+        out.append((t + noise.to(t.device)) / denominator)
+    return tuple(out)
+
+
+def zeros_like_params(model: nn.Module) -> dict[str, Tensor]:
+    return {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def poisson_batch(n: int, sample_rate: float, generator: torch.Generator) -> Tensor:
+    """Indices of a Poisson sample of ``range(n)``: each independently with probability ``sample_rate``."""
+    return torch.nonzero(torch.rand(n, generator=generator) < sample_rate).flatten()
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@dataclass(frozen=True)
+class DPSGDStep:
+    """One DP-SGD step (module docstring; :class:`benchmark.contracts.TrainingStep`). ``denominator``: the expected
+    batch size ``q·N`` of the training set."""
+
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    denominator: float
+    adjacency = "add/remove one sample"
+
+    def __call__(self, model: nn.Module, data: StepData, sampling: torch.Generator,
+                 noise: torch.Generator) -> tuple[Tensor, ...]:
+        batch = data.take(poisson_batch(len(data), self.sample_rate, sampling))
+        dev = _device(model)
+        total = (clipped_sum(per_sample_gradients(model, batch.images.to(dev), batch.labels.to(dev)),
+                             self.max_grad_norm) if len(batch) else zeros_like_params(model))
+        return add_noise(total, self.noise_multiplier * self.max_grad_norm, noise, self.denominator)
+
+    def neighbour(self, data: StepData, changed: Tensor) -> StepData:
+        """Add/remove adjacency: the samples ``changed`` removed."""
+        return data.take(torch.nonzero(~changed).flatten())
+
+
 def dp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientMechanism:
-    """The DP-SGD update of one batch: ``(Σ_i clip_C(g_i) + N(0, σ²C²I)) / B`` per parameter, with Opacus' clipping
-    factor ``min(1, C / (‖g_i‖ + 1e-6))`` over all parameters of sample ``i``."""
+    """The shared update of one given batch (the ``gradients`` surface: q = 1, nothing sampled): ``(Σ_i clip_C(g_i)
+    + N(0, σ²C²I)) / B`` per parameter."""
 
     def mechanism(model: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
-        from torch.func import functional_call, grad, vmap
-
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-        buffers = dict(model.named_buffers())
-
-        def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
-
-        per = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images, labels)
-        norms = torch.sqrt(sum(per[n].flatten(1).pow(2).sum(1) for n in names))
-        factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        out = []
-        for n in names:
-            total = torch.einsum("b,b...->...", factor, per[n])
-            noise = torch.randn(total.shape, generator=generator) * (noise_multiplier * max_grad_norm)
-            out.append((total + noise.to(total.device)) / len(images))
-        return tuple(out)
+        total = clipped_sum(per_sample_gradients(model, images, labels), max_grad_norm)
+        return add_noise(total, noise_multiplier * max_grad_norm, generator, float(len(images)))
 
     return mechanism
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """A DP training run's schedule and noise: ``steps`` Poisson steps at ``sample_rate``, noise multiplier σ;
+    ``group``: the most samples one person has (``None``: the data has no identities)."""
+
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    group: Optional[int]
+
+
+def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepData, steps: int, ctx: RunContext,
+                scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> float:
+    """Run ``steps`` of ``step`` (a :class:`~benchmark.contracts.TrainingStep`) on ``data`` with the run's
+    ``task-train`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
+    batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    start = time.perf_counter()
+    model.train()
+    for _ in range(steps):
+        update = step(model, data, batches, noise)
+        opt.zero_grad(set_to_none=True)
+        for prm, g in zip(trainable, update):
+            prm.grad = g
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    return time.perf_counter() - start
 
 
 def _without_batchnorm(module: nn.Module) -> nn.Module:
@@ -68,7 +156,8 @@ def _without_batchnorm(module: nn.Module) -> nn.Module:
 
 @DEFENSES.register("dp-sgd")
 class DPSGD(ModelReleaser):
-    """DP-SGD with Opacus: per-sample clipping + Gaussian noise; ε from the RDP accountant in every record."""
+    """DP-SGD: per-sample clipping + Gaussian noise on Poisson batches; ε per sample and per person from the
+    tighter of PLD and RDP in every record."""
 
     modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
 
@@ -79,7 +168,8 @@ class DPSGD(ModelReleaser):
     @dataclass(frozen=True)
     class Params:
         noise_multiplier: float = 1.0
-        target_epsilon: Optional[float] = None  # if set, Opacus calibrates the noise to reach it (overrides above)
+        target_epsilon: Optional[float] = None  # if set, the smallest σ whose PLD ε reaches it (overrides above)
+        unit: str = "sample"  # what target_epsilon bounds: "sample", or "person" (all of one identity's samples)
         max_grad_norm: float = 1.0
         delta: float = 1e-5
         epochs: int = 0  # 0 = the suite's task epochs
@@ -95,6 +185,8 @@ class DPSGD(ModelReleaser):
                 raise InputError(f"delta must lie in (0, 1), got {self.delta}")
             if self.epochs < 0 or not self.lr > 0:
                 raise InputError("epochs must be >= 0 and lr > 0")
+            if self.unit not in ("sample", "person"):
+                raise InputError(f"unit must be 'sample' or 'person', got {self.unit!r}")
 
     def claimed(self) -> frozenset[ThreatModel]:
         """σ = 0 is the recipe reference: no noise, no claim."""
@@ -113,7 +205,7 @@ class DPSGD(ModelReleaser):
 
     def task_model(self, in_channels: int, num_classes: int, task: TaskConfig) -> nn.Module:
         """The suite's task model with BatchNorm removed (it mixes samples; GroupNorm, Opacus' usual fix, cost 30 pp
-        on mnist5k without any noise) and in-place activations off (they break Opacus' per-sample hooks)."""
+        on mnist5k without any noise) and in-place activations off (they break per-sample gradients)."""
         from opacus.validators import ModuleValidator
 
         model = _without_batchnorm(super().task_model(in_channels, num_classes, task))
@@ -122,66 +214,70 @@ class DPSGD(ModelReleaser):
                 m.inplace = False
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
-            raise InputError(f"dp-sgd: task model {task.model!r} is not compatible with Opacus: {errors[0]}")
+            raise InputError(f"dp-sgd: task model {task.model!r} is not compatible with per-sample clipping: "
+                             f"{errors[0]}")
         return model
 
     def optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
+    def scheduler(self, opt: torch.optim.Optimizer, steps: int) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+        return None
+
     def gradient_mechanism(self, meta: ReleaseMeta) -> GradientMechanism:
-        """One DP-SGD step at the noise multiplier actually used (calibrated by Opacus for ``target_epsilon``)."""
+        """One DP-SGD step on a given batch at the noise multiplier actually used."""
         return dp_gradients(self.params.max_grad_norm, float(meta.extra["noise_multiplier"]))
 
-    def build(self, splits: Splits, ctx: RunContext) -> Release:
-        from torch.utils.data import DataLoader, TensorDataset
-
-        p, t = self.params, ctx.task
-        epochs = p.epochs or t.epochs
-        with seeded(ctx.generator("task-init")):
-            model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes, t).to(ctx.device)
-        opt = self.optimizer(model.parameters(), p.lr)
-        loader = DataLoader(TensorDataset(splits.private.images, splits.private.labels), batch_size=t.batch_size,
-                            generator=ctx.generator("task-train"))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # seeded on purpose: reproducible
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
-            return self._train(model, opt, loader, epochs, splits, ctx)
-
-    def _train(self, model: nn.Module, opt: torch.optim.Optimizer, loader: Any, epochs: int, splits: Splits,
-               ctx: RunContext) -> Release:
-        import opacus
-        from opacus import PrivacyEngine
-
+    def plan(self, n: int, identities: Optional[Tensor], task: TaskConfig) -> DPPlan:
+        """The run's schedule for ``n`` training samples: ``q = batch_size / n``, ``round(epochs / q)`` steps, and σ
+        (calibrated by PLD when ``target_epsilon`` is set, for the sample or the person)."""
         p = self.params
-        engine = PrivacyEngine(accountant="rdp")
-        common = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=p.max_grad_norm,
-                      noise_generator=ctx.generator("dp-noise") if ctx.device.type == "cpu" else None)
+        if n < 1:
+            raise InputError(f"{type(self).__name__}: the training set is empty")
+        q = min(1.0, task.batch_size / n)
+        steps = max(1, round((p.epochs or task.epochs) / q))
+        group = accounting.largest_group(identities)
+        sigma = p.noise_multiplier
         if p.target_epsilon is not None:
-            module, opt, loader = engine.make_private_with_epsilon(**common, target_epsilon=p.target_epsilon,
-                                                                   target_delta=p.delta, epochs=epochs)
-        else:
-            module, opt, loader = engine.make_private(**common, noise_multiplier=p.noise_multiplier)
-        module.train()
-        for _ in range(epochs):
-            for x, y in loader:
-                if len(x) == 0:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(module(x.to(ctx.device)), y.to(ctx.device)).backward()
-                opt.step()
-        noisy = float(opt.noise_multiplier) > 0  # σ = 0 is the recipe reference: no privacy guarantee (ε = ∞)
-        eps = engine.get_epsilon(p.delta) if noisy else None
+            if p.unit == "person" and group is None:
+                raise InputError("unit: person needs identities in the private split; this dataset has none")
+            sigma = accounting.calibrate(p.target_epsilon, q, steps, p.delta,
+                                         group=group if p.unit == "person" and group else 1)
+        return DPPlan(sample_rate=q, steps=steps, noise_multiplier=float(sigma), group=group)
 
-        extra = {"noise_multiplier": float(opt.noise_multiplier), "dp_epochs": float(epochs)}
-        if noisy:  # each shared update the gradients surface serves is its own full-batch (q = 1) Gaussian release
-            from opacus.accountants import RDPAccountant
+    def training_step(self, plan: DPPlan, n: int):
+        """The :class:`~benchmark.contracts.TrainingStep` this defense trains with."""
+        return DPSGDStep(plan.sample_rate, plan.noise_multiplier, self.params.max_grad_norm, plan.sample_rate * n)
 
-            one = RDPAccountant()
-            one.history = [(float(opt.noise_multiplier), 1.0, 1)]
-            extra["epsilon_per_update"] = float(one.get_epsilon(p.delta))
-        meta = ReleaseMeta(epsilon=None if eps is None else float(eps), delta=p.delta if noisy else None,
-                           accountant=f"opacus {opacus.__version__} rdp" if noisy else None, extra=extra)
-        if hasattr(module, "remove_hooks"):
-            module.remove_hooks()  # Opacus' per-sample hooks must not stay on the released model
-        trained = module._module if hasattr(module, "_module") else module
-        return self.model_release(trained.eval(), None, splits, ctx, meta=meta)
+    def training_data(self, splits: Splits) -> tuple[StepData, Optional[ImageSet]]:
+        """``(what the steps sample from, the released training set or None for the private split)``."""
+        return StepData(splits.private.images, splits.private.labels), None
+
+    def dp_meta(self, plan: DPPlan, step, seconds: float) -> ReleaseMeta:
+        """The release's ε (the tighter accountant's, per sample), δ and the accounting numbers in ``extra``."""
+        p = self.params
+        extra: dict[str, float] = {"noise_multiplier": plan.noise_multiplier, "dp_steps": float(plan.steps),
+                                   "sample_rate": plan.sample_rate, "dp_epochs": plan.steps * plan.sample_rate,
+                                   "seconds_per_epoch": seconds / max(plan.steps * plan.sample_rate, 1e-9)}
+        if plan.noise_multiplier <= 0:  # σ = 0 is the recipe reference: no privacy guarantee (ε = ∞)
+            return ReleaseMeta(extra=extra)
+        from importlib.metadata import version
+
+        g = accounting.guarantee(plan.noise_multiplier, plan.sample_rate, plan.steps, p.delta, plan.group)
+        extra.update(g.extra())
+        return ReleaseMeta(epsilon=g.per_sample.epsilon, delta=p.delta,
+                           accountant=f"dp-accounting {version('dp-accounting')} {g.per_sample.accountant}, "
+                                      f"{step.adjacency}",
+                           extra=extra)
+
+    def build(self, splits: Splits, ctx: RunContext) -> Release:
+        data, own = self.training_data(splits)
+        plan = self.plan(len(data), splits.private.identities, ctx.task)
+        step = self.training_step(plan, len(data))
+        with seeded(ctx.generator("task-init")):
+            model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes,
+                                    ctx.task).to(ctx.device)
+        opt = self.optimizer(model.parameters(), self.params.lr)
+        seconds = train_steps(model, opt, step, data, plan.steps, ctx, self.scheduler(opt, plan.steps))
+        return self.model_release(model.eval(), own, splits, ctx, public=data.public,
+                                  meta=self.dp_meta(plan, step, seconds))

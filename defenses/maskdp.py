@@ -2,20 +2,29 @@
 privbench's residual construction, docs/METHODS.md §2 and "MaskDP: the proof").
 
 For a sample ``x`` let ``x_pub`` be ``x`` with its sensitive region replaced by a constant (mid-grey). Each step
-samples a Poisson batch (rate ``q``), and the update is
+draws two independent Poisson batches at rate ``q``: ``B`` for the residuals and ``P`` for the public term, and
+applies
 
-    ( Σ_i g(x_pub,i) + Σ_i clip_C( g(x_i) − g(x_pub,i) ) + N(0, σ²C²I) ) / (q·N)
+    ( Σ_{i∈P} g(x_pub,i) + Σ_{i∈B} clip_C( g(x_i) − g(x_pub,i) ) + N(0, σ²C²I) ) / (q·N)
 
-The public term never reads sensitive content; the residual term has L2 sensitivity ``C`` when one sample's
-sensitive content is replaced by the constant ("zero-out" adjacency, the analogue of add/remove) and ``2C`` when
-it is replaced by any other content (substitution). The record's ``epsilon`` is Opacus' RDP ε for (σ, q, steps)
-under zero-out adjacency. Substitution is two zero-out steps (D -> D with sample j blanked -> D''), so group
-privacy gives ``(2ε, (1 + e^ε)·δ)``, recorded as ``epsilon_substitution`` and ``delta_substitution``.
+**Why two batches.** Under zero-out adjacency (sample j's sensitive region present vs replaced by the constant) the
+public term has the same distribution in both worlds and is independent of the rest: it is post-processing of
+non-sensitive data. The residual term is exactly a Poisson-subsampled Gaussian mechanism of sensitivity C (j's
+residual is 0 when blanked), so DP-SGD's accounting applies unchanged. Adding the public gradients of the *same*
+batch ``B`` (this module before issue 24) marks whether j was sampled: the step becomes the mixture pair
+``(1−q)·N(0) + q·N(a + r_j)`` vs ``(1−q)·N(0) + q·N(a)`` with an unbounded ``a``, subsampling amplification is
+lost, and a recorded ε = 0.5 was worth up to about 3.7 (``tests/dp_controls.py`` keeps it as the audit's positive
+control).
+
+Substitution (the sensitive content replaced by any other) is two zero-out steps, so group privacy gives
+``(2ε, (1 + e^ε)·δ)``, recorded as ``epsilon_substitution`` and ``delta_substitution``; ε per person (all of one
+identity's clips) is recorded as for DP-SGD.
 
 The training-run ε covers the released model (``model``). Each shared update the ``gradients`` surface serves is a
-separate release of one full-batch step (q = 1) at the same σ: ``epsilon_per_update`` in the record, and k queries
-compose. It says nothing about the non-sensitive region (in the default, the person, whose
-gradients pass unprotected), and if anonymised clips are also published, their background is in the clear.
+separate release of one given full batch (q = 1, nothing sampled, so its public term is that batch's) at the same
+σ: ``epsilon_per_update`` in the record, and k queries compose. It says nothing about the non-sensitive region (in
+the default, the person, whose gradients pass unprotected), and if anonymised clips are also published, their
+background is in the clear.
 
 ``anonymise: avatar`` first replaces each person by the avatar (:mod:`defenses.avatar`) and makes the background
 the sensitive region: the avatar + MaskDP combination of the paper.
@@ -25,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -34,49 +42,79 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits,
-                                 Surface)
+                                 StepData, Surface)
 from benchmark.errors import InputError
 from benchmark.models import input_channels
 from benchmark.registry import DEFENSES
-from benchmark.seeding import seeded
 from benchmark.threats import ThreatModel
 
-from .dp_sgd import DPSGD
+from .dp_sgd import (DPPlan, DPSGD, add_noise, clipped_sum, per_sample_gradients, poisson_batch,
+                     zeros_like_params)
 from .people import estimator
 
 #: The constant the sensitive region is replaced by in ``x_pub`` (data-independent).
 FILL = 0.5
 
 
-def per_sample_gradients(model: nn.Module, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
-    """Cross-entropy gradients of each sample: ``{name: (B, *param.shape)}`` (torch.func vmap over grad)."""
-    from torch.func import functional_call, grad, vmap
+def residual_sum(model: nn.Module, images: Tensor, public: Tensor, labels: Tensor,
+                 max_grad_norm: float) -> dict[str, Tensor]:
+    """``Σ_i clip_C(g(x_i) − g(x_pub,i))`` over a batch (each sample's residual clipped over all parameters)."""
+    full = per_sample_gradients(model, images, labels)
+    pub = per_sample_gradients(model, public, labels)
+    return clipped_sum({n: full[n] - pub[n] for n in full}, max_grad_norm)
 
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
 
-    def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
-
-    return vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images, labels)
+def public_sum(model: nn.Module, public: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """``Σ_i g(x_pub,i)``: the summed gradient of the blanked samples (one ordinary backward pass)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(model(public), labels, reduction="sum"), params)
+    return dict(zip(names, grads))
 
 
 def residual_update(model: nn.Module, images: Tensor, public: Tensor, labels: Tensor, max_grad_norm: float,
                     noise_multiplier: float, generator: torch.Generator, denominator: float) -> dict[str, Tensor]:
-    """MaskDP's update of one batch (module docstring): public gradients plus clipped, noised residuals, divided by
-    ``denominator`` (the expected batch size ``q·N``). Noise is drawn on the CPU from ``generator``."""
-    full = per_sample_gradients(model, images, labels)
-    pub = per_sample_gradients(model, public, labels)
-    names = list(full)
-    residual = {n: full[n] - pub[n] for n in names}
-    norms = torch.sqrt(sum(residual[n].flatten(1).pow(2).sum(1) for n in names))
-    factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-    out = {}
-    for n in names:
-        clipped = torch.einsum("b,b...->...", factor, residual[n])
-        noise = torch.randn(clipped.shape, generator=generator) * (noise_multiplier * max_grad_norm)
-        out[n] = (pub[n].sum(0) + clipped + noise.to(clipped.device)) / denominator
-    return out
+    """The update of one *given* batch (the ``gradients`` surface, q = 1): its public gradients plus its clipped,
+    noised residuals, divided by ``denominator``. Noise is drawn on the CPU from ``generator``."""
+    total = residual_sum(model, images, public, labels, max_grad_norm)
+    noised = add_noise(total, noise_multiplier * max_grad_norm, generator, denominator)
+    pub = public_sum(model, public, labels)
+    return {n: v + pub[n].detach() / denominator for n, v in zip(total, noised)}
+
+
+@dataclass(frozen=True)
+class MaskDPStep:
+    """One MaskDP training step (module docstring; :class:`benchmark.contracts.TrainingStep`): residuals of a
+    Poisson batch clipped and noised, plus the public gradients of an independent Poisson batch. ``denominator``:
+    the expected batch size ``q·N``."""
+
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    denominator: float
+    adjacency = "zero-out of one sample's sensitive region"
+
+    def __call__(self, model: nn.Module, data: StepData, sampling: torch.Generator,
+                 noise: torch.Generator) -> tuple[Tensor, ...]:
+        if data.public is None:
+            raise InputError("a MaskDP step needs the blanked samples (StepData.public)")
+        private = data.take(poisson_batch(len(data), self.sample_rate, sampling))
+        shown = data.take(poisson_batch(len(data), self.sample_rate, sampling))  # independent of `private`
+        dev = next(model.parameters()).device
+        total = (residual_sum(model, private.images.to(dev), private.public.to(dev), private.labels.to(dev),
+                              self.max_grad_norm) if len(private) else zeros_like_params(model))
+        noised = add_noise(total, self.noise_multiplier * self.max_grad_norm, noise, self.denominator)
+        if not len(shown):
+            return noised
+        pub = public_sum(model, shown.public.to(dev), shown.labels.to(dev))
+        return tuple(v + pub[n].detach() / self.denominator for n, v in zip(total, noised))
+
+    def neighbour(self, data: StepData, changed: Tensor) -> StepData:
+        """Zero-out adjacency: the samples ``changed`` with their sensitive region blanked (``x := x_pub``)."""
+        if data.public is None:
+            raise InputError("a MaskDP step needs the blanked samples (StepData.public)")
+        keep = changed.reshape((-1,) + (1,) * (data.images.ndim - 1))
+        return StepData(torch.where(keep, data.public, data.images), data.labels, data.public)
 
 
 def maskdp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientMechanism:
@@ -96,15 +134,6 @@ def maskdp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientM
 def blank(clips: Tensor, region: Tensor) -> Tensor:
     """``clips (N,T,C,H,W)`` with ``region (N,T,1,H,W)`` bool set to :data:`FILL`."""
     return torch.where(region.expand_as(clips), torch.full_like(clips, FILL), clips)
-
-
-def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """Opacus' RDP ε after ``steps`` Poisson-subsampled Gaussian steps."""
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta))
 
 
 def substitution(eps: float, delta: float) -> tuple[float, float]:
@@ -159,53 +188,25 @@ class MaskDP(DPSGD):
         region = ~person if self.params.sensitive == "background" else person
         return ImageSet(private.images, private.labels), blank(private.images, region)
 
-    def build(self, splits: Splits, ctx: RunContext) -> Release:
-        from opacus.accountants.utils import get_noise_multiplier
+    def training_step(self, plan: DPPlan, n: int) -> MaskDPStep:
+        return MaskDPStep(plan.sample_rate, plan.noise_multiplier, self.params.max_grad_norm, plan.sample_rate * n)
 
-        p, t = self.params, ctx.task
+    def training_data(self, splits: Splits) -> tuple[StepData, Optional[ImageSet]]:
         train, public = self.training_clips(splits.private)
-        n = len(train)
-        q = min(1.0, t.batch_size / n)
-        epochs = p.epochs or t.epochs
-        steps = max(1, round(epochs / q))
-        sigma = p.noise_multiplier
-        if p.target_epsilon is not None:
-            sigma = float(get_noise_multiplier(target_epsilon=p.target_epsilon, target_delta=p.delta,
-                                               sample_rate=q, steps=steps, accountant="rdp"))
-        with seeded(ctx.generator("task-init")):
-            model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes, t).to(ctx.device)
-        opt = self.optimizer(model.parameters(), p.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
-        start = time.perf_counter()
-        model.train()
-        for _ in range(steps):
-            idx = torch.nonzero(torch.rand(n, generator=batches) < q).flatten()  # Poisson sampling
-            if len(idx) == 0:
-                continue
-            update = residual_update(model, train.images[idx].to(ctx.device), public[idx].to(ctx.device),
-                                     train.labels[idx].to(ctx.device), p.max_grad_norm, sigma, noise, q * n)
-            opt.zero_grad(set_to_none=True)
-            for name, prm in model.named_parameters():
-                if prm.requires_grad:
-                    prm.grad = update[name]
-            opt.step()
-            sched.step()
-        seconds = time.perf_counter() - start
-        noisy = sigma > 0
-        eps = epsilon(sigma, q, steps, p.delta) if noisy else None
-        per_update = epsilon(sigma, 1.0, 1, p.delta) if noisy else None  # one shared update (gradients surface)
-        sub = substitution(eps, p.delta) if eps is not None else None
-        import opacus
+        own = None if self.params.anonymise == "none" else train
+        return StepData(train.images, train.labels, public), own
 
-        meta = ReleaseMeta(epsilon=eps, delta=p.delta if noisy else None,
-                           accountant=f"opacus {opacus.__version__} rdp, zero-out adjacency" if noisy else None,
-                           extra={"noise_multiplier": sigma, "dp_epochs": float(epochs), "dp_steps": float(steps),
-                                  "sample_rate": q, "seconds_per_epoch": seconds / epochs,
-                                  **({"epsilon_substitution": sub[0], "delta_substitution": sub[1],
-                                      "epsilon_per_update": per_update} if sub is not None else {})})
-        own = None if p.anonymise == "none" else train
-        return self.model_release(model.eval(), own, splits, ctx, public=public, meta=meta)
+    def scheduler(self, opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+    def dp_meta(self, plan: DPPlan, step, seconds: float) -> ReleaseMeta:
+        """DP-SGD's numbers (the residual term is its mechanism) plus substitution adjacency by group privacy."""
+        meta = super().dp_meta(plan, step, seconds)
+        if meta.epsilon is None or meta.delta is None:
+            return meta
+        eps, delta = substitution(meta.epsilon, meta.delta)
+        return dataclasses.replace(meta, extra={**meta.extra, "epsilon_substitution": eps,
+                                                "delta_substitution": delta})
 
     def release_state(self, release: Release) -> dict[str, Any]:
         state = super().release_state(release)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from benchmark.models import build_model
-from defenses.maskdp import FILL, blank, epsilon, residual_update, substitution
+from benchmark.accounting import poisson_gaussian
+from defenses.maskdp import FILL, blank, residual_update, substitution
 
 C, SIGMA = 0.5, 2.0  # C: default clipping norm of the helpers; tests calibrate their own
 
@@ -102,7 +103,7 @@ def test_canary_in_the_background_stays_within_the_recorded_epsilon_and_a_leaky_
     canary[0] = torch.where(background[0].expand_as(x[0]), flicker, x[0])
     zeroed = x.clone()
     zeroed[0] = blank(x[:1], background[:1])[0]
-    eps_one_step = epsilon(SIGMA, 1.0, 1, 1e-5)  # q = 1, one step: the recorded accountant's ε
+    eps_one_step = poisson_gaussian(SIGMA, 1.0, 1, 1e-5).epsilon  # q = 1, one step: the recorded accountant's ε
     c = _clip_norm(model, canary, public, y)
     measured = _audit(model, canary, zeroed, public, public, y, c)
     assert measured <= eps_one_step
@@ -122,7 +123,7 @@ def test_substitution_is_covered_by_the_group_privacy_bound(batch) -> None:
     bright, dark = x.clone(), x.clone()
     bright[0] = torch.where(background[0].expand_as(x[0]), flicker, x[0])
     dark[0] = torch.where(background[0].expand_as(x[0]), 1 - flicker, x[0])
-    eps = epsilon(SIGMA, 1.0, 1, 1e-5)
+    eps = poisson_gaussian(SIGMA, 1.0, 1, 1e-5).epsilon
     eps_sub, delta_sub = substitution(eps, 1e-5)
     assert eps_sub == 2 * eps and delta_sub > 1e-5
     measured = _audit(model, bright, dark, public, public, y, _clip_norm(model, bright, public, y))

@@ -1,0 +1,355 @@
+"""Empirical DP audits: lower bounds on the ε a training step really has, beside the ε it claims (issue 24).
+
+Both audits run a defense's :class:`~benchmark.contracts.TrainingStep`, the object its training runs, in the
+white-box threat model of the ``gradients`` surface: the adversary chooses the model and the data, and sees every
+update, Poisson sampling and public terms included.
+
+- **Step-level canary audit** (:func:`step_audit`; Jagielski, Ullman & Oprea 2020; Nasr et al. 2021/2023). One
+  canary; ``D`` holds it, ``D'`` is its neighbour under the step's adjacency (removed, or its sensitive region
+  blanked). Many independent steps in each world; each update is projected onto the canary's own directions (its
+  gradient difference between the worlds, its gradient in ``D'``, its blanked view's gradient), which the auditor
+  computes itself. A family of rejection regions (a threshold on the signal, optionally gated by another
+  direction: "was the canary sampled?") is fitted on one half of the trials and evaluated once on the other; the
+  Clopper–Pearson bounds on its two rates give ``ε̂ = log((TPR_lo − δ) / FPR_hi)`` at the stated confidence, to
+  be compared with the claimed ε of one step at the same (σ, q, δ).
+- **One-run audit** (:func:`one_run_audit`; Steinke, Nasr & Jagielski, NeurIPS 2023). ``m`` canaries, each in the
+  training set with probability 1/2, one training run of ``steps`` steps; each canary is scored by the sum over
+  steps of the update projected on its direction (gated like the step audit when it has a blanked view); the
+  ``k+`` highest are guessed in and the ``k−`` lowest out (both fixed in advance), and ``W`` correct guesses give
+  ε̂ by their Theorem (``P[W ≥ v] ≤ f(v) + 2mδ·max_i (f(v−i) − f(v))/i``, ``f`` the Binomial(r, e^ε/(1+e^ε))
+  tail), against the claimed ε of the whole run.
+
+ε̂ is a lower bound at its confidence: above the claim means the mechanism violates its claim (the record fails); far
+below says only that this adversary could not show more. Positive controls (a same-batch MaskDP and a DP-SGD
+without clipping) are in ``tests/dp_controls.py``; the audit must flag them and must not flag correct mechanisms.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .contracts import StepData, TrainingStep
+from .errors import InputError
+from .seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """An empirical lower bound ``epsilon_lower`` at ``confidence`` beside the ``claimed`` ε at ``delta``."""
+
+    method: str
+    epsilon_lower: float
+    claimed: float
+    delta: float
+    confidence: float
+    trials: int
+    seconds: float
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def violated(self) -> bool:
+        """The claim is refuted: the lower bound exceeds it."""
+        return self.epsilon_lower > self.claimed
+
+    @property
+    def tightness(self) -> float:
+        """``ε̂ / ε``: 1 = the audit shows the whole claim, 0 = nothing."""
+        return self.epsilon_lower / self.claimed if self.claimed > 0 else math.inf
+
+    def as_dict(self) -> dict[str, object]:
+        return {"method": self.method, "epsilon_lower": self.epsilon_lower, "claimed": self.claimed,
+                "delta": self.delta, "confidence": self.confidence, "trials": self.trials,
+                "seconds": self.seconds, "violated": self.violated, **self.details}
+
+
+class _Centre(nn.Module):
+    def __init__(self, at: float, gain: float) -> None:
+        super().__init__()
+        self.at, self.gain = at, gain
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.at) * self.gain
+
+
+def probe_model(shape: tuple[int, ...], classes: int, centre: float = 0.5, gain: float = 10.0) -> nn.Module:
+    """The auditor's model: ``gain·(x − centre)``, flattened, one linear layer initialised at zero. A white-box
+    adversary chooses the model: random canaries' gradients are near-orthogonal, and the gain makes every
+    unclipped term (a public gradient) stand far above the noise, so "was the canary sampled?" is visible
+    wherever the mechanism shows it."""
+    model = nn.Sequential(_Centre(centre, gain), nn.Flatten(), nn.Linear(math.prod(shape), classes))
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.zero_()
+    return model
+
+
+def canary_data(shape: tuple[int, ...], n: int, classes: int, generator: torch.Generator,
+                fill: Optional[float] = None) -> StepData:
+    """``n`` random canaries ``(n, *shape)`` with pixels in {0, 1} and random labels; with ``fill``, also their
+    blanked views: the sensitive region (everything outside the central half of each frame, a "background") set
+    to ``fill``."""
+    images = (torch.rand((n, *shape), generator=generator) < 0.5).float()
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    if fill is None:
+        return StepData(images, labels)
+    h, w = shape[-2:]
+    person = torch.zeros((h, w), dtype=torch.bool)
+    person[h // 4:h - h // 4, w // 4:w - w // 4] = True
+    return StepData(images, labels, torch.where(person, images, torch.full_like(images, fill)))
+
+
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Two-sided ``1 − alpha`` Clopper–Pearson interval of a binomial rate with ``k`` successes in ``n``."""
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def epsilon_from_rates(tp: int, n_pos: int, fp: int, n_neg: int, delta: float, confidence: float) -> float:
+    """ε lower bound from a test that fires ``tp`` times in ``n_pos`` trials of ``D`` and ``fp`` in ``n_neg`` of
+    ``D'``: ``log((TPR_lo − δ) / FPR_hi)`` with both Clopper–Pearson bounds at ``confidence`` jointly (0 if
+    negative)."""
+    alpha = 1 - confidence
+    tpr_lo, _ = clopper_pearson(tp, n_pos, alpha)
+    _, fpr_hi = clopper_pearson(fp, n_neg, alpha)
+    if tpr_lo <= delta or fpr_hi <= 0:
+        return 0.0
+    return max(0.0, math.log((tpr_lo - delta) / fpr_hi))
+
+
+def _flat(update: tuple[Tensor, ...]) -> Tensor:
+    return torch.cat([u.detach().reshape(-1).cpu().double() for u in update])
+
+
+def _grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    dev = params[0].device
+    loss = F.cross_entropy(model(x[None].to(dev)), y[None].to(dev))
+    return torch.cat([g.reshape(-1).cpu().double() for g in torch.autograd.grad(loss, params)])
+
+
+def _orthonormal(vectors: list[Tensor]) -> tuple[Tensor, list[int]]:
+    """Gram–Schmidt rows of the non-negligible ``vectors``, in order: ``(k, P)``, and which vector gave each."""
+    basis: list[Tensor] = []
+    sources: list[int] = []
+    for i, v in enumerate(vectors):
+        w = v.clone()
+        for b in basis:
+            w -= (w @ b) * b
+        if float(w.norm()) > 1e-6 * max(1.0, float(v.norm())):
+            basis.append(w / w.norm())
+            sources.append(i)
+    if not basis or sources[0] != 0:
+        raise InputError("the canary has no gradient signal: choose a canary whose gradient differs between worlds")
+    return torch.stack(basis), sources
+
+
+def canary_directions(model: nn.Module, step: TrainingStep, data: StepData, canary: int) -> tuple[Tensor, Tensor]:
+    """The auditor's own directions for canary ``canary`` at the model's weights: ``(basis (k, P) orthonormal,
+    gates (k,))``. The directions: its gradient difference between ``D`` and its neighbour (the signal), its
+    gradient in the neighbour, and its blanked view's. ``gates[j]`` (j >= 1): half the projection a term along
+    direction j adds to the update when the canary is in the batch (the update is divided by the step's
+    ``denominator``): above it, "the canary was sampled"."""
+    changed = torch.zeros(len(data), dtype=torch.bool)
+    changed[canary] = True
+    other = step.neighbour(data, changed)
+    y = data.labels[canary]
+    g_in = _grad(model, data.images[canary], y)
+    g_out = _grad(model, other.images[canary], y) if len(other) == len(data) else torch.zeros_like(g_in)
+    vectors = [g_in - g_out, g_out]
+    if data.public is not None:
+        vectors.append(_grad(model, data.public[canary], y))
+    basis, sources = _orthonormal(vectors)
+    gates = torch.tensor([0.5 * float(vectors[i] @ b) / step.denominator for i, b in zip(sources, basis)],
+                         dtype=torch.float64)
+    return basis, gates
+
+
+def _features(step: TrainingStep, model: nn.Module, data: StepData, basis: Tensor, trials: int, seed: int,
+              world: str, progress: Optional[Callable[[int], None]]) -> Tensor:
+    out = torch.empty(trials, basis.shape[0], dtype=torch.float64)
+    for t in range(trials):
+        sampling = torch.Generator().manual_seed(derive_seed(seed, world, "sampling", t))
+        noise = torch.Generator().manual_seed(derive_seed(seed, world, "noise", t))
+        out[t] = basis @ _flat(step(model, data, sampling, noise))
+        if progress is not None:
+            progress(1)
+    return out
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Fire when ``sign·s[0] > t`` and (if ``gate`` >= 0) ``s[gate] > tau``; ``sign`` +1 tests D against D',
+    −1 the reverse."""
+
+    sign: int
+    t: float
+    gate: int = -1
+    tau: float = 0.0
+
+    def fires(self, s: Tensor) -> Tensor:
+        hit = self.sign * s[:, 0] > self.t
+        if self.gate >= 0:
+            hit &= s[:, self.gate] > self.tau
+        return hit
+
+
+_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
+
+
+def _rules(fit_in: Tensor, fit_out: Tensor, gates: Tensor) -> list[_Rule]:
+    """Candidate rejection regions: thresholds at quantiles of the signal, ungated or within each "was it
+    sampled?" gate, the thresholds taken among the gated trials."""
+    levels = torch.tensor(_LEVELS, dtype=torch.float64)
+    both = torch.cat([fit_in, fit_out])
+    rules = []
+    for sign in (1, -1):
+        for j in range(-1, both.shape[1]):
+            if j == 0:
+                continue
+            inside = both if j < 0 else both[both[:, j] > float(gates[j])]
+            if len(inside) < 10:
+                continue
+            tau = 0.0 if j < 0 else float(gates[j])
+            rules += [_Rule(sign, t, j, tau) for t in torch.quantile(sign * inside[:, 0], levels).tolist()]
+    return rules
+
+
+def step_audit(step: TrainingStep, model: nn.Module, data: StepData, canary: int, claimed: float, delta: float,
+               trials: int = 20_000, seed: int = 0, confidence: float = 0.95,
+               progress: Optional[Callable[[int], None]] = None) -> AuditResult:
+    """Step-level canary audit (module docstring): ``trials`` steps in each world, half to choose the test, half
+    to bound ε. ``claimed``: the ε the defense's accountant gives one step at the step's (σ, q) and ``delta``."""
+    if trials < 200:
+        raise InputError(f"a step audit needs at least 200 trials per world, got {trials}")
+    start = time.perf_counter()
+    model = model.eval()
+    changed = torch.zeros(len(data), dtype=torch.bool)
+    changed[canary] = True
+    neighbour = step.neighbour(data, changed)
+    basis, gates = canary_directions(model, step, data, canary)
+    s_in = _features(step, model, data, basis, trials, seed, "D", progress)
+    s_out = _features(step, model, neighbour, basis, trials, seed, "D'", progress)
+    half = trials // 2
+    best, best_fit = None, -1.0
+    for rule in _rules(s_in[:half], s_out[:half], gates):
+        pos, neg = (s_in, s_out) if rule.sign > 0 else (s_out, s_in)  # the world the region should favour
+        fit = epsilon_from_rates(int(rule.fires(pos[:half]).sum()), half, int(rule.fires(neg[:half]).sum()), half,
+                                 delta, confidence)
+        if fit > best_fit:
+            best, best_fit = rule, fit
+    assert best is not None
+    pos, neg = (s_in, s_out) if best.sign > 0 else (s_out, s_in)
+    n = trials - half
+    tp, fp = int(best.fires(pos[half:]).sum()), int(best.fires(neg[half:]).sum())
+    eps = epsilon_from_rates(tp, n, fp, n, delta, confidence)
+    return AuditResult("step", eps, claimed, delta, confidence, trials, time.perf_counter() - start,
+                       {"true_positives": float(tp), "false_positives": float(fp), "evaluation_trials": float(n),
+                        "gated": float(best.gate >= 0), "directions": float(basis.shape[0])})
+
+
+def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
+    """Steinke, Nasr & Jagielski 2023: an upper bound on ``P[W ≥ v]`` for ``r`` guesses about ``m`` canaries of an
+    (ε, δ)-DP run (their Theorem; Appendix D's computation)."""
+    from scipy.stats import binom
+
+    p = 1 / (1 + math.exp(-eps))
+    tail = float(binom.sf(v - 1, r, p))
+    if delta == 0 or v == 0:
+        return min(tail, 1.0)
+    alpha, mass = 0.0, 0.0
+    for i in range(1, v + 1):
+        mass += float(binom.pmf(v - i, r, p))  # f(v − i) − f(v)
+        alpha = max(alpha, mass / i)
+    return min(tail + 2 * m * delta * alpha, 1.0)
+
+
+def one_run_epsilon(m: int, r: int, v: int, delta: float, confidence: float) -> float:
+    """The largest ε whose p-value for ``v`` correct of ``r`` guesses stays below ``1 − confidence`` (0 if none)."""
+    beta = 1 - confidence
+    if not 0 <= v <= r <= m:
+        raise InputError(f"one-run audit needs 0 <= correct <= guesses <= canaries, got {v}, {r}, {m}")
+    if one_run_p_value(m, r, v, 0.0, delta) >= beta:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while one_run_p_value(m, r, v, hi, delta) < beta:
+        lo, hi = hi, hi * 2
+        if hi > 1e3:
+            return lo
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if one_run_p_value(m, r, v, mid, delta) < beta else (lo, mid)
+    return lo
+
+
+def _per_sample_flat(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample cross-entropy gradients, flattened: ``(N, P)`` float64 on the CPU."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+    dev = next(iter(params.values())).device
+
+    def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images.to(dev), labels.to(dev))
+    return torch.cat([g[n].flatten(1) for n in params], 1).double().cpu()
+
+
+def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, claimed: float, delta: float,
+                  steps: int, lr: float, guesses: tuple[int, int], seed: int = 0, confidence: float = 0.95,
+                  progress: Optional[Callable[[int], None]] = None) -> AuditResult:
+    """One-run audit (module docstring): each of ``canaries`` is in the run with probability 1/2 (else its
+    neighbour under the step's adjacency), ``steps`` SGD steps of learning rate ``lr`` on ``model``, each canary
+    scored on every update; ``guesses = (k+, k−)``, fixed in advance. ``claimed``: the run's ε at ``delta``."""
+    m = len(canaries)
+    k_pos, k_neg = guesses
+    if k_pos < 0 or k_neg < 0 or k_pos + k_neg > m or k_pos + k_neg == 0:
+        raise InputError(f"guesses (k+, k-) = {guesses} must be >= 0, not both 0, and at most {m} together")
+    start = time.perf_counter()
+    g = torch.Generator().manual_seed(derive_seed(seed, "one-run", "membership"))
+    included = torch.rand(m, generator=g) < 0.5
+    data = step.neighbour(canaries, ~included)
+    everyone_out = step.neighbour(canaries, torch.ones(m, dtype=torch.bool))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    scores = torch.zeros(m, dtype=torch.float64)
+    for t in range(steps):
+        g_in = _per_sample_flat(model, canaries.images, canaries.labels)
+        g_out = (_per_sample_flat(model, everyone_out.images, everyone_out.labels) if len(everyone_out) == m
+                 else torch.zeros_like(g_in))
+        d = g_in - g_out
+        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sampling = torch.Generator().manual_seed(derive_seed(seed, "one-run", "sampling", t))
+        noise = torch.Generator().manual_seed(derive_seed(seed, "one-run", "noise", t))
+        update = step(model, data, sampling, noise)
+        u = _flat(update)
+        contribution = d @ u
+        if canaries.public is not None:  # gate on "was canary i's public term in this update?"
+            a = _per_sample_flat(model, canaries.public, canaries.labels)
+            norm = a.norm(dim=1)
+            seen = (a @ u) / norm.clamp_min(1e-12) > 0.5 * norm / step.denominator
+            contribution = torch.where(seen, contribution, torch.zeros_like(contribution))
+        scores += contribution
+        with torch.no_grad():
+            for prm, gu in zip(trainable, update):
+                prm -= lr * gu.to(prm.device)
+        if progress is not None:
+            progress(1)
+    order = torch.argsort(scores, descending=True)
+    guessed_in, guessed_out = order[:k_pos], order[m - k_neg:] if k_neg else order[:0]
+    correct = int(included[guessed_in].sum()) + int((~included[guessed_out]).sum())
+    r = k_pos + k_neg
+    eps = one_run_epsilon(m, r, correct, delta, confidence)
+    return AuditResult("one-run", eps, claimed, delta, confidence, steps, time.perf_counter() - start,
+                       {"canaries": float(m), "guesses": float(r), "correct": float(correct),
+                        "included": float(int(included.sum()))})

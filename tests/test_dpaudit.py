@@ -1,0 +1,109 @@
+"""The empirical DP audits (benchmark.dpaudit): their statistics agree with independent implementations and the
+paper's printed numbers, they catch the positive controls (tests/dp_controls.py) with the confidence interval
+excluding the claim, and they never flag the correct mechanisms at the same settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from benchmark import accounting, dpaudit
+from benchmark.contracts import StepData
+from benchmark.errors import InputError
+from defenses.dp_sgd import DPSGDStep
+from defenses.maskdp import FILL, MaskDPStep
+
+from dp_controls import SameBatchMaskDPStep, UnclippedDPSGDStep
+
+SHAPE = (2, 3, 8, 8)  # two-frame 3×8×8 clips
+DELTA = 1e-5
+
+
+@pytest.mark.parametrize("k,n", [(0, 50), (3, 50), (25, 50), (50, 50), (7, 15_000)])
+def test_clopper_pearson_agrees_with_scipy_exact_interval(k, n) -> None:
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+    lo, hi = dpaudit.clopper_pearson(k, n, 0.1)
+    assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
+
+
+def test_one_run_bound_reproduces_the_papers_numbers() -> None:
+    """Steinke, Nasr & Jagielski 2023, Appendix D (m = 1000, r = 100, v = 75, δ = 1e-4: 0.673) and §7 (m = 1e5,
+    r = 1510, v = 1439, δ = 1e-5: 2.675); without δ the bound is the pure-DP Binomial tail's."""
+    assert dpaudit.one_run_epsilon(1000, 100, 75, 1e-4, 0.95) == pytest.approx(0.673, abs=1e-3)
+    assert dpaudit.one_run_epsilon(100_000, 1510, 1439, 1e-5, 0.95) == pytest.approx(2.675, abs=1e-3)
+    assert dpaudit.one_run_epsilon(1000, 100, 75, 0.0, 0.95) == pytest.approx(0.702, abs=1e-3)
+    assert dpaudit.one_run_epsilon(1000, 100, 50, 1e-5, 0.95) == 0.0  # chance: nothing shown
+    with pytest.raises(InputError, match="correct <= guesses"):
+        dpaudit.one_run_epsilon(10, 20, 5, 1e-5, 0.95)
+
+
+def _canary(public: bool) -> StepData:
+    return dpaudit.canary_data(SHAPE, 1, 5, torch.Generator().manual_seed(0), fill=FILL if public else None)
+
+
+@pytest.mark.parametrize("flawed,correct", [(SameBatchMaskDPStep, MaskDPStep)])
+def test_step_audit_catches_same_batch_maskdp_and_clears_the_fixed_step(flawed, correct) -> None:
+    """σ = 1, q = 0.02: one step claims ε = 0.44 at δ = 1e-5. The same-batch public term shows when the canary
+    was sampled, and the audit's 95% lower bound exceeds the claim; the decoupled step stays at 0."""
+    q, sigma = 0.02, 1.0
+    claim = accounting.poisson_gaussian(sigma, q, 1, DELTA).epsilon
+    data = _canary(public=True)
+    bad = dpaudit.step_audit(flawed(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+                             trials=30_000)
+    good = dpaudit.step_audit(correct(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+                              trials=30_000)
+    assert claim == pytest.approx(0.439, abs=1e-3)
+    assert bad.violated and bad.epsilon_lower > 1.0, bad.as_dict()
+    assert not good.violated and good.epsilon_lower < claim, good.as_dict()
+
+
+def test_step_audit_catches_unclipped_dp_sgd_and_clears_dp_sgd() -> None:
+    q, sigma = 0.02, 1.0
+    claim = accounting.poisson_gaussian(sigma, q, 1, DELTA).epsilon
+    data = _canary(public=False)
+    bad = dpaudit.step_audit(UnclippedDPSGDStep(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim,
+                             DELTA, trials=4000)
+    good = dpaudit.step_audit(DPSGDStep(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+                              trials=4000)
+    assert bad.violated and bad.epsilon_lower > 3 * claim, bad.as_dict()
+    assert not good.violated, good.as_dict()
+
+
+def test_one_run_audit_catches_same_batch_maskdp_at_the_video_suites_settings() -> None:
+    """The issue's case: q = 0.032, 500 steps, σ calibrated to ε = 0.5 (δ = 1e-5). 1,000 canaries, 50 + 50 guesses
+    fixed in advance: the same-batch step is refuted (ε̂ > 0.5 at 95%), the decoupled one shows nothing."""
+    q, steps, m = 0.032, 500, 1000
+    sigma = accounting.calibrate(0.5, q, steps, DELTA)
+    claim = accounting.poisson_gaussian(sigma, q, steps, DELTA).epsilon
+    data = dpaudit.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(0), fill=FILL)
+    runs = {cls: dpaudit.one_run_audit(cls(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim, DELTA,
+                                       steps=steps, lr=0.0, guesses=(50, 50))
+            for cls in (SameBatchMaskDPStep, MaskDPStep)}
+    assert claim <= 0.5 < runs[SameBatchMaskDPStep].epsilon_lower, runs[SameBatchMaskDPStep].as_dict()
+    assert runs[MaskDPStep].epsilon_lower == 0.0 and not runs[MaskDPStep].violated
+
+
+def test_one_run_audit_catches_unclipped_dp_sgd() -> None:
+    q, steps, m = 0.05, 100, 500
+    sigma = 1.0
+    claim = accounting.poisson_gaussian(sigma, q, steps, DELTA).epsilon
+    data = dpaudit.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(1))
+    bad = dpaudit.one_run_audit(UnclippedDPSGDStep(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim,
+                                DELTA, steps=steps, lr=0.0, guesses=(50, 50))
+    good = dpaudit.one_run_audit(DPSGDStep(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim, DELTA,
+                                 steps=steps, lr=0.0, guesses=(50, 50))
+    assert bad.epsilon_lower > good.epsilon_lower and not good.violated, (bad.as_dict(), good.as_dict())
+    assert math.isfinite(bad.epsilon_lower)
+
+
+def test_neighbours_follow_each_steps_adjacency() -> None:
+    data = dpaudit.canary_data(SHAPE, 4, 5, torch.Generator().manual_seed(2), fill=FILL)
+    changed = torch.tensor([False, True, False, True])
+    removed = DPSGDStep(0.1, 1.0, 1.0, 0.4).neighbour(data, changed)
+    assert len(removed) == 2 and torch.equal(removed.images, data.images[[0, 2]])
+    blanked = MaskDPStep(0.1, 1.0, 1.0, 0.4).neighbour(data, changed)
+    assert torch.equal(blanked.images[1], data.public[1]) and torch.equal(blanked.images[0], data.images[0])
+    assert torch.equal(blanked.public, data.public)
