@@ -286,7 +286,9 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
     }
     notes.update(extra_texts)
     if release.meta.epsilon is not None:
-        metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta}
+        metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta,
+                         **{k: float(v) for k, v in release.meta.extra.items()  # both accountants, per person
+                            if k in ("epsilon_rdp", "epsilon_pld", "epsilon_person") and v is not None}}
         notes["dp.accountant"] = str(release.meta.accountant)
     samples = None
     if aligned is not None:
