@@ -206,6 +206,62 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_dp_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .config import load_suite
+    from .data import load_splits
+    from .dpaudit import AuditPlan, audit_defense
+    from .records import atomic_write_text
+    from .registry import DEFENSES
+
+    suite = load_suite(args.suite)
+    plan = AuditPlan(trials=args.trials, canaries=args.canaries, guesses=(args.guesses, args.guesses),
+                     confidence=args.confidence, seed=args.seed)
+    specs = [s for s in suite.defenses if hasattr(DEFENSES.get(s.id), "training_step")
+             and (args.defense is None or s.id == args.defense)]
+    rows, jobs = [], []
+    for dataset in suite.datasets:
+        splits = None
+        for spec in specs:
+            defense = DEFENSES.get(spec.id)(spec.params)
+            if not defense.claimed() or (spec.datasets is not None and dataset not in spec.datasets):
+                continue
+            if splits is None:
+                splits = load_splits(dataset, suite.splits, suite.seeds[0], suite.dataset_options.get(dataset))
+            jobs.append((dataset, spec, defense, splits))
+    if not jobs:
+        raise InputError(f"suite {suite.name!r} has no DP configuration (a defense with a noise claim) to audit")
+    out = Path(args.out)
+    failed = False
+    for dataset, spec, defense, splits in jobs:
+        label = f"{dataset} {spec.label}"
+        dp = defense.plan(len(splits.private), splits.private.identities, suite.task)
+        with tqdm(total=2 * plan.trials + dp.steps, unit="step", desc=label, disable=args.no_progress,
+                  leave=False) as bar:
+            result = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
+                                   splits.private.identities, suite.task, plan, progress=bar.update)
+        rows.append({"dataset": dataset, "defense": spec.id, "params": _plain(spec.params), **result})
+        failed |= bool(result["violated"])
+        s, r = result["step"], result["one_run"]
+        print(f"{label}: step ε̂ {s['epsilon_lower']:.3f} (claim {s['claimed']:.3f}), run ε̂ "
+              f"{r['epsilon_lower']:.3f} (claim {r['claimed']:.3f}) at {plan.confidence:.0%}"
+              f"{'  VIOLATION' if result['violated'] else ''}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "dp_audit.json", json.dumps({"suite": suite.name, "audits": rows}, indent=1,
+                                                        sort_keys=True) + "\n")
+    print(f"-> {out / 'dp_audit.json'}")
+    return 1 if failed else 0
+
+
+def _plain(params) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import build
 
@@ -310,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", help="CSV file,label for the originals and aux images (relative names)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_audit)
+    sp = sub.add_parser("dp-audit", help="audit every DP configuration of a suite empirically (step-level canaries and "
+                                         "the one-run audit, docs/METHODS.md); exit 1 if a lower bound exceeds "
+                                         "its claimed ε")
+    sp.add_argument("--suite", required=True, help="suite name or YAML path")
+    sp.add_argument("--defense", help="only this defense id")
+    sp.add_argument("--out", required=True, help="directory for dp_audit.json")
+    sp.add_argument("--trials", type=int, default=20_000, help="steps per world of the step-level audit")
+    sp.add_argument("--canaries", type=int, default=1000, help="canaries of the one-run audit")
+    sp.add_argument("--guesses", type=int, default=50, help="one-run guesses in and out (each), fixed in advance")
+    sp.add_argument("--confidence", type=float, default=0.95)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(fn=_cmd_dp_audit)
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)
@@ -324,7 +393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from .registry import load_plugins
 
-        if args.fn in (_cmd_list, _cmd_run, _cmd_video_case, _cmd_submit) or getattr(args, "check", False):  # report/show: records only, fast
+        if args.fn in (_cmd_list, _cmd_run, _cmd_video_case, _cmd_submit, _cmd_dp_audit) or getattr(args, "check", False):  # report/show: records only, fast
             load_plugins(tuple(args.plugin))
         return int(args.fn(args))
     except InputError as e:

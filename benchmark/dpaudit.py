@@ -353,3 +353,51 @@ def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, clai
     return AuditResult("one-run", eps, claimed, delta, confidence, steps, time.perf_counter() - start,
                        {"canaries": float(m), "guesses": float(r), "correct": float(correct),
                         "included": float(int(included.sum()))})
+
+
+#: The auditor's canary shape per modality: a small clip or image (the probe is the auditor's choice, the step is
+#: the defense's); the leading dimension (frames or channels) follows the dataset's.
+def _canary_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (2, shape[-3], 8, 8) if len(shape) == 4 else (shape[-3], 8, 8)
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """What ``privbench dp-audit`` runs per DP configuration (frozen from the CLI)."""
+
+    trials: int = 20_000
+    canaries: int = 1000
+    guesses: tuple[int, int] = (50, 50)
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def audit_defense(defense, n: int, shape: tuple[int, ...], identities: Optional[Tensor], task, plan: AuditPlan,
+                  progress: Optional[Callable[[int], None]] = None) -> dict[str, object]:
+    """Both audits of one DP defense configuration as the suite trains it (``n`` private samples of ``shape``):
+    its own :class:`~benchmark.contracts.TrainingStep` at its (σ, q), against its claimed ε per step and per run.
+    ``defense`` must offer ``plan(n, identities, task)`` and ``training_step(plan, n)`` (DP-SGD-style defenses)."""
+    if not (hasattr(defense, "plan") and hasattr(defense, "training_step")):
+        raise InputError(f"{type(defense).__name__} exposes no DP training step to audit")
+    dp = defense.plan(n, identities, task)
+    if dp.noise_multiplier <= 0:
+        raise InputError(f"{type(defense).__name__} at σ = 0 claims no ε: nothing to audit")
+    delta = defense.params.delta
+    from .accounting import poisson_gaussian
+
+    step_claim = poisson_gaussian(dp.noise_multiplier, dp.sample_rate, 1, delta).epsilon
+    run_claim = poisson_gaussian(dp.noise_multiplier, dp.sample_rate, dp.steps, delta).epsilon
+    cshape = _canary_shape(shape)
+    classes = 5
+    fill = getattr(defense, "blank_fill", None)  # the constant a blanked view uses (MaskDP), else no blanked view
+    one = canary_data(cshape, 1, classes, torch.Generator().manual_seed(derive_seed(plan.seed, "canary")), fill=fill)
+    step = step_audit(defense.training_step(dp, 1), probe_model(cshape, classes), one, 0, step_claim, delta,
+                      trials=plan.trials, seed=plan.seed, confidence=plan.confidence, progress=progress)
+    many = canary_data(cshape, plan.canaries, classes,
+                       torch.Generator().manual_seed(derive_seed(plan.seed, "canaries")), fill=fill)
+    run = one_run_audit(defense.training_step(dp, plan.canaries), probe_model(cshape, classes), many, run_claim,
+                        delta, steps=dp.steps, lr=0.0, guesses=plan.guesses, seed=plan.seed,
+                        confidence=plan.confidence, progress=progress)
+    return {"noise_multiplier": dp.noise_multiplier, "sample_rate": dp.sample_rate, "steps": dp.steps,
+            "delta": delta, "step": step.as_dict(), "one_run": run.as_dict(),
+            "violated": step.violated or run.violated}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
@@ -164,6 +164,7 @@ class DPSGD(ModelReleaser):
     claims = frozenset({ThreatModel.MODEL_HOLDER, ThreatModel.SERVER})
     surfaces = frozenset({Surface.MODEL, Surface.GRADIENTS})
     strength = "noise_multiplier"
+    blank_fill: ClassVar[Optional[float]] = None  # MaskDP: the constant of the blanked view its steps need
 
     @dataclass(frozen=True)
     class Params:
