@@ -237,7 +237,8 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     failed = False
     for dataset, spec, defense, splits in jobs:
-        label = f"{dataset} {spec.label}"
+        knob = defense.strength_param()
+        label = f"{dataset} {spec.id}" + (f" {knob}={getattr(spec.params, knob)}" if knob else "")
         dp = defense.plan(len(splits.private), splits.private.identities, suite.task)
         with tqdm(total=2 * plan.trials + dp.steps, unit="step", desc=label, disable=args.no_progress,
                   leave=False) as bar:
@@ -374,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="directory for dp_audit.json")
     sp.add_argument("--trials", type=int, default=20_000, help="steps per world of the step-level audit")
     sp.add_argument("--canaries", type=int, default=1000, help="canaries of the one-run audit")
-    sp.add_argument("--guesses", type=int, default=50, help="one-run guesses in and out (each), fixed in advance")
+    sp.add_argument("--guesses", type=int, default=100, help="one-run guesses in and out (each), fixed in advance")
     sp.add_argument("--confidence", type=float, default=0.95)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-progress", action="store_true")

@@ -206,8 +206,11 @@ class GradientOracle:
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
             raise InputError(f"gradient batch indices must lie in [0, {self.train_size}), got {idx.tolist()[:8]}")
-        # The defender's noise: fixed per (secret, batch content), independent across batches.
-        g = torch.Generator().manual_seed(derive_seed(self._secret, "batch", idx.tolist()))
+        if len(torch.unique(idx)) != len(idx):  # [j]*8 would give sample j 8 times the sensitivity the ε assumes
+            raise InputError("gradient batch indices must be distinct: a batch holds each sample at most once")
+        # The defender's noise: fixed per (secret, batch as a set), independent across batches; a reordering of
+        # the same batch is the same query and gets the same answer (no fresh noise to average away).
+        g = torch.Generator().manual_seed(derive_seed(self._secret, "batch", sorted(idx.tolist())))
         dev = next(self.model.parameters()).device
         x, y = self._train.images[idx].to(dev), self._train.labels[idx].to(dev)
         if self._public is not None:

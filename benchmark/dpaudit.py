@@ -9,7 +9,7 @@ update, Poisson sampling and public terms included.
   blanked). Many independent steps in each world; each update is projected onto the canary's own directions (its
   gradient difference between the worlds, its gradient in ``D'``, its blanked view's gradient), which the auditor
   computes itself. A family of rejection regions (a threshold on the signal, optionally gated by another
-  direction: "was the canary sampled?") is fitted on one half of the trials and evaluated once on the other; the
+  direction: "was the canary sampled?") is fitted on 30% of the trials and evaluated once on the rest; the
   Clopper–Pearson bounds on its two rates give ``ε̂ = log((TPR_lo − δ) / FPR_hi)`` at the stated confidence, to
   be compared with the claimed ε of one step at the same (σ, q, δ).
 - **One-run audit** (:func:`one_run_audit`; Steinke, Nasr & Jagielski, NeurIPS 2023). ``m`` canaries, each in the
@@ -177,9 +177,11 @@ def canary_directions(model: nn.Module, step: TrainingStep, data: StepData, cana
 def _features(step: TrainingStep, model: nn.Module, data: StepData, basis: Tensor, trials: int, seed: int,
               world: str, progress: Optional[Callable[[int], None]]) -> Tensor:
     out = torch.empty(trials, basis.shape[0], dtype=torch.float64)
+    # one generator pair for all trials, as training passes one pair to all its steps: a step that reseeds or
+    # rewinds its noise repeats it, and the repeated noise separates the worlds
+    sampling = torch.Generator().manual_seed(derive_seed(seed, world, "sampling"))
+    noise = torch.Generator().manual_seed(derive_seed(seed, world, "noise"))
     for t in range(trials):
-        sampling = torch.Generator().manual_seed(derive_seed(seed, world, "sampling", t))
-        noise = torch.Generator().manual_seed(derive_seed(seed, world, "noise", t))
         out[t] = basis @ _flat(step(model, data, sampling, noise))
         if progress is not None:
             progress(1)
@@ -202,6 +204,9 @@ class _Rule:
             hit &= s[:, self.gate] > self.tau
         return hit
 
+
+#: Share of a step audit's trials that choose the rejection region; the others, never seen by the choice, bound ε.
+FIT_FRACTION = 0.3
 
 _LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 
@@ -227,8 +232,8 @@ def _rules(fit_in: Tensor, fit_out: Tensor, gates: Tensor) -> list[_Rule]:
 def step_audit(step: TrainingStep, model: nn.Module, data: StepData, canary: int, claimed: float, delta: float,
                trials: int = 20_000, seed: int = 0, confidence: float = 0.95,
                progress: Optional[Callable[[int], None]] = None) -> AuditResult:
-    """Step-level canary audit (module docstring): ``trials`` steps in each world, half to choose the test, half
-    to bound ε. ``claimed``: the ε the defense's accountant gives one step at the step's (σ, q) and ``delta``."""
+    """Step-level canary audit (module docstring): ``trials`` steps in each world, :data:`FIT_FRACTION` of them to
+    choose the test, the rest to bound ε. ``claimed``: the ε the defense's accountant gives one step at the step's (σ, q) and ``delta``."""
     if trials < 200:
         raise InputError(f"a step audit needs at least 200 trials per world, got {trials}")
     start = time.perf_counter()
@@ -239,12 +244,13 @@ def step_audit(step: TrainingStep, model: nn.Module, data: StepData, canary: int
     basis, gates = canary_directions(model, step, data, canary)
     s_in = _features(step, model, data, basis, trials, seed, "D", progress)
     s_out = _features(step, model, neighbour, basis, trials, seed, "D'", progress)
-    half = trials // 2
+    half = int(trials * FIT_FRACTION)  # the trials that choose the test; the rest bound ε
     best, best_fit = None, -1.0
     for rule in _rules(s_in[:half], s_out[:half], gates):
         pos, neg = (s_in, s_out) if rule.sign > 0 else (s_out, s_in)  # the world the region should favour
-        fit = epsilon_from_rates(int(rule.fires(pos[:half]).sum()), half, int(rule.fires(neg[:half]).sum()), half,
-                                 delta, confidence)
+        # two pseudo false positives: a lucky region with none on the fit half does not win (it rarely holds up)
+        fit = epsilon_from_rates(int(rule.fires(pos[:half]).sum()), half, int(rule.fires(neg[:half]).sum()) + 2,
+                                 half, delta, confidence)
         if fit > best_fit:
             best, best_fit = rule, fit
     assert best is not None
@@ -322,37 +328,47 @@ def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, clai
     data = step.neighbour(canaries, ~included)
     everyone_out = step.neighbour(canaries, torch.ones(m, dtype=torch.bool))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    scores = torch.zeros(m, dtype=torch.float64)
+    gated = canaries.public is not None  # then two scores: ungated and gated on "was i's public term shown?"
+    scores = torch.zeros((2 if gated else 1, m), dtype=torch.float64)
+    sampling = torch.Generator().manual_seed(derive_seed(seed, "one-run", "sampling"))  # one pair, as in training
+    noise = torch.Generator().manual_seed(derive_seed(seed, "one-run", "noise"))
     for t in range(steps):
         g_in = _per_sample_flat(model, canaries.images, canaries.labels)
         g_out = (_per_sample_flat(model, everyone_out.images, everyone_out.labels) if len(everyone_out) == m
                  else torch.zeros_like(g_in))
         d = g_in - g_out
         d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        sampling = torch.Generator().manual_seed(derive_seed(seed, "one-run", "sampling", t))
-        noise = torch.Generator().manual_seed(derive_seed(seed, "one-run", "noise", t))
         update = step(model, data, sampling, noise)
         u = _flat(update)
         contribution = d @ u
-        if canaries.public is not None:  # gate on "was canary i's public term in this update?"
+        scores[0] += contribution
+        if gated:
             a = _per_sample_flat(model, canaries.public, canaries.labels)
             norm = a.norm(dim=1)
             seen = (a @ u) / norm.clamp_min(1e-12) > 0.5 * norm / step.denominator
-            contribution = torch.where(seen, contribution, torch.zeros_like(contribution))
-        scores += contribution
+            scores[1] += torch.where(seen, contribution, torch.zeros_like(contribution))
         with torch.no_grad():
             for prm, gu in zip(trainable, update):
                 prm -= lr * gu.to(prm.device)
         if progress is not None:
             progress(1)
-    order = torch.argsort(scores, descending=True)
-    guessed_in, guessed_out = order[:k_pos], order[m - k_neg:] if k_neg else order[:0]
-    correct = int(included[guessed_in].sum()) + int((~included[guessed_out]).sum())
+    # Two scores are two tests: each at half the error rate (Bonferroni), the better one reported.
+    level = 1 - (1 - confidence) / len(scores)
     r = k_pos + k_neg
-    eps = one_run_epsilon(m, r, correct, delta, confidence)
+    best = (-1.0, 0, 0)
+    for i, row in enumerate(scores):
+        order = torch.argsort(row, descending=True)
+        guessed_in, guessed_out = order[:k_pos], order[m - k_neg:] if k_neg else order[:0]
+        correct = int(included[guessed_in].sum()) + int((~included[guessed_out]).sum())
+        eps_i = one_run_epsilon(m, r, correct, delta, level)
+        if eps_i > best[0]:
+            best = (eps_i, correct, i)
+    eps, correct, which = best
+    ceiling = one_run_epsilon(m, r, r, delta, level)  # every guess right: no claim at or above it can be refuted
     return AuditResult("one-run", eps, claimed, delta, confidence, steps, time.perf_counter() - start,
                        {"canaries": float(m), "guesses": float(r), "correct": float(correct),
-                        "included": float(int(included.sum()))})
+                        "included": float(int(included.sum())), "gated": float(which), "ceiling": ceiling,
+                        "vacuous": float(claimed >= ceiling)})
 
 
 #: The auditor's canary shape per modality: a small clip or image (the probe is the auditor's choice, the step is
@@ -367,7 +383,7 @@ class AuditPlan:
 
     trials: int = 20_000
     canaries: int = 1000
-    guesses: tuple[int, int] = (50, 50)
+    guesses: tuple[int, int] = (100, 100)
     confidence: float = 0.95
     seed: int = 0
 
@@ -391,13 +407,16 @@ def audit_defense(defense, n: int, shape: tuple[int, ...], identities: Optional[
     classes = 5
     fill = getattr(defense, "blank_fill", None)  # the constant a blanked view uses (MaskDP), else no blanked view
     one = canary_data(cshape, 1, classes, torch.Generator().manual_seed(derive_seed(plan.seed, "canary")), fill=fill)
+    # A configuration is flagged if either audit fires: each runs at half the error rate, so a correct mechanism
+    # is flagged with probability at most 1 − confidence per configuration.
+    level = 1 - (1 - plan.confidence) / 2
     step = step_audit(defense.training_step(dp, 1), probe_model(cshape, classes), one, 0, step_claim, delta,
-                      trials=plan.trials, seed=plan.seed, confidence=plan.confidence, progress=progress)
+                      trials=plan.trials, seed=plan.seed, confidence=level, progress=progress)
     many = canary_data(cshape, plan.canaries, classes,
                        torch.Generator().manual_seed(derive_seed(plan.seed, "canaries")), fill=fill)
     run = one_run_audit(defense.training_step(dp, plan.canaries), probe_model(cshape, classes), many, run_claim,
                         delta, steps=dp.steps, lr=0.0, guesses=plan.guesses, seed=plan.seed,
-                        confidence=plan.confidence, progress=progress)
+                        confidence=level, progress=progress)
     return {"noise_multiplier": dp.noise_multiplier, "sample_rate": dp.sample_rate, "steps": dp.steps,
             "delta": delta, "step": step.as_dict(), "one_run": run.as_dict(),
             "violated": step.violated or run.violated}

@@ -4,8 +4,9 @@ Each step draws a Poisson batch (every private sample independently with probabi
 clips each sample's gradient to ``max_grad_norm`` C (Opacus' factor ``min(1, C / (‖g_i‖ + 1e-6))`` over all
 parameters), sums, adds Gaussian noise of standard deviation ``σ·C`` and divides by the expected batch size ``q·N``
 (fixed, so the divisor reveals nothing); an empty batch still gets its noise step. :class:`DPSGDStep` is that step,
-the same object training runs, the ``gradients`` surface serves at q = 1 (one batch) and ``benchmark.dpaudit``
-audits. Per-sample gradients come from ``torch.func`` (vmap over grad): 1.46× a plain step where Opacus' hooks
+the same object training runs and ``benchmark.dpaudit`` audits. The ``gradients`` surface serves a different
+release, :func:`dp_gradients`: one batch the server names (distinct indices), clipped, summed, noised and divided
+by its size, which is public there; its ε (``epsilon_per_update``) is for one sample *replaced* (sensitivity 2C). Per-sample gradients come from ``torch.func`` (vmap over grad): 1.46× a plain step where Opacus' hooks
 cost 1.77× (docs/BENCHMARKS.md); Opacus still validates the model and is the cross-check in the tests.
 
 ε (``benchmark.accounting``): the tighter of PLD and RDP at ``delta`` for (σ, q, steps) under add/remove adjacency,
@@ -105,8 +106,8 @@ class DPSGDStep:
 
 
 def dp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientMechanism:
-    """The shared update of one given batch (the ``gradients`` surface: q = 1, nothing sampled): ``(Σ_i clip_C(g_i)
-    + N(0, σ²C²I)) / B`` per parameter."""
+    """The shared update of one given batch (the ``gradients`` surface: q = 1, nothing sampled, the batch size
+    public): ``(Σ_i clip_C(g_i) + N(0, σ²C²I)) / B`` per parameter; one sample replaced moves it by at most 2C/B."""
 
     def mechanism(model: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
         total = clipped_sum(per_sample_gradients(model, images, labels), max_grad_norm)
@@ -265,6 +266,11 @@ class DPSGD(ModelReleaser):
         from importlib.metadata import version
 
         g = accounting.guarantee(plan.noise_multiplier, plan.sample_rate, plan.steps, p.delta, plan.group)
+        if p.target_epsilon is not None:  # calibration must have met its target at the recorded accountant
+            got = g.per_person.epsilon if p.unit == "person" and g.per_person is not None else g.per_sample.epsilon
+            if got > p.target_epsilon * (1 + 1e-9):
+                raise RuntimeError(f"calibrated σ = {plan.noise_multiplier} gives ε = {got} > target "
+                                   f"{p.target_epsilon}: an accounting bug, not a result")
         extra.update(g.extra())
         return ReleaseMeta(epsilon=g.per_sample.epsilon, delta=p.delta,
                            accountant=f"dp-accounting {version('dp-accounting')} {g.per_sample.accountant}, "

@@ -21,8 +21,9 @@ Substitution (the sensitive content replaced by any other) is two zero-out steps
 identity's clips) is recorded as for DP-SGD.
 
 The training-run ε covers the released model (``model``). Each shared update the ``gradients`` surface serves is a
-separate release of one given full batch (q = 1, nothing sampled, so its public term is that batch's) at the same
-σ: ``epsilon_per_update`` in the record, and k queries compose. It says nothing about the non-sensitive region (in
+separate release of one given batch (q = 1, nothing sampled, so its public term is that batch's; distinct indices)
+at the same σ: ``epsilon_per_update`` in the record, for one sample's sensitive content *replaced* (the batch size
+is public there; sensitivity 2C), and k queries compose. It says nothing about the non-sensitive region (in
 the default, the person, whose gradients pass unprotected), and if anonymised clips are also published, their
 background is in the clear.
 

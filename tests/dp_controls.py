@@ -5,6 +5,9 @@
   amplification is lost while the accountant still claims it.
 - :class:`UnclippedDPSGDStep`: DP-SGD that forgets to clip: a sample's contribution is unbounded while the accountant
   assumes C.
+- :class:`RewoundNoiseDPSGDStep`: DP-SGD that reseeds its noise generator at every step (as a training loop that
+  creates ``ctx.generator("dp-noise")`` inside the loop would): every step adds the same noise, which differencing
+  removes.
 """
 
 from __future__ import annotations
@@ -45,3 +48,12 @@ class UnclippedDPSGDStep(DPSGDStep):
         total = ({n: g.sum(0) for n, g in per_sample_gradients(model, batch.images, batch.labels).items()}
                  if len(batch) else zeros_like_params(model))
         return add_noise(total, self.noise_multiplier * self.max_grad_norm, noise, self.denominator)
+
+
+@dataclass(frozen=True)
+class RewoundNoiseDPSGDStep(DPSGDStep):
+    """DP-SGD whose noise generator is rewound to one fixed state before every step."""
+
+    def __call__(self, model: nn.Module, data: StepData, sampling: torch.Generator,
+                 noise: torch.Generator) -> tuple[Tensor, ...]:
+        return super().__call__(model, data, sampling, torch.Generator().manual_seed(1234))

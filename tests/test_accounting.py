@@ -55,3 +55,25 @@ def test_pld_upper_bounds_the_exact_gaussian_epsilon_tightly(sigma) -> None:
 def test_bad_parameters_name_what_is_wrong() -> None:
     with pytest.raises(InputError, match="σ > 0"):
         poisson_gaussian(0.0, 0.1, 10, 1e-5)
+
+
+@pytest.mark.parametrize("target,q,steps", [(0.5, 0.032, 500), (1.0, 0.032, 500), (0.05, 0.001, 1000)])
+def test_calibration_meets_its_target_with_the_least_noise(target, q, steps) -> None:
+    from benchmark.accounting import calibrate
+
+    sigma = calibrate(target, q, steps, 1e-5)
+    assert poisson_gaussian(sigma, q, steps, 1e-5).epsilon <= target
+    assert poisson_gaussian(sigma * 0.995, q, steps, 1e-5).epsilon > target  # no meaningfully smaller σ works
+
+
+def test_person_level_epsilon_bounds() -> None:
+    """A group of one is the sample; the binomial mixture is never looser than the worst component; at q = 1 the
+    group of k is one Gaussian of sensitivity k (noise multiplier σ/k), which has a closed form."""
+    one = poisson_gaussian(3.0, 0.032, 500, 1e-5, group=1)
+    assert one == poisson_gaussian(3.0, 0.032, 500, 1e-5)
+    ten = poisson_gaussian(3.0, 0.032, 500, 1e-5, group=10)
+    assert one.epsilon < ten.pld <= ten.rdp
+    assert ten.pld == pytest.approx(13.36, abs=0.05)  # video-like settings: 10 clips per person
+    exact = _exact_gaussian_epsilon(4.0 / 3, 1e-5)
+    full = poisson_gaussian(4.0, 1.0, 1, 1e-5, group=3)
+    assert exact <= full.pld <= exact * 1.01 + 1e-3

@@ -155,6 +155,17 @@ def test_dp_sgd_bad_input_and_clipped_update(digits) -> None:
     grads = release.gradients(torch.arange(4))
     norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
     assert norm <= 0.5 + 1e-3  # the mean of clipped per-sample gradients (noise negligible here)
+    # Red-team findings (issue 24): [j]*8 would give sample j 8× the sensitivity the per-update ε assumes, and a
+    # reordering of a batch must not be a fresh noise draw to average away.
+    with pytest.raises(InputError, match="distinct"):
+        release.gradients(torch.tensor([0, 0]))
+    noisy = cls(cls.Params(noise_multiplier=1.0, max_grad_norm=0.5)).build(digits, ctx)
+    a, b = noisy.gradients(torch.tensor([0, 1, 2])), noisy.gradients(torch.tensor([2, 0, 1]))
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+    from benchmark.accounting import poisson_gaussian
+
+    assert noisy.meta.extra["epsilon_per_update"] == pytest.approx(  # one sample replaced: sensitivity 2C
+        poisson_gaussian(0.5, 1.0, 1, 1e-5).epsilon)
 
 
 # --- memorisation and synthetic data -----------------------------------------------------------------------------
