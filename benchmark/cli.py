@@ -60,7 +60,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         suite = dataclasses.replace(suite, datasets=tuple(args.datasets))
     opts = RunOptions(out=Path(args.out), jobs=args.jobs, device=args.device, retry_failed=args.retry_failed,
                       progress=not args.no_progress, use_lpips=not args.no_lpips,
-                      plugins=tuple(str(Path(p).resolve()) for p in args.plugin))
+                      plugins=tuple(str(Path(p).resolve()) for p in args.plugin),
+                      dp_audit_trials=args.dp_audit_trials)
     executor = None
     if args.executor == "ray":
         from .runner import RayExecutor
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sp.add_argument("--no-report", action="store_true", help="do not regenerate tables/plots afterwards")
     sp.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if weights are present")
+    sp.add_argument("--dp-audit-trials", type=int, default=20_000,
+                    help="steps per world of the step-level audit of every DP configuration's ε (default 20000)")
     sp.set_defaults(fn=_cmd_run)
     sp = sub.add_parser("report", help="regenerate tables and plots from DIR/records")
     sp.add_argument("dir")

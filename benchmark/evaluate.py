@@ -47,6 +47,7 @@ class EvalOptions:
     use_lpips: bool = True
     plugins: tuple[str, ...] = ()
     threads: int = 1
+    dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit (benchmark.dpaudit)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Prepared:
     release: Release
     utility: float
     costs: dict[str, float]
+    dp_audit: Optional[dict[str, Any]] = None  # benchmark.dpaudit.audit_defense's result, for a DP claim
 
 
 @dataclass
@@ -137,8 +139,12 @@ def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, c
 
 
 def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache: ArtifactCache,
-            device: torch.device, core: str) -> Prepared:
-    """Build (or load from cache) the release of ``spec`` and measure its utility."""
+            device: torch.device, core: str, dp_audit_trials: int = 20_000) -> Prepared:
+    """Build (or load from cache) the release of ``spec``, measure its utility, and audit its ε claim if it makes
+    one (``dp_audit_trials`` steps per world; an audit cached with another budget is redone)."""
+    from .dpaudit import AuditPlan, audit_defense
+
+    plan = AuditPlan(trials=dp_audit_trials, seed=seed)
     defense = DEFENSES.get(spec.id)(spec.params)
     ctx = RunContext(seed=seed, device=device, task=task)
 
@@ -150,13 +156,29 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
         with CostMeter() as ucost:
             state["utility"] = measure_utility(defense, release, splits, task, ctx)
         state["utility_seconds"] = ucost.seconds
+        audit(state, release)
         return state
 
-    state, _ = cache.get_or_create(release_key(spec, splits, seed, task, core), make)
+    def audit(state: dict[str, Any], release: Release) -> None:
+        """Every ε claim is audited (docs/METHODS.md, DP accounting and audits)."""
+        if release.meta.epsilon is not None and hasattr(defense, "training_step"):
+            state["dp_audit"] = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
+                                              splits.private.identities, task, plan)
+            state["dp_audit"]["trials"] = float(plan.trials)
+
+    key = release_key(spec, splits, seed, task, core)
+    state, _ = cache.get_or_create(key, make)
     release = defense.restore(state, splits, ctx)
+    if "dp_audit" in state and state["dp_audit"].get("trials") != float(plan.trials):
+        audit(state, release)
+        cache.put(key, state)
     return Prepared(defense, release, float(state["utility"]),
                     {"defense_seconds": float(state["meta"]["defense_seconds"]),
-                     "utility_seconds": float(state["utility_seconds"])})
+                     "utility_seconds": float(state["utility_seconds"]),
+                     **({"dp_audit_seconds": float(state["dp_audit"]["step"]["seconds"]
+                                                   + state["dp_audit"]["one_run"]["seconds"])}
+                        if "dp_audit" in state else {})},
+                    state.get("dp_audit"))
 
 
 def exposed_surfaces(attack: type[Attack] | Attack, surfaces: frozenset[Surface]) -> frozenset[Surface]:
@@ -252,6 +274,17 @@ def release_extra(extra: Mapping[str, Any]) -> tuple[dict[str, Optional[float]],
     return numbers, texts
 
 
+def dp_audit_metrics(audit: Optional[Mapping[str, Any]]) -> dict[str, float]:
+    """``metrics.dp`` fields of an audit: each method's ε̂ lower bound and claim, the one-run ceiling, and whether a
+    lower bound exceeds its claim (1.0: a DP violation, which fails the cell)."""
+    if not audit:
+        return {}
+    step, run = audit["step"], audit["one_run"]
+    return {"audit_step_epsilon": float(step["epsilon_lower"]), "audit_step_claim": float(step["claimed"]),
+            "audit_run_epsilon": float(run["epsilon_lower"]), "audit_run_claim": float(run["claimed"]),
+            "audit_run_ceiling": float(run["ceiling"]), "audit_violated": float(bool(audit["violated"]))}
+
+
 def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
                use_lpips: bool, seed: int
                ) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -288,7 +321,8 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
     if release.meta.epsilon is not None:
         metrics["dp"] = {"epsilon": release.meta.epsilon, "delta": release.meta.delta,
                          **{k: float(v) for k, v in release.meta.extra.items()  # both accountants, per person
-                            if k in ("epsilon_rdp", "epsilon_pld", "epsilon_person") and v is not None}}
+                            if k in ("epsilon_rdp", "epsilon_pld", "epsilon_person") and v is not None},
+                         **dp_audit_metrics(prepared.dp_audit)}
         notes["dp.accountant"] = str(release.meta.accountant)
     samples = None
     if aligned is not None:
@@ -333,7 +367,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
         else:
             try:
                 if prepared is None:
-                    built = prepare(defense, splits, seed, suite.task, cache, device, core)
+                    built = prepare(defense, splits, seed, suite.task, cache, device, core, opts.dp_audit_trials)
                     ref = PluginSpec(suite.reference, DEFENSES.get(suite.reference).Params())
                     reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
                     prepared = built  # only once both the defense and the reference are built
@@ -343,6 +377,12 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
                 candidate = {**record, **scored}
                 validate(candidate, f"cell {record['cell_id']}")  # e.g. a NaN metric fails this cell only
                 record = candidate
+                if prepared.dp_audit and prepared.dp_audit["violated"]:
+                    step, run = prepared.dp_audit["step"], prepared.dp_audit["one_run"]
+                    record.update(status="failed", reason=(
+                        f"DP violation: audited ε̂ {step['epsilon_lower']:.3f} per step (claim "
+                        f"{step['claimed']:.3f}), {run['epsilon_lower']:.3f} per run (claim {run['claimed']:.3f}) "
+                        f"at {step['confidence']:.1%}"))
             except AttackError as e:
                 record.update(status="failed", reason=f"{e.type_name}: {e}", traceback=e.remote_traceback)
             except Exception as e:  # a crashed cell is a 'failed' record with its reason, never a silent skip

@@ -42,6 +42,7 @@ class RunOptions:
     progress: bool = True
     use_lpips: bool = True
     plugins: tuple[str, ...] = ()  # plugin files every worker and attack process loads
+    dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit of every ε claim
 
 
 @dataclass
@@ -302,7 +303,7 @@ def execute_job(task: JobTask) -> Iterator[CellResult]:
     """Evaluate one job (in whatever process the executor chose), yielding its stamped records cell by cell."""
     opts, job = task.opts, task.job
     eval_opts = EvalOptions(device=opts.device, use_lpips=opts.use_lpips, plugins=opts.plugins,
-                            threads=torch.get_num_threads())
+                            threads=torch.get_num_threads(), dp_audit_trials=opts.dp_audit_trials)
     machine_info = machine(opts.device)
 
     def make_record(spec: PluginSpec, splits: Splits) -> dict[str, Any]:

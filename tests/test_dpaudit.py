@@ -130,3 +130,68 @@ def test_neighbours_follow_each_steps_adjacency() -> None:
     blanked = MaskDPStep(0.1, 1.0, 1.0, 0.4).neighbour(data, changed)
     assert torch.equal(blanked.images[1], data.public[1]) and torch.equal(blanked.images[0], data.images[0])
     assert torch.equal(blanked.public, data.public)
+
+
+CONTROL_PLUGIN = '''
+from benchmark.registry import DEFENSES
+from defenses.dp_sgd import DPSGD
+from tests.dp_controls import UnclippedDPSGDStep
+
+
+@DEFENSES.register("unclipped-dp-sgd-control")
+class UnclippedDPSGD(DPSGD):
+    """Test-only: DP-SGD that forgets to clip (its claimed ε is false)."""
+
+    def training_step(self, plan, n):
+        return UnclippedDPSGDStep(plan.sample_rate, plan.noise_multiplier, self.params.max_grad_norm,
+                                  plan.sample_rate * n)
+'''
+
+VIOLATION_SUITE = """
+name: dpviolation
+datasets: [digits]
+seeds: [0]
+splits: {private: 100, aux: 100, test: 100, targets: 10}
+task: {model: convnet, width: 8, epochs: 1, batch_size: 2}
+defenses:
+  - id: unclipped-dp-sgd-control
+  - id: dp-sgd
+attacks:
+  - id: gradient-idlg
+    params: {targets: 2, steps: 20}
+"""
+
+
+def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path) -> None:
+    """Through the runner: dp-sgd's record carries both accountants and its audit, consistent; the same recipe
+    without clipping (q = 0.02, σ = 1: a one-step claim of 0.44) is refuted, its cell fails naming the violation,
+    and the board's DP table says so."""
+    from benchmark.config import load_suite
+    from benchmark.records import iter_records
+    from benchmark.report.tables import build_board
+    from benchmark.report.frame import load_frame
+    from benchmark.runner import RunOptions, run_suite
+    from tests.conftest import write_suite
+
+    from benchmark.registry import load_plugins
+
+    plugin = tmp_path / "control.py"
+    plugin.write_text(CONTROL_PLUGIN)
+    load_plugins((str(plugin),))
+    out = tmp_path / "out"
+    run_suite(load_suite(write_suite(tmp_path / "s.yaml", VIOLATION_SUITE)),
+              RunOptions(out=out, jobs=1, progress=False, plugins=(str(plugin),)))
+    recs = {r["defense"]["id"]: r for _, r in iter_records(out / "records")}
+    good, bad = recs["dp-sgd"], recs["unclipped-dp-sgd-control"]
+    assert good["status"] == "ok", good.get("reason")
+    dp = good["metrics"]["dp"]
+    assert dp["epsilon"] == min(dp["epsilon_pld"], dp["epsilon_rdp"]) and dp["audit_violated"] == 0.0
+    assert dp["audit_step_epsilon"] <= dp["audit_step_claim"] and dp["audit_run_epsilon"] <= dp["audit_run_claim"]
+    assert bad["status"] == "failed" and "DP violation" in bad["reason"], bad.get("reason")
+    assert bad["metrics"]["dp"]["audit_violated"] == 1.0
+    df = load_frame(out)
+    board = build_board(out, "dpviolation", df)
+    table = next(t for t in board.tables if t.key == "dp-digits")
+    verdicts = {r.cells["config"].text.split()[0]: r.cells["verdict"].text for r in table.rows}
+    assert verdicts["dp-sgd"].startswith("consistent") and verdicts["unclipped-dp-sgd-control"].startswith(
+        "VIOLATION"), verdicts

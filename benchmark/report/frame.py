@@ -21,6 +21,11 @@ def primary_metric(privacy: dict[str, Any]) -> Optional[tuple[str, str, float]]:
     return None
 
 
+#: ``metrics.dp`` fields the DP table shows (benchmark.evaluate: accountants, per person, the audits).
+DP_FIELDS = ("epsilon", "delta", "epsilon_pld", "epsilon_rdp", "epsilon_person", "audit_step_epsilon",
+             "audit_step_claim", "audit_run_epsilon", "audit_run_claim", "audit_run_ceiling", "audit_violated")
+
+
 def load_frame(out_dir: Path) -> pd.DataFrame:
     """One row per record with flattened identifiers and the metrics the reports use."""
     rows = []
@@ -71,11 +76,14 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "masked_psnr": m.get("privacy", {}).get("masked-psnr"),
             "bits_per_image": m.get("bitrate", {}).get("bits_per_image"),
             "samples": rec.get("artifacts", {}).get("samples"),
+            **{f"dp_{k}": m.get("dp", {}).get(k) for k in DP_FIELDS},
+            "dp_per_update": m.get("release", {}).get("epsilon_per_update"),
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
             "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
-            "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples"]
+            "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples",
+            *[f"dp_{k}" for k in DP_FIELDS], "dp_per_update"]
     df = pd.DataFrame(rows, columns=cols)
     df["attack_name"] = _names(df, "attack", "attack_params")
     df["config"] = _names(df, "defense", "defense_params", always=tuple(df.strength_name.unique()), sep=" ")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -302,6 +303,54 @@ def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str],
                   "does best).",))
 
 
+def _num(values: pd.Series, decimals: int = 3) -> str:
+    """The distinct values of a per-seed DP number as text ("—" if none): one value, or "lo–hi" across seeds."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "—"
+    lo, hi = float(v.min()), float(v.max())
+    return f"{lo:.{decimals}f}" if math.isclose(lo, hi, rel_tol=1e-9, abs_tol=10 ** -decimals / 2) else \
+        f"{lo:.{decimals}f}–{hi:.{decimals}f}"
+
+
+def dp_table(dataset: str, sdf: pd.DataFrame) -> Optional[Table]:
+    """Every DP configuration's guarantee and its audit: ε (the tighter accountant), PLD and RDP, per person, per
+    shared update, and the audited lower bounds ε̂ beside the claims they test (docs/METHODS.md, DP accounting and
+    audits); ``None`` when no configuration states an ε."""
+    d = sdf[(sdf.dataset == dataset) & sdf.dp_epsilon.notna()]
+    if d.empty:
+        return None
+    columns = (Column("config", "defense"), Column("epsilon", "ε"), Column("pld", "ε PLD"), Column("rdp", "ε RDP"),
+               Column("person", "ε per person"), Column("update", "ε per update"),
+               Column("step", "ε̂ per step (claim)"), Column("run", "ε̂ per run (claim)"), Column("verdict", "audit"))
+    rows = []
+    for config, g in d.groupby("config", sort=True):
+        per = g.drop_duplicates("seed")
+        audited = per.dp_audit_violated.notna().any()
+        violated = audited and bool((pd.to_numeric(per.dp_audit_violated, errors="coerce") > 0).any())
+        vacuous = audited and bool((pd.to_numeric(per.dp_audit_run_claim, errors="coerce")
+                                    >= pd.to_numeric(per.dp_audit_run_ceiling, errors="coerce")).all())
+        verdict = ("not audited" if not audited else "VIOLATION: ε̂ above its claim" if violated else
+                   "consistent (ε̂ ≤ claim" + ("; the run's claim is above what its audit can show)" if vacuous
+                                              else ")"))
+        rows.append(Row({
+            "config": Cell.of_text(str(config)), "epsilon": Cell.of_text(_num(per.dp_epsilon)),
+            "pld": Cell.of_text(_num(per.dp_epsilon_pld)), "rdp": Cell.of_text(_num(per.dp_epsilon_rdp)),
+            "person": Cell.of_text(_num(per.dp_epsilon_person, 2)),
+            "update": Cell.of_text(_num(per.dp_per_update)),
+            "step": Cell.of_text(f"{_num(per.dp_audit_step_epsilon)} ({_num(per.dp_audit_step_claim)})"
+                                 if audited else "—"),
+            "run": Cell.of_text(f"{_num(per.dp_audit_run_epsilon)} ({_num(per.dp_audit_run_claim)})"
+                                if audited else "—"),
+            "verdict": Cell.of_text(verdict)}))
+    return Table(f"dp-{dataset}", f"{dataset} · DP guarantees and their audits", columns, tuple(rows),
+                 ("ε at the record's δ: the tighter valid accountant (PLD or RDP). Per person: all of one identity's "
+                  "samples. Per update: one shared update of the gradients surface (one sample replaced). ε̂: "
+                  "empirical lower bounds at 95% per configuration (step-level canary audit; one-run audit of "
+                  "Steinke, Nasr & Jagielski 2023) over the seeds; a lower bound above its claim fails the "
+                  "configuration's cells. Records made before issue 24 carry only Opacus' RDP ε, unaudited.",))
+
+
 def claims_table(ok: pd.DataFrame) -> Optional[Table]:
     """The papers' claims this suite can test, each with the CI of its difference and the verdict."""
     from .claims import evaluate_claims
@@ -374,6 +423,9 @@ def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
         tables.append(main_table(out_dir, dataset, d, comp))
         tables.append(competence_table(dataset, d, comp))
         tables += [detail_table(dataset, t, d, comp) for t in _threats(d)]
+        dp = dp_table(dataset, sdf)
+        if dp is not None:
+            tables.append(dp)
     claims = claims_table(ok)
     if claims is not None:
         tables.append(claims)
