@@ -43,7 +43,7 @@ def main() -> None:
     result = audit_defense(defense, len(splits.private), tuple(splits.info.shape), splits.private.identities,
                            suite.task, AuditPlan(trials=args.trials, canaries=args.canaries))
     audit = time.perf_counter() - start
-    print(f"{cpu_model()}, {torch.get_num_threads()} torch threads; {args.suite} {spec.label} on {dataset}")
+    print(f"{cpu_model()}, {torch.get_num_threads()} torch threads; {args.suite} {spec.id} {defense.strength_param()}={getattr(spec.params, defense.strength_param())} on {dataset}")
     print(f"training (build): {train:.1f} s; dp-audit: {audit:.1f} s (step {result['step']['seconds']:.1f} s, "
           f"one-run {result['one_run']['seconds']:.1f} s); audit / training = {audit / train:.2f}")
     print(f"step ε̂ {result['step']['epsilon_lower']:.3f} (claim {result['step']['claimed']:.3f}); one-run ε̂ "

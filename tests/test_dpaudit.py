@@ -180,7 +180,7 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
     load_plugins((str(plugin),))
     out = tmp_path / "out"
     run_suite(load_suite(write_suite(tmp_path / "s.yaml", VIOLATION_SUITE)),
-              RunOptions(out=out, jobs=1, progress=False, plugins=(str(plugin),)))
+              RunOptions(out=out, jobs=1, progress=False, plugins=(str(plugin),), dp_audit_trials=4000))
     recs = {r["defense"]["id"]: r for _, r in iter_records(out / "records")}
     good, bad = recs["dp-sgd"], recs["unclipped-dp-sgd-control"]
     assert good["status"] == "ok", good.get("reason")

@@ -100,7 +100,11 @@ def claim_c2(ok: pd.DataFrame) -> list[ClaimResult]:
             ours, theirs = _select(d, "maskdp", **mine), _select(d, "dp-sgd", target_epsilon=eps)
             i = paired_interval(ours, theirs, "utility", binomial=True) if len(ours) and len(theirs) else None
             if i is not None:
-                out.append(ClaimResult("C2", f"utility(avatar+MaskDP) − utility(DP-SGD) > 0 [ε={eps:g}]", dataset,
+                # the privacy unit of the video attacks is the person: say what ε a person has (issue 24)
+                person = pd.to_numeric(pd.concat([ours.dp_epsilon_person, theirs.dp_epsilon_person]),
+                                       errors="coerce").max() if "dp_epsilon_person" in ours else float("nan")
+                unit = f"ε={eps:g}" if pd.isna(person) else f"ε={eps:g} per clip, ≤ {person:.1f} per person"
+                out.append(ClaimResult("C2", f"utility(avatar+MaskDP) − utility(DP-SGD) > 0 [{unit}]", dataset,
                                        i, True, "top-1"))
         for params, g in d[d.defense == "avatar"].groupby("defense_params", sort=True):
             link = g[g.threat == "linker"]
