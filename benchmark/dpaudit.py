@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .contracts import StepData, TrainingStep
+from .contracts import ImageSet, Release, Splits, StepData, TrainingStep
 from .errors import InputError
 from .seeding import derive_seed
 
@@ -420,3 +420,56 @@ def audit_defense(defense, n: int, shape: tuple[int, ...], identities: Optional[
     return {"noise_multiplier": dp.noise_multiplier, "sample_rate": dp.sample_rate, "steps": dp.steps,
             "delta": delta, "step": step.as_dict(), "one_run": run.as_dict(),
             "violated": step.violated or run.violated}
+
+
+def _with_canaries(private: ImageSet, extra: ImageSet) -> ImageSet:
+    """``private`` with ``extra`` appended (annotations kept where both have them)."""
+    def cat(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+        return None if a is None or b is None else torch.cat([a, b])
+
+    return ImageSet(torch.cat([private.images, extra.images]), torch.cat([private.labels, extra.labels]),
+                    cat(private.identities, extra.identities), cat(private.masks, extra.masks),
+                    cat(private.keypoints, extra.keypoints))
+
+
+def _released_images(release: Release) -> Tensor:
+    parts = [s.images for s in (release.data, release.synthetic) if s is not None]
+    if not parts:
+        raise InputError("the black-box DP audit scores canaries on released images (data or synthetic); this "
+                         "release has neither")
+    return torch.cat([p.reshape(len(p), -1).float() for p in parts])
+
+
+def one_run_blackbox(build: Callable[[Splits], Release], splits: Splits, claimed: float, delta: float,
+                     canaries: int = 200, guesses: int = 20, seed: int = 0, confidence: float = 0.95,
+                     ) -> AuditResult:
+    """Black-box one-run audit of a whole build (a submitted defense's self-reported ε; Steinke, Nasr & Jagielski
+    2023, their black-box setting). ``canaries`` aux samples, each appended to the private split with probability
+    1/2; one ``build`` on those splits; each canary is scored by minus its L2 distance to the nearest released image
+    (data and synthetic), so a release that keeps a trace of its input scores its members high; the ``guesses``
+    highest are guessed in and the ``guesses`` lowest out (fixed in advance). ``claimed``: the self-reported ε at
+    ``delta`` for one sample."""
+    start = time.perf_counter()
+    m = min(canaries, len(splits.aux))
+    if m < 2 * guesses or guesses < 1:
+        raise InputError(f"the black-box audit needs at least 2 × {guesses} aux samples as canaries, has {m}")
+    g = torch.Generator().manual_seed(derive_seed(seed, "blackbox", "canaries"))
+    pick = torch.randperm(len(splits.aux), generator=g)[:m]
+    pool = splits.aux.subset(pick)
+    included = torch.rand(m, generator=g) < 0.5
+    audited = Splits(_with_canaries(splits.private, pool.subset(torch.nonzero(included).flatten())), splits.aux,
+                     splits.test, splits.targets, splits.info)
+    released = _released_images(build(audited))
+    x = pool.images.reshape(m, -1).float()
+    if released.shape[1] != x.shape[1]:
+        raise InputError(f"released images have {released.shape[1]} values each, the canaries {x.shape[1]}: the "
+                         "black-box audit needs releases in the input's shape")
+    nearest = torch.cat([torch.cdist(x[i:i + 256], released).min(1).values for i in range(0, m, 256)])
+    order = torch.argsort(-nearest, descending=True)  # closest first: "in"
+    correct = int(included[order[:guesses]].sum()) + int((~included[order[m - guesses:]]).sum())
+    eps = one_run_epsilon(m, 2 * guesses, correct, delta, confidence)
+    ceiling = one_run_epsilon(m, 2 * guesses, 2 * guesses, delta, confidence)
+    return AuditResult("one-run black-box", eps, claimed, delta, confidence, 1, time.perf_counter() - start,
+                       {"canaries": float(m), "guesses": float(2 * guesses), "correct": float(correct),
+                        "included": float(int(included.sum())), "ceiling": ceiling,
+                        "vacuous": float(claimed >= ceiling)})

@@ -400,6 +400,64 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
     return out
 
 
+def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary: list[dict[str, Any]],
+                        device: str) -> list[dict[str, Any]]:
+    """The black-box one-run audit (``benchmark.dpaudit.one_run_blackbox``) of every configuration whose public
+    records self-report an ε: one more sandboxed build on the first public seed, with canaries in its private
+    split, scored on what it releases. Claim rows for ``check_claims``' list: a lower bound above the self-reported
+    ε is an ``optimistic`` (overclaiming) row, which makes the entry ``unreliable``. Runs under the public run key."""
+    import torch
+
+    from .contracts import RunContext
+    from .data import load_splits
+    from .dpaudit import one_run_blackbox
+    from .keys import run_key
+    from .records import iter_records
+    from .registry import DEFENSES, load_plugins
+
+    reported: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+    for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
+        rel = r.get("metrics", {}).get("release", {}) if r["status"] == "ok" else {}
+        if rel.get("self_reported_epsilon") is not None:
+            key = (r["defense"]["id"], json.dumps(r["defense"]["params"], sort_keys=True), r["dataset"]["name"])
+            seed = int(r["seed"])
+            if key not in reported or seed < reported[key][2]:
+                reported[key] = (float(rel["self_reported_epsilon"]),
+                                 float(rel.get("self_reported_delta") or 1e-5), seed)
+    rows: list[dict[str, Any]] = []
+    if not reported:
+        return rows
+    if any(k[0] not in DEFENSES for k in reported):
+        load_plugins((str(proxy.resolve()),))
+    specs = {(spec.id, json.dumps(json.loads(json.dumps(spec.params_dict)), sort_keys=True)): spec
+             for spec in card_specs(suite, card)}
+    for (did, params, dataset), (eps, delta, seed) in sorted(reported.items()):
+        spec = specs.get((did, params))
+        if spec is None:
+            continue
+        row = next((r for r in summary if r["defense"] == did and r["dataset"] == dataset
+                    and json.dumps(r["params"], sort_keys=True) == params), None)
+        where = {"defense": did, "config": None if row is None else row["config"], "dataset": dataset}
+        splits = load_splits(dataset, suite.splits, seed, dict(suite.dataset_options.get(dataset, {})), run_key())
+        defense = DEFENSES.get(did)(spec.params)
+        ctx = RunContext(seed=seed, device=torch.device(device), task=suite.task)
+        try:
+            result = one_run_blackbox(lambda s: defense.build(s, ctx), splits, eps, delta, seed=seed)
+        except InputError as e:
+            rows.append(_unmeasured("epsilon (self-reported)", eps, where, f"the DP audit could not run: {e}"))
+            continue
+        lower = result.epsilon_lower
+        rows.append({**where, "quantity": "epsilon (self-reported)", "claimed": eps,
+                     "measured": {"mean": lower, "lo": lower, "hi": None}, "status": "ok",
+                     "outside": result.violated, "optimistic": result.violated,
+                     "note": ("refuted by the black-box one-run DP audit" if result.violated else
+                              f"not refuted (audited lower bound {lower:.3f}"
+                              + (", the claim is above what this audit can show)" if result.details["vacuous"]
+                                 else ")")),
+                     "audit": result.as_dict()})
+    return rows
+
+
 def _unmeasured(quantity: str, claimed: float, row: Mapping[str, Any], why: str) -> dict[str, Any]:
     return {"defense": row["defense"], "config": row["config"], "dataset": row["dataset"], "quantity": quantity,
             "claimed": claimed, "measured": None, "status": None, "outside": None, "optimistic": False,
@@ -518,6 +576,8 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
                          "failed_cells": h.failed}
     full = [json.loads(json.dumps(spec.params_dict)) for spec in card_specs(suite, card)]
     claims = check_claims(card, full, summary)
+    with _key(subkey(run, "public")):
+        claims += audit_self_reported(suite, card, out, proxy, summary, opts.device)
     entry = {
         "schema": SUBMISSION_SCHEMA,
         "card": {"name": card.name, "slug": card.slug, "authors": list(card.authors), "url": card.url,

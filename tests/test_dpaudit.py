@@ -11,7 +11,7 @@ import torch
 from scipy.stats import binomtest
 
 from benchmark import accounting, dpaudit
-from benchmark.contracts import StepData
+from benchmark.contracts import ImageSet, StepData
 from benchmark.errors import InputError
 from defenses.dp_sgd import DPSGDStep
 from defenses.maskdp import FILL, MaskDPStep
@@ -195,3 +195,27 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
     verdicts = {r.cells["config"].text.split()[0]: r.cells["verdict"].text for r in table.rows}
     assert verdicts["dp-sgd"].startswith("consistent") and verdicts["unclipped-dp-sgd-control"].startswith(
         "VIOLATION"), verdicts
+
+
+def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clears_noise() -> None:
+    """A submission's self-reported ε is audited on what it releases: an identity release that claims ε = 0.5 is
+    refuted (every canary it was given is in the release), pure noise claiming the same is not."""
+    from benchmark.config import SplitConfig
+    from benchmark.contracts import Release, RunContext, TaskConfig
+    from benchmark.data import load_splits
+    from defenses import DEFENSES
+
+    splits = load_splits("digits", SplitConfig(private=200, aux=300, test=100, targets=20), 0)
+    ctx = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig())
+    identity = DEFENSES.get("blur")(DEFENSES.get("blur").Params(sigma=0.3))
+
+    def noise(s):
+        return Release(data=ImageSet(torch.rand(s.private.images.shape, generator=torch.Generator().manual_seed(1)),
+                                     s.private.labels))
+
+    bad = dpaudit.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA)
+    good = dpaudit.one_run_blackbox(noise, splits, 0.5, DELTA)
+    assert bad.violated and bad.details["correct"] == 40.0, bad.as_dict()
+    assert not good.violated and good.epsilon_lower < 0.5, good.as_dict()
+    with pytest.raises(InputError, match="neither"):
+        dpaudit.one_run_blackbox(lambda s: Release(), splits, 0.5, DELTA)

@@ -472,3 +472,41 @@ def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) 
     found = [json.loads(p.read_text())["metrics"]["release"].get("found_seed")
              for p in (tmp_path / "subs" / "entry").glob("*/records/*seed-cheat*.json")]
     assert found and set(found) == {-1}
+
+
+DP_CLAIMS = """
+@DEFENSES.register("identity-claims-dp")
+class IdentityClaimsDP(InputDefense):
+    \"\"\"Releases the images unchanged and says it is (0.5, 1e-5)-DP.\"\"\"
+    def build(self, splits, ctx):
+        import dataclasses
+        return dataclasses.replace(super().build(splits, ctx), meta=ReleaseMeta(epsilon=0.5, delta=1e-5))
+    def apply(self, images, generator):
+        return images.clone()
+
+
+@DEFENSES.register("noise-claims-dp")
+class NoiseClaimsDP(InputDefense):
+    \"\"\"Releases uniform noise and says it is (0.5, 1e-5)-DP.\"\"\"
+    def build(self, splits, ctx):
+        import dataclasses
+        return dataclasses.replace(super().build(splits, ctx), meta=ReleaseMeta(epsilon=0.5, delta=1e-5))
+    def apply(self, images, generator):
+        return torch.rand(images.shape, generator=generator)
+"""
+
+
+@pytest.mark.slow
+def test_a_submitted_epsilon_is_audited_through_the_sandbox(tmp_path) -> None:
+    """Issue 24: a submission's self-reported ε gets the black-box one-run audit (canaries in its private split,
+    one more sandboxed build, scored on its release). The identity release claiming ε = 0.5 is refuted and the
+    entry is unreliable; noise claiming the same is not refuted."""
+    src = _source(tmp_path, DP_CLAIMS)
+    card = _card(tmp_path, "identity-claims-dp", "  - id: noise-claims-dp\n")
+    r = _submit(tmp_path, card, src)
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = json.loads((tmp_path / "subs" / "entry" / "submission.json").read_text())
+    eps = {c["defense"]: c for c in entry["claims"] if c["quantity"] == "epsilon (self-reported)"}
+    assert eps["identity-claims-dp"]["optimistic"] and eps["identity-claims-dp"]["measured"]["mean"] > 0.5
+    assert not eps["noise-claims-dp"]["optimistic"] and eps["noise-claims-dp"]["measured"]["mean"] < 0.5
+    assert entry["unreliable"]
