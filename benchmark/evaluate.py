@@ -139,12 +139,17 @@ def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, c
 
 
 def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache: ArtifactCache,
-            device: torch.device, core: str, dp_audit_trials: int = 20_000) -> Prepared:
+            device: torch.device, core: str, dp_audit_trials: int = 20_000, dp_audit_seeds: int = 1) -> Prepared:
     """Build (or load from cache) the release of ``spec``, measure its utility, and audit its ε claim if it makes
-    one (``dp_audit_trials`` steps per world; an audit cached with another budget is redone)."""
+    one (``dp_audit_trials`` steps per world; an audit cached with another plan is redone). A configuration is
+    flagged if any of its ``dp_audit_seeds`` seeds' audits fires, so each seed's runs at 1 − 0.05/seeds: a correct
+    mechanism is flagged with probability at most 5% per configuration."""
+    import dataclasses as _dc
+
     from .dpaudit import AuditPlan, audit_defense
 
-    plan = AuditPlan(trials=dp_audit_trials, seed=seed)
+    plan = AuditPlan(trials=dp_audit_trials, seed=seed, confidence=1 - 0.05 / max(1, dp_audit_seeds))
+    plan_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _dc.asdict(plan).items()}
     defense = DEFENSES.get(spec.id)(spec.params)
     ctx = RunContext(seed=seed, device=device, task=task)
 
@@ -164,12 +169,13 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
         if release.meta.epsilon is not None and hasattr(defense, "training_step"):
             state["dp_audit"] = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
                                               splits.private.identities, task, plan)
-            state["dp_audit"]["trials"] = float(plan.trials)
+            state["dp_audit"]["plan"] = plan_dict
 
     key = release_key(spec, splits, seed, task, core)
     state, _ = cache.get_or_create(key, make)
     release = defense.restore(state, splits, ctx)
-    if "dp_audit" in state and state["dp_audit"].get("trials") != float(plan.trials):
+    if release.meta.epsilon is not None and hasattr(defense, "training_step") and (
+            "dp_audit" not in state or state["dp_audit"].get("plan") != plan_dict):
         audit(state, release)
         cache.put(key, state)
     return Prepared(defense, release, float(state["utility"]),
@@ -282,7 +288,9 @@ def dp_audit_metrics(audit: Optional[Mapping[str, Any]]) -> dict[str, float]:
     step, run = audit["step"], audit["one_run"]
     return {"audit_step_epsilon": float(step["epsilon_lower"]), "audit_step_claim": float(step["claimed"]),
             "audit_run_epsilon": float(run["epsilon_lower"]), "audit_run_claim": float(run["claimed"]),
-            "audit_run_ceiling": float(run["ceiling"]), "audit_violated": float(bool(audit["violated"]))}
+            "audit_run_ceiling": float(run["ceiling"]), "audit_violated": float(bool(audit["violated"])),
+            "audit_trials": float(step["trials"]), "audit_confidence": float(audit.get("plan", {}).get(
+                "confidence", step["confidence"]))}
 
 
 def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
@@ -367,7 +375,8 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
         else:
             try:
                 if prepared is None:
-                    built = prepare(defense, splits, seed, suite.task, cache, device, core, opts.dp_audit_trials)
+                    built = prepare(defense, splits, seed, suite.task, cache, device, core, opts.dp_audit_trials,
+                                    len(suite.seeds))
                     ref = PluginSpec(suite.reference, DEFENSES.get(suite.reference).Params())
                     reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
                     prepared = built  # only once both the defense and the reference are built

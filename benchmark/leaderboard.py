@@ -89,8 +89,10 @@ def claims_flag(claims: list[Mapping[str, Any]]) -> str:
 
     checked = [c for c in claims if c["measured"] is not None]
     parts = [label + "; ".join(texts) for label, texts in (
-        ("unreliable: ", [measured(c) for c in checked if c["optimistic"]]),
-        ("not measured: ", [c["quantity"] for c in claims if c["measured"] is None]),
+        ("unreliable: ", [measured(c) for c in checked if c["optimistic"]]
+         + [f"{c['quantity']} claimed {c['claimed']:.3g}: {c['note']}" for c in claims
+            if c["measured"] is None and c["optimistic"]]),  # e.g. a stated ε the DP audit could not check
+        ("not measured: ", [c["quantity"] for c in claims if c["measured"] is None and not c["optimistic"]]),
         ("conservative: ", [measured(c) for c in checked if c["outside"] and not c["optimistic"]]),
         ("not established: ", [f"{c['quantity']} ({c['status']})" for c in checked if not c["outside"]
                                and c["status"] not in (None, "ok")]),

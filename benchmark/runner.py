@@ -44,6 +44,10 @@ class RunOptions:
     plugins: tuple[str, ...] = ()  # plugin files every worker and attack process loads
     dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit of every ε claim
 
+    def __post_init__(self) -> None:
+        if self.dp_audit_trials < 200:
+            raise InputError(f"--dp-audit-trials must be at least 200, got {self.dp_audit_trials}")
+
 
 @dataclass
 class RunSummary:

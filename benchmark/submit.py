@@ -403,27 +403,30 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
 def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary: list[dict[str, Any]],
                         device: str) -> list[dict[str, Any]]:
     """The black-box one-run audit (``benchmark.dpaudit.one_run_blackbox``) of every configuration whose public
-    records self-report an ε: one more sandboxed build on the first public seed, with canaries in its private
-    split, scored on what it releases. Claim rows for ``check_claims``' list: a lower bound above the self-reported
-    ε is an ``optimistic`` (overclaiming) row, which makes the entry ``unreliable``. Runs under the public run key."""
+    records self-report an ε: one more sandboxed build on the first public seed, with test samples written over
+    secret private slots as canaries (seeded by the secret run key), scored on what it releases. Claim rows for
+    ``check_claims``' list; each makes the entry ``unreliable`` (``optimistic``) when the audited lower bound
+    exceeds the claim, when δ exceeds 1/N (no meaningful DP claim), or when the audit cannot run (a stated ε the
+    benchmark cannot check is not shown as one). The K audits share a 5% error rate (each at 1 − 0.05/K). Runs
+    under the public run key."""
     import torch
 
     from .contracts import RunContext
     from .data import load_splits
     from .dpaudit import one_run_blackbox
-    from .keys import run_key
+    from .keys import keyed_seed, run_key
     from .records import iter_records
     from .registry import DEFENSES, load_plugins
 
-    reported: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+    reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
     for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
         rel = r.get("metrics", {}).get("release", {}) if r["status"] == "ok" else {}
         if rel.get("self_reported_epsilon") is not None:
             key = (r["defense"]["id"], json.dumps(r["defense"]["params"], sort_keys=True), r["dataset"]["name"])
             seed = int(r["seed"])
             if key not in reported or seed < reported[key][2]:
-                reported[key] = (float(rel["self_reported_epsilon"]),
-                                 float(rel.get("self_reported_delta") or 1e-5), seed)
+                d = rel.get("self_reported_delta")
+                reported[key] = (float(rel["self_reported_epsilon"]), None if d is None else float(d), seed)
     rows: list[dict[str, Any]] = []
     if not reported:
         return rows
@@ -431,31 +434,49 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
         load_plugins((str(proxy.resolve()),))
     specs = {(spec.id, json.dumps(json.loads(json.dumps(spec.params_dict)), sort_keys=True)): spec
              for spec in card_specs(suite, card)}
+    key = run_key()
+    assert key is not None, "audit_self_reported runs under the submission's run key"
+    level = 1 - 0.05 / len(reported)
     for (did, params, dataset), (eps, delta, seed) in sorted(reported.items()):
         spec = specs.get((did, params))
         if spec is None:
             continue
         row = next((r for r in summary if r["defense"] == did and r["dataset"] == dataset
                     and json.dumps(r["params"], sort_keys=True) == params), None)
-        where = {"defense": did, "config": None if row is None else row["config"], "dataset": dataset}
-        splits = load_splits(dataset, suite.splits, seed, dict(suite.dataset_options.get(dataset, {})), run_key())
+        where = {"defense": did, "config": None if row is None else row["config"], "dataset": dataset,
+                 "quantity": "epsilon (self-reported)", "claimed": eps, "status": "ok"}
+        splits = load_splits(dataset, suite.splits, seed, dict(suite.dataset_options.get(dataset, {})), key)
+        n = len(splits.private)
+        if delta is None or not 0 <= delta <= 1 / n:
+            rows.append({**where, "measured": None, "outside": True,
+                         "optimistic": True, "note": f"δ = {delta} is not at most 1/N = {1 / n:.2g}: not a "
+                                                     "meaningful DP claim, so it is not shown as one"})
+            continue
         defense = DEFENSES.get(did)(spec.params)
         ctx = RunContext(seed=seed, device=torch.device(device), task=suite.task)
         try:
-            result = one_run_blackbox(lambda s: defense.build(s, ctx), splits, eps, delta, seed=seed)
-        except InputError as e:
-            rows.append(_unmeasured("epsilon (self-reported)", eps, where, f"the DP audit could not run: {e}"))
+            result = one_run_blackbox(lambda s: defense.build(s, ctx), splits, eps, delta,
+                                      seed=keyed_seed(key, "dp-audit", did, params, dataset), confidence=level)
+        except Exception as e:  # noqa: BLE001 - a refused or crashed audit build must not leave the claim standing
+            rows.append({**where, "measured": None, "outside": True,
+                         "optimistic": True, "note": "the DP audit could not run, so the claim is not shown as one "
+                                                     f"({type(e).__name__}: {textsafe_line(str(e))})"})
             continue
         lower = result.epsilon_lower
-        rows.append({**where, "quantity": "epsilon (self-reported)", "claimed": eps,
-                     "measured": {"mean": lower, "lo": lower, "hi": None}, "status": "ok",
+        rows.append({**where, "measured": {"mean": lower, "lo": lower, "hi": None},
                      "outside": result.violated, "optimistic": result.violated,
                      "note": ("refuted by the black-box one-run DP audit" if result.violated else
-                              f"not refuted (audited lower bound {lower:.3f}"
-                              + (", the claim is above what this audit can show)" if result.details["vacuous"]
-                                 else ")")),
+                              f"not refuted (audited lower bound {lower:.3f} for one sample replaced, against "
+                              f"{result.claimed:.3f}" + (", which is above what this audit can show)"
+                                                         if result.details["vacuous"] else ")")),
                      "audit": result.as_dict()})
     return rows
+
+
+def textsafe_line(text: str) -> str:
+    from .textsafe import one_line
+
+    return one_line(text)[:300]
 
 
 def _unmeasured(quantity: str, claimed: float, row: Mapping[str, Any], why: str) -> dict[str, Any]:

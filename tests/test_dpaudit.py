@@ -197,15 +197,20 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
         "VIOLATION"), verdicts
 
 
+def _blackbox_splits():
+    from benchmark.config import SplitConfig
+    from benchmark.data import load_splits
+
+    return load_splits("digits", SplitConfig(private=400, aux=100, test=300, targets=20), 0)
+
+
 def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clears_noise() -> None:
     """A submission's self-reported ε is audited on what it releases: an identity release that claims ε = 0.5 is
     refuted (every canary it was given is in the release), pure noise claiming the same is not."""
-    from benchmark.config import SplitConfig
     from benchmark.contracts import Release, RunContext, TaskConfig
-    from benchmark.data import load_splits
     from defenses import DEFENSES
 
-    splits = load_splits("digits", SplitConfig(private=200, aux=300, test=100, targets=20), 0)
+    splits = _blackbox_splits()
     ctx = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig())
     identity = DEFENSES.get("blur")(DEFENSES.get("blur").Params(sigma=0.3))
 
@@ -213,9 +218,29 @@ def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clea
         return Release(data=ImageSet(torch.rand(s.private.images.shape, generator=torch.Generator().manual_seed(1)),
                                      s.private.labels))
 
-    bad = dpaudit.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA)
-    good = dpaudit.one_run_blackbox(noise, splits, 0.5, DELTA)
+    bad = dpaudit.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA, seed=11)
+    good = dpaudit.one_run_blackbox(noise, splits, 0.5, DELTA, seed=11)
     assert bad.violated and bad.details["correct"] == 40.0, bad.as_dict()
     assert not good.violated and good.epsilon_lower < 0.5, good.as_dict()
+    assert bad.claimed == 1.0  # replace-one form of the add/remove claim: 2ε
     with pytest.raises(InputError, match="neither"):
-        dpaudit.one_run_blackbox(lambda s: Release(), splits, 0.5, DELTA)
+        dpaudit.one_run_blackbox(lambda s: Release(), splits, 0.5, DELTA, seed=11)
+
+
+@pytest.mark.parametrize("recode", ["negative", "permutation", "shift"])
+def test_blackbox_audit_sees_through_a_re_encoded_identity_release(recode) -> None:
+    """Red-team round 2 (issue 24): a negative, a fixed pixel permutation or a one-pixel shift of each image
+    defeated a nearest-neighbour score; the ridge decoder fitted on the slots without canaries undoes them."""
+    from benchmark.contracts import Release
+
+    splits = _blackbox_splits()
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
+
+    def release(s):
+        x = s.private.images
+        y = {"negative": lambda: 1 - x, "permutation": lambda: x.reshape(len(x), -1)[:, perm].reshape(x.shape),
+             "shift": lambda: torch.roll(x, 1, dims=-1)}[recode]()
+        return Release(data=ImageSet(y.contiguous(), s.private.labels))
+
+    out = dpaudit.one_run_blackbox(release, splits, 0.5, DELTA, seed=11)
+    assert out.violated, out.as_dict()

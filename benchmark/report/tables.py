@@ -347,8 +347,8 @@ def dp_table(dataset: str, sdf: pd.DataFrame) -> Optional[Table]:
                  ("ε at the record's δ: the tighter valid accountant (PLD or RDP). Per person: all of one identity's "
                   "samples. Per update: one shared update of the gradients surface (one sample replaced). ε̂: "
                   "empirical lower bounds at 95% per configuration (step-level canary audit; one-run audit of "
-                  "Steinke, Nasr & Jagielski 2023) over the seeds; a lower bound above its claim fails the "
-                  "configuration's cells. Records made before issue 24 carry only Opacus' RDP ε, unaudited.",))
+                  "Steinke, Nasr & Jagielski 2023), at most 5% false alarms per configuration over its seeds; a lower "
+                  "bound above its claim fails that seed's cells and flags the configuration here. Records made before issue 24 carry only Opacus' RDP ε, unaudited.",))
 
 
 def claims_table(ok: pd.DataFrame) -> Optional[Table]:
