@@ -178,13 +178,18 @@ def _bind(view: AttackView, channel: _Channel) -> None:
             proxy._channel = channel
 
 
-def exit_with_parent() -> None:
+def exit_with_parent(parent: Optional[int] = None) -> None:
     """A daemon thread ending this process when the process that started it goes away (e.g. the runner was
-    killed): attack and platform children, pool workers and the pool's queue manager."""
+    killed): attack and platform children, pool workers and the pool's queue manager. ``parent``: the pid the
+    starter had, passed by it; without it a process that starts up slowly (a loaded machine) and finds its starter
+    already dead would take its new parent (init) for the starter and never exit."""
     import threading
     import time
 
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
+    elif os.getppid() != parent:
+        os._exit(3)
 
     def watch() -> None:
         while os.getppid() == parent:

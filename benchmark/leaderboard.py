@@ -94,6 +94,8 @@ def claims_flag(claims: list[Mapping[str, Any]]) -> str:
             if c["measured"] is None and c["optimistic"]]),  # e.g. a stated ε the DP audit could not check
         ("not measured: ", [c["quantity"] for c in claims if c["measured"] is None and not c["optimistic"]]),
         ("conservative: ", [measured(c) for c in checked if c["outside"] and not c["optimistic"]]),
+        ("", [f"{c['quantity']} claimed {c['claimed']:.3g}, {c['note']}" for c in checked
+              if not c["outside"] and str(c.get("note", "")).startswith("unverified")]),
         ("not established: ", [f"{c['quantity']} ({c['status']})" for c in checked if not c["outside"]
                                and c["status"] not in (None, "ok")]),
     ) if texts]

@@ -136,11 +136,12 @@ class ProcessPoolExecutor(Executor):
         from multiprocessing.managers import SyncManager
 
         manager = SyncManager(ctx=ctx)
-        manager.start(initializer=exit_with_parent)  # the queue's server, like the workers, ends with this driver
+        driver = os.getpid()
+        manager.start(initializer=exit_with_parent, initargs=(driver,))  # ends with this driver, like the workers
         with manager:
             results = manager.Queue()
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=init_worker,
-                                          initargs=(threads, self.plugins))
+                                          initargs=(threads, self.plugins, driver))
             try:
                 futures = {pool.submit(stream_job, t, results): t for t in tasks}
                 seen: dict[str, set[str]] = {}
@@ -294,10 +295,11 @@ def crashed_cells(task: JobTask, seen: set[str], reason: str) -> Iterator[CellRe
         yield CellResult(cell.file_name, rec)
 
 
-def init_worker(threads: int, plugins: tuple[str, ...]) -> None:
+def init_worker(threads: int, plugins: tuple[str, ...], driver: Optional[int] = None) -> None:
     """Worker start-up: thread count, determinism settings, the same plugins as the driver, and an exit when the
-    driver goes away (a killed run leaves no worker computing)."""
-    exit_with_parent()
+    driver (pid ``driver``) goes away, also when it died before this worker started (a killed run leaves no worker
+    computing)."""
+    exit_with_parent(driver)
     torch.set_num_threads(threads)
     set_deterministic()
     load_plugins(plugins)

@@ -447,7 +447,7 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
                  "quantity": "epsilon (self-reported)", "claimed": eps, "status": "ok"}
         splits = load_splits(dataset, suite.splits, seed, dict(suite.dataset_options.get(dataset, {})), key)
         n = len(splits.private)
-        if delta is None or not 0 <= delta <= 1 / n:
+        if delta is None or not 0 <= delta <= 1 / n or not eps >= 0:
             rows.append({**where, "measured": None, "outside": True,
                          "optimistic": True, "note": f"δ = {delta} is not at most 1/N = {1 / n:.2g}: not a "
                                                      "meaningful DP claim, so it is not shown as one"})
@@ -463,12 +463,16 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
                                                      f"({type(e).__name__}: {textsafe_line(str(e))})"})
             continue
         lower = result.epsilon_lower
+        if result.violated:
+            note = "refuted by the black-box one-run DP audit"
+        elif result.details["vacuous"]:
+            note = (f"unverified: the claim ({result.claimed:.3f} for one sample replaced) is above the "
+                    f"{result.details['ceiling']:.3f} this audit can ever show")
+        else:
+            note = (f"unverified: not refuted (audited lower bound {lower:.3f} for one sample replaced, against "
+                    f"{result.claimed:.3f}); a black-box audit cannot verify a claim")
         rows.append({**where, "measured": {"mean": lower, "lo": lower, "hi": None},
-                     "outside": result.violated, "optimistic": result.violated,
-                     "note": ("refuted by the black-box one-run DP audit" if result.violated else
-                              f"not refuted (audited lower bound {lower:.3f} for one sample replaced, against "
-                              f"{result.claimed:.3f}" + (", which is above what this audit can show)"
-                                                         if result.details["vacuous"] else ")")),
+                     "outside": result.violated, "optimistic": result.violated, "note": note,
                      "audit": result.as_dict()})
     return rows
 

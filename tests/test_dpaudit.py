@@ -220,7 +220,7 @@ def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clea
 
     bad = dpaudit.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA, seed=11)
     good = dpaudit.one_run_blackbox(noise, splits, 0.5, DELTA, seed=11)
-    assert bad.violated and bad.details["correct"] == 40.0, bad.as_dict()
+    assert bad.violated and bad.details["correct"] == bad.details["guesses"], bad.as_dict()
     assert not good.violated and good.epsilon_lower < 0.5, good.as_dict()
     assert bad.claimed == 1.0  # replace-one form of the add/remove claim: 2ε
     with pytest.raises(InputError, match="neither"):
@@ -244,3 +244,28 @@ def test_blackbox_audit_sees_through_a_re_encoded_identity_release(recode) -> No
 
     out = dpaudit.one_run_blackbox(release, splits, 0.5, DELTA, seed=11)
     assert out.violated, out.as_dict()
+
+
+def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cannot_compare() -> None:
+    """Red-team round 3: each row replaced by its class's aux mean uses no private pixel and must not be refuted
+    (canaries carry their slot's label); a lossless copy hidden in a synthetic set of another shape beside
+    harmless data is refused (InputError: the entry becomes unreliable), not passed."""
+    from benchmark.contracts import Release
+
+    splits = _blackbox_splits()
+    means = torch.stack([splits.aux.images[splits.aux.labels == c].mean(0) for c in range(10)])
+
+    def class_means(s):
+        return Release(data=ImageSet(means[s.private.labels].contiguous(), s.private.labels))
+
+    for seed in (11, 12, 13):
+        out = dpaudit.one_run_blackbox(class_means, splits, 0.5, DELTA, seed=seed)
+        assert not out.violated, out.as_dict()
+
+    def hidden(s):
+        small = torch.nn.functional.interpolate(s.private.images, size=(4, 4))
+        return Release(data=ImageSet(torch.zeros_like(s.private.images), s.private.labels),
+                       synthetic=ImageSet(small, s.private.labels))
+
+    with pytest.raises(InputError, match="cannot compare"):
+        dpaudit.one_run_blackbox(hidden, splits, 0.5, DELTA, seed=11)
