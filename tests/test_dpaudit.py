@@ -72,6 +72,9 @@ def test_step_audit_catches_unclipped_dp_sgd_and_clears_dp_sgd() -> None:
     assert not good.violated, good.as_dict()
 
 
+# Slow (~40 s: two 500-step runs over 1,000 canaries). The default run keeps the same-batch control in the step
+# audit above and the one-run audit's other controls below.
+@pytest.mark.slow
 def test_one_run_audit_catches_same_batch_maskdp_at_the_video_suites_settings() -> None:
     """The issue's case: q = 0.032, 500 steps, σ calibrated to ε = 0.5 (δ = 1e-5). 1,000 canaries, 100 + 100
     guesses fixed in advance: the same-batch step is refuted (ε̂ > 0.5 at 95%: 0.56-0.77 over four seeds), the
