@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from .contracts import ImageSet, Release, Splits, StepData, TrainingStep
 from .errors import InputError
+from .persample import flat_per_sample_gradients
 from .seeding import derive_seed
 
 
@@ -297,21 +298,6 @@ def one_run_epsilon(m: int, r: int, v: int, delta: float, confidence: float) -> 
     return lo
 
 
-def _per_sample_flat(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
-    """Per-sample cross-entropy gradients, flattened: ``(N, P)`` float64 on the CPU."""
-    from torch.func import functional_call, grad, vmap
-
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
-    dev = next(iter(params.values())).device
-
-    def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
-
-    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images.to(dev), labels.to(dev))
-    return torch.cat([g[n].flatten(1) for n in params], 1).double().cpu()
-
-
 def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, claimed: float, delta: float,
                   steps: int, lr: float, guesses: tuple[int, int], seed: int = 0, confidence: float = 0.95,
                   progress: Optional[Callable[[int], None]] = None) -> AuditResult:
@@ -333,8 +319,8 @@ def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, clai
     sampling = torch.Generator().manual_seed(derive_seed(seed, "one-run", "sampling"))  # one pair, as in training
     noise = torch.Generator().manual_seed(derive_seed(seed, "one-run", "noise"))
     for t in range(steps):
-        g_in = _per_sample_flat(model, canaries.images, canaries.labels)
-        g_out = (_per_sample_flat(model, everyone_out.images, everyone_out.labels) if len(everyone_out) == m
+        g_in = flat_per_sample_gradients(model, canaries.images, canaries.labels)
+        g_out = (flat_per_sample_gradients(model, everyone_out.images, everyone_out.labels) if len(everyone_out) == m
                  else torch.zeros_like(g_in))
         d = g_in - g_out
         d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -343,7 +329,7 @@ def one_run_audit(step: TrainingStep, model: nn.Module, canaries: StepData, clai
         contribution = d @ u
         scores[0] += contribution
         if gated:
-            a = _per_sample_flat(model, canaries.public, canaries.labels)
+            a = flat_per_sample_gradients(model, canaries.public, canaries.labels)
             norm = a.norm(dim=1)
             seen = (a @ u) / norm.clamp_min(1e-12) > 0.5 * norm / step.denominator
             scores[1] += torch.where(seen, contribution, torch.zeros_like(contribution))

@@ -24,7 +24,6 @@ from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from benchmark import accounting
 from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits,
@@ -32,23 +31,11 @@ from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release,
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
 from benchmark.models import input_channels
+from benchmark.persample import per_sample_gradients
 from benchmark.seeding import seeded
 
 from benchmark.registry import DEFENSES
 from .base import ModelReleaser
-
-
-def per_sample_gradients(model: nn.Module, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
-    """Cross-entropy gradients of each sample: ``{name: (B, *param.shape)}`` (torch.func vmap over grad)."""
-    from torch.func import functional_call, grad, vmap
-
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
-
-    return vmap(grad(loss_one), in_dims=(None, 0, 0))(params, images, labels)
 
 
 def clipped_sum(per: dict[str, Tensor], max_grad_norm: float) -> dict[str, Tensor]:
