@@ -3,6 +3,8 @@ train and release a task model (``model`` + ``gradients`` surfaces)."""
 
 from __future__ import annotations
 
+import math
+
 from abc import abstractmethod
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -18,6 +20,10 @@ from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, Ima
 from benchmark.errors import InputError
 
 
+#: How far outside [0, 1] a release may stray by rounding before it counts as out of range.
+RANGE_TOLERANCE = 1e-4
+
+
 class InputDefense(Defense):
     """A defense that releases ``transform(private)`` and applies the same public transform at inference.
 
@@ -27,9 +33,14 @@ class InputDefense(Defense):
 
     surfaces: ClassVar[frozenset[Surface]] = frozenset({Surface.DATA, Surface.TRANSFORM})
 
+    #: Clipping to [0, 1] is part of the defense (additive noise): values outside are clipped. Otherwise a release
+    #: outside [0, 1] (beyond rounding) is a bug, e.g. pixels in 0..255, and is refused instead of clamped.
+    clip_output: ClassVar[bool] = False
+
     @abstractmethod
     def apply(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """The defense on ``(N,C,H,W)`` images in [0,1]; may return values outside [0,1] (clipped after)."""
+        """The defense on ``(N,C,H,W)`` images in [0,1]: the same shape, floating point, in [0, 1] (or any real
+        values when ``clip_output``, clipped after)."""
 
     def transform(self, images: Tensor | ImageSet, generator: torch.Generator) -> Tensor:
         if isinstance(images, ImageSet):  # annotated clips: a per-sample transform needs only the pixels
@@ -39,7 +50,17 @@ class InputDefense(Defense):
         if reason:  # e.g. an attacker sending clips to an image-only transform
             raise InputError(f"{self.id} input: {reason}")
         out = self.apply(images, generator)
-        return out.clamp_(0.0, 1.0)
+        if not isinstance(out, Tensor) or out.shape != images.shape or not out.is_floating_point():
+            raise InputError(f"{self.id}: apply must return a float tensor of the input's shape "
+                             f"{tuple(images.shape)}, got {type(out).__name__} "
+                             f"{tuple(getattr(out, 'shape', ()))} {getattr(out, 'dtype', '')}")
+        if not self.clip_output and out.numel():
+            lo, hi = float(out.min()), float(out.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+                raise InputError(f"{self.id}: released values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] (pixels "
+                                 "in 0..255? rescale them); set clip_output = True only if clipping is part of the "
+                                 "defense, as for additive noise")
+        return out.clamp_(0.0, 1.0)  # rounding only, unless clipping is the defense's
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         released = self.transform(splits.private.images, ctx.generator("release"))

@@ -93,6 +93,8 @@ class Noise(InputDefense):
     """Additive Gaussian noise with standard deviation ``sigma`` (data range 1), clipped to [0, 1]; a fresh
     secret draw for every call."""
 
+    clip_output = True  # clipping the noised pixels to [0, 1] is part of the mechanism
+
     claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
     strength = "sigma"
 
