@@ -10,8 +10,10 @@ Every table number is a mean over seeds with a 95% CI that combines two sources 
 
 The variance of the mean over ``S`` seeds is taken as ``max(mean(v_s), s²) / S`` (a method-of-moments random-effects
 estimate: ``s²`` already contains the within-seed noise, so the between-seed component is ``max(0, s² - mean(v))``),
-and the interval is Student's t with ``S - 1`` degrees of freedom (normal for one seed, where only the within-seed
-part is known, and unbounded when that is unknown too; rows show their seed count).
+and the interval is Student's t with ``S - 1`` degrees of freedom. With one seed only the within-seed part is known:
+the normal interval on it, which is ``[m, m]`` when every unit agrees (an attack that scores 1.0 on every target
+has within-seed variance 0), and unbounded when the within-seed variance is unknown (passed as NaN, e.g. a cost or a
+prior). One seed decides no verdict (:func:`verdict`); rows show their seed count.
 
 Paired comparisons (defense A vs defense B) use the per-seed differences on the same seeds, with within-seed
 variances from a paired bootstrap over the shared targets.
@@ -65,14 +67,15 @@ def combine(estimates: Sequence[float], variances: Sequence[float], level: float
     v = np.asarray(variances, dtype=np.float64)
     if len(x) == 0 or len(x) != len(v):
         raise ValueError(f"{len(x)} estimates and {len(v)} variances")
-    if not (np.isfinite(x).all() and np.isfinite(v).all() and (v >= 0).all()):
-        raise ValueError("estimates and variances must be finite (variances >= 0)")
+    known = ~np.isnan(v)
+    if not (np.isfinite(x).all() and np.isfinite(v[known]).all() and (v[known] >= 0).all()):
+        raise ValueError("estimates must be finite and variances finite and >= 0 (NaN: unknown)")
     s = len(x)
     mean = float(x.mean())
-    if s == 1:  # only the within-seed part is known; none at all (v = 0) means an unbounded interval
-        half = _quantile(level, 0) * math.sqrt(v[0]) if v[0] > 0 else math.inf
+    if s == 1:  # only the within-seed part: known (0 when every unit agrees) or unknown (unbounded)
+        half = _quantile(level, 0) * math.sqrt(v[0]) if known[0] else math.inf
     else:
-        var = max(float(v.mean()), float(x.var(ddof=1))) / s
+        var = max(float(v[known].mean()) if known.any() else 0.0, float(x.var(ddof=1))) / s
         half = _quantile(level, s - 1) * math.sqrt(var)
     return Interval(mean, mean - half, mean + half, s)
 
@@ -89,6 +92,8 @@ def verdict(difference: Interval, claimed_positive: bool = True) -> str:
 
     ``claimed_positive``: the claim says the difference is > 0 (otherwise < 0).
     """
+    if difference.seeds < 2:
+        return "inconclusive (one seed decides no verdict)"
     if not difference.excludes_zero():
         return "inconclusive"
     return "confirmed" if (difference.lo > 0) == claimed_positive else "refuted"

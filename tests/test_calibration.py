@@ -99,4 +99,11 @@ def test_seed_interval_uses_students_t_and_the_normal_for_one_seed() -> None:
     assert i.hi - i.mean == pytest.approx(half, rel=1e-12)
     one = combine([0.4], [0.01])
     assert one.hi - one.mean == pytest.approx(norm.ppf(0.975) * 0.1, rel=1e-12)
-    assert combine([0.4], [0.0]).hi == np.inf
+    # issue 25: one seed on which every unit agrees (an attack scoring 1.0 on every target) is [1, 1], not
+    # [-inf, inf]; only an unknown within-seed variance (NaN) leaves one seed's interval unbounded
+    exact = combine([1.0], [0.0])
+    assert (exact.lo, exact.mean, exact.hi) == (1.0, 1.0, 1.0)
+    assert combine([0.4], [np.nan]).hi == np.inf
+    assert combine([0.4, 0.5], [np.nan, np.nan]).hi < np.inf  # several seeds: the spread across them
+    # ... and one seed decides no verdict, however narrow its interval
+    assert verdict(combine([0.3], [1e-6])) == "inconclusive (one seed decides no verdict)"

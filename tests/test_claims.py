@@ -57,4 +57,4 @@ def test_an_uninformative_release_confirms_a_failing_linker_only_when_the_linker
 def test_one_seed_without_a_within_seed_variance_decides_nothing() -> None:
     from benchmark.stats import combine, verdict
 
-    assert verdict(combine([0.01], [0.0])) == "inconclusive"
+    assert verdict(combine([0.01], [0.0])).startswith("inconclusive")  # one seed decides no verdict

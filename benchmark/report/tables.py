@@ -66,14 +66,14 @@ def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
 
 def paired_interval(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: bool = False) -> Optional[Interval]:
     """``a - b`` of ``column`` on the seeds both ran (same splits): within-seed variance binomial for accuracies
-    (``binomial``), else unknown (0: the interval rests on the spread across seeds, unbounded with one seed)."""
+    (``binomial``), else unknown (NaN: the interval rests on the spread across seeds, unbounded with one seed)."""
     x = a.dropna(subset=[column]).groupby("seed")[column].mean()
     y = b.dropna(subset=[column]).groupby("seed")[column].mean()
     seeds = sorted(set(x.index) & set(y.index))
     if not seeds:
         return None
     x, y = x.loc[seeds].to_numpy(float), y.loc[seeds].to_numpy(float)
-    var = np.zeros(len(seeds))
+    var = np.full(len(seeds), np.nan)
     if binomial:
         n = a.groupby("seed").test_size.first().loc[seeds].to_numpy(int)
         var = np.array([binomial_variance(p, k) + binomial_variance(q, k) for p, q, k in zip(x, y, n)])
@@ -205,10 +205,10 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
             cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
                                           claimed=is_ref or t.value in g.claims.iloc[0].split(","))
         bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed")[["bits_per_image", "pixels"]].first()
-        cells["bpp"] = Cell.of(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float), np.zeros(len(bpp)))
+        cells["bpp"] = Cell.of(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float), np.full(len(bpp), np.nan))
                                if len(bpp) else None)
         cost = g.dropna(subset=["defense_seconds"]).groupby("seed")[["defense_seconds"]].first()
-        cells["cost"] = Cell.of(combine(cost.defense_seconds.to_numpy(float), np.zeros(len(cost)))
+        cells["cost"] = Cell.of(combine(cost.defense_seconds.to_numpy(float), np.full(len(cost), np.nan))
                                 if len(cost) else None)
         competent = {a for a in g.attack_name.unique() if comp[(dataset, a)].competent}
         rows.append(Row(cells, _thumbnail(out_dir, g, competent)))
@@ -259,7 +259,7 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
             else:
                 cells[a] = Cell(Status.ATTACK_FAILED, i, title="does not beat its prior on the reference")
             per = h.groupby("seed")[["raw", "prior", "tpr_1pct", "n_units"]].first()
-            raw = combine(per.raw.to_numpy(float), np.zeros(len(per)))
+            raw = combine(per.raw.to_numpy(float), np.full(len(per), np.nan))
             cells[f"{a}:raw"] = Cell.of(raw, title=f"prior {per.prior.mean():.3f}")
             if a in tpr_attacks:
                 cells[f"{a}:tpr"] = Cell.of(tpr_interval(per),
@@ -292,7 +292,7 @@ def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str],
         cells = {"attack": Cell.of_text(attack), "threat": Cell.of_text(str(g.threat.iloc[0])),
                  "basis": Cell.of_text(c.basis),
                  "statistic": Cell.of_text(str(g.statistic.dropna().iloc[0]) if g.statistic.notna().any() else ""),
-                 "prior": Cell.of(combine(prior.to_numpy(float), np.zeros(len(prior)))
+                 "prior": Cell.of(combine(prior.to_numpy(float), np.full(len(prior), np.nan))
                                   if len(prior) else None),
                  "advantage": Cell.of(c.interval),
                  "gate": Cell.of_text("competent" if c.competent else "attack failed")}
