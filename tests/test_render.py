@@ -177,3 +177,29 @@ def test_template_ships_as_package_data() -> None:
     from importlib.resources import files
 
     assert (files("benchmark.report") / "templates" / "board.html.j2").is_file()
+
+
+def test_privacy_utility_points_are_per_threat_model_claimed_only_and_failed_attacks_are_unknown() -> None:
+    """Issue 25: the plot no longer mixes threat models or draws "attack failed" as private. On the committed quick
+    board: dp-sgd has no point for malicious training code (it does not claim it), bn-synthetic's model-holder
+    point is "unknown" (its attacks failed), and each measured point lies inside its own CI."""
+    import math
+    from pathlib import Path
+
+    from benchmark.report.frame import load_frame
+    from benchmark.report.plots import threat_points
+    from benchmark.report.tables import build_board
+
+    board = Path(__file__).resolve().parents[1] / "leaderboards" / "quick"
+    df = load_frame(board)
+    main = next(t for t in build_board(board, "quick", df).tables if t.key == "main-mnist5k")
+    points = threat_points(main, df[(df.status == "ok") & (df.dataset == "mnist5k")])
+    by = {threat: {name: (status, y, ci) for name, _, y, status, ci in pts} for threat, pts in points.items()}
+    assert not any(n.startswith("dp-sgd") for n in by["malicious training code"])
+    assert by["holder of the released model"]["bn-synthetic"][0] == "unknown"
+    assert math.isnan(by["holder of the released model"]["bn-synthetic"][1])
+    assert "dp-sgd noise_multiplier=0" not in by["honest-but-curious server seeing shared updates"]  # no claim
+    for threat, pts in by.items():
+        for name, (status, y, (_, _, lo, hi)) in pts.items():
+            if status == "ok":
+                assert lo - 1e-9 <= y <= hi + 1e-9, (threat, name)

@@ -12,7 +12,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from .tables import summary_frame  # noqa: E402
 from .frame import load_frame  # noqa: E402
 
 _PNG_META = {"Software": None}
@@ -29,29 +28,82 @@ def pareto_front(utility: np.ndarray, privacy: np.ndarray) -> np.ndarray:
     return np.array(sorted(idx, key=lambda i: utility[i]), dtype=int)
 
 
-def _pareto_plot(table: pd.DataFrame, suite: str, dataset: str, path: Path) -> None:
-    t = table[table.dataset == dataset].dropna(subset=["utility", "worst leakage"])
-    util = t.utility.to_numpy(float)
-    priv = 1.0 - t["worst leakage"].to_numpy(float)
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    families = sorted({name.split()[0] for name in t.defense})
-    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
-    for u, p, name in zip(util, priv, t.defense):
-        ax.scatter(u, p, color=colors[name.split()[0]], s=36, zorder=3)
-        ax.annotate(name, (u, p), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    front = pareto_front(util, priv)
-    if len(front):
-        ax.plot(util[front], priv[front], "--", color="grey", lw=1, label="Pareto front", zorder=2)
-        ax.legend(loc="lower left", fontsize=8)
-    ax.set_xlabel("utility: task top-1 accuracy")
-    ax.set_ylabel("privacy: 1 − worst calibrated advantage")
-    ax.set_title(f"{suite} · {dataset}: privacy vs utility")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, max(1.02, float(priv.max(initial=0.0)) + 0.05))
-    ax.grid(alpha=0.3)
+def threat_points(table, ok: pd.DataFrame
+                  ) -> dict[str, list[tuple[str, float, float, str, tuple[float, float, float, float]]]]:
+    """The privacy–utility points of a board's main table, per threat model column: ``(defense, utility,
+    privacy = 1 − advantage, status, (utility lo, hi, privacy lo, hi))`` for configs that *claim* the threat model;
+    status ``ok`` (a competent attack's measured advantage) or ``unknown`` (every attack of it failed its competence
+    gate: no privacy number, not privacy). Not-claimed and not-applicable cells are left out."""
+    from .rows import Status
+
+    claimed: dict[str, set[str]] = {}
+    for config, g in ok.groupby("config", sort=False):
+        is_ref = g.defense.iloc[0] == g.reference.iloc[0]  # the reference is measured on every threat model
+        claimed[str(config)] = {"*"} if is_ref else set(str(g.claims.iloc[0]).split(","))
+    out: dict[str, list] = {}
+    for col in table.columns:
+        if col.unit != "advantage":
+            continue
+        pts = []
+        for row in table.rows:
+            u, c = row.cells.get("utility"), row.cells.get(col.key)
+            name = row.cells["defense"].text
+            mine = claimed.get(name, set())
+            if u is None or u.estimate is None or c is None or not ("*" in mine or col.key in mine):
+                continue
+            x = u.estimate
+            if c.status is Status.OK and c.estimate is not None:
+                a = c.estimate
+                pts.append((name, x.mean, 1 - a.mean, "ok", (x.lo, x.hi, 1 - a.hi, 1 - a.lo)))
+            elif c.status is Status.ATTACK_FAILED:
+                pts.append((name, x.mean, float("nan"), "unknown", (x.lo, x.hi, float("nan"), float("nan"))))
+        out[col.title.removeprefix("leakage: ")] = pts
+    return out
+
+
+def _threat_plot(table, ok: pd.DataFrame, suite: str, dataset: str, path: Path) -> bool:
+    """One panel per threat model: claimed configs with CI bars, the Pareto front of the measured ones, and configs
+    whose attacks all failed drawn as hollow markers in an "unknown" band above the axis (never as private)."""
+    panels = {t: p for t, p in threat_points(table, ok).items() if p}
+    if not panels:
+        return False
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (threat, pts) in zip(axes.flat, panels.items()):
+        measured = [p for p in pts if p[3] == "ok"]
+        for name, x, y, _, (xlo, xhi, ylo, yhi) in measured:
+            xe = [[min(x - xlo, 1.0)], [min(xhi - x, 1.0)]]
+            ye = [[min(y - ylo, 1.5)], [min(yhi - y, 1.5)]]
+            ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", ms=5, capsize=2, lw=0.8, zorder=3)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+        for name, x, *_ in (p for p in pts if p[3] == "unknown"):
+            ax.scatter(x, 1.12, s=30, facecolors="none", edgecolors="grey", zorder=3)
+            ax.annotate(f"{name} (attack failed)", (x, 1.12), textcoords="offset points", xytext=(4, 3), fontsize=6,
+                        color="grey")
+        if measured:
+            util = np.array([p[1] for p in measured])
+            priv = np.array([p[2] for p in measured])
+            front = pareto_front(util, priv)
+            if len(front) > 1:
+                ax.plot(util[front], priv[front], "--", color="grey", lw=1, label="Pareto front", zorder=2)
+                ax.legend(loc="lower left", fontsize=7)
+        ax.axhspan(1.06, 1.2, color="0.93", zorder=0)
+        ax.text(0.0, 1.17, "privacy unknown: every attack failed", fontsize=6, color="grey")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.1, 1.2)
+        ax.set_xlabel("utility: task top-1 accuracy")
+        ax.set_ylabel("privacy: 1 − calibrated advantage")
+        ax.set_title(threat, fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{suite} · {dataset}: privacy vs utility per threat model (claimed only; 95% CI bars)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata=_PNG_META)
     plt.close(fig)
+    return True
 
 
 def _grid_plot(df: pd.DataFrame, out_dir: Path, suite: str, dataset: str, attack: str, path: Path,
@@ -144,12 +196,15 @@ def write_plots(out_dir: Path) -> list[Path]:
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
+    from .tables import build_board
+
     for suite, sdf in df.groupby("suite", sort=True):
-        table = summary_frame(sdf)
+        mains = {t.key: t for t in build_board(out_dir, suite, sdf).tables}
         for dataset in sorted(sdf.dataset.unique()):
-            if not table.empty:
-                p = plots / f"{suite}_{dataset}_privacy_utility.png"
-                _pareto_plot(table, suite, dataset, p)
+            main = mains.get(f"main-{dataset}")
+            p = plots / f"{suite}_{dataset}_privacy_utility.png"
+            d = sdf[(sdf.status == "ok") & (sdf.dataset == dataset)]
+            if main is not None and _threat_plot(main, d, suite, dataset, p):
                 written.append(p)
             p = plots / f"{suite}_{dataset}_rate.png"
             if _rate_plot(sdf, suite, dataset, p):
