@@ -158,6 +158,36 @@ def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
 #: A reconstruction whose SSIM to its original reaches this is counted as memorised / recovered.
 MEMORIZATION_SSIM = 0.9
 
+#: Largest translation (pixels, each axis) by which a reconstruction is registered to its target before it is
+#: scored (docs/DESIGN.md, alignment-robust scores): an attacker may be wrong about where the image sits, and a
+#: defense that only moves pixels a little is not private. Priors and controls are registered the same way.
+REGISTRATION_RADIUS = 2
+
+
+def register(rec: torch.Tensor, ref: torch.Tensor, radius: int = REGISTRATION_RADIUS) -> torch.Tensor:
+    """Each of ``rec (N, ..., H, W)`` translated by the integer shift (|dx|, |dy| <= ``radius``; edges replicated,
+    or wrapped around as a circular shift would) that minimises its mean squared error to ``ref`` (same shape);
+    all frames of a clip move together."""
+    if radius <= 0 or rec.shape[-1] <= 2 * radius or rec.shape[-2] <= 2 * radius:
+        return rec
+    h, w = rec.shape[-2:]
+    flat = rec.reshape(-1, 1, h, w).float()
+    padded = torch.nn.functional.pad(flat, (radius, radius, radius, radius), mode="replicate")
+    best, best_err = rec, ((rec.float() - ref.float()) ** 2).flatten(1).mean(1)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dx == 0 and dy == 0:
+                continue
+            for moved in (padded[..., radius + dy:radius + dy + h, radius + dx:radius + dx + w].reshape(rec.shape),
+                          torch.roll(rec.float(), (-dy, -dx), dims=(-2, -1))):
+                err = ((moved - ref.float()) ** 2).flatten(1).mean(1)
+                better = err < best_err
+                if better.any():
+                    keep = better.reshape((-1,) + (1,) * (rec.ndim - 1))
+                    best = torch.where(keep, moved.to(rec.dtype), best)
+                    best_err = torch.where(better, err, best_err)
+    return best
+
 
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,
           mask: Optional[torch.Tensor] = None, is_member: Optional[torch.Tensor] = None,
@@ -178,7 +208,9 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
     candidates: list[Units] = []
     if out.reconstructions is not None:
         al = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
-        rec, originals = al.rec, al.originals
+        originals = al.originals
+        rec = register(al.rec, originals)  # the attacker may register its reconstruction (REGISTRATION_RADIUS)
+        notes["scoring.registration_radius"] = str(REGISTRATION_RADIUS)
         if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
             raise ValueError(f"attack returned {len(rec)} reconstructions for {len(splits.targets)} targets")
         values, missing = reconstruction_metrics(rec, originals, mask=mask, use_lpips=use_lpips)
@@ -187,19 +219,20 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
         per_target = ssim(rec, originals)
         privacy["memorized_rate"] = float((per_target >= MEMORIZATION_SSIM).float().mean())
         if al.control is not None:
-            prior = ssim(*al.control)
+            prior = ssim(register(*al.control), al.control[1])
             privacy["control_ssim"] = float(prior.mean())
             statistic = "best-match-ssim"
         else:
-            guess = splits.aux.images.mean(0, keepdim=True).expand_as(originals)
+            guess = register(splits.aux.images.mean(0, keepdim=True).expand_as(originals).contiguous(), originals)
             prior = ssim(guess, originals)
             privacy["prior_ssim"] = float(prior.mean())
             statistic = "ssim"
         candidates.append(Units(statistic, per_target.double().numpy(), prior.double().numpy()))
         if out.sources is not None and oracle is not None and not oracle.on_private:
             trained = oracle.training_set.images[out.sources]
-            privacy["training_psnr"] = float(psnr(rec, trained).mean())
-            privacy["training_ssim"] = float(ssim(rec, trained).mean())
+            to_trained = register(al.rec, trained)  # registered to what it is compared with, like every score
+            privacy["training_psnr"] = float(psnr(to_trained, trained).mean())
+            privacy["training_ssim"] = float(ssim(to_trained, trained).mean())
     if out.rankings is not None:
         if truth is None:
             raise ValueError("attack returned rankings but did not declare needs_gallery")
