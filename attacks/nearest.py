@@ -1,5 +1,5 @@
 """Nearest-neighbour memorisation audit of released data: for each private original, the closest released image
-(pixel L2), scored centrally (PSNR, SSIM, ... and the share above the memorisation threshold ``MEMORIZATION_SSIM``).
+(pixel L2, shift-tolerant: over translations of up to ``radius`` px, as the central scores register), scored centrally (PSNR, SSIM, ... and the share above the memorisation threshold ``MEMORIZATION_SSIM``).
 
 Runs on any release of images, aligned (``data``) or not (``synthetic``). The auditor holds the originals (the
 gallery); the released set is what an outsider sees. For ``none`` every original is its own nearest neighbour.
@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from benchmark.errors import InputError
+from benchmark.scoring import REGISTRATION_RADIUS, nearest_index
 from benchmark.threats import ThreatModel
 
 from benchmark.registry import ATTACKS
@@ -30,7 +32,11 @@ class NearestNeighbour(Attack):
 
     @dataclass(frozen=True)
     class Params:
-        pass
+        radius: int = REGISTRATION_RADIUS  # largest translation (px) a released copy may be moved by
+
+        def __post_init__(self) -> None:
+            if not 0 <= self.radius <= 8:
+                raise InputError(f"radius must lie in [0, 8] pixels, got {self.radius}")
 
     @classmethod
     def requirements(cls) -> str:
@@ -45,6 +51,6 @@ class NearestNeighbour(Attack):
         released = rel.images
         if released.shape[1:] != view.gallery.shape[1:]:
             released = torch.nn.functional.interpolate(released, size=view.gallery.shape[-2:], mode="nearest")
-        flat = released.flatten(1)
-        nearest = torch.cat([torch.cdist(g.flatten(1), flat).argmin(1) for g in view.gallery.split(512)])
+        # shift-tolerant: a released image moved by up to `radius` px is still its original's neighbour
+        nearest = nearest_index(view.gallery, released, self.params.radius)
         return AttackOutput(per_gallery=released[nearest], extra={"released_images": float(len(released))})

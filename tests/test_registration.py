@@ -41,3 +41,19 @@ def test_a_two_pixel_secret_shift_of_the_targets_scores_as_a_full_reconstruction
     assert privacy["ssim"] > 0.99 and privacy["memorized_rate"] == 1.0, privacy
     assert notes["scoring.registration_radius"] == "2"
     assert (units.score > units.prior).mean() > 0.95
+
+
+def test_nearest_neighbour_catches_memorised_images_shifted_by_one_pixel() -> None:
+    """Positive control of the memorisation audit (issue 25): a synthetic set that is the private images moved by
+    1 px passed it before (+0.010); with registered scoring every original is found and scored as memorised."""
+    from benchmark.contracts import ImageSet, Release
+    from tests.conftest import run_attack
+    from attacks import ATTACKS
+
+    splits = load_splits("digits", SplitConfig(private=200, aux=200, test=100, targets=40), 0)
+    moved = torch.roll(splits.private.images, (1, 0), dims=(-2, -1))
+    release = Release(synthetic=ImageSet(moved.contiguous(), splits.private.labels.clone()))
+    result = run_attack(ATTACKS.get("nearest-neighbour")(), release, splits)
+    privacy, _, _ = score(AttackOutput(reconstructions=result.output.per_gallery[result.truth]), splits, None,
+                          use_lpips=False)
+    assert privacy["memorized_rate"] >= 0.95, privacy
