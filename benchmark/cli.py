@@ -245,7 +245,7 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
                   leave=False) as bar:
             result = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
                                    splits.private.identities, suite.task, plan, progress=bar.update)
-        rows.append({"dataset": dataset, "defense": spec.id, "params": _plain(spec.params), **result})
+        rows.append({"dataset": dataset, "defense": spec.id, "params": spec.params_dict, **result})
         failed |= bool(result["violated"])
         s, r = result["step"], result["one_run"]
         print(f"{label}: step ε̂ {s['epsilon_lower']:.3f} (claim {s['claimed']:.3f}), run ε̂ "
@@ -256,12 +256,6 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
                                                         sort_keys=True) + "\n")
     print(f"-> {out / 'dp_audit.json'}")
     return 1 if failed else 0
-
-
-def _plain(params) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -144,12 +144,10 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
     one (``dp_audit_trials`` steps per world; an audit cached with another plan is redone). A configuration is
     flagged if any of its ``dp_audit_seeds`` seeds' audits fires, so each seed's runs at 1 − 0.05/seeds: a correct
     mechanism is flagged with probability at most 5% per configuration."""
-    import dataclasses as _dc
-
     from .dpaudit import AuditPlan, audit_defense
 
     plan = AuditPlan(trials=dp_audit_trials, seed=seed, confidence=1 - 0.05 / max(1, dp_audit_seeds))
-    plan_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _dc.asdict(plan).items()}
+    plan_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(plan).items()}
     defense = DEFENSES.get(spec.id)(spec.params)
     ctx = RunContext(seed=seed, device=device, task=task)
 

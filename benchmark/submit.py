@@ -417,6 +417,7 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
     from .keys import keyed_seed, run_key
     from .records import iter_records
     from .registry import DEFENSES, load_plugins
+    from .textsafe import one_line
 
     reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
     for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
@@ -460,7 +461,7 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
         except Exception as e:  # noqa: BLE001 - a refused or crashed audit build must not leave the claim standing
             rows.append({**where, "measured": None, "outside": True,
                          "optimistic": True, "note": "the DP audit could not run, so the claim is not shown as one "
-                                                     f"({type(e).__name__}: {textsafe_line(str(e))})"})
+                                                     f"({type(e).__name__}: {one_line(str(e))[:300]})"})
             continue
         lower = result.epsilon_lower
         if result.violated:
@@ -475,12 +476,6 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
                      "outside": result.violated, "optimistic": result.violated, "note": note,
                      "audit": result.as_dict()})
     return rows
-
-
-def textsafe_line(text: str) -> str:
-    from .textsafe import one_line
-
-    return one_line(text)[:300]
 
 
 def _unmeasured(quantity: str, claimed: float, row: Mapping[str, Any], why: str) -> dict[str, Any]:

@@ -272,3 +272,26 @@ def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cann
 
     with pytest.raises(InputError, match="cannot compare"):
         dpaudit.one_run_blackbox(hidden, splits, 0.5, DELTA, seed=11)
+
+
+def test_the_dp_audit_command_audits_each_claiming_configuration_and_writes_json(tmp_path, capsys) -> None:
+    """`privbench dp-audit`: one line per configuration that claims an ε (σ = 0 claims none and is left out),
+    dp_audit.json with both audits, exit 0 when nothing is refuted; a suite without DP is an input error."""
+    import json
+
+    from benchmark.cli import main
+    from tests.conftest import write_suite
+
+    suite = write_suite(tmp_path / "dp.yaml", VIOLATION_SUITE.replace("  - id: unclipped-dp-sgd-control\n", "")
+                        .replace("  - id: dp-sgd\n", "  - id: dp-sgd\n  - id: dp-sgd\n    params: {noise_multiplier: 0.0}\n"))
+    out = tmp_path / "audit"
+    code = main(["dp-audit", "--suite", str(suite), "--out", str(out), "--trials", "400", "--canaries", "100",
+                 "--guesses", "10", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    audits = json.loads((out / "dp_audit.json").read_text())["audits"]
+    assert len(audits) == 1 and audits[0]["defense"] == "dp-sgd" and not audits[0]["violated"]
+    assert {"step", "one_run"} <= set(audits[0]) and "digits dp-sgd noise_multiplier=1.0: step ε̂" in printed
+    plain = write_suite(tmp_path / "plain.yaml", VIOLATION_SUITE.replace("  - id: unclipped-dp-sgd-control\n", "")
+                        .replace("  - id: dp-sgd\n", "  - id: none\n"))
+    assert main(["dp-audit", "--suite", str(plain), "--out", str(out)]) == 2
