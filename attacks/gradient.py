@@ -80,6 +80,7 @@ class _GradientAttack(Attack):
     modalities = frozenset({Modality.IMAGE, Modality.VIDEO})
     requires = frozenset({Surface.GRADIENTS})
     access = Access.WHITE_BOX
+    positive_controls = {"none": 0.3}  # the plain update of one batch: what gradient inversion must invert
 
     @dataclass(frozen=True)
     class Params:

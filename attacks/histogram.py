@@ -35,6 +35,7 @@ class HistogramLinkage(Attack):
 
     threat = ThreatModel.LINKER
     requires = frozenset({Surface.DATA})
+    positive_controls = {"keyed-permutation": 0.9}  # a permutation keeps every histogram
     uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX
     adaptive = True

@@ -25,7 +25,7 @@ from benchmark.models import map_batched
 from benchmark.seeding import seeded
 
 from benchmark.registry import ATTACKS
-from .nets import InpaintNet, TrainBudget, fit_decoder
+from .nets import InpaintNet, TrainBudget, fit_decoder, shift_pairs
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
@@ -55,6 +55,7 @@ class ClassicalInpainting(Attack):
     threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.DATA, Surface.MASK})
     access = Access.BLACK_BOX
+    positive_controls = {"sparse-holes": 0.7}
 
     @dataclass(frozen=True)
     class Params:
@@ -81,6 +82,7 @@ class LearnedInpainting(Attack):
     requires = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK})
     access = Access.BLACK_BOX
     adaptive = True
+    positive_controls = {"sparse-holes": 0.7}
 
     @dataclass(frozen=True)
     class Params(TrainBudget):
@@ -101,7 +103,7 @@ class LearnedInpainting(Attack):
         with seeded(ctx.generator("inpaint-init")):
             net = InpaintNet(c, (h, w), p.width)
         fit_decoder(net, view.aux.images, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
-                    salt=303)
+                    salt=303, augment=shift_pairs)  # pairs shifted together: a secret shift does not defeat it
         recon = map_batched(net, torch.cat([classical_fill(images, masks), masks.float()], 1), ctx.device)
         return AttackOutput(reconstructions=recon.clamp(0, 1))
 
@@ -113,6 +115,7 @@ class DiffusionInpainting(Attack):
     threat = ThreatModel.OBSERVER
     requires = frozenset({Surface.DATA, Surface.MASK})
     access = Access.BLACK_BOX
+    positive_controls = {"sparse-holes": 0.7}
 
     @dataclass(frozen=True)
     class Params:

@@ -28,11 +28,12 @@ import torch
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.errors import InputError
 from benchmark.threats import ThreatModel
+from benchmark.metrics.registration import REGISTRATION_RADIUS, register
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
 
 from benchmark.registry import ATTACKS
-from .nets import TrainBudget, UNetDecoder, fit_decoder
+from .nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
 
 
 @ATTACKS.register("inversion-decoder")
@@ -44,6 +45,7 @@ class InversionDecoder(Attack):
     uses = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.ENCODER, Surface.BITSTREAM})
     access = Access.BLACK_BOX
     adaptive = True
+    positive_controls = {"secret-shift": 0.9, "keyed-permutation": 0.9}
     _MODES = (frozenset({Surface.DATA, Surface.TRANSFORM}), frozenset({Surface.ENCODER, Surface.BITSTREAM}))
 
     @classmethod
@@ -57,7 +59,9 @@ class InversionDecoder(Attack):
 
     @dataclass(frozen=True)
     class Params(TrainBudget):
-        pass
+        """``linear``: also fit a ridge-regression inverse (kept when it beats the U-Net on held-out aux)."""
+
+        linear: bool = True
 
     def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         rel, p = view.release, self.params
@@ -78,13 +82,60 @@ class InversionDecoder(Attack):
         train, val = _holdout(view.aux.images, ctx.generator("decoder-holdout"))
         with seeded(ctx.generator("decoder-init")):
             net = UNetDecoder(released_targets.shape[1], c, (h, w), p.width)
-        fit_decoder(net, train, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, salt=101)
+        same_grid = tuple(released_targets.shape[-2:]) == (h, w)
+        fit_decoder(net, train, make_inputs, ctx, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, salt=101,
+                    augment=shift_pairs if same_grid else None, registered=REGISTRATION_RADIUS)
+        decoders = {"unet": lambda x: map_batched(net, x, ctx.device).clamp(0, 1)}
+        if p.linear:
+            lin = linear_inverse(make_inputs(train, ctx.generator("decoder-linear")), train)
+            if lin is not None:
+                decoders["linear"] = lin
+        # model selection on the attacker's own held-out aux, scored as the runner scores (registered SSIM)
+        val_inputs = make_inputs(val, ctx.generator("decoder-val"))
+        fit = {name: _registered_ssim(dec(val_inputs), val) for name, dec in decoders.items()}
+        chosen = max(sorted(fit), key=lambda name: fit[name])
         mean = train.mean(0, keepdim=True)
-        guess = map_batched(net, make_inputs(val, ctx.generator("decoder-val")), ctx.device).clamp(0, 1)
-        alpha = shrinkage(guess, mean, val)
-        decoded = map_batched(net, released_targets, ctx.device).clamp(0, 1)
+        alpha = shrinkage(decoders[chosen](val_inputs), mean, val)
+        decoded = decoders[chosen](released_targets)
         return AttackOutput(reconstructions=alpha * decoded + (1 - alpha) * mean,
-                            extra={"shrinkage_alpha": alpha})
+                            extra={"shrinkage_alpha": alpha, "linear_chosen": float(chosen == "linear"),
+                                   **{f"val_ssim_{name}": v for name, v in fit.items()}})
+
+
+def _registered_ssim(rec: torch.Tensor, originals: torch.Tensor) -> float:
+    from benchmark.metrics.image import ssim
+
+    return float(ssim(register(rec, originals), originals).mean())
+
+
+#: Largest ``inputs × outputs`` dimension product for which the linear inverse is fitted (its weight matrix).
+LINEAR_MAX = 4096 * 4096
+
+
+def linear_inverse(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3):
+    """Ridge regression from flattened ``inputs (N, ...)`` to flattened ``targets (N, C, H, W)`` (with intercept;
+    ``ridge`` relative to the mean eigenvalue of the inputs' covariance; the dual form when N < D). Returns the
+    decoder ``x -> (n, C, H, W)`` in [0, 1], or ``None`` when the weight matrix would exceed :data:`LINEAR_MAX`.
+
+    A defense that is linear in its input (a keyed pixel permutation, a fixed mixing matrix) is inverted exactly
+    by it from aux pairs; a U-Net's local convolutions cannot learn a global permutation."""
+    x, y = inputs.flatten(1).double(), targets.flatten(1).double()
+    n, d = x.shape
+    if d * y.shape[1] > LINEAR_MAX or n < 2:
+        return None
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    lam = ridge * float(xc.pow(2).sum()) / (n * d) + 1e-12
+    if n < d:
+        w = xc.T @ torch.linalg.solve(xc @ xc.T + lam * n * torch.eye(n, dtype=x.dtype), yc)
+    else:
+        w = torch.linalg.solve(xc.T @ xc + lam * n * torch.eye(d, dtype=x.dtype), xc.T @ yc)
+    shape = targets.shape[1:]
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return ((z.flatten(1).double() - mx) @ w + my).float().clamp(0, 1).view(-1, *shape)
+
+    return decode
 
 
 #: Weights of the decoder's output in the blend with the aux mean image, chosen on the attacker's held-out aux.
@@ -99,12 +150,11 @@ def _holdout(aux: torch.Tensor, g: torch.Generator, share: float = 0.1) -> tuple
 
 
 def shrinkage(decoded: torch.Tensor, mean: torch.Tensor, originals: torch.Tensor) -> float:
-    """The blend weight ``α`` in :data:`ALPHAS` whose ``α·decoded + (1−α)·mean`` has the highest SSIM to the
-    attacker's own held-out ``originals (N,C,H,W)``: model selection on aux, so a decoder that learned nothing
-    from an uninformative release falls back to the release-independent guess instead of scoring below it."""
-    from benchmark.metrics.image import ssim
-
-    scores = [float(ssim(a * decoded + (1 - a) * mean.expand_as(decoded), originals).mean()) for a in ALPHAS]
+    """The blend weight ``α`` in :data:`ALPHAS` whose ``α·decoded + (1−α)·mean`` has the highest registered SSIM
+    (as the runner scores) to the attacker's own held-out ``originals (N,C,H,W)``: model selection on aux, so a
+    decoder that learned nothing from an uninformative release falls back to the release-independent guess instead
+    of scoring below it."""
+    scores = [_registered_ssim(a * decoded + (1 - a) * mean.expand_as(decoded), originals) for a in ALPHAS]
     return ALPHAS[max(range(len(ALPHAS)), key=lambda i: (scores[i], i))]
 
 
@@ -151,6 +201,7 @@ class MaskInversion(Attack):
     uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX
     adaptive = True
+    positive_controls = {"shape-mask": 0.4}
 
     @dataclass(frozen=True)
     class Params:

@@ -1,8 +1,10 @@
 """Re-identification: link each target's released version to its original in a gallery of private originals.
 
-Two rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size), and,
-when the defense's public ``transform`` is exposed, nearest neighbour in a feature space learned on aux pairs
-with a contrastive (InfoNCE, Oord et al. 2018) objective — the adaptive variant.
+Two rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size; the distance
+is minimised over translations of up to ``radius`` px, :mod:`benchmark.metrics.registration`), and, when the
+defense's public ``transform`` is exposed, nearest neighbour in a feature space learned on aux pairs with a
+contrastive (InfoNCE, Oord et al. 2018) objective, the released side randomly shifted by up to ``radius`` px —
+the adaptive variant. Positive control: ``secret-shift`` (``defenses/controls.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch.nn import functional as F
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
-from benchmark.metrics.identity import rank_by_distance
+from benchmark.metrics.registration import REGISTRATION_RADIUS, random_shift, shift_tolerant_ranking
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
 
@@ -33,6 +35,7 @@ class Linkage(Attack):
     access = Access.BLACK_BOX
     adaptive = True
     needs_gallery = True
+    positive_controls = {"secret-shift": 0.9}
 
     @dataclass(frozen=True)
     class Params:
@@ -43,10 +46,13 @@ class Linkage(Attack):
         width: int = 32
         temperature: float = 0.1
         top_k: int = 5
+        radius: int = REGISTRATION_RADIUS  # largest translation (px) searched by the pixel ranking
 
         def __post_init__(self) -> None:
             if self.epochs < 0 or self.batch_size < 2 or self.dim < 1 or self.top_k < 1 or self.width < 1:
                 raise InputError("epochs must be >= 0, batch_size >= 2, dim, width and top_k >= 1")
+            if not 0 <= self.radius <= 8:
+                raise InputError(f"radius must lie in [0, 8] pixels, got {self.radius}")
             if not self.temperature > 0 or not self.lr > 0:
                 raise InputError("temperature and lr must be > 0")
 
@@ -61,7 +67,8 @@ class Linkage(Attack):
                 queries_px = queries_px.mean(1, keepdim=True).expand(-1, gallery.shape[1], -1, -1)
         else:
             queries_px = queries
-        rankings = {"pixel": rank_by_distance(queries_px, gallery, p.top_k)}
+        # shift-tolerant: a released image moved by up to `radius` px is still nearest its original
+        rankings = {"pixel": shift_tolerant_ranking(queries_px, gallery, p.top_k, p.radius)}
         if view.release.transform is not None and p.epochs > 0:
             rankings["learned"] = self._learned(view, queries, gallery, ctx)
         return AttackOutput(rankings=rankings)
@@ -82,7 +89,8 @@ class Linkage(Attack):
                 idx = perm[i:i + p.batch_size]
                 if len(idx) < 2:
                     continue
-                zr = f_rel(released[idx].to(ctx.device))
+                # augmentation: a random shift of the released side, so a secret shift does not defeat the embedding
+                zr = f_rel(random_shift(released[idx], g, p.radius).to(ctx.device))
                 zo = f_org(aux[idx].to(ctx.device))
                 logits = zr @ zo.T / p.temperature
                 target = torch.arange(len(idx), device=ctx.device)

@@ -3,8 +3,9 @@
 Methods (one record, one score per method; the runner computes AUC, balanced accuracy and TPR at 1% / 0.1% FPR):
 - ``loss``: the global loss threshold (Yeom et al., CSF 2018): score = −cross-entropy.
 - ``lira_offline`` / ``lira_online``: the Likelihood Ratio Attack (Carlini et al., IEEE S&P 2022). ``shadows``
-  models with the suite's architecture and recipe are trained on random halves of (aux ∪ candidates), so each
-  candidate is IN about half of them and OUT of the rest. With the logit-scaled confidence
+  models with the suite's architecture and recipe are trained on a random half of the candidates topped up with
+  aux images to the target's own training-set size (:func:`shadow_sizes`; a size mismatch alone moved the same
+  models' advantage from 0.198 to 0.284), so each candidate is IN about half of them and OUT of the rest. With the logit-scaled confidence
   ``φ = log p_y − log(1 − p_y)``, online scores ``log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)``; offline uses only
   the OUT models: ``Φ((φ − μ_out) / σ_out)``. With few shadows the variances are pooled over candidates (the paper's
   "global variance", recommended below 64 shadows).
@@ -61,6 +62,7 @@ class Membership(Attack):
 
     threat = ThreatModel.MODEL_HOLDER
     requires = frozenset({Surface.MODEL})
+    positive_controls = {"memorizer": 0.3}
     access = Access.BLACK_BOX
     needs_candidates = True
 
@@ -84,12 +86,13 @@ class Membership(Attack):
         cand, aux, t = view.candidates, view.aux, ctx.task
         epochs = self.params.epochs or t.epochs
         m, k = len(cand), self.params.shadows
+        n_in, n_aux = shadow_sizes(m, len(aux), view.train_size)
         g = ctx.generator(salt=313)
         phi = torch.empty(k, m)
         inside = torch.zeros(k, m, dtype=torch.bool)
         for i in range(k):
-            pick_c = torch.randperm(m, generator=g)[: m // 2]
-            pick_a = torch.randperm(len(aux), generator=g)[: len(aux) // 2]
+            pick_c = torch.randperm(m, generator=g)[:n_in]
+            pick_a = torch.randperm(len(aux), generator=g)[:n_aux]
             inside[i, pick_c] = True
             train = _joined(cand.subset(pick_c), aux.subset(pick_a))
             if self.params.adaptive:
@@ -119,12 +122,23 @@ class Membership(Attack):
         key = stable_hash({"candidates": tensor_hash(cand.images, cand.labels),
                            "aux": tensor_hash(view.aux.images, view.aux.labels), "stream": ctx.stream,
                            "task": [ctx.task.model, ctx.task.width, ctx.task.batch_size, ctx.task.lr, ctx.task.epochs],
-                           "params": [self.params.shadows, self.params.epochs],
+                           "params": [self.params.shadows, self.params.epochs], "train_size": view.train_size,
                            "pipeline": view.release.pipeline.identity if self.params.adaptive else None})[:32]
         shadow = ctx.remember(f"shadows-{key}", lambda: self._shadow_confidences(view, ctx))
         phi, inside = shadow["phi"], shadow["inside"]
         return AttackOutput(membership_scores={"loss": -loss, **lira_scores(target_phi, phi, inside)},
                             extra={"shadows": float(self.params.shadows), "adaptive": float(self.params.adaptive)})
+
+
+def shadow_sizes(candidates: int, aux: int, train_size: Optional[int]) -> tuple[int, int]:
+    """``(candidates IN, aux images)`` each shadow trains on: half the candidates, topped up with aux images to the
+    target's own training-set size ``train_size`` (public; LiRA's shadows must match the target's training
+    distribution, size included: Carlini et al. 2022, §IV), or, without it, half of aux as well."""
+    n_in = candidates // 2
+    if train_size is None:
+        return n_in, aux // 2
+    n_in = min(n_in, train_size)
+    return n_in, max(0, min(aux, train_size - n_in))
 
 
 def lira_scores(target: Tensor, phi: Tensor, inside: Tensor) -> dict[str, Tensor]:

@@ -193,6 +193,7 @@ class Memorization(Attack):
     """Song et al. (CCS 2017): malicious training code hides training images in the released model's parameters."""
 
     threat = ThreatModel.TRAINING_CODE
+    positive_controls = {"none": 0.5}  # plain training runs the malicious code unhindered
     requires = frozenset({Surface.GRADIENTS})
     access = Access.WHITE_BOX
 

@@ -14,7 +14,7 @@ import torch
 
 from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
 from benchmark.errors import InputError
-from benchmark.scoring import REGISTRATION_RADIUS, nearest_index
+from benchmark.metrics.registration import REGISTRATION_RADIUS, nearest_index
 from benchmark.threats import ThreatModel
 
 from benchmark.registry import ATTACKS
@@ -29,6 +29,7 @@ class NearestNeighbour(Attack):
     uses = frozenset({Surface.DATA, Surface.SYNTHETIC})
     access = Access.BLACK_BOX
     needs_gallery = True
+    positive_controls = {"shifted-copies": 0.9, "secret-shift": 0.9}
 
     @dataclass(frozen=True)
     class Params:

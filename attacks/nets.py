@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -94,13 +94,34 @@ class InpaintNet(nn.Module):
         return x * (1 - m) + self.unet(xm) * m
 
 
+def shift_pairs(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Augmentation of ``(input (N,Ci,H,W), target (N,Ct,H,W))`` pairs on one grid: each pair moved together by its
+    own random translation of at most ``REGISTRATION_RADIUS`` px (circular), so an attack sees content wherever a
+    secret shift may put it. Moving the input alone would add to a defense's own shift, beyond what registration
+    forgives."""
+    from benchmark.metrics.registration import random_shift
+
+    both = random_shift(torch.cat([x, y], 1), g)
+    return both[:, :x.shape[1]], both[:, x.shape[1]:]
+
+
+#: ``augment(inputs, targets, g) -> (inputs, targets)``: a per-batch augmentation of :func:`fit_decoder`'s pairs.
+Augment = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
+
+
 def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torch.Generator], Tensor],
-                ctx: AttackContext, *, epochs: int, batch_size: int, lr: float, salt: int) -> nn.Module:
-    """Train ``net`` with MSE to map ``make_inputs(aux, g)`` back to ``aux (N,C,H,W)``.
+                ctx: AttackContext, *, epochs: int, batch_size: int, lr: float, salt: int,
+                augment: Optional[Augment] = None, registered: int = 0) -> nn.Module:
+    """Train ``net`` to map ``make_inputs(aux, g)`` back to ``aux (N,C,H,W)``.
 
     ``make_inputs`` is called once per epoch with the same generator, so defenses with secret randomness give a
-    fresh draw every epoch. Cosine-annealed Adam. Returns ``net`` in eval mode.
+    fresh draw every epoch. ``augment`` (optional) transforms each batch's pairs (e.g. random shifts). The loss is
+    the MSE, or with ``registered = r > 0`` the MSE after registering each target over translations of up to ``r``
+    px (:func:`~benchmark.metrics.registration.registered_mse`): the attacker is scored after registration, so it
+    may answer in any alignment. Cosine-annealed Adam. Returns ``net`` in eval mode.
     """
+    from benchmark.metrics.registration import registered_mse
+
     g = ctx.generator(salt=salt)
     net.to(ctx.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -111,7 +132,11 @@ def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torc
         net.train()
         for i in range(0, len(aux), batch_size):
             idx = perm[i:i + batch_size]
-            loss = F.mse_loss(net(inputs[idx].to(ctx.device)), aux[idx].to(ctx.device))
+            x, y = inputs[idx], aux[idx]
+            if augment is not None:
+                x, y = augment(x, y, g)
+            pred, y = net(x.to(ctx.device)), y.to(ctx.device)
+            loss = registered_mse(pred, y, registered) if registered > 0 else F.mse_loss(pred, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

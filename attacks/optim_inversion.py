@@ -27,6 +27,7 @@ class OptimInversion(Attack):
     """White-box inversion: optimise inputs whose encoding matches the targets' representations (TV prior)."""
 
     threat = ThreatModel.OBSERVER
+    positive_controls = {"split-none": 0.3}  # a split model trained without any privacy term
     requires = frozenset({Surface.ENCODER, Surface.BITSTREAM})
     access = Access.WHITE_BOX
     adaptive = True

@@ -59,6 +59,7 @@ class ReIdentification(Attack):
 
     modalities = frozenset({Modality.VIDEO})
     threat = ThreatModel.LINKER
+    positive_controls = {"none": 0.3}  # the raw clips of the same people
     requires = frozenset({Surface.DATA})
     uses = frozenset({Surface.TRANSFORM})
     access = Access.BLACK_BOX

@@ -404,6 +404,9 @@ class Defense(Plugin):
     strength: ClassVar[Optional[str]] = None
     #: Threat models the defense claims protection against (its card); others show "not claimed" in the tables.
     claims: ClassVar[frozenset[ThreatModel]] = frozenset()
+    #: A positive control (``defenses/controls.py``): a defense built to be broken, run only against the attacks
+    #: that name it in :attr:`Attack.positive_controls`, shown in the competence gate and never ranked.
+    control: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, splits: Splits, ctx: RunContext) -> Release:
@@ -561,6 +564,8 @@ class AttackView:
             and keypoints (labels zeroed, identities withheld).
         candidates: membership candidates (members and non-members shuffled; ground truth kept by the runner).
         image_shape: ``(C, H, W)`` (or ``(T, C, H, W)``) of the originals; ``num_classes`` of the task.
+        train_size: how many private samples the defense trained on (public, as a model card states it), so
+            shadow models can match it.
     """
 
     release: ReleaseView
@@ -570,6 +575,7 @@ class AttackView:
     num_classes: int
     gallery: Optional[Tensor | ImageSet] = None
     candidates: Optional[ImageSet] = None
+    train_size: Optional[int] = None
 
 
 @dataclass
@@ -612,6 +618,10 @@ class Attack(Plugin):
     needs_candidates: ClassVar[bool] = False
     #: Who the attacker is (:class:`~benchmark.threats.ThreatModel`); ``None``: derived by :meth:`threat_model`.
     threat: ClassVar[Optional[ThreatModel]] = None
+    #: Positive controls: ``{defense id: bar}``, each a defense this attack must break, with the calibrated
+    #: advantage its CI's lower bound must reach there (docs/DESIGN.md, competence). A suite's cells on a control
+    #: defense judge the attack's competence; ``tests/test_controls.py`` runs every one.
+    positive_controls: ClassVar[Mapping[str, float]] = {}
 
     @classmethod
     def threat_model(cls) -> ThreatModel:

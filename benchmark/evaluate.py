@@ -228,7 +228,8 @@ def attack_release(attack_spec: PluginSpec, release: Release, splits: Splits, se
     view = AttackView(release=attack_view_release(release, exposed, public or {},
                                                   None if pipeline is None else pipeline[0]), aux=splits.aux,
                       targets=splits.targets.clone(), image_shape=tuple(splits.info.shape),
-                      num_classes=splits.info.num_classes, gallery=gallery, candidates=candidates)
+                      num_classes=splits.info.num_classes, gallery=gallery, candidates=candidates,
+                      train_size=len(splits.private))
     job = AttackJob(attack_spec.id, attack_spec.params, view, opts.device, task,
                     stream=attack_stream(seed, attack_spec.label), threads=opts.threads, plugins=opts.plugins)
     # Attack artifacts are shared by the cells of one attack code, dataset and seed (e.g. LiRA shadows across

@@ -48,12 +48,21 @@ class Job:
 
 def plan(suite: SuiteConfig) -> list[Job]:
     """All jobs of the suite; the reference defense first within each (dataset, seed), so its utility is cached
-    before the others need it."""
-    jobs = [Job(d, s, dspec, tuple(a for a in suite.attacks if a.defenses is None or dspec.id in a.defenses))
+    before the others need it. A positive-control defense's job holds only the attacks it is a control of."""
+    jobs = [Job(d, s, dspec, tuple(a for a in suite.attacks if a.defenses is None or dspec.id in a.defenses
+                                   if _pairs(dspec, a)))
             for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
             if dspec.datasets is None or d in dspec.datasets]
     jobs = [j for j in jobs if j.attacks]
     return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != suite.reference))
+
+
+def _pairs(defense: PluginSpec, attack: PluginSpec) -> bool:
+    """A positive control (``defenses/controls.py``) is run only against the attacks that name it; every other
+    defense against every attack of the suite."""
+    if not DEFENSES.get(defense.id).control:
+        return True
+    return defense.id in ATTACKS.get(attack.id).positive_controls
 
 
 def code_versions(defense_id: str, attack_id: str, reference_id: str = "none") -> dict[str, str]:

@@ -7,7 +7,7 @@ membership truth); no attack code runs here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -15,12 +15,9 @@ import torch
 from .contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
 from .calibration import Units
 from .metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
+from .metrics.registration import REGISTRATION_RADIUS, nearest_index, register
 from .seeding import derive_seed
 
-#: Largest translation (pixels, each axis) by which a reconstruction is registered to its target before it is
-#: scored (docs/DESIGN.md, alignment-robust scores): an attacker may be wrong about where the image sits, and a
-#: defense that only moves pixels a little is not private. Priors and controls are registered the same way.
-REGISTRATION_RADIUS = 2
 
 
 def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Tensor]:
@@ -145,23 +142,6 @@ def nearest_released(release: Release, images: torch.Tensor) -> torch.Tensor:
     return released[nearest_index(images, released)]
 
 
-def nearest_index(queries: torch.Tensor, pool: torch.Tensor, radius: int = REGISTRATION_RADIUS) -> torch.Tensor:
-    """For each of ``queries (n, ...)``, the index of the closest image of ``pool (m, ...)`` in pixel L2, over the
-    pool's translations by up to ``radius`` px (:func:`translations`): a copy moved a little is still a copy. The
-    nearest-neighbour audit and its control use this one rule."""
-    q = queries.flatten(1).float()
-    best_d = torch.full((len(q),), float("inf"))
-    nearest = torch.zeros(len(q), dtype=torch.long)
-    for candidate in (pool.float(), *translations(pool, radius)):
-        flat = candidate.flatten(1)
-        for start in range(0, len(q), 512):
-            d, i = torch.cdist(q[start:start + 512], flat).min(1)
-            better = d < best_d[start:start + 512]
-            best_d[start:start + 512] = torch.where(better, d, best_d[start:start + 512])
-            nearest[start:start + 512] = torch.where(better, i, nearest[start:start + 512])
-    return nearest
-
-
 def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
     """VFE v1 (:mod:`benchmark.metrics.vfe`) of the released targets (averaged over frames for clips), for every
     defense that releases images."""
@@ -180,34 +160,6 @@ def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
 #: A reconstruction whose SSIM to its original reaches this is counted as memorised / recovered.
 MEMORIZATION_SSIM = 0.9
 
-
-
-def translations(x: torch.Tensor, radius: int = REGISTRATION_RADIUS) -> Iterator[torch.Tensor]:
-    """``x (N, ..., H, W)`` under every integer translation with |dx|, |dy| <= ``radius`` other than none, each
-    twice: edges replicated, and wrapped around as a circular shift would (all frames of a clip together)."""
-    h, w = x.shape[-2:]
-    if radius <= 0 or h <= 2 * radius or w <= 2 * radius:
-        return
-    padded = torch.nn.functional.pad(x.reshape(-1, 1, h, w).float(), (radius,) * 4, mode="replicate")
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx or dy:
-                yield padded[..., radius + dy:radius + dy + h, radius + dx:radius + dx + w].reshape(x.shape)
-                yield torch.roll(x.float(), (-dy, -dx), dims=(-2, -1))
-
-
-def register(rec: torch.Tensor, ref: torch.Tensor, radius: int = REGISTRATION_RADIUS) -> torch.Tensor:
-    """Each of ``rec (N, ..., H, W)`` moved by the translation of :func:`translations` that minimises its mean
-    squared error to ``ref`` (same shape), or left where it is when none is closer."""
-    best, best_err = rec, ((rec.float() - ref.float()) ** 2).flatten(1).mean(1)
-    for moved in translations(rec, radius):
-        err = ((moved - ref.float()) ** 2).flatten(1).mean(1)
-        better = err < best_err
-        if better.any():
-            keep = better.reshape((-1,) + (1,) * (rec.ndim - 1))
-            best = torch.where(keep, moved.to(rec.dtype), best)
-            best_err = torch.where(better, err, best_err)
-    return best
 
 
 def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_lpips: bool = True,

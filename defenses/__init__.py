@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from benchmark.registry import DEFENSES
 
-from . import (avatar, baselines, bn_synthetic, dp_sgd, masking, maskdp, redaction, split_ae,  # noqa: E402,F401
-               visualmixer)
+from . import (avatar, baselines, bn_synthetic, controls, dp_sgd, masking, maskdp, redaction,  # noqa: E402,F401
+               split_ae, visualmixer)
 from .base import InputDefense  # noqa: E402
 
 __all__ = ["DEFENSES", "InputDefense"]

@@ -9,7 +9,8 @@ import torch
 from benchmark.config import SplitConfig
 from benchmark.contracts import AttackOutput
 from benchmark.data import load_splits
-from benchmark.scoring import REGISTRATION_RADIUS, register, score
+from benchmark.metrics.registration import REGISTRATION_RADIUS, register
+from benchmark.scoring import score
 
 
 def _shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -57,9 +57,3 @@ def linkage_scores(rankings: Tensor, truth: Tensor, gallery_size: int) -> dict[s
         chance_ap = harmonic / g + (r - 1) * (g - harmonic) / (g * max(g - 1, 1))
         out["chance_map"] = float(chance_ap.mean())
     return out
-
-
-def rank_by_distance(queries: Tensor, gallery: Tensor, k: int = 5) -> Tensor:
-    """Nearest-neighbour ranking by Euclidean distance: ``queries (N,D)``, ``gallery (G,D)`` -> ``(N, k)``."""
-    d = torch.cdist(queries.flatten(1).double(), gallery.flatten(1).double())
-    return d.topk(min(k, gallery.shape[0]), dim=1, largest=False).indices

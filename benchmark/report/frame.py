@@ -54,6 +54,8 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "leakage": m.get("leakage"),
             "threat": rec.get("threat_model", {}).get("name"),
             "claims": ",".join(rec["defense"].get("claims", [])),
+            "role": rec["defense"].get("role", "defense"),
+            "control_bar": rec["attack"].get("control_bar"),
             "recipe_reference": (None if rec["defense"].get("recipe_reference") is None else
                                  json.dumps(rec["defense"]["recipe_reference"], sort_keys=True)),
             "advantage": m.get("calibrated", {}).get("advantage"),
@@ -80,11 +82,12 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "dp_per_update": m.get("release", {}).get("epsilon_per_update"),
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
-            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
+            "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "role", "control_bar", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
             "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples",
             *[f"dp_{k}" for k in DP_FIELDS], "dp_per_update"]
     df = pd.DataFrame(rows, columns=cols)
+    df["control_bar"] = pd.to_numeric(df.control_bar, errors="coerce")  # NaN: not one of the attack's controls
     df["attack_name"] = _names(df, "attack", "attack_params")
     df["config"] = _names(df, "defense", "defense_params", always=tuple(df.strength_name.unique()), sep=" ")
     return df

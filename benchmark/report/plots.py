@@ -196,10 +196,11 @@ def write_plots(out_dir: Path) -> list[Path]:
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
-    from .tables import build_board
+    from .tables import build_board, ranked
 
     for suite, sdf in df.groupby("suite", sort=True):
         mains = {t.key: t for t in build_board(out_dir, suite, sdf).tables}
+        sdf = ranked(sdf)  # positive controls are in the competence gate, not in the plots
         for dataset in sorted(sdf.dataset.unique()):
             main = mains.get(f"main-{dataset}")
             p = plots / f"{suite}_{dataset}_privacy_utility.png"

@@ -107,36 +107,70 @@ def utility_interval(g: pd.DataFrame, column: str = "utility", shift: float = 0.
 
 
 @dataclass(frozen=True)
-class Competence:
-    """An attack's advantage where its competence is judged, and whether it beats its prior there (CI above 0).
+class ControlResult:
+    """An attack's advantage on one of its positive controls (``defenses/controls.py``) and the bar it must clear:
+    passed when the CI's lower bound reaches the bar."""
 
-    ``basis``: the defense config it is judged on: the reference defense, or, for an attack the reference does not
-    expose surfaces for (e.g. mask attacks), the config where the attack does best, its CI widened for the choice
-    among k configs (Bonferroni, level 1 − 0.05/k).
+    config: str
+    bar: float
+    interval: Optional[Interval]
+
+    @property
+    def passed(self) -> bool:
+        return self.interval is not None and self.interval.lo >= self.bar
+
+
+@dataclass(frozen=True)
+class Competence:
+    """An attack's advantage where its competence is judged, whether it beats its prior there (CI above 0), and
+    its positive controls.
+
+    ``basis``: the defense config the fallback rule judges it on: the reference defense, or, for an attack the
+    reference does not expose surfaces for (e.g. mask attacks), the config where the attack does best, its CI
+    widened for the choice among k configs (Bonferroni, level 1 − 0.05/k). ``controls``: the attack's
+    positive-control cells in the records.
+
+    Competent: every positive control run is passed, where any was run (the informative test: beating the prior on
+    ``none`` is trivial for a decoder and impossible for a GAN attack on a ConvNet, whose ≈ 0 there is then a
+    measurement); otherwise, beating the prior on the basis (CI above 0).
     """
 
     interval: Optional[Interval]
     basis: str = ""
+    controls: tuple[ControlResult, ...] = ()
 
     @property
     def competent(self) -> bool:
+        if self.controls:
+            return all(c.passed for c in self.controls)
         return self.interval is not None and self.interval.lo > 0.0
+
+
+def ranked(ok: pd.DataFrame) -> pd.DataFrame:
+    """The rows of defenses that are ranked: every defense but the positive controls."""
+    return ok[ok.role != "control"] if "role" in ok else ok
 
 
 def competence(ok: pd.DataFrame) -> dict[tuple[str, str], Competence]:
     """``(dataset, attack name) -> Competence`` measured on each dataset's reference defense (or, where the attack
-    does not apply to it, on the config where its CI's lower bound is highest)."""
+    does not apply to it, on the ranked config where its CI's lower bound is highest), with the attack's
+    positive-control cells (rows with a ``control_bar``)."""
     out = {}
     for (dataset, attack), g in ok.groupby(["dataset", "attack_name"], sort=True):
+        marked = g[g.control_bar.notna()] if "control_bar" in g else g.iloc[:0]
+        controls = tuple(ControlResult(config, float(h.control_bar.iloc[0]), advantage_interval(h))
+                         for config, h in marked.groupby("config", sort=True))
+        g = ranked(g)
         ref = g[g.defense == g.reference]
         if len(ref):
-            out[(dataset, attack)] = Competence(advantage_interval(ref), ref.config.iloc[0])
+            out[(dataset, attack)] = Competence(advantage_interval(ref), ref.config.iloc[0], controls)
             continue
         configs = list(g.groupby("config", sort=True))
         level = 1 - 0.05 / max(1, len(configs))  # Bonferroni: the best of k configs is picked with the truth
         per = [(i, h.config.iloc[0]) for _, h in configs if (i := advantage_interval(h, level)) is not None]
         best = max(per, key=lambda x: (x[0].lo, x[1]), default=(None, ""))
-        out[(dataset, attack)] = Competence(best[0], f"{best[1]} (reference not applicable)" if best[1] else "")
+        out[(dataset, attack)] = Competence(best[0], f"{best[1]} (reference not applicable)" if best[1] else "",
+                                            controls)
     return out
 
 
@@ -146,8 +180,9 @@ def _threats(ok: pd.DataFrame) -> list[ThreatModel]:
 
 
 def _configs(ok: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
-    """Defense configs of one dataset, the reference first, then by defense id and strength."""
-    groups = list(ok.groupby(["defense", "config", "defense_params"], sort=True))
+    """Ranked defense configs of one dataset (no positive controls), the reference first, then by defense id and
+    strength."""
+    groups = list(ranked(ok).groupby(["defense", "config", "defense_params"], sort=True))
 
     def order(item: tuple[tuple, pd.DataFrame]) -> tuple:
         (defense, config, _), g = item
@@ -279,28 +314,39 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
 
 
 def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str], Competence]) -> Table:
-    """Competence gate: each attack's calibrated advantage on the reference defense."""
+    """Competence gate: each attack's calibrated advantage on the reference defense and on its positive controls."""
     columns = (Column("attack", "attack"), Column("threat", "threat model"), Column("statistic", "statistic"),
                Column("basis", "judged on"), Column("prior", "prior", "", Direction.NEUTRAL),
-               Column("advantage", "advantage", "", Direction.NEUTRAL), Column("gate", "gate"))
+               Column("advantage", "advantage", "", Direction.NEUTRAL),
+               Column("control", "positive control (bar)"),
+               Column("control_advantage", "control advantage", "", Direction.NEUTRAL), Column("gate", "gate"))
     rows = []
     sub = ok[ok.dataset == dataset]
     for attack, g in sub.groupby("attack_name", sort=True):
         c = comp[(dataset, attack)]
-        ref = g[g.config == c.basis.removesuffix(" (reference not applicable)")]
+        ref = ranked(g)[ranked(g).config == c.basis.removesuffix(" (reference not applicable)")]
         prior = ref.groupby("seed").prior.first()
+        failed = [r for r in c.controls if not r.passed]
+        shown = failed[0] if failed else (min(c.controls, key=lambda r: (r.interval.lo if r.interval else -1.0))
+                                          if c.controls else None)
         cells = {"attack": Cell.of_text(attack), "threat": Cell.of_text(str(g.threat.iloc[0])),
                  "basis": Cell.of_text(c.basis),
                  "statistic": Cell.of_text(str(g.statistic.dropna().iloc[0]) if g.statistic.notna().any() else ""),
                  "prior": Cell.of(combine(prior.to_numpy(float), np.full(len(prior), np.nan))
                                   if len(prior) else None),
                  "advantage": Cell.of(c.interval),
+                 "control": Cell.of_text("; ".join(f"{r.config} (≥ {r.bar:g}){'' if r.passed else ': failed'}"
+                                                   for r in c.controls) or "none run"),
+                 "control_advantage": Cell.of(shown.interval if shown is not None else None),
                  "gate": Cell.of_text("competent" if c.competent else "attack failed")}
         rows.append(Row(cells))
     return Table(f"competence-{dataset}", f"{dataset} · competence gate", columns, tuple(rows),
-                 ("An attack counts toward leakage only when its advantage on the reference defense has a CI above "
-                  "0 (for an attack the reference exposes nothing to, e.g. a mask attack: on the config where it "
-                  "does best).",))
+                 ("An attack counts toward leakage only when it passes its positive controls: on each control run "
+                  "(a defense built to be broken, `defenses/controls.py`, or a plain reference), the CI's lower "
+                  "bound of its advantage reaches the control's bar. Where the suite runs none of its controls, it "
+                  "must beat its prior on the reference defense (CI above 0; for an attack the reference exposes "
+                  "nothing to, e.g. a mask attack: on the config where it does best). The control advantage shown "
+                  "is the first failed control's, else the weakest.",))
 
 
 def _num(values: pd.Series, decimals: int = 3) -> str:
