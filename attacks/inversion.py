@@ -87,7 +87,8 @@ class InversionDecoder(Attack):
                     augment=shift_pairs if same_grid else None, registered=REGISTRATION_RADIUS)
         decoders = {"unet": lambda x: map_batched(net, x, ctx.device).clamp(0, 1)}
         if p.linear:
-            lin = linear_inverse(make_inputs(train, ctx.generator("decoder-linear")), train)
+            probes = probe_images(train, released_targets[0].numel())
+            lin = linear_inverse(make_inputs(probes, ctx.generator("decoder-linear")), probes)
             if lin is not None:
                 decoders["linear"] = lin
         # model selection on the attacker's own held-out aux, scored as the runner scores (registered SSIM)
@@ -106,6 +107,17 @@ def _registered_ssim(rec: torch.Tensor, originals: torch.Tensor) -> float:
     from benchmark.metrics.image import ssim
 
     return float(ssim(register(rec, originals), originals).mean())
+
+
+def probe_images(aux: torch.Tensor, input_dim: int, ratio: float = 1.5, variants: int = 8) -> torch.Tensor:
+    """The attacker's queries for the linear inverse: its aux images ``(N,C,H,W)`` and, until there are ``ratio``
+    times as many as the release has dimensions (``input_dim``), their flips, 180° rotation and circular shifts by
+    4 px (at most ``variants`` sets). The transform is queried on attacker-chosen images (Kerckhoffs), so more
+    pairs cost only queries, and a regression with fewer pairs than dimensions cannot be exact."""
+    sets = [aux, aux.flip(-1), aux.flip(-2), aux.flip(-1, -2), torch.roll(aux, (4, 4), (-2, -1)),
+            torch.roll(aux, (-4, 4), (-2, -1)), torch.roll(aux, (4, -4), (-2, -1)), torch.roll(aux, (-4, -4), (-2, -1))]
+    need = max(1, min(variants, -(-int(ratio * input_dim) // max(1, len(aux)))))
+    return torch.cat(sets[:need]).contiguous()
 
 
 #: Largest ``inputs × outputs`` dimension product for which the linear inverse is fitted (its weight matrix).

@@ -58,13 +58,13 @@ class Aligned:
 
 
 def _closest(rec: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
-    """For each of ``rec (n,C,H,W)``, the image of ``pool (k,C,H,W)`` closest in pixel MSE."""
-    d = torch.cdist(rec.flatten(1).float(), pool.flatten(1).float())
-    return pool[d.argmin(1)]
+    """For each of ``rec (n,C,H,W)``, the image of ``pool (k,C,H,W)`` closest in pixel L2 over translations of up to
+    ``REGISTRATION_RADIUS`` px (:func:`~benchmark.metrics.registration.nearest_index`), as every score registers."""
+    return pool[nearest_index(rec, pool)]
 
 
 def best_match(rec: torch.Tensor, labels: torch.Tensor, splits: Splits) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(originals, controls)``: for each reconstruction of class ``labels[i]``, the closest (pixel MSE) of ``k``
+    """``(originals, controls)``: for each reconstruction of class ``labels[i]``, the closest (shift-tolerant L2) of ``k``
     private images of that class, and the closest of ``k`` held-out test images of that class (never trained on),
     with ``k`` the smaller of the two class pools, so that the member and control statistics draw on equally
     many candidates."""
