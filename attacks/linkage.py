@@ -1,7 +1,8 @@
 """Re-identification: link each target's released version to its original in a gallery of private originals.
 
-Two rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size; the distance
-is minimised over translations of up to ``radius`` px, :mod:`benchmark.metrics.registration`), and, when the
+Three rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size; the
+distance is minimised over translations of up to ``radius`` px, :mod:`benchmark.metrics.registration`), the same
+on rank-normalised images (invariant to brightness, contrast and gamma), and, when the
 defense's public ``transform`` is exposed, nearest neighbour in a feature space learned on aux pairs with a
 contrastive (InfoNCE, Oord et al. 2018) objective, the released side randomly shifted by up to ``radius`` px —
 the adaptive variant. Positive control: ``secret-shift`` (``defenses/controls.py``).
@@ -17,7 +18,8 @@ from torch.nn import functional as F
 from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from benchmark.threats import ThreatModel
 from benchmark.errors import InputError
-from benchmark.metrics.registration import REGISTRATION_RADIUS, random_shift, shift_tolerant_ranking
+from benchmark.metrics.registration import (REGISTRATION_RADIUS, random_shift, rank_normalise,
+                                            shift_tolerant_ranking)
 from benchmark.models import map_batched
 from benchmark.seeding import seeded
 
@@ -68,7 +70,10 @@ class Linkage(Attack):
         else:
             queries_px = queries
         # shift-tolerant: a released image moved by up to `radius` px is still nearest its original
-        rankings = {"pixel": shift_tolerant_ranking(queries_px, gallery, p.top_k, p.radius)}
+        rankings = {"pixel": shift_tolerant_ranking(queries_px, gallery, p.top_k, p.radius),
+                    # ranks within each image: a secret brightness, contrast or gamma change does not hide it
+                    "rank": shift_tolerant_ranking(rank_normalise(queries_px), rank_normalise(gallery), p.top_k,
+                                                   p.radius)}
         if view.release.transform is not None and p.epochs > 0:
             rankings["learned"] = self._learned(view, queries, gallery, ctx)
         return AttackOutput(rankings=rankings)

@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .codehash import closure_hash, library_versions, plugin_hash
 from .config import PluginSpec, SuiteConfig, stable_hash
+from .errors import InputError
 from .records import SCHEMA_VERSION
 from .registry import ATTACKS, DEFENSES
 
@@ -53,6 +54,12 @@ def plan(suite: SuiteConfig) -> list[Job]:
                                    if _pairs(dspec, a)))
             for d in suite.datasets for s in suite.seeds for dspec in suite.defenses
             if dspec.datasets is None or d in dspec.datasets]
+    for dspec in suite.defenses:
+        if DEFENSES.get(dspec.id).control and not any(j.attacks for j in jobs if j.defense == dspec):
+            named = sorted(a for a, acls in ATTACKS.items() if dspec.id in acls.positive_controls)
+            raise InputError(f"suite {suite.name!r}: defense {dspec.id!r} is a positive control, run only against "
+                             f"the attacks that name it ({', '.join(named) or 'none'}), and the suite has none "
+                             "of them; add one or remove the control")
     jobs = [j for j in jobs if j.attacks]
     return sorted(jobs, key=lambda j: (j.dataset, j.seed, j.defense.id != suite.reference))
 

@@ -289,7 +289,7 @@ def crashed_cells(task: JobTask, seen: set[str], reason: str) -> Iterator[CellRe
                "defense": {"id": cell.defense.id, "label": cell.defense.label, "params": cell.defense.params_dict,
                            "role": "control" if DEFENSES.get(cell.defense.id).control else "defense"},
                "attack": {"id": cell.attack.id, "label": cell.attack.label, "params": cell.attack.params_dict,
-                          "control_bar": dict(ATTACKS.get(cell.attack.id).positive_controls).get(cell.defense.id)},
+                          "control_bar": control_bar(ATTACKS.get(cell.attack.id), cell.defense)},
                "threat_model": {}, "reference": task.suite.reference, "status": "failed",
                "reason": f"job crashed: {reason}", "metrics": {}, "notes": {}, "artifacts": {},
                "provenance": provenance(config_hash=cfg, cell_key=key, code=code, device=task.opts.device,
@@ -330,6 +330,17 @@ def _recipe_reference(dcls: type, params: Any) -> Optional[dict[str, Any]]:
     return None if ref is None else dataclasses.asdict(ref)
 
 
+def control_bar(attack_cls: type, defense: PluginSpec) -> Optional[float]:
+    """The bar ``defense`` sets as one of the attack's positive controls, or ``None``. Only the control's default
+    configuration counts: the bar was set for it, and a weakened copy (say a 8 px shift at JPEG quality 5) must not
+    make a competent attack read "attack failed"."""
+    bar = dict(attack_cls.positive_controls).get(defense.id)
+    if bar is None:
+        return None
+    defaults = PluginSpec(defense.id, DEFENSES.get(defense.id).Params()).params_dict
+    return float(bar) if defense.params_dict == defaults else None
+
+
 def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str, Any]:
     """The record of ``cell`` before evaluation: identity, configuration and threat model."""
     dcls, acls = DEFENSES.get(cell.defense.id), ATTACKS.get(cell.attack.id)
@@ -352,7 +363,7 @@ def record_skeleton(suite: SuiteConfig, cell: Cell, splits: Splits) -> dict[str,
                     {"name": strength, "value": cell.defense.params_dict[strength]}},
         "attack": {"id": cell.attack.id, "label": cell.attack.label, "params": cell.attack.params_dict,
                    # the bar this cell's defense sets as one of the attack's positive controls (None: it is not one)
-                   "control_bar": dict(acls.positive_controls).get(cell.defense.id)},
+                   "control_bar": control_bar(acls, cell.defense)},
         "seed": cell.seed,
         "threat_model": {"name": acls.threat_model().value, "surfaces": visible, "access": acls.access.value, "adaptive": acls.adaptive,
                          "aux_size": splits.info.sizes["aux"], "aux_labels_known": True, "bn_stats_known": False,

@@ -15,19 +15,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.config import load_suite
+from benchmark.config import PluginSpec, load_suite
+from benchmark.errors import InputError
 from benchmark.plan import plan
 from benchmark.records import iter_records
-from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.registry import ATTACKS, DEFENSES, load_plugins
 from benchmark.report.tables import competence
-from benchmark.runner import RunOptions, run_suite
+from benchmark.runner import RunOptions, control_bar, run_suite
 from tests.conftest import write_suite
 
 
-def _run(tmp_path: Path, body: str) -> dict[tuple[str, str], list[dict]]:
-    """Run a suite; ``(defense label, attack id) -> [record, ...]`` over seeds (every cell must be ok)."""
+def _run(tmp_path: Path, body: str, plugins: tuple[str, ...] = ()) -> dict[tuple[str, str], list[dict]]:
+    """Run a suite; ``(defense id, attack id) -> [record, ...]`` over seeds (every cell must be ok or skipped)."""
+    if plugins:
+        load_plugins(plugins)
     suite = load_suite(write_suite(tmp_path / "controls.yaml", body))
-    run_suite(suite, RunOptions(out=tmp_path / "out", jobs=1, progress=False, use_lpips=False))
+    run_suite(suite, RunOptions(out=tmp_path / "out", jobs=1, progress=False, use_lpips=False, plugins=plugins))
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for _, r in iter_records(tmp_path / "out" / "records"):
         if r["status"] == "skipped":  # e.g. an inpainting attack on a release without a mask
@@ -76,6 +79,28 @@ def test_a_control_is_paired_only_with_the_attacks_it_controls(tmp_path: Path) -
     assert jobs["none"] == jobs["blur"] == ["inversion-decoder", "mask-inversion", "histogram-linkage"]
     assert jobs["secret-shift"] == ["inversion-decoder"]
     assert jobs["shape-mask"] == ["mask-inversion"]
+    # red team: a control that meets no attack used to vanish from the board without a word
+    orphan = load_suite(write_suite(tmp_path / "o.yaml", """
+        name: orphan
+        datasets: [digits]
+        seeds: [0]
+        splits: {private: 100, aux: 100, test: 100, targets: 20}
+        defenses: [none, shape-mask]
+        attacks: [inversion-decoder]
+    """))
+    with pytest.raises(InputError, match="'shape-mask' is a positive control.*mask-inversion"):
+        plan(orphan)
+
+
+def test_only_a_controls_default_configuration_sets_its_bar() -> None:
+    """Red team: listing a weakened control ({id: secret-shift, params: {radius: 8, quality: 5}}) made the decoder,
+    linkage and the nearest-neighbour audit read "attack failed" on every row. The bar belongs to the default
+    configuration only; any other configuration is an ordinary (unranked) cell."""
+    decoder = ATTACKS.get("inversion-decoder")
+    cls = DEFENSES.get("secret-shift")
+    assert control_bar(decoder, PluginSpec("secret-shift", cls.Params())) == 0.9
+    assert control_bar(decoder, PluginSpec("secret-shift", cls.Params(radius=8, quality=5))) is None
+    assert control_bar(decoder, PluginSpec("shape-mask", DEFENSES.get("shape-mask").Params())) is None
 
 
 def _frame(control_lo: float, reference: float = 0.99) -> pd.DataFrame:
@@ -107,16 +132,46 @@ def test_the_gate_requires_every_positive_control_to_be_passed() -> None:
     assert competence(_frame(0.95).query("role != 'control'"))[("d", "a")].competent
 
 
+#: The red team's strongest release that protects nothing (issue 25): each digit moved by a secret 3-4 px (zero
+#: fill), then a secret per-image gamma in [0.4, 2.5]. At a 2 px registration radius it scored observer 0.36 and
+#: linker 0.36 (registered SSIM 0.44; a blind linker on the originals found every one).
+SHIFT_GAMMA = """
+import math
+import torch
+from torch.nn import functional as F
+from benchmark.registry import DEFENSES
+from benchmark.threats import ThreatModel
+from defenses.base import InputDefense
+
+
+@DEFENSES.register("shift-gamma-test")
+class ShiftGamma(InputDefense):
+    claims = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
+
+    def apply(self, images, generator):
+        out = torch.empty_like(images)
+        for i in range(len(images)):
+            while True:
+                dy, dx = torch.randint(-4, 5, (2,), generator=generator).tolist()
+                if max(abs(dy), abs(dx)) >= 3:
+                    break
+            padded = F.pad(images[i:i + 1], (4, 4, 4, 4))
+            out[i] = padded[0, :, 4 - dy:4 - dy + images.shape[-2], 4 - dx:4 - dx + images.shape[-1]]
+        e = torch.exp(torch.empty(len(images), 1, 1, 1).uniform_(math.log(0.4), math.log(2.5), generator=generator))
+        return out.clamp(0, 1) ** e
+"""
+
 FAST = """
 name: controls
 datasets: [mnist5k]
 seeds: [0]
 splits: {private: 300, aux: 500, test: 300, targets: 300}
 task: {model: convnet, width: 4, epochs: 1}
-defenses: [none, secret-shift, keyed-permutation, shape-mask, sparse-holes, shifted-copies]
+defenses: [none, secret-shift, keyed-permutation, shape-mask, sparse-holes, shifted-copies, shift-gamma-test]
 attacks:  # each only against its controls (the reference's cells are covered elsewhere)
-  - {id: inversion-decoder, params: {epochs: 3, width: 16}, defenses: [secret-shift, keyed-permutation]}
-  - {id: linkage, params: {epochs: 2, width: 16}, defenses: [secret-shift]}
+  - {id: inversion-decoder, params: {epochs: 3, width: 16},
+     defenses: [secret-shift, keyed-permutation, shift-gamma-test]}
+  - {id: linkage, params: {epochs: 2, width: 16}, defenses: [secret-shift, shift-gamma-test]}
   - {id: histogram-linkage, defenses: [keyed-permutation]}
   - {id: nearest-neighbour, defenses: [secret-shift, shifted-copies]}
   - {id: mask-inversion, defenses: [shape-mask]}
@@ -128,12 +183,18 @@ def test_each_image_attack_breaks_its_positive_control(tmp_path: Path) -> None:
     """JPEG + a secret 2 px shift (the release that ranked above every baseline) is broken by the decoder, the
     linkage attack and the nearest-neighbour audit; a keyed permutation by the decoder's linear inverse and by
     histograms; a shape mask by mask inversion; sparse holes by classical inpainting; shifted copies by the
-    audit (noise at σ = 16 still scoring about 0 is the slow test below; uniform noise: test_zero_point)."""
-    cells = _run(tmp_path, FAST)
+    audit; the red team's secret 3-4 px shift + gamma is seen through (noise at σ = 16 still scoring about 0 is the
+    slow test below; uniform noise: test_zero_point)."""
+    plugin = tmp_path / "shift_gamma_plugin.py"
+    plugin.write_text(SHIFT_GAMMA)
+    cells = _run(tmp_path, FAST, (str(plugin),))
     _assert_controls_passed(cells)
     for attack in ("inversion-decoder", "linkage", "nearest-neighbour"):
         assert _advantage(cells[("secret-shift", attack)]) >= 0.9, attack
     assert _advantage(cells[("keyed-permutation", "inversion-decoder")]) >= 0.9
+    # the red team's shift + gamma release: a 4 px registration radius and rank-normalised linkage see through it
+    for attack in ("inversion-decoder", "linkage"):
+        assert _advantage(cells[("shift-gamma-test", attack)]) >= 0.9, attack
     # a control only meets the attacks that name it
     assert ("secret-shift", "mask-inversion") not in cells and ("shape-mask", "linkage") not in cells
 
@@ -141,7 +202,7 @@ def test_each_image_attack_breaks_its_positive_control(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_shift_defense_scores_as_no_privacy_on_the_quick_settings(tmp_path: Path) -> None:
     """Issue 25's case at the quick suite's sizes and attack budgets (mnist5k, 1,000 targets): observer and linker
-    leakage >= 0.9 for JPEG q100 + a secret shift <= 2 px; noise σ = 16 about 0."""
+    leakage >= 0.9 for JPEG q100 + a secret shift <= 2 px; noise σ = 16 about 0 (see below)."""
     cells = _run(tmp_path, """
         name: shift
         datasets: [mnist5k]
@@ -155,7 +216,9 @@ def test_the_shift_defense_scores_as_no_privacy_on_the_quick_settings(tmp_path: 
     """)
     for attack in ("inversion-decoder", "linkage"):
         assert _advantage(cells[("secret-shift", attack)]) >= 0.9, attack
-        assert abs(_advantage(cells[("noise", attack)])) <= 0.05, attack
+    # clipping leaves noise σ = 16 a sliver of signal, which the decoder's linear inverse finds (0.03-0.05)
+    assert abs(_advantage(cells[("noise", "inversion-decoder")])) <= 0.08
+    assert abs(_advantage(cells[("noise", "linkage")])) <= 0.02
 
 
 @pytest.mark.slow
@@ -233,3 +296,39 @@ def test_clip_reidentification_breaks_the_raw_clips(tmp_path: Path) -> None:
     """)
     assert ("none", "reid") in cells
     _assert_controls_passed(cells)
+
+
+#: The red team's release that still escapes (issue 25): a secret flip or 90° rotation per image, then a secret
+#: gamma. It protects nothing (a blind linker on the originals finds every one) but costs half the utility.
+DIHEDRAL_GAMMA = SHIFT_GAMMA.replace('"shift-gamma-test"', '"dihedral-gamma-test"').replace(
+    "class ShiftGamma", "class DihedralGamma").replace('''        out = torch.empty_like(images)
+        for i in range(len(images)):
+            while True:
+                dy, dx = torch.randint(-4, 5, (2,), generator=generator).tolist()
+                if max(abs(dy), abs(dx)) >= 3:
+                    break
+            padded = F.pad(images[i:i + 1], (4, 4, 4, 4))
+            out[i] = padded[0, :, 4 - dy:4 - dy + images.shape[-2], 4 - dx:4 - dx + images.shape[-1]]''', '''        out = torch.empty_like(images)
+        for i, k in enumerate(torch.randint(0, 8, (len(images),), generator=generator).tolist()):
+            x = images[i].transpose(-1, -2) if k >= 4 else images[i]
+            out[i] = torch.rot90(x, k % 4, dims=(-2, -1))''')
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open (docs/METHODS.md, registration): no statistic searches orientations; "
+                                       "the audit issue's invariant copy search is to add them")
+def test_a_secret_flip_or_rotation_with_gamma_is_seen_through(tmp_path: Path) -> None:
+    plugin = tmp_path / "dihedral_gamma_plugin.py"
+    plugin.write_text(DIHEDRAL_GAMMA)
+    cells = _run(tmp_path, """
+        name: dihedral
+        datasets: [mnist5k]
+        seeds: [0]
+        splits: {private: 600, aux: 600, test: 400, targets: 400}
+        task: {model: convnet, width: 8, epochs: 1}
+        defenses: [none, dihedral-gamma-test]
+        attacks:
+          - {id: inversion-decoder, params: {epochs: 5, width: 16}, defenses: [dihedral-gamma-test]}
+          - {id: linkage, params: {epochs: 4, width: 16}, defenses: [dihedral-gamma-test]}
+    """, (str(plugin),))
+    assert max(_advantage(cells[("dihedral-gamma-test", a)]) for a in ("inversion-decoder", "linkage")) >= 0.9
