@@ -332,8 +332,9 @@ def competence_table(dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str],
         cells = {"attack": Cell.of_text(attack), "threat": Cell.of_text(str(g.threat.iloc[0])),
                  "basis": Cell.of_text(c.basis),
                  "statistic": Cell.of_text(str(g.statistic.dropna().iloc[0]) if g.statistic.notna().any() else ""),
-                 "prior": Cell.of(combine(prior.to_numpy(float), np.full(len(prior), np.nan))
-                                  if len(prior) else None),
+                 # the prior is a reference value, not an estimate: its spread over seeds, or with one seed its value
+                 "prior": (Cell.of(combine(prior.to_numpy(float), np.full(len(prior), np.nan))) if len(prior) > 1
+                           else Cell.of_text(f"{float(prior.iloc[0]):.3f}") if len(prior) else Cell.of(None)),
                  "advantage": Cell.of(c.interval),
                  "control": Cell.of_text("; ".join(f"{r.config} (≥ {r.bar:g}){'' if r.passed else ': failed'}"
                                                    for r in c.controls) or "none run"),
