@@ -23,10 +23,11 @@ REGISTRATION_RADIUS = 4
 
 def translations(x: Tensor, radius: int = REGISTRATION_RADIUS) -> Iterator[Tensor]:
     """``x (N, ..., H, W)`` under every integer translation with |dx|, |dy| <= ``radius`` other than none, each
-    twice: edges replicated, and wrapped around (all frames of a clip together). Nothing for ``radius <= 0`` or
-    images no larger than ``2·radius``."""
+    twice: edges replicated, and wrapped around (all frames of a clip together). The radius is capped below half
+    the image's side (3 px on 8×8 digits); nothing for ``radius <= 0``."""
     h, w = x.shape[-2:]
-    if radius <= 0 or h <= 2 * radius or w <= 2 * radius:
+    radius = min(radius, (min(h, w) - 1) // 2)
+    if radius <= 0:
         return
     padded = torch.nn.functional.pad(x.reshape(-1, 1, h, w).float(), (radius,) * 4, mode="replicate")
     for dy in range(-radius, radius + 1):
