@@ -161,12 +161,7 @@ class SparseHoles(InputDefense):
         return images.masked_fill(removed, 0.0)
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        images = splits.private.images
-        removed = self.mask_generator(images, ctx.generator("release"))
-        released = images.masked_fill(removed.expand_as(images), 0.0)
-        return Release(data=ImageSet(released, splits.private.labels.clone()), transform=self.transform,
-                       inference_transform=self.transform, mask=removed, mask_generator=self.mask_generator,
-                       meta=ReleaseMeta(extra={"masked_fraction": float(removed.float().mean())}))
+        return _masked_release(self, splits, ctx)
 
 
 @DEFENSES.register("shape-mask")
@@ -195,13 +190,7 @@ class ShapeMask(InputDefense):
         return images.masked_fill(self.mask_generator(images, generator).expand_as(images), 0.0)
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        images = splits.private.images
-        removed = self.mask_generator(images, ctx.generator("release"))
-        return Release(data=ImageSet(images.masked_fill(removed.expand_as(images), 0.0),
-                                     splits.private.labels.clone()),
-                       transform=self.transform, inference_transform=self.transform, mask=removed,
-                       mask_generator=self.mask_generator,
-                       meta=ReleaseMeta(extra={"masked_fraction": float(removed.float().mean())}))
+        return _masked_release(self, splits, ctx)
 
 
 @DEFENSES.register("memorizer")
@@ -277,3 +266,13 @@ class ClassExemplar(ModelReleaser):
         model = self.train_task_model(train, splits, ctx, epochs=self.params.epochs)
         return self.model_release(model, train, splits, ctx, meta=ReleaseMeta())
 
+
+def _masked_release(defense: InputDefense, splits: Splits, ctx: RunContext) -> Release:
+    """The release of a mask control: the private images with the removed pixels (its ``mask_generator``) set to
+    0, the mask, and the public transform and mask algorithm."""
+    images = splits.private.images
+    removed = defense.mask_generator(images, ctx.generator("release"))
+    return Release(data=ImageSet(images.masked_fill(removed.expand_as(images), 0.0), splits.private.labels.clone()),
+                   transform=defense.transform, inference_transform=defense.transform, mask=removed,
+                   mask_generator=defense.mask_generator,
+                   meta=ReleaseMeta(extra={"masked_fraction": float(removed.float().mean())}))
