@@ -334,8 +334,12 @@ def test_too_small_a_baseline_says_so_instead_of_scoring_zero(tmp_path: Path) ->
         (tmp_path / "rel" / f"copy{i}.jpg").write_bytes(_near_copy(a))
     r = _audit(tmp_path / "rel", tmp_path / "orig", tmp_path / "report", "--fail-on", "near-copy=0.5")
     risk = json.loads((tmp_path / "report" / "summary.json").read_text())["risks"]["near-copy"]
-    assert risk["value"] is None and "cannot resolve a false-flag rate" in risk["reason"]
+    assert risk["value"] is None and risk["reason"].startswith("could not test at this rate")
+    assert risk["detail"]["lowest_rate"] == pytest.approx(2 / 101)  # what it could resolve: 2 tests, 100 images
     assert r.returncode == 1 and "near-copy: not measured" in r.stdout  # a gate never passes for want of a number
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| near-copy | could not test at this rate |" in report  # not "0", not "pass"
+    assert "**Over threshold:** near-copy: not measured (could not test at this rate" in report
     r = _audit(tmp_path / "rel", tmp_path / "orig", tmp_path / "report", "--false-flag-rate", "0.2")
     risk = json.loads((tmp_path / "report" / "summary.json").read_text())["risks"]["near-copy"]
     assert risk["value"] > 0.8  # every release image is a copy

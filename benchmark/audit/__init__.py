@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from .features import SPACES
 from .loader import Folder, read_folder
-from .risks import Risk, detections, linkage, membership, near_copy
+from .risks import LINKAGE_MIN_PAIRS, Risk, aligned_pairs, detections, linkage, membership, near_copy
 
 #: Risks by name, in report order (``membership`` only with a model).
 RISKS = ("near-copy", "linkage", "faces", "people", "membership")
@@ -115,13 +115,15 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
     originals = read_folder(cfg.originals, what="originals", **read)
     aux = read_folder(cfg.aux, what="aux", **read) if cfg.aux is not None else None
     seconds = {"read": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    sets = {"release": release, "originals": originals, **({"reference": aux} if aux is not None else {})}
-    features: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
-    steps = [(k, s) for k in sets for s in SPACES]
-    for k, s in tqdm(steps, desc="features", disable=not cfg.progress, dynamic_ncols=True):
-        features[k][s] = SPACES[s].extract(sets[k].images)
-    seconds["features"] = time.perf_counter() - t0
+    features: dict[str, dict[str, np.ndarray]] = {}
+    if len(aligned_pairs(release, originals)) >= LINKAGE_MIN_PAIRS:  # only linkage uses these feature spaces
+        t0 = time.perf_counter()
+        sets = {"release": release, "originals": originals}
+        features = {k: {} for k in sets}
+        steps = [(k, s) for k in sets for s in SPACES]
+        for k, s in tqdm(steps, desc="features", disable=not cfg.progress, dynamic_ncols=True):
+            features[k][s] = SPACES[s].extract(sets[k].images)
+        seconds["features"] = time.perf_counter() - t0
     rng = np.random.default_rng(cfg.seed)
     reference = aux if aux is not None else originals
     risks: list[Risk] = []
@@ -129,7 +131,7 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
     for name in tqdm(names, desc="risks", disable=not cfg.progress, dynamic_ncols=True):
         t0 = time.perf_counter()
         if name == "near-copy":
-            risks.append(near_copy(release, originals, aux, cfg.false_flag_rate, rng, features))
+            risks.append(near_copy(release, originals, aux, cfg.false_flag_rate, rng))
         elif name == "linkage":
             risks.append(linkage(release, originals, features, rng))
         elif name == "membership":

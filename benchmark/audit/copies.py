@@ -30,16 +30,30 @@ WORK = 32
 RADIUS = 3
 #: Zooms of the original searched by the verification: 1 and a crop of 5% resized back (a release crops, never
 #: enlarges the canvas).
-ZOOMS = (1.0, 1 / 0.95)
+ZOOMS = (1.0, 1.05)
+#: Variants of an original searched by the verification of a query's best candidates, as (zoom, blur in canonical
+#: pixels, sub-pixel move (dy, dx)): half-pixel moves (a crop or resize leaves the copy between pixels), a zoom (a
+#: crop of up to 5% resized back) and a blur.
+VARIANTS = tuple((z, 0.0, (dy, dx)) for z in ZOOMS for dy in (0.0, 0.5) for dx in (0.0, 0.5)
+                 if (z, dy, dx) != (1.0, 0.0, 0.0)) + ((1.0, 1.0, (0.0, 0.0)),)
+#: How many of a query's best candidates (by the plain verification) are verified again over :data:`VARIANTS`.
+REFINE = 3
+
+
+#: RMS contrast (grey levels of 255, after the canonical blur) below which an image is *flat*: it has too little
+#: structure to tell a copy from a look-alike (a sky or a black tile), so it is never flagged and never sets a
+#: threshold; the audit counts such images.
+FLAT = 2.0
 
 
 @dataclass(frozen=True)
 class Canonical:
-    """Canonical images ``z (N, WORK, WORK)`` float32 (mean 0, RMS 1 each; a flat image is all 0) and their
-    retrieval thumbnails ``thumb (N, 256)`` float32 of unit norm."""
+    """Canonical images ``z (N, WORK, WORK)`` float32 (mean 0, RMS 1 each; a flat image is all 0), their
+    retrieval thumbnails ``thumb (N, 256)`` float32 of unit norm, and ``flat (N,)`` bool (see :data:`FLAT`)."""
 
     z: np.ndarray
     thumb: np.ndarray
+    flat: np.ndarray
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -56,51 +70,73 @@ def canonical(images: np.ndarray) -> Canonical:
     luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     small = np.stack([cv2.GaussianBlur(cv2.resize(a, (WORK, WORK), interpolation=cv2.INTER_AREA), (0, 0), 0.6)
                       for a in luma]) if len(luma) else np.zeros((0, WORK, WORK), np.float32)
-    z = _standardise(small)
+    rms = np.sqrt(((small - small.mean((1, 2), keepdims=True)) ** 2).mean((1, 2))) if len(small) else np.zeros(0)
+    return canonical_from_z(_standardise(small), rms < FLAT)
+
+
+def canonical_from_z(z: np.ndarray, flat: np.ndarray) -> Canonical:
+    """:class:`Canonical` of already canonical images ``z (N, WORK, WORK)`` (their thumbnails recomputed)."""
+    import cv2
+
     thumbs = np.stack([cv2.GaussianBlur(cv2.resize(a, (16, 16), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
                        for a in z]) if len(z) else np.zeros((0, 16, 16), np.float32)
-    thumb = _standardise(thumbs).reshape(len(z), -1) / 16.0
-    return Canonical(z, np.ascontiguousarray(thumb, dtype=np.float32))
+    return Canonical(z, np.ascontiguousarray(_standardise(thumbs).reshape(len(z), -1) / 16.0, dtype=np.float32),
+                     flat)
 
 
 def _mirror(c: Canonical) -> Canonical:
     """The canonical images of the horizontally flipped images."""
     z = np.ascontiguousarray(c.z[:, :, ::-1])
     thumb = np.ascontiguousarray(c.thumb.reshape(-1, 16, 16)[:, :, ::-1].reshape(len(z), -1))
-    return Canonical(z, thumb)
+    return Canonical(z, thumb, c.flat)
+
+
+#: Query shifts (canonical pixels) of the candidate search, each way on each axis: a copy moved by a few percent still
+#: finds its original among the nearest thumbnails of one of them.
+QUERY_SHIFTS = (-2, 0, 2)
 
 
 def candidates(queries: Canonical, originals: Canonical, k: int,
                exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(index (Q, k'), mirrored (Q, k'))``: the nearest originals of each query by thumbnail (exact faiss L2),
-    searched among the originals and their mirror images (``mirrored``: the match is the mirror), ``k' = min(2k,
-    2N)``. ``exclude_self``: the queries are the originals, and each one's own image and mirror are left out."""
+    """``(query (P,), key (P,))``: the distinct (query, candidate) pairs to verify, ``key = 2 · original +
+    mirrored``. Per query, the ``k`` nearest thumbnails (exact faiss L2) among the originals and their mirror images,
+    for the query and each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the originals,
+    and each one's own image and mirror are left out (leave-one-out)."""
     from .features import nearest
 
-    n = len(originals.z)
+    n, q_n = len(originals.z), len(queries.z)
     base = np.concatenate([originals.thumb, _mirror(originals).thumb])
-    kk = min(2 * k, len(base) - (2 if exclude_self else 0))
-    if kk <= 0:
-        return np.zeros((len(queries.z), 0), np.int64), np.zeros((len(queries.z), 0), bool)
-    _, idx = nearest(base, queries.thumb, kk + (2 if exclude_self else 0), binary=False)
-    if exclude_self:
-        own = (idx % n) == np.arange(len(queries.z))[:, None]
-        order = np.argsort(own, axis=1, kind="stable")[:, :kk]
-        idx = np.take_along_axis(idx, order, 1)
-    return idx % n, idx >= n
+    own = 2 if exclude_self else 0
+    kk = min(k, len(base) - own)
+    if kk <= 0 or q_n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    found = []
+    for dy in QUERY_SHIFTS:
+        for dx in QUERY_SHIFTS:
+            moved = queries if dy == dx == 0 else canonical_from_z(np.roll(queries.z, (dy, dx), axis=(1, 2)),
+                                                                             queries.flat)
+            _, idx = nearest(base, moved.thumb, kk + own, binary=False)
+            if exclude_self:
+                mine = (idx % n) == np.arange(q_n)[:, None]
+                idx = np.take_along_axis(idx, np.argsort(mine, axis=1, kind="stable")[:, :kk], 1)
+            found.append(idx)
+    idx = np.concatenate(found, 1)
+    key = 2 * (idx % n) + (idx >= n)
+    pairs = np.unique(np.arange(q_n)[:, None] * (2 * n) + key)
+    return pairs // (2 * n), pairs % (2 * n)
 
 
-def _zoomed(z: np.ndarray, zoom: float) -> np.ndarray:
-    """Each canonical image of ``z (N, W, W)`` seen through a centred crop of ``1 / zoom`` of its side, resized
-    back to ``W`` and standardised again."""
+def _variant(z: np.ndarray, zoom: float, blur: float, move: tuple[float, float]) -> np.ndarray:
+    """Each canonical image of ``z (N, W, W)`` seen through a centred crop of ``1 / zoom`` of its side resized back
+    to ``W`` and moved by ``move = (dy, dx)`` px, then blurred by ``blur`` px, standardised again: what a crop,
+    resize or blur does to an original."""
     import cv2
 
-    if zoom == 1.0:
-        return z
     w = z.shape[-1]
     m = cv2.getRotationMatrix2D(((w - 1) / 2, (w - 1) / 2), 0.0, zoom)
-    return _standardise(np.stack([cv2.warpAffine(a, m, (w, w), flags=cv2.INTER_LINEAR,
-                                                 borderMode=cv2.BORDER_REPLICATE) for a in z]))
+    m[:, 2] += (move[1], move[0])
+    out = [cv2.warpAffine(a, m, (w, w), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for a in z]
+    return _standardise(np.stack([cv2.GaussianBlur(a, (0, 0), blur) if blur else a for a in out]))
 
 
 def verify(queries: np.ndarray, originals: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -119,35 +155,42 @@ def verify(queries: np.ndarray, originals: np.ndarray, chunk: int = 8192) -> np.
     return out
 
 
-def copy_distances(queries: Canonical, originals: Canonical, k: int = 8,
+def copy_distances(queries: Canonical, originals: Canonical, k: int = 4,
                    exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(distances (Q, 2), index (Q, 2))``: per query, the smallest verified distance (:func:`verify`, over both
-    orientations and :data:`ZOOMS`) to each of its candidate originals, the two smallest over distinct originals,
-    ascending (``inf`` and -1 where fewer than two originals exist)."""
-    idx, mirrored = candidates(queries, originals, k, exclude_self)
-    q_n, c = idx.shape
+    """``(distances (Q, 2), index (Q, 2))``: per query, the two smallest verified distances to distinct originals,
+    ascending (``inf`` and -1 where there are fewer; both ``inf`` for a flat query, :data:`FLAT`). Every candidate pair of :func:`candidates` is verified as it
+    is (:func:`verify`); each query's :data:`REFINE` best are verified again against the variants of the original
+    (:data:`VARIANTS`), keeping the smallest distance."""
+    q_n, n = len(queries.z), len(originals.z)
     dist = np.full((q_n, 2), np.inf)
     best = np.full((q_n, 2), -1, np.int64)
-    if c == 0:
+    q, key = candidates(queries, originals, k, exclude_self)
+    if not len(q):
         return dist, best
-    views = {False: originals.z, True: _mirror(originals).z}
-    flat_q = np.repeat(np.arange(q_n), c)
-    flat_i, flat_m = idx.ravel(), mirrored.ravel()
-    d = np.full(len(flat_i), np.inf)
-    for zoom in ZOOMS:
-        for mirror, z in views.items():
-            zz = _zoomed(z, zoom)
-            sel = np.flatnonzero(flat_m == mirror)
-            if len(sel):
-                d[sel] = np.minimum(d[sel], verify(queries.z[flat_q[sel]], zz[flat_i[sel]]))
-    d = d.reshape(q_n, c)
-    # one distance per distinct original (the smaller of its orientations): the closest, then the closest other
-    order = np.argsort(d, axis=1, kind="stable")
-    d_sorted, i_sorted = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
-    rows = np.arange(q_n)
-    dist[:, 0], best[:, 0] = d_sorted[:, 0], i_sorted[:, 0]
-    other = i_sorted != i_sorted[:, :1]
-    has = other.any(1)
-    j = other.argmax(1)
-    dist[has, 1], best[has, 1] = d_sorted[rows, j][has], i_sorted[rows, j][has]
+    views = np.stack([originals.z, _mirror(originals).z], 1).reshape(2 * n, *originals.z.shape[1:])  # by key
+    d = verify(queries.z[q], views[key])
+    # the REFINE best pairs of each query (pairs are sorted by query)
+    order = np.lexsort((d, q))
+    rank = np.arange(len(q)) - np.searchsorted(q[order], q[order])
+    top = order[rank < REFINE]
+    uk = np.unique(key[top])
+    where = np.searchsorted(uk, key[top])
+    for zoom, blur, move in VARIANTS:
+        d[top] = np.minimum(d[top], verify(queries.z[q[top]], _variant(views[uk], zoom, blur, move)[where]))
+    # per query: the closest original, then the closest other original (a mirror is the same original)
+    orig = key // 2
+    order = np.lexsort((d, q))
+    qs, ds, os_ = q[order], d[order], orig[order]
+    start = np.searchsorted(qs, np.arange(q_n))
+    has = start < len(qs)
+    has[has] = qs[start[has]] == np.flatnonzero(has)
+    rows = np.flatnonzero(has)
+    dist[rows, 0], best[rows, 0] = ds[start[rows]], os_[start[rows]]
+    other = (os_ != best[qs, 0])
+    o_idx = np.flatnonzero(other)
+    first_other = np.full(q_n, len(qs))
+    np.minimum.at(first_other, qs[o_idx], o_idx)  # the first (closest) other original of each query
+    ok = first_other < len(qs)
+    dist[ok, 1], best[ok, 1] = ds[first_other[ok]], os_[first_other[ok]]
+    dist[queries.flat] = np.inf  # no structure to compare: neither a copy nor evidence for a threshold
     return dist, best

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..textsafe import csv_cell, markdown_cell, printable
 from . import AuditResult, config_dict
+from .risks import CANNOT_TEST
 
 
 def _uri(image: np.ndarray) -> str:
@@ -69,6 +70,7 @@ def summary(result: AuditResult) -> dict[str, Any]:
                    if f is not None},
         "risks": {r.name: {**r.summary(), "fail_on": thresholds.get(r.name)} for r in result.risks},
         "failures": result.failures(),
+        "untested": [f"{r.name}: {r.reason}" for r in result.risks if r.reason.startswith(CANNOT_TEST)],
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
     })
 
@@ -81,12 +83,14 @@ def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
              f"originals {md(result.originals.root)} ({len(result.originals)} images)"
              + (f" and aux {md(result.aux.root)} ({len(result.aux)})" if result.aux is not None else "") + ".\n",
              ("**Over threshold:** " + md("; ".join(s["failures"])) if s["failures"] else
+              "**Not tested:** " + md("; ".join(s["untested"])) if s["untested"] else
               "Every risk is under its --fail-on threshold." if result.config.fail_on else
               "No --fail-on thresholds were given.") + "\n",
              "| risk | value (95% CI) | estimate | baseline | n | threshold | meaning |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in result.risks:
-        cal = "not applicable" if r.value is None else f"{_f(r.value)} [{_f(r.lo)}, {_f(r.hi)}]"
+        cal = (r.detail.get("status") or "not applicable") if r.value is None else \
+            f"{_f(r.value)} [{_f(r.lo)}, {_f(r.hi)}]" + (f" ({r.detail['status']})" if "status" in r.detail else "")
         meaning = r.meaning + (f" ({r.reason})" if r.reason else "")
         lines.append(f"| {md(r.name)} | {cal} | {_f(r.estimate)} | {_f(r.baseline)} | {r.n} | "
                      f"{_f(s['risks'][r.name]['fail_on'])} | {md(meaning)} |")
@@ -112,6 +116,7 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
                   for i, j, score in r.pairs[:12]]
         limit = thresholds.get(r.name)
         risks.append({"name": r.name, "value": None if r.value is None else _f(r.value), "lo": _f(r.lo),
+                      "status": r.detail.get("status", ""),
                       "hi": _f(r.hi), "estimate": _f(r.estimate), "baseline": _f(r.baseline), "n": r.n,
                       "threshold": _f(limit), "meaning": r.meaning, "reason": r.reason, "thumbs": thumbs,
                       "over": limit is not None and r.value is not None and r.value > limit})
@@ -121,7 +126,8 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
         aux=str(result.aux.root) if result.aux is not None else "", n_release=len(result.release),
         n_originals=len(result.originals), n_aux=len(result.aux) if result.aux is not None else 0,
         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
-        failures=s["failures"], fail_on=bool(result.config.fail_on), risks=risks, skipped=skipped)
+        failures=s["failures"], untested=s["untested"], fail_on=bool(result.config.fail_on), risks=risks,
+        skipped=skipped)
 
 
 MARKER = ".privbench-audit"

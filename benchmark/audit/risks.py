@@ -3,10 +3,13 @@
 images, and per-file rows for ``flagged.csv``.
 
 - **near-copy**: share of release images closer to some original than all but ``alpha`` of fresh images are, by
-  four tests each at ``alpha / 4`` (Bonferroni): the distance to the closest original and the nearest-neighbour
-  distance ratio (closest / second closest), each in the ``pixels`` and ``phash`` spaces.
-  Baseline: that share among fresh images (``--aux``, else each original against the others, leave-one-out).
-  Calibrated: ``(p - p0) / (1 - p0)``, 0 for a release unrelated to the originals, 1 when every image is a copy.
+  two tests each at ``alpha / 2`` (Bonferroni) on the edit-invariant copy distance of :mod:`.copies` (canonical
+  images compared over translations, zooms, half-pixel moves, a blur and mirroring): the distance to the closest
+  original (``dcr``) and its ratio to the distance to the closest other original (``nndr``; small when one
+  original stands out: a copy among look-alikes). Flat images (no structure, :data:`.copies.FLAT`) are never
+  flagged and counted. Baseline: that share among fresh images (``--aux``, else each original against the others,
+  leave-one-out). Calibrated: ``(p - p0) / (1 - p0)``, 0 for a release unrelated to the originals, 1 when every
+  image is a copy. A baseline too small for the rate says so ("could not test at this rate") instead of a number.
 - **linkage** (aligned releases, where release and original files share a relative name): rank-1 accuracy of
   matching each release image to its original among all originals by nearest neighbour, the feature space chosen by
   cross-fitting (chosen on one half of the pairs, scored on the other) so the choice adds no bias. Baseline:
@@ -89,47 +92,53 @@ def _self_flags(base_sorted: np.ndarray, a: float) -> np.ndarray:
     return np.searchsorted(base_sorted, base_sorted, side="right") / m <= a
 
 
-#: The near-copy tests: (feature space, statistic). ``dcr``: distance to the closest original; ``nndr``: that distance
-#: over the distance to the second closest (small when one original stands out: a copy among look-alikes).
-NEAR_COPY_TESTS = (("pixels", "dcr"), ("phash", "dcr"), ("pixels", "nndr"), ("phash", "nndr"))
+#: The near-copy tests on the copy distance of :mod:`.copies`. ``dcr``: distance to the closest original; ``nndr``:
+#: that distance over the distance to the closest other original.
+NEAR_COPY_TESTS = ("copy-dcr", "copy-nndr")
+
+#: Why a near-copy value is missing when the baseline cannot resolve the rate (the report shows it as such).
+CANNOT_TEST = "could not test at this rate"
 
 
 def _nndr(d: np.ndarray) -> np.ndarray:
-    """Closest / second-closest distance; 1 (no distinct nearest original) when the second is 0 too."""
-    return np.where(d[:, 1] > 0, d[:, 0] / np.where(d[:, 1] > 0, d[:, 1], 1.0), 1.0)
+    """Closest / second-closest distance; 1 (no distinct nearest original) when the second is 0 too, ``inf`` for a
+    flat image (closest distance ``inf``)."""
+    ratio = np.where(d[:, 1] > 0, d[:, 0] / np.where(d[:, 1] > 0, d[:, 1], 1.0), 1.0)
+    return np.where(np.isfinite(d[:, 0]), np.nan_to_num(ratio, nan=1.0, posinf=1.0), np.inf)
 
 
 def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], alpha: float,
-              generator: np.random.Generator, features: dict[str, dict[str, np.ndarray]]) -> Risk:
-    """See the module docstring. ``features[set][space]``: precomputed features of ``release``/``originals``/
-    ``reference``. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / 4`` of the baseline (Bonferroni)."""
-    tests = [f"{s}-{stat}" for s, stat in NEAR_COPY_TESTS]
+              generator: np.random.Generator) -> Risk:
+    """See the module docstring. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / 2`` of the baseline
+    (Bonferroni)."""
+    from .copies import canonical, copy_distances
+
+    tests = list(NEAR_COPY_TESTS)
     per = alpha / len(tests)
-    rel: dict[str, np.ndarray] = {}
-    base: dict[str, np.ndarray] = {}
-    closest: dict[str, np.ndarray] = {}
-    for space in sorted({s for s, _ in NEAR_COPY_TESTS}):
-        binary = SPACES[space].binary
-        d, i = nearest(features["originals"][space], features["release"][space], 2, binary)
-        if reference is None:
-            b = nearest(features["originals"][space], features["originals"][space], 2, binary, exclude_self=True)[0]
-        else:
-            b = nearest(features["originals"][space], features["reference"][space], 2, binary)[0]
-        for s, stat in NEAR_COPY_TESTS:
-            if s == space:
-                key = f"{s}-{stat}"
-                rel[key] = d[:, 0] if stat == "dcr" else _nndr(d)
-                base[key] = b[:, 0] if stat == "dcr" else _nndr(b)
-                closest[key] = i[:, 0]
+    c_orig, c_rel = canonical(originals.images), canonical(release.images)
+    d, i = copy_distances(c_rel, c_orig)
+    if reference is None:
+        b = copy_distances(c_orig, c_orig, exclude_self=True)[0]
+        flat_base = c_orig.flat
+    else:
+        c_ref = canonical(reference.images)
+        b = copy_distances(c_ref, c_orig)[0]
+        flat_base = c_ref.flat
+    rel = {"copy-dcr": d[:, 0], "copy-nndr": _nndr(d)}
+    base = {"copy-dcr": b[:, 0], "copy-nndr": _nndr(b)}
+    closest = {k: i[:, 0] for k in tests}
 
     n, m = len(release), len(base[tests[0]])
     meaning = ("share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
                "(p - p0) / (1 - p0)")
     if per * (m + 1) < 1:
         need = int(np.ceil(1 / per)) - 1
+        lowest = len(tests) / (m + 1)
         return Risk("near-copy", None, None, None, None, None, n, meaning,
-                    reason=f"{m} baseline images cannot resolve a false-flag rate of {alpha:g} over {len(tests)} "
-                           f"tests: give at least {need} (--aux, or more originals) or raise --false-flag-rate")
+                    reason=f"{CANNOT_TEST}: {m} baseline images resolve a false-flag rate of {lowest:.3g} or more "
+                           f"over {len(tests)} tests, not {alpha:g}: give at least {need} (--aux, or more originals) "
+                           "or raise --false-flag-rate", detail={"status": CANNOT_TEST, "baseline_images": m,
+                                                                 "lowest_rate": lowest})
 
     def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float]:
         flag_rel = np.zeros(len(rel_idx), bool)
@@ -152,18 +161,21 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
     flags = {k: _conformal(np.sort(base[k]), rel[k], per) for k in tests}
     rows, pairs = [], []
     for r in range(n):
-        ratios = {k: rel[k][r] / t[k] if t[k] > 0 else (0.0 if flags[k][r] else np.inf) for k in tests}
+        ratios = {k: rel[k][r] / t[k] if 0 < t[k] < np.inf else (0.0 if flags[k][r] else np.inf) for k in tests}
         best = min(tests, key=lambda k: (not flags[k][r], ratios[k]))
         flagged = any(flags[k][r] for k in tests)
         score = float(ratios[best])
-        rows.append(Row(release.names[r], originals.names[int(closest[best][r])], "near-copy", score, 1.0, flagged))
+        j = int(closest[best][r])
+        rows.append(Row(release.names[r], originals.names[j] if j >= 0 else "", "near-copy", score, 1.0, flagged))
         if flagged:
             pairs.append((r, int(closest[best][r]), score))
     return Risk("near-copy", p, p0, float(value), lo, hi, n, meaning,
                 detail={"false_flag_rate": alpha, "per_test_rate": per, "thresholds": t,
                         "baseline": "aux images" if reference is not None else "originals, leave-one-out",
                         "baseline_images": m, "flagged_by_test": {k: int(flags[k].sum()) for k in tests},
-                        "flagged": int(round(p * n))},
+                        "flagged": int(round(p * n)), "flat_release": int(c_rel.flat.sum()),
+                        "flat_baseline": int(flat_base.sum()),
+                        "status": "copies found" if round(p * n) else "no copy found"},
                 rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
 
 
@@ -177,8 +189,12 @@ def aligned_pairs(release: Folder, originals: Folder) -> list[tuple[int, int]]:
     return [(r, index[key(n)]) for r, n in enumerate(release.names) if key(n) in index]
 
 
+#: Fewest aligned (same-name) release/original pairs the linkage risk needs.
+LINKAGE_MIN_PAIRS = 10
+
+
 def linkage(release: Folder, originals: Folder, features: dict[str, dict[str, np.ndarray]],
-            generator: np.random.Generator, min_pairs: int = 10) -> Risk:
+            generator: np.random.Generator, min_pairs: int = LINKAGE_MIN_PAIRS) -> Risk:
     """See the module docstring."""
     pairs = aligned_pairs(release, originals)
     meaning = "rank-1 accuracy of linking release images to their originals above chance, (acc - 1/N) / (1 - 1/N)"
