@@ -26,11 +26,13 @@ import numpy as np
 
 #: Side (pixels) of the canonical image.
 WORK = 32
+#: Blur (canonical pixels) of the canonical image: JPEG/WebP blocks and noise.
+BLUR = 0.6
 #: Largest translation (pixels of the canonical image, each axis) searched by the verification.
 RADIUS = 3
 #: Zooms of the original searched by the verification: 1 and a crop of 5% resized back (a release crops, never
 #: enlarges the canvas).
-ZOOMS = (1.0, 1.05)
+ZOOMS = (1.0, 1.035, 1.07)
 #: Variants of an original searched by the verification of a query's best candidates, as (zoom, blur in canonical
 #: pixels, sub-pixel move (dy, dx)): half-pixel moves (a crop or resize leaves the copy between pixels), a zoom (a
 #: crop of up to 5% resized back) and a blur.
@@ -68,7 +70,7 @@ def canonical(images: np.ndarray) -> Canonical:
     import cv2
 
     luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    small = np.stack([cv2.GaussianBlur(cv2.resize(a, (WORK, WORK), interpolation=cv2.INTER_AREA), (0, 0), 0.6)
+    small = np.stack([cv2.GaussianBlur(cv2.resize(a, (WORK, WORK), interpolation=cv2.INTER_AREA), (0, 0), BLUR)
                       for a in luma]) if len(luma) else np.zeros((0, WORK, WORK), np.float32)
     rms = np.sqrt(((small - small.mean((1, 2), keepdims=True)) ** 2).mean((1, 2))) if len(small) else np.zeros(0)
     return canonical_from_z(_standardise(small), rms < FLAT)
@@ -100,7 +102,7 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
                exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(query (P,), key (P,))``: the distinct (query, candidate) pairs to verify, ``key = 2 · original +
     mirrored``. Per query, the ``k`` nearest thumbnails (exact faiss L2) among the originals and their mirror images,
-    for the query and each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the originals,
+    and the ``k // 2`` nearest for each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the originals,
     and each one's own image and mirror are left out (leave-one-out)."""
     from .features import nearest
 
@@ -115,10 +117,11 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
         for dx in QUERY_SHIFTS:
             moved = queries if dy == dx == 0 else canonical_from_z(np.roll(queries.z, (dy, dx), axis=(1, 2)),
                                                                              queries.flat)
-            _, idx = nearest(base, moved.thumb, kk + own, binary=False)
+            k_here = kk if dy == dx == 0 else max(1, kk // 2)  # the moved queries add their few nearest
+            _, idx = nearest(base, moved.thumb, k_here + own, binary=False)
             if exclude_self:
                 mine = (idx % n) == np.arange(q_n)[:, None]
-                idx = np.take_along_axis(idx, np.argsort(mine, axis=1, kind="stable")[:, :kk], 1)
+                idx = np.take_along_axis(idx, np.argsort(mine, axis=1, kind="stable")[:, :k_here], 1)
             found.append(idx)
     idx = np.concatenate(found, 1)
     key = 2 * (idx % n) + (idx >= n)
@@ -139,20 +142,21 @@ def _variant(z: np.ndarray, zoom: float, blur: float, move: tuple[float, float])
     return _standardise(np.stack([cv2.GaussianBlur(a, (0, 0), blur) if blur else a for a in out]))
 
 
-def verify(queries: np.ndarray, originals: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``(P,)`` RMS difference between ``queries (P, W, W)`` and ``originals (P, W, W)`` (canonical, paired),
-    minimised over the translations of at most :data:`RADIUS` px (edges replicated or wrapped)."""
+def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.ndarray) -> np.ndarray:
+    """``(P,)`` RMS difference between ``queries[qi]`` and ``originals[oi]`` (canonical ``(N, W, W)`` images, index
+    arrays of the ``P`` pairs), minimised over the translations of at most :data:`RADIUS` px (edges replicated or
+    wrapped); each image's spectrum is computed once."""
     import torch
 
     from ..metrics.registration import shift_errors
 
-    out = np.empty(len(queries), np.float64)
-    for s in range(0, len(queries), chunk):
-        q = torch.from_numpy(np.ascontiguousarray(queries[s:s + chunk]))[:, None]
-        o = torch.from_numpy(np.ascontiguousarray(originals[s:s + chunk]))[:, None]
-        err = shift_errors(o, q, RADIUS).flatten(1).min(1).values / q[0].numel()
-        out[s:s + chunk] = err.sqrt().numpy()
-    return out
+    if not len(qi):
+        return np.zeros(0)
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))[:, None]
+    o = torch.from_numpy(np.ascontiguousarray(originals, dtype=np.float32))[:, None]
+    # replicated edges only: a pipeline that shifts fills the border, it does not wrap the image around
+    err = shift_errors(o, q, RADIUS, pairs=(torch.from_numpy(oi), torch.from_numpy(qi)), wrap=False).flatten(1)
+    return (err.min(1).values / q[0].numel()).sqrt().double().numpy()
 
 
 def copy_distances(queries: Canonical, originals: Canonical, k: int = 4,
@@ -168,7 +172,7 @@ def copy_distances(queries: Canonical, originals: Canonical, k: int = 4,
     if not len(q):
         return dist, best
     views = np.stack([originals.z, _mirror(originals).z], 1).reshape(2 * n, *originals.z.shape[1:])  # by key
-    d = verify(queries.z[q], views[key])
+    d = verify(queries.z, views, q, key)
     # the REFINE best pairs of each query (pairs are sorted by query)
     order = np.lexsort((d, q))
     rank = np.arange(len(q)) - np.searchsorted(q[order], q[order])
@@ -176,7 +180,7 @@ def copy_distances(queries: Canonical, originals: Canonical, k: int = 4,
     uk = np.unique(key[top])
     where = np.searchsorted(uk, key[top])
     for zoom, blur, move in VARIANTS:
-        d[top] = np.minimum(d[top], verify(queries.z[q[top]], _variant(views[uk], zoom, blur, move)[where]))
+        d[top] = np.minimum(d[top], verify(queries.z, _variant(views[uk], zoom, blur, move), q[top], where))
     # per query: the closest original, then the closest other original (a mirror is the same original)
     orig = key // 2
     order = np.lexsort((d, q))

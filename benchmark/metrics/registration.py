@@ -60,30 +60,56 @@ def translations(x: Tensor, radius: int = REGISTRATION_RADIUS) -> Iterator[Tenso
                     yield views[mode, :, :, r + dy, r + dx].reshape(x.shape)
 
 
-def shift_errors(moving: Tensor, fixed: Tensor, radius: int = REGISTRATION_RADIUS) -> Tensor:
-    """``(N, 2, K, K)`` sum of squared differences between ``fixed (N, ..., H, W)`` and each item of ``moving``
-    (same shape) moved by every translation of :func:`_windows` (``K = 2r + 1``; the centre is none).
+def _fast_size(n: int) -> int:
+    """The smallest length >= ``n`` whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    while True:
+        k = n
+        for q in (2, 3, 5):
+            while k % q == 0:
+                k //= q
+        if k == 1:
+            return n
+        n += 1
+
+
+def shift_errors(moving: Tensor, fixed: Tensor, radius: int = REGISTRATION_RADIUS,
+                 pairs: tuple[Tensor, Tensor] | None = None, chunk: int = 8192, wrap: bool = True) -> Tensor:
+    """``(P, 2, K, K)`` (``(P, 1, K, K)`` without ``wrap``: replicated edges only) sum of squared differences between ``fixed[j] (..., H, W)`` and ``moving[i]`` moved by every
+    translation of :func:`_windows` (``K = 2r + 1``; the centre is none), for the pairs ``(i, j)`` of ``pairs``
+    (index tensors of equal length; default: item ``i`` with item ``i``, same shapes).
 
     Computed as ``|m_s|² − 2⟨m_s, f⟩ + |f|²``: the cross terms of all translations by one FFT cross-correlation
-    per edge rule, ``|m_s|²`` by an integral image. About 160× fewer kernel calls than enumerating
-    :func:`translations`; differentiable in both arguments; clamped at 0 (rounding)."""
+    per edge rule (each item's spectrum computed once, however many pairs it is in), ``|m_s|²`` by an integral
+    image. About 160× fewer kernel calls than enumerating :func:`translations`; differentiable in both arguments;
+    clamped at 0 (rounding)."""
     h, w = fixed.shape[-2:]
     r = _radius(h, w, radius)
     m, f = _planes(moving), _planes(fixed.to(moving.dtype))
     n, p = m.shape[:2]
+    mi, fi = pairs if pairs is not None else (torch.arange(n), torch.arange(n))
     k, hp, wp = 2 * r + 1, h + 2 * r, w + 2 * r
+    size = (_fast_size(hp), _fast_size(wp))  # no wrap-around reaches the offsets <= 2r read below
     rep = F.pad(m.reshape(n * p, 1, h, w), (r,) * 4, mode="replicate").reshape(n, p, hp, wp)
     fft, ifft = torch.fft.rfft2, torch.fft.irfft2
-    # replicated: linear correlation of the padded image with f (no wrap-around reaches offsets <= 2r)
-    cross_rep = ifft(fft(rep) * fft(f, s=(hp, wp)).conj(), s=(hp, wp))[..., :k, :k].sum(1)
-    # wrapped: circular correlation at the image's own size, offsets -r..r moved to 0..2r
-    cross_wrap = torch.roll(ifft(fft(m) * fft(f).conj(), s=(h, w)).sum(1), (r, r), dims=(-2, -1))[..., :k, :k]
+    spec_rep, spec_f_rep = fft(rep, s=size), fft(f, s=size).conj()
+    spec_m, spec_f = (fft(m), fft(f).conj()) if wrap else (None, None)
     sq = F.pad((rep ** 2).sum(1).cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-    box = sq[:, h:, w:] - sq[:, :k, w:] - sq[:, h:, :k] + sq[:, :k, :k]
-    norm_m = (m ** 2).flatten(1).sum(1)[:, None, None].expand(n, k, k)
-    err = (torch.stack([box, norm_m], 1) - 2 * torch.stack([cross_rep, cross_wrap], 1)
-           + (f ** 2).flatten(1).sum(1)[:, None, None, None])
-    return err.clamp_min(0)
+    box = sq[:, h:, w:] - sq[:, :k, w:] - sq[:, h:, :k] + sq[:, :k, :k]  # (n, K, K): |m_s|², replicated edges
+    norm_m, norm_f = (m ** 2).flatten(1).sum(1), (f ** 2).flatten(1).sum(1)
+    out = []
+    for s in range(0, len(mi), chunk):
+        a, b = mi[s:s + chunk], fi[s:s + chunk]
+        # replicated: linear correlation of the padded image with f
+        cross_rep = ifft(spec_rep[a] * spec_f_rep[b], s=size)[..., :k, :k].sum(1)
+        # wrapped: circular correlation at the image's own size, offsets -r..r moved to 0..2r
+        if wrap:
+            cross_wrap = torch.roll(ifft(spec_m[a] * spec_f[b], s=(h, w)).sum(1), (r, r), dims=(-2, -1))[..., :k, :k]
+            err = (torch.stack([box[a], norm_m[a, None, None].expand(len(a), k, k)], 1)
+                   - 2 * torch.stack([cross_rep, cross_wrap], 1) + norm_f[b, None, None, None])
+        else:
+            err = (box[a] - 2 * cross_rep + norm_f[b, None, None])[:, None]
+        out.append(err.clamp_min(0))
+    return torch.cat(out) if out else torch.zeros(0, 2 if wrap else 1, k, k, dtype=m.dtype)
 
 
 def register(rec: Tensor, ref: Tensor, radius: int = REGISTRATION_RADIUS) -> Tensor:
