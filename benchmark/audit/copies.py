@@ -6,16 +6,17 @@ found by comparing *canonical* images and searching the geometry that is left:
 1. **Canonical image** (:func:`canonical`): luma, area-resized to ``WORK``² (32²), blurred (σ = 0.6 px: JPEG/WebP
    blocks, noise), then standardised to mean 0 and RMS 1: invariant to brightness, contrast and, to first order,
    gamma and colour jitter.
-2. **Candidates** (:func:`candidates`): the ``k`` nearest originals, and their mirror images, by exact faiss search
-   on a 16² thumbnail of the canonical image (a flipped copy finds its original's mirror).
+2. **Candidates** (:func:`candidates`): the nearest originals, and their mirror images, by exact faiss search on a
+   16² thumbnail of the canonical image and of its moves by :data:`QUERY_SHIFTS` (a flipped copy finds its
+   original's mirror).
 3. **Verification** (:func:`verify`): the RMS difference of canonical images minimised over every translation of
-   at most ``RADIUS`` px (of 32; 6% of the side: shifts and crops of a few percent) and over the zooms of
-   ``ZOOMS`` (crops of up to 5% resized back), by one FFT cross-correlation per candidate
-   (:func:`benchmark.metrics.registration.shift_errors`). Two canonical images of unrelated content are about
-   sqrt(2) apart; an edited copy is far closer.
+   at most :data:`RADIUS` px (of 32: shifts and crops of a few percent), by FFT cross-correlation
+   (:func:`benchmark.metrics.registration.shift_errors`); each query's :data:`REFINE` best candidates again over
+   :data:`VARIANTS` (zooms, half-pixel moves, a blur). Two canonical images of unrelated content are about sqrt(2)
+   apart; an edited copy is far closer.
 
-:func:`copy_distances` returns, per query, the two smallest verified distances to distinct originals: the audit's
-``dcr`` (closest) and ``nndr`` (closest / second closest) statistics.
+:func:`copy_distances` returns, per query, the two smallest verified distances to distinct originals; the audit's
+statistic is their ratio (``nndr``, :mod:`.risks`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ WORK = 32
 BLUR = 0.6
 #: Largest translation (pixels of the canonical image, each axis) searched by the verification.
 RADIUS = 3
-#: Zooms of the original searched by the verification: 1 and a crop of 5% resized back (a release crops, never
-#: enlarges the canvas).
+#: Zooms of the original searched by the verification: none and crops of about 3.5% and 7% resized back (a release
+#: crops, never enlarges the canvas).
 ZOOMS = (1.0, 1.035, 1.07)
 #: Variants of an original searched by the verification of a query's best candidates, as (zoom, blur in canonical
 #: pixels, sub-pixel move (dy, dx)): half-pixel moves (a crop or resize leaves the copy between pixels), a zoom (a
-#: crop of up to 5% resized back) and a blur.
+#: crop of up to ~7% resized back) and a blur.
 VARIANTS = tuple((z, 0.0, (dy, dx)) for z in ZOOMS for dy in (0.0, 0.5) for dx in (0.0, 0.5)
                  if (z, dy, dx) != (1.0, 0.0, 0.0)) + ((1.0, 1.0, (0.0, 0.0)),)
 #: How many of a query's best candidates (by the plain verification) are verified again over :data:`VARIANTS`.

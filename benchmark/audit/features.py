@@ -1,4 +1,5 @@
-"""Feature spaces of the near-copy and linkage risks, and exact nearest-neighbour search with faiss.
+"""Feature spaces of the linkage risk (near-copy uses :mod:`.copies`), and exact nearest-neighbour search with
+faiss.
 
 - ``pixels``: the RGB image area-averaged to 16×16 and Gaussian-blurred (σ = 1 cell), in [0, 1], scaled so the L2
   distance is the RMS difference of the thumbnails: robust to re-encoding and shifts of a few pixels.
