@@ -103,8 +103,8 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
                exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(query (P,), key (P,))``: the distinct (query, candidate) pairs to verify, ``key = 2 · original +
     mirrored``. Per query, the ``k`` nearest thumbnails (exact faiss L2) among the originals and their mirror images,
-    and the ``k // 2`` nearest for each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the originals,
-    and each one's own image and mirror are left out (leave-one-out)."""
+    and the ``k // 2`` nearest for each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the
+    originals, and each one's own image and mirror are left out (leave-one-out)."""
     from .features import nearest
 
     n, q_n = len(originals.z), len(queries.z)
@@ -145,8 +145,8 @@ def _variant(z: np.ndarray, zoom: float, blur: float, move: tuple[float, float])
 
 def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.ndarray) -> np.ndarray:
     """``(P,)`` RMS difference between ``queries[qi]`` and ``originals[oi]`` (canonical ``(N, W, W)`` images, index
-    arrays of the ``P`` pairs), minimised over the translations of at most :data:`RADIUS` px (edges replicated or
-    wrapped); each image's spectrum is computed once."""
+    arrays of the ``P`` pairs), minimised over the translations of at most :data:`RADIUS` px (edges replicated); each
+    image's spectrum is computed once."""
     import torch
 
     from ..metrics.registration import shift_errors
@@ -163,9 +163,9 @@ def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.nd
 def copy_distances(queries: Canonical, originals: Canonical, k: int = 4,
                    exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(distances (Q, 2), index (Q, 2))``: per query, the two smallest verified distances to distinct originals,
-    ascending (``inf`` and -1 where there are fewer; both ``inf`` for a flat query, :data:`FLAT`). Every candidate pair of :func:`candidates` is verified as it
-    is (:func:`verify`); each query's :data:`REFINE` best are verified again against the variants of the original
-    (:data:`VARIANTS`), keeping the smallest distance."""
+    ascending (``inf`` and -1 where there are fewer; both ``inf`` for a flat query, :data:`FLAT`). Every candidate
+    pair of :func:`candidates` is verified as it is (:func:`verify`); each query's :data:`REFINE` best are verified
+    again against the variants of the original (:data:`VARIANTS`), keeping the smallest distance."""
     q_n, n = len(queries.z), len(originals.z)
     dist = np.full((q_n, 2), np.inf)
     best = np.full((q_n, 2), -1, np.int64)
