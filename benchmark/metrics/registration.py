@@ -74,7 +74,8 @@ def _fast_size(n: int) -> int:
 
 def shift_errors(moving: Tensor, fixed: Tensor, radius: int = REGISTRATION_RADIUS,
                  pairs: tuple[Tensor, Tensor] | None = None, chunk: int = 8192, wrap: bool = True) -> Tensor:
-    """``(P, 2, K, K)`` (``(P, 1, K, K)`` without ``wrap``: replicated edges only) sum of squared differences between ``fixed[j] (..., H, W)`` and ``moving[i]`` moved by every
+    """``(P, 2, K, K)`` (``(P, 1, K, K)`` without ``wrap``: replicated edges only) sum of squared differences
+    between ``fixed[j] (..., H, W)`` and ``moving[i]`` moved by every
     translation of :func:`_windows` (``K = 2r + 1``; the centre is none), for the pairs ``(i, j)`` of ``pairs``
     (index tensors of equal length; default: item ``i`` with item ``i``, same shapes).
 
