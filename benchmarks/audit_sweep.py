@@ -2,10 +2,11 @@
 fresh images, per edit of :data:`benchmark.audit.edits.SWEEP`, on real digits (mnist5k: look-alikes) and photo tiles
 (photo-patches, 32 px), with and without ``--aux``.
 
-    python benchmarks/audit_sweep.py [--originals 400] [--copies 40] [--fresh 600] [--rate 0.01]
+    python benchmarks/audit_sweep.py [--originals 400] [--copies 100] [--fresh 600] [--rate 0.01]
 
 Per dataset: ``--originals`` originals, ``--originals`` aux images and ``--fresh`` fresh images, disjoint, from the
-built-in pool; per edit, ``--copies`` originals with structure (not flat) are edited
+built-in pool; per edit, ``--copies`` originals with structure (RMS contrast
+:data:`benchmark.audit.copies.STRUCTURED` or more) are edited
 (:func:`benchmark.audit.sweep.sweep`). Prints a Markdown table.
 """
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--originals", type=int, default=400)
-    ap.add_argument("--copies", type=int, default=40)
+    ap.add_argument("--copies", type=int, default=100)
     ap.add_argument("--fresh", type=int, default=600)
     ap.add_argument("--rate", type=float, default=0.01)
     args = ap.parse_args()
@@ -35,7 +36,8 @@ def main() -> None:
     for dataset in ("mnist5k", "photo-patches"):
         for r in sweep(dataset, args.originals, args.copies, args.fresh, args.rate):
             if "edit" not in r:
-                notes.append(f"{dataset}: {r['flat originals']:.1%} of the originals are flat (never tested)")
+                notes.append(f"{dataset}: {r['flat originals']:.1%} of the originals are flat (never tested), "
+                             f"{r['unstructured originals']:.1%} have too little structure to be edited")
                 continue
             print(f"| {dataset} | {r['edit']} | {r['recall aux']:.3f} | {r['recall leave-one-out']:.3f} | "
                   f"{r['found']:.3f} |")

@@ -46,17 +46,33 @@ REFINE = 3
 #: RMS contrast (grey levels of 255, after the canonical blur) below which an image is *flat*: it has too little
 #: structure to tell a copy from a look-alike (a sky or a black tile), so it is never flagged and never sets a
 #: threshold; the audit counts such images.
-FLAT = 2.0
+FLAT = 1.0
+#: RMS contrast (as :data:`FLAT`) from which an original has *structure*: the perturbation sweep edits only such
+#: originals. Twice :data:`FLAT`, a hysteresis: an edit that lowers contrast (brightness ×0.88, a crop that cuts the
+#: structured corner away) leaves the copy of a structured original testable (with one threshold at 2.0, 10 of 150
+#: edited photo-tile copies fell below it and could not be flagged).
+STRUCTURED = 2.0
 
 
 @dataclass(frozen=True)
 class Canonical:
     """Canonical images ``z (N, WORK, WORK)`` float32 (mean 0, RMS 1 each; a flat image is all 0), their
-    retrieval thumbnails ``thumb (N, 256)`` float32 of unit norm, and ``flat (N,)`` bool (see :data:`FLAT`)."""
+    retrieval thumbnails ``thumb (N, 256)`` float32 of unit norm, and ``rms (N,)`` float, the RMS contrast before
+    standardising (grey levels of 255; :data:`FLAT`, :data:`STRUCTURED`)."""
 
     z: np.ndarray
     thumb: np.ndarray
-    flat: np.ndarray
+    rms: np.ndarray
+
+    @property
+    def flat(self) -> np.ndarray:
+        """``(N,)`` bool: too little structure to be tested (:data:`FLAT`)."""
+        return self.rms < FLAT
+
+    @property
+    def structured(self) -> np.ndarray:
+        """``(N,)`` bool: structure enough to be edited by the sweep (:data:`STRUCTURED`)."""
+        return self.rms >= STRUCTURED
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -74,24 +90,24 @@ def canonical(images: np.ndarray) -> Canonical:
     small = np.stack([cv2.GaussianBlur(cv2.resize(a, (WORK, WORK), interpolation=cv2.INTER_AREA), (0, 0), BLUR)
                       for a in luma]) if len(luma) else np.zeros((0, WORK, WORK), np.float32)
     rms = np.sqrt(((small - small.mean((1, 2), keepdims=True)) ** 2).mean((1, 2))) if len(small) else np.zeros(0)
-    return canonical_from_z(_standardise(small), rms < FLAT)
+    return canonical_from_z(_standardise(small), rms)
 
 
-def canonical_from_z(z: np.ndarray, flat: np.ndarray) -> Canonical:
+def canonical_from_z(z: np.ndarray, rms: np.ndarray) -> Canonical:
     """:class:`Canonical` of already canonical images ``z (N, WORK, WORK)`` (their thumbnails recomputed)."""
     import cv2
 
     thumbs = np.stack([cv2.GaussianBlur(cv2.resize(a, (16, 16), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
                        for a in z]) if len(z) else np.zeros((0, 16, 16), np.float32)
     return Canonical(z, np.ascontiguousarray(_standardise(thumbs).reshape(len(z), -1) / 16.0, dtype=np.float32),
-                     flat)
+                     np.asarray(rms, np.float64))
 
 
 def _mirror(c: Canonical) -> Canonical:
     """The canonical images of the horizontally flipped images."""
     z = np.ascontiguousarray(c.z[:, :, ::-1])
     thumb = np.ascontiguousarray(c.thumb.reshape(-1, 16, 16)[:, :, ::-1].reshape(len(z), -1))
-    return Canonical(z, thumb, c.flat)
+    return Canonical(z, thumb, c.rms)
 
 
 #: Query shifts (canonical pixels) of the candidate search, each way on each axis: a copy moved by a few percent still
@@ -117,7 +133,7 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
     for dy in QUERY_SHIFTS:
         for dx in QUERY_SHIFTS:
             moved = queries if dy == dx == 0 else canonical_from_z(np.roll(queries.z, (dy, dx), axis=(1, 2)),
-                                                                             queries.flat)
+                                                                             queries.rms)
             k_here = kk if dy == dx == 0 else max(1, kk // 2)  # the moved queries add their few nearest
             _, idx = nearest(base, moved.thumb, k_here + own, binary=False)
             if exclude_self:

@@ -41,8 +41,9 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
           edits: tuple[str, ...] | None = None) -> list[dict]:
     """One row per edit (``edits``: names of :data:`.edits.SWEEP`, default all): recall with aux and leave-one-out,
     the share of copies whose original was among the candidates, and the false-flag rate of the fresh images; a
-    last row gives the share of flat originals. ``originals`` originals and as many aux images and ``fresh`` fresh
-    images, disjoint, from the dataset's pool; ``copies`` originals with structure are edited per edit."""
+    last row gives the shares of flat and of unstructured originals (:data:`.copies.FLAT`,
+    :data:`.copies.STRUCTURED`). ``originals`` originals and as many aux images and ``fresh`` fresh images, disjoint,
+    from the dataset's pool; ``copies`` originals with structure are edited per edit."""
     from . import copies as cp
     from .edits import SWEEP
     from .risks import NEAR_COPY_TESTS, _conformal, _nndr
@@ -56,7 +57,7 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
     base = {k: np.sort(v) for k, v in base.items()}
     f_stat = _nndr(cp.copy_distances(c_f, c_o)[0])
     rows = []
-    testable = np.flatnonzero(~c_o.flat)
+    testable = np.flatnonzero(c_o.structured)
     for name, edit in SWEEP.items():
         if edits is not None and name not in edits:
             continue
@@ -70,5 +71,6 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
             row[f"recall {k}"] = float(_conformal(b, stat, per).mean())
             row[f"false flags {k}"] = float(_conformal(b, f_stat, per).mean())
         rows.append(row)
-    rows.append({"dataset": dataset, "flat originals": float(c_o.flat.mean()), "fresh": len(new)})
+    rows.append({"dataset": dataset, "flat originals": float(c_o.flat.mean()),
+                 "unstructured originals": float((~c_o.structured).mean()), "fresh": len(new)})
     return rows
