@@ -28,6 +28,12 @@ GOLDENS = Path(__file__).parent / "goldens" / "pairs.json"
 #: Tolerances of the golden comparison: the same machine reproduces these cells exactly; other CPUs and thread
 #: counts move tiny-budget training slightly (docs/REPRODUCIBILITY.md).
 RTOL, ATOL = 0.05, 0.02
+#: Cells whose numbers depend on the CPU's float kernels, not only on the code: a GAN trained for a few hundred steps
+#: amplifies the last-bit differences of Intel's and AMD's BLAS paths. Measured on the same commit, goldens recorded
+#: on a 2-core AMD EPYC, re-run on a 2-core Intel Xeon (2026-12-04): bn-synthetic × gan-attack SSIM 0.396 vs 0.420,
+#: calibrated advantage 0.054 vs 0.087; every other cell within RTOL/ATOL. They are held to a looser band that still
+#: catches a broken attack (an advantage of 0 or a doubled one).
+CPU_SENSITIVE = {"bn-synthetic|gan-attack": (0.15, 0.05)}
 _SMALL = {"epochs": 1, "pretrain_epochs": 1, "adv_epochs": 1, "steps": 3, "iterations": 3, "per_class": 2,
           "targets": 2, "images": 2, "restarts": 1, "shadows": 2}
 
@@ -138,6 +144,7 @@ def test_goldens(pair_records, video_pair_records) -> None:
             g = got[cell].get(key)
             if "seconds" in key or key.endswith("time") or "training_" in key:  # timings vary with the machine
                 continue
-            if g is None or not math.isclose(g, v, rel_tol=RTOL, abs_tol=ATOL * max(1.0, abs(v) / 10)):
+            rtol, atol = CPU_SENSITIVE.get(cell, (RTOL, ATOL))
+            if g is None or not math.isclose(g, v, rel_tol=rtol, abs_tol=atol * max(1.0, abs(v) / 10)):
                 bad.append(f"{cell} {key}: {g} vs golden {v}")
     assert not bad, "\n".join(bad[:20])
