@@ -39,8 +39,9 @@ def test_each_edit_alone_on_digits() -> None:
     assert not weak, weak
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26 open: on 32 px photo tiles the combined edit is flagged 0.88 (docs/AUDIT.md); "
-                                       "low-contrast textures lose their identity to crop + shift + JPEG q70")
+@pytest.mark.xfail(strict=True, reason="issue 26 open: on 32 px photo tiles the combined edit is flagged 0.88 "
+                                       "(docs/AUDIT.md); low-contrast textures lose their identity to crop + shift + "
+                                       "JPEG q70")
 def test_combined_edits_of_photo_tiles_are_flagged_with_and_without_aux() -> None:
     row = sweep("photo-patches", 400, 100, 600, RATE, edits=(COMBINED,))[0]
     assert row["recall aux"] >= 0.95 and row["recall leave-one-out"] >= 0.95, row
