@@ -36,8 +36,11 @@ def main() -> None:
     for dataset in ("mnist5k", "photo-patches"):
         for r in sweep(dataset, args.originals, args.copies, args.fresh, args.rate):
             if "edit" not in r:
+                w = r["weak recall"]
                 notes.append(f"{dataset}: {r['flat originals']:.1%} of the originals are flat (never tested), "
-                             f"{r['unstructured originals']:.1%} have too little structure to be edited")
+                             f"{r['weak originals']:.1%} have weak structure (tested, not edited above)"
+                             + (f"; the combined edit on {r['weak copies']} weak originals: recall "
+                                f"{w['aux']:.3f} with --aux, {w['leave-one-out']:.3f} leave-one-out" if w else ""))
                 continue
             print(f"| {dataset} | {r['edit']} | {r['recall aux']:.3f} | {r['recall leave-one-out']:.3f} | "
                   f"{r['found']:.3f} |")

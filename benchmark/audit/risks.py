@@ -115,7 +115,7 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
               generator: np.random.Generator) -> Risk:
     """See the module docstring. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / len(tests)`` of the
     baseline (Bonferroni)."""
-    from .copies import canonical, copy_distances
+    from .copies import FLAT, STRUCTURED, canonical, copy_distances
 
     tests = list(NEAR_COPY_TESTS)
     per = alpha / len(tests)
@@ -173,12 +173,19 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
         rows.append(Row(release.names[r], originals.names[j] if j >= 0 else "", "near-copy", score, 1.0, flagged))
         if flagged:
             pairs.append((r, int(closest[best][r]), score))
-    return Risk("near-copy", p, p0, float(value), lo, hi, n, meaning,
+    weak = int((~c_orig.structured & ~c_orig.flat).sum())
+    flat = int(c_orig.flat.sum())
+    limits = "; ".join(x for x in (
+        f"{weak} of {len(c_orig.rms)} originals have weak structure (RMS contrast {FLAT:g}-{STRUCTURED:g} grey "
+        "levels): their edited copies are tested but often missed (docs/AUDIT.md, sweep)" if weak else "",
+        f"{flat} originals are flat (RMS contrast under {FLAT:g}) and their copies cannot be told from "
+        "look-alikes" if flat else "") if x)
+    return Risk("near-copy", p, p0, float(value), lo, hi, n, meaning, reason=limits,
                 detail={"false_flag_rate": alpha, "per_test_rate": per, "thresholds": t,
                         "baseline": "aux images" if reference is not None else "originals, leave-one-out",
                         "baseline_images": m, "flagged_by_test": {k: int(flags[k].sum()) for k in tests},
                         "flagged": int(round(p * n)), "flat_release": int(c_rel.flat.sum()),
-                        "flat_baseline": int(flat_base.sum()),
+                        "flat_baseline": int(flat_base.sum()), "weak_originals": weak, "flat_originals": flat,
                         "status": "copies found" if round(p * n) else "no copy found"},
                 rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
 

@@ -41,8 +41,8 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
           edits: tuple[str, ...] | None = None) -> list[dict]:
     """One row per edit (``edits``: names of :data:`.edits.SWEEP`, default all): recall with aux and leave-one-out,
     the share of copies whose original was among the candidates, and the false-flag rate of the fresh images; a
-    last row gives the shares of flat and of unstructured originals (:data:`.copies.FLAT`,
-    :data:`.copies.STRUCTURED`). ``originals`` originals and as many aux images and ``fresh`` fresh images, disjoint,
+    last row gives the shares of flat and of weak originals (:data:`.copies.FLAT`, :data:`.copies.STRUCTURED`) and
+    the recall of the combined edit on weak originals (``weak recall``, by baseline). ``originals`` originals and as many aux images and ``fresh`` fresh images, disjoint,
     from the dataset's pool; ``copies`` originals with structure are edited per edit."""
     from . import copies as cp
     from .edits import SWEEP
@@ -71,6 +71,15 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
             row[f"recall {k}"] = float(_conformal(b, stat, per).mean())
             row[f"false flags {k}"] = float(_conformal(b, f_stat, per).mean())
         rows.append(row)
+    weak = np.flatnonzero(~c_o.structured & ~c_o.flat)
+    name = next(k for k in SWEEP if k.startswith("combined"))
+    g = np.random.default_rng(zlib.crc32(("weak " + name).encode()))
+    src = np.sort(g.choice(weak, min(copies, len(weak)), replace=False))
+    weak_recall = {}
+    if len(src):
+        stat = _nndr(cp.copy_distances(cp.canonical(np.stack([_read(SWEEP[name](orig[i], g)) for i in src])), c_o)[0])
+        weak_recall = {k: float(_conformal(b, stat, per).mean()) for k, b in base.items()}
     rows.append({"dataset": dataset, "flat originals": float(c_o.flat.mean()),
-                 "unstructured originals": float((~c_o.structured).mean()), "fresh": len(new)})
+                 "weak originals": float(len(weak) / len(c_o.rms)), "weak copies": len(src),
+                 "weak recall": weak_recall, "fresh": len(new)})
     return rows
