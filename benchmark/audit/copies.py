@@ -114,9 +114,24 @@ def _mirror(c: Canonical) -> Canonical:
     return Canonical(z, thumb, c.rms)
 
 
-#: Query shifts (canonical pixels) of the candidate search, each way on each axis: a copy moved by a few percent still
-#: finds its original among the nearest thumbnails of one of them.
+#: Query shifts (canonical pixels) of the candidate search, each way on each axis: a
+#: copy moved by a few percent still finds its original among the nearest thumbnails of one of them.
 QUERY_SHIFTS = (-2, 0, 2)
+
+
+#: Dimensions of the candidate search: the thumbnails' leading principal components, fitted on the originals.
+CANDIDATE_DIMS = 64
+#: Dimensions (the leading ones of :data:`CANDIDATE_DIMS`) of the search for the moved queries.
+MOVED_DIMS = 32
+
+
+def _projection(base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (D,), basis (D, d))``: the mean of ``base (M, D)`` and its :data:`CANDIDATE_DIMS` leading principal
+    axes (all of them when ``base`` has fewer rows or columns)."""
+    mean = base.mean(0, dtype=np.float64)
+    centred = base - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    return mean.astype(np.float32), np.ascontiguousarray(vectors[:, ::-1][:, :CANDIDATE_DIMS], dtype=np.float32)
 
 
 def candidates(queries: Canonical, originals: Canonical, k: int,
@@ -133,13 +148,19 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
     kk = min(k, len(base) - own)
     if kk <= 0 or q_n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    mean, basis = _projection(base)
+    base = (base - mean) @ basis
+    coarse = np.ascontiguousarray(base[:, :MOVED_DIMS])
     found = []
     for dy in QUERY_SHIFTS:
         for dx in QUERY_SHIFTS:
-            moved = queries if dy == dx == 0 else canonical_from_z(np.roll(queries.z, (dy, dx), axis=(1, 2)),
-                                                                             queries.rms)
-            k_here = kk if dy == dx == 0 else max(1, kk // 2)  # the moved queries add their few nearest
-            _, idx = nearest(base, moved.thumb, k_here + own, binary=False)
+            if dy == dx == 0:
+                _, idx = nearest(base, (queries.thumb - mean) @ basis, kk + own, binary=False)
+                k_here = kk
+            else:  # the moved queries add their few nearest, on the leading axes
+                moved = canonical_from_z(np.roll(queries.z, (dy, dx), axis=(1, 2)), queries.rms).thumb
+                k_here = max(1, kk // 2)
+                _, idx = nearest(coarse, (moved - mean) @ basis[:, :MOVED_DIMS], k_here + own, binary=False)
             if exclude_self:
                 mine = (idx % n) == np.arange(q_n)[:, None]
                 idx = np.take_along_axis(idx, np.argsort(mine, axis=1, kind="stable")[:, :k_here], 1)
@@ -152,27 +173,59 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
 
 def _variant(z: np.ndarray, zoom: float, blur: float, move: tuple[float, float]) -> np.ndarray:
     """Each canonical image of ``z (N, W, W)`` seen through a centred crop of ``1 / zoom`` of its side resized back
-    to ``W`` and moved by ``move = (dy, dx)`` px, then blurred by ``blur`` px, standardised again: what a crop,
-    resize or blur does to an original."""
+    to ``W`` and moved by ``move = (dy, dx)`` px (bilinear, edges replicated), then blurred by ``blur`` px,
+    standardised again: what a crop, resize or blur does to an original."""
     import cv2
+    import torch
+    import torch.nn.functional as F
 
     w = z.shape[-1]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (w - 1) / 2), 0.0, zoom)
-    m[:, 2] += (move[1], move[0])
-    out = [cv2.warpAffine(a, m, (w, w), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for a in z]
-    return _standardise(np.stack([cv2.GaussianBlur(a, (0, 0), blur) if blur else a for a in out]))
+    x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))[:, None]
+    if (zoom, move) != (1.0, (0.0, 0.0)):
+        # output pixel p samples the input at (p - c - move) / zoom + c, c the centre (align_corners coordinates)
+        dy, dx = (2 * m / (w - 1) for m in move)
+        theta = torch.tensor([[1 / zoom, 0.0, -dx / zoom], [0.0, 1 / zoom, -dy / zoom]], dtype=torch.float32)
+        grid = F.affine_grid(theta[None], [1, 1, w, w], align_corners=True).expand(len(x), w, w, 2)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    x = x[:, 0]
+    if blur:
+        x = torch.from_numpy(np.stack([cv2.GaussianBlur(a, (0, 0), blur) for a in x.numpy()]))
+    x = x - x.mean((1, 2), keepdim=True)
+    rms = x.square().mean((1, 2), keepdim=True).sqrt()
+    return torch.where(rms > 1e-3, x / rms.clamp_min(1e-3), torch.zeros(())).numpy()
 
 
 def _windows(x: "torch.Tensor", side: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Sums of ``x (N, W, W)`` and of its square over every ``side``² window, ``(N, K, K)`` each with
-    ``K = W - side + 1`` (integral images)."""
-    import torch.nn.functional as F
+    ``K = W - side + 1`` (separable running sums)."""
+    import torch
 
     out = []
     for a in (x, x * x):
-        c = F.pad(a.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-        out.append((c[:, side:, side:] - c[:, :-side, side:] - c[:, side:, :-side] + c[:, :-side, :-side]).float())
+        r = a.cumsum(-1)
+        r = torch.cat([r[..., side - 1:side], r[..., side:] - r[..., :-side]], -1)  # rows summed: (N, W, K)
+        c = r.cumsum(-2)
+        out.append(torch.cat([c[:, side - 1:side], c[:, side:] - c[:, :-side]], -2))
     return out[0], out[1]
+
+
+def _partial_inverse(w: int, k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``(A (k, W), B (W // 2 + 1, k))`` complex64: ``Re(A @ X @ B)`` is the inverse real FFT of a half spectrum
+    ``X (W, W // 2 + 1)`` at the ``k × k`` offsets ``0..k-1`` only (``irfft2(X)[:k, :k]``), two small matrix
+    products instead of a whole inverse transform."""
+    import math
+
+    import torch
+
+    m = torch.arange(k, dtype=torch.float64)
+    a = torch.exp(2j * math.pi * torch.outer(m, torch.arange(w, dtype=torch.float64)) / w)
+    v = torch.arange(w // 2 + 1, dtype=torch.float64)
+    weight = torch.full((w // 2 + 1,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0  # the Nyquist column appears once in a full spectrum
+    b = torch.exp(2j * math.pi * torch.outer(v, m) / w) * weight[:, None] / (w * w)
+    return a.to(torch.complex64), b.to(torch.complex64)
 
 
 def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.ndarray,
@@ -185,7 +238,7 @@ def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.nd
     alone cost a structured copy about 0.3 of distance (measured: median copy distance 0.19 -> 0.12 on photo tiles,
     combined edit). Unrelated images are about sqrt(2) apart; an image without structure in its interior is
     sqrt(2) from everything. Each image's spectrum is computed once; the correlations of all translations by one
-    FFT product per pair."""
+    spectrum product per pair, inverted at those translations only (:func:`_partial_inverse`)."""
     import torch
 
     if not len(qi):
@@ -199,13 +252,13 @@ def verify(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi: np.nd
     o = torch.from_numpy(np.ascontiguousarray(originals, dtype=np.float32))
     s1, s2 = _windows(o, side)  # (N, K, K)
     o_norm = (s2 - s1 * s1 / side ** 2).clamp_min(0).sqrt()
-    fft, ifft = torch.fft.rfft2, torch.fft.irfft2
-    spec_t, spec_o = fft(t, s=(w, w)).conj(), fft(o)  # circular correlation at size W: no wrap reaches k <= 2r
+    spec_t, spec_o = torch.fft.rfft2(t, s=(w, w)).conj(), torch.fft.rfft2(o)  # circular at size W: no wrap
+    inv_a, inv_b = _partial_inverse(w, 2 * r + 1)  # reaches the offsets <= 2r read
     qi_t, oi_t = torch.from_numpy(np.asarray(qi, np.int64)), torch.from_numpy(np.asarray(oi, np.int64))
     out = []
     for s in range(0, len(qi_t), chunk):
         a, b = qi_t[s:s + chunk], oi_t[s:s + chunk]
-        cross = ifft(spec_o[b] * spec_t[a], s=(w, w))[:, :2 * r + 1, :2 * r + 1]  # sum t * o_window (t has mean 0)
+        cross = (inv_a @ (spec_o[b] * spec_t[a]) @ inv_b).real  # sum of t * o_window per offset (t has mean 0)
         norm = o_norm[b]
         rho = torch.where(norm > 1e-4, cross / norm.clamp_min(1e-4), torch.zeros(())).flatten(1).max(1).values
         rho = torch.where(t_norm[a] > 1e-6, rho, torch.zeros(()))
@@ -224,8 +277,10 @@ def verify_whole(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi:
 
     if not len(qi):
         return np.zeros(0)
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))[:, None]
-    o = torch.from_numpy(np.ascontiguousarray(originals, dtype=np.float32))[:, None]
+    uq, qi = np.unique(qi, return_inverse=True)  # the spectra of the images in a pair only
+    uo, oi = np.unique(oi, return_inverse=True)
+    q = torch.from_numpy(np.ascontiguousarray(queries[uq], dtype=np.float32))[:, None]
+    o = torch.from_numpy(np.ascontiguousarray(originals[uo], dtype=np.float32))[:, None]
     # replicated edges only: a pipeline that shifts fills the border, it does not wrap the image around
     err = shift_errors(o, q, RADIUS, pairs=(torch.from_numpy(oi), torch.from_numpy(qi)), wrap=False).flatten(1)
     return (err.min(1).values / q[0].numel()).sqrt().double().numpy()
