@@ -7,12 +7,13 @@ found by comparing *canonical* images and searching the geometry that is left:
    blocks, noise), then standardised to mean 0 and RMS 1: invariant to brightness, contrast and, to first order,
    gamma and colour jitter.
 2. **Candidates** (:func:`candidates`): the nearest originals, and their mirror images, by exact faiss search on a
-   16² thumbnail of the canonical image and of its moves by :data:`QUERY_SHIFTS` (a flipped copy finds its
-   original's mirror).
+   16² thumbnail of the canonical image projected on its :data:`CANDIDATE_DIMS` leading principal axes, and of its
+   moves by :data:`QUERY_SHIFTS` (on :data:`MOVED_DIMS` axes; a flipped copy finds its original's mirror).
 3. **Verification** (:func:`verify`): the normalised cross-correlation of the query's interior (a
    :data:`RADIUS`-pixel border left out) with the original's windows, maximised over every translation of at most
    :data:`RADIUS` px (of 32: shifts and crops of a few percent), by FFT cross-correlation; each query's
-   :data:`REFINE` best candidates again over :data:`VARIANTS` (zooms, half-pixel moves, a blur). Two canonical
+   :data:`REFINE` best candidates again over :data:`VARIANTS` (zooms, half-pixel moves, a blur) and as whole images
+   (:func:`verify_whole`). Two canonical
    images of unrelated content are about sqrt(2) apart; an edited copy is far closer.
 
 :func:`copy_distances` returns, per query, the two smallest verified distances to distinct originals; the audit's
