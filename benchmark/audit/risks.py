@@ -129,7 +129,9 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
         b = copy_distances(c_ref, c_orig)[0]
         flat_base = c_ref.flat
     rel = {"copy-dcr": d[:, 0], "copy-nndr": _nndr(d)}
-    base = {"copy-dcr": b[:, 0], "copy-nndr": _nndr(b)}
+    # a flat baseline image has no statistic (it could never be flagged): it is left out of the baseline, so that
+    # padding an aux folder with flat tiles neither lowers the thresholds nor counts towards the rates it resolves
+    base = {"copy-dcr": b[~flat_base, 0], "copy-nndr": _nndr(b[~flat_base])}
     closest = {k: i[:, 0] for k in tests}
 
     n, m = len(release), len(base[tests[0]])
@@ -138,10 +140,12 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
     if per * (m + 1) < 1:
         need = int(np.ceil(1 / per)) - 1
         lowest = len(tests) / (m + 1)
+        left_out = f" ({int(flat_base.sum())} flat baseline images left out)" if flat_base.any() else ""
         return Risk("near-copy", None, None, None, None, None, n, meaning,
-                    reason=f"{CANNOT_TEST}: {m} baseline images resolve a false-flag rate of {lowest:.3g} or more "
+                    reason=f"{CANNOT_TEST}: {m} baseline images{left_out} resolve a false-flag rate of {lowest:.3g} or more "
                            f"over {len(tests)} tests, not {alpha:g}: give at least {need} (--aux, or more originals) "
                            "or raise --false-flag-rate", detail={"status": CANNOT_TEST, "baseline_images": m,
+                                                                 "flat_baseline": int(flat_base.sum()),
                                                                  "lowest_rate": lowest})
 
     def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float]:
