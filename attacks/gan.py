@@ -27,12 +27,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
-from benchmark.errors import InputError
-from benchmark.metrics.image import total_variation
-from benchmark.registry import ATTACKS
-from benchmark.seeding import seeded
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
+from privbench.core.errors import InputError
+from privbench.metrics.image import total_variation
+from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 
 #: ``hook(c, real_labels (n,), fake_labels (n,))``: called with the labels of every batch critic ``c`` is trained on.
 CriticHook = Callable[[int, Tensor, Tensor], None]

@@ -24,12 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import (Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Modality,
-                                 Surface)
-from benchmark.errors import InputError
-from benchmark.metrics.image import total_variation
+from privbench.core.contracts import (
+    Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Modality, Surface,
+)
+from privbench.core.errors import InputError
+from privbench.metrics.image import total_variation
 
-from benchmark.registry import ATTACKS
+from privbench.core.registry import ATTACKS
 
 MAX_BATCH = 8
 

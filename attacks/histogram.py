@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.regions import region_sizes, to_blocks
+from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.ops.regions import region_sizes, to_blocks
 
-from benchmark.registry import ATTACKS
+from privbench.core.registry import ATTACKS
 
 
 def region_signature(x: Tensor, s: int) -> Tensor:

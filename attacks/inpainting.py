@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 import torch
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.models import map_batched
-from benchmark.seeding import seeded
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.models import map_batched
+from privbench.core.seeding import seeded
 
-from benchmark.registry import ATTACKS
-from .nets import InpaintNet, TrainBudget, fit_decoder, shift_pairs
+from privbench.core.registry import ATTACKS
+from privbench.attacks.nets import InpaintNet, TrainBudget, fit_decoder, shift_pairs
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 

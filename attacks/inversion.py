@@ -25,15 +25,15 @@ from typing import Optional
 
 import torch
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
-from benchmark.errors import InputError
-from benchmark.threats import ThreatModel
-from benchmark.metrics.registration import REGISTRATION_RADIUS, register
-from benchmark.models import map_batched
-from benchmark.seeding import seeded
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.errors import InputError
+from privbench.core.threats import ThreatModel
+from privbench.metrics.registration import REGISTRATION_RADIUS, register
+from privbench.models import map_batched
+from privbench.core.seeding import seeded
 
-from benchmark.registry import ATTACKS
-from .nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
+from privbench.core.registry import ATTACKS
+from privbench.attacks.nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
 
 
 @ATTACKS.register("inversion-decoder")
@@ -104,7 +104,7 @@ class InversionDecoder(Attack):
 
 
 def _registered_ssim(rec: torch.Tensor, originals: torch.Tensor) -> float:
-    from benchmark.metrics.image import ssim
+    from privbench.metrics.image import ssim
 
     return float(ssim(register(rec, originals), originals).mean())
 

@@ -1,7 +1,7 @@
 """Re-identification: link each target's released version to its original in a gallery of private originals.
 
 Three rankings are returned: nearest neighbour in pixel space (released resized to the gallery's size; the
-distance is minimised over translations of up to ``radius`` px, :mod:`benchmark.metrics.registration`), the same
+distance is minimised over translations of up to ``radius`` px, :mod:`privbench.metrics.registration`), the same
 on rank-normalised images (invariant to brightness, contrast and gamma), and, when the
 defense's public ``transform`` is exposed, nearest neighbour in a feature space learned on aux pairs with a
 contrastive (InfoNCE, Oord et al. 2018) objective, the released side randomly shifted by up to ``radius`` px —
@@ -15,16 +15,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.metrics.registration import (REGISTRATION_RADIUS, random_shift, rank_normalise,
-                                            shift_tolerant_ranking)
-from benchmark.models import map_batched
-from benchmark.seeding import seeded
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.metrics.registration import REGISTRATION_RADIUS, random_shift, rank_normalise, shift_tolerant_ranking
+from privbench.models import map_batched
+from privbench.core.seeding import seeded
 
-from benchmark.registry import ATTACKS
-from .nets import Embedder
+from privbench.core.registry import ATTACKS
+from privbench.attacks.nets import Embedder
 
 
 @ATTACKS.register("linkage")

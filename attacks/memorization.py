@@ -29,14 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.contracts import (Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, ImageSet,
-                                 Surface, TaskConfig)
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.models import build_model, train_classifier
-from benchmark.seeding import seeded
+from privbench.core.contracts import (
+    Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, ImageSet, Surface, TaskConfig,
+)
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.models import build_model, train_classifier
+from privbench.core.seeding import seeded
 
-from benchmark.registry import ATTACKS
+from privbench.core.registry import ATTACKS
 
 
 def _flat_params(model: nn.Module) -> Tensor:

@@ -12,12 +12,12 @@ from typing import Optional
 
 import torch
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
-from benchmark.errors import InputError
-from benchmark.metrics.registration import REGISTRATION_RADIUS, nearest_index
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from privbench.core.errors import InputError
+from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index
+from privbench.core.threats import ThreatModel
 
-from benchmark.registry import ATTACKS
+from privbench.core.registry import ATTACKS
 
 
 @ATTACKS.register("nearest-neighbour")

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import AttackContext
+from privbench.core.contracts import AttackContext
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class TrainBudget:
     width: int = 32
 
     def __post_init__(self) -> None:
-        from benchmark.errors import InputError
+        from privbench.core.errors import InputError
 
         if self.epochs < 1 or self.batch_size < 1 or self.width < 1 or not self.lr > 0:
             raise InputError("epochs, batch_size and width must be >= 1 and lr > 0")
@@ -99,7 +99,7 @@ def shift_pairs(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tenso
     own random translation of at most ``REGISTRATION_RADIUS`` px (circular), so an attack sees content wherever a
     secret shift may put it. Moving the input alone would add to a defense's own shift, beyond what registration
     forgives."""
-    from benchmark.metrics.registration import random_shift
+    from privbench.metrics.registration import random_shift
 
     both = random_shift(torch.cat([x, y], 1), g)
     return both[:, :x.shape[1]], both[:, x.shape[1]:]
@@ -117,10 +117,10 @@ def fit_decoder(net: nn.Module, aux: Tensor, make_inputs: Callable[[Tensor, torc
     ``make_inputs`` is called once per epoch with the same generator, so defenses with secret randomness give a
     fresh draw every epoch. ``augment`` (optional) transforms each batch's pairs (e.g. random shifts). The loss is
     the MSE, or with ``registered = r > 0`` the MSE after registering each target over translations of up to ``r``
-    px (:func:`~benchmark.metrics.registration.registered_mse`): the attacker is scored after registration, so it
+    px (:func:`~privbench.metrics.registration.registered_mse`): the attacker is scored after registration, so it
     may answer in any alignment. Cosine-annealed Adam. Returns ``net`` in eval mode.
     """
-    from benchmark.metrics.registration import registered_mse
+    from privbench.metrics.registration import registered_mse
 
     g = ctx.generator(salt=salt)
     net.to(ctx.device)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.metrics.image import total_variation
+from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.metrics.image import total_variation
 
-from benchmark.registry import ATTACKS
+from privbench.core.registry import ATTACKS
 
 
 @ATTACKS.register("inversion-optim")

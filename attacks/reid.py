@@ -21,12 +21,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Modality, Surface
-from benchmark.errors import InputError
-from benchmark.models import map_batched
-from benchmark.registry import ATTACKS
-from benchmark.seeding import seeded
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import (
+    Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Modality, Surface,
+)
+from privbench.core.errors import InputError
+from privbench.models import map_batched
+from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 
 
 class ClipEmbedder(nn.Module):

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import InputError
-from .textsafe import printable
+from privbench.core.errors import InputError
+from privbench.core.textsafe import printable
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .data import DATASETS
-    from .registry import ATTACKS, DEFENSES
-    from .metrics import METRICS
-    from .models import MODELS
+    from privbench.core.registry import DATASETS
+    from privbench.core.registry import ATTACKS, DEFENSES
+    from privbench.core.registry import METRICS
+    from privbench.core.registry import MODELS
 
     def _modalities(cls: type) -> str:
         """`` video`` / `` image+video`` for plugins that handle more than images (images are the default)."""
@@ -47,8 +47,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .config import load_suite
-    from .runner import RunOptions, resolve_device, run_suite
+    from privbench.run.config import load_suite
+    from privbench.run.runner import RunOptions, resolve_device, run_suite
 
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       dp_audit_trials=args.dp_audit_trials)
     executor = None
     if args.executor == "ray":
-        from .runner import RayExecutor
+        from privbench.run.runner import RayExecutor
 
         executor = RayExecutor(opts.plugins, address=args.address, num_cpus=None if args.address else args.jobs)
     elif args.address:
@@ -76,16 +76,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"failed: {line}")
     computed = summary.ok + summary.skipped + summary.failed
     if not args.no_report and (computed or not (opts.out / "tables").is_dir()):
-        from .report import write_report
+        from privbench.report import write_report
         write_report(opts.out, parallel=True)
     return 1 if summary.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from privbench.report import write_report
 
     if args.check:
-        from .check import check_records
+        from privbench.run.check import check_records
 
         problems = check_records(Path(args.dir))
         for line in problems:
@@ -102,15 +102,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .records import dumps, read_record
+    from privbench.core.records import dumps, read_record
 
     print(dumps(read_record(Path(args.record))), end="")
     return 0
 
 
 def _cmd_video_case(args: argparse.Namespace) -> int:
-    from .video_case import CaseConfig, run_case
-    from .yamlsafe import load_text
+    from privbench.run.video_case import CaseConfig, run_case
+    from privbench.core.yamlsafe import load_text
 
     params = load_text(args.params, "--params") if args.params else {}
     if not isinstance(params, dict):
@@ -136,8 +136,8 @@ def _ci(d: Optional[dict]) -> str:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from .sandbox import Limits
-    from .submit import SubmitOptions, submit
+    from privbench.submit.sandbox import Limits
+    from privbench.submit.submission import SubmitOptions, submit
 
     limits = Limits(wall_seconds=args.wall_seconds, cpu_seconds=args.cpu_seconds,
                     memory_bytes=int(args.memory_gb * (1 << 30)), threads=args.sandbox_threads)
@@ -171,8 +171,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import AuditConfig, parse_fail_on, run_audit
-    from .audit.report import write_report
+    from privbench.audit import AuditConfig, parse_fail_on, run_audit
+    from privbench.audit.report import write_report
 
     cfg = AuditConfig(release=Path(args.release), originals=Path(args.originals), out=Path(args.out),
                       aux=Path(args.aux) if args.aux else None, fail_on=parse_fail_on(args.fail_on),
@@ -212,11 +212,11 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .config import load_suite
-    from .data import load_splits
-    from .dpaudit import AuditPlan, audit_defense
-    from .records import atomic_write_text
-    from .registry import DEFENSES
+    from privbench.run.config import load_suite
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import AuditPlan, audit_defense
+    from privbench.core.records import atomic_write_text
+    from privbench.core.registry import DEFENSES
 
     suite = load_suite(args.suite)
     plan = AuditPlan(trials=args.trials, canaries=args.canaries, guesses=(args.guesses, args.guesses),
@@ -259,7 +259,7 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import build
+    from privbench.submit.leaderboard import build
 
     for path in build(Path(args.submissions), Path(args.out)):
         print(path)
@@ -389,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.plugin = list(args.plugin) + list(getattr(args, "plugin_after", []))
     try:
-        from .registry import load_plugins
+        from privbench.run.plugins import load_plugins
 
         if args.fn in (_cmd_list, _cmd_run, _cmd_video_case, _cmd_submit, _cmd_dp_audit) or getattr(args, "check", False):  # report/show: records only, fast
             load_plugins(tuple(args.plugin))

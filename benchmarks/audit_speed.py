@@ -59,11 +59,11 @@ def main() -> None:
 
     import torch
 
-    from benchmark.audit import AuditConfig, run_audit
-    from benchmark.audit.copies import canonical
-    from benchmark.audit.loader import read_folder
-    from benchmark.audit.report import write_report
-    from benchmark.provenance import cpu_model
+    from privbench.audit import AuditConfig, run_audit
+    from privbench.audit.copies import canonical
+    from privbench.audit.loader import read_folder
+    from privbench.audit.report import write_report
+    from privbench.core.provenance import cpu_model
 
     root = Path(args.workdir)
     t0 = time.perf_counter()

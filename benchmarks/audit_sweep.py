@@ -1,13 +1,13 @@
 """The near-copy audit's perturbation sweep (issue 26; docs/AUDIT.md): recall of edited copies and false flags of
-fresh images, per edit of :data:`benchmark.audit.edits.SWEEP`, on real digits (mnist5k: look-alikes) and photo tiles
+fresh images, per edit of :data:`privbench.audit.edits.SWEEP`, on real digits (mnist5k: look-alikes) and photo tiles
 (photo-patches, 32 px), with and without ``--aux``.
 
     python benchmarks/audit_sweep.py [--originals 400] [--copies 100] [--fresh 600] [--rate 0.01]
 
 Per dataset: ``--originals`` originals, ``--originals`` aux images and ``--fresh`` fresh images, disjoint, from the
 built-in pool; per edit, ``--copies`` originals with structure (RMS contrast
-:data:`benchmark.audit.copies.STRUCTURED` or more) are edited
-(:func:`benchmark.audit.sweep.sweep`). Prints a Markdown table.
+:data:`privbench.audit.copies.STRUCTURED` or more) are edited
+(:func:`privbench.audit.sweep.sweep`). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=600)
     ap.add_argument("--rate", type=float, default=0.01)
     args = ap.parse_args()
-    from benchmark.audit.sweep import sweep
+    from privbench.audit.sweep import sweep
 
     t0 = time.perf_counter()
     print("| dataset | edit | recall, --aux | recall, leave-one-out | original among candidates |")

@@ -1,6 +1,6 @@
 """Print the paper-claim verdicts (C1, C3, C4, C5) computed from one or more records directories, with the CI of
 each claimed difference (the same table each board's report shows; the logic lives in
-``benchmark.report.claims``).
+``privbench.report.claims``).
 
 Usage: python benchmarks/claims.py leaderboards/quick [leaderboards/split ...]
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmark.report.frame import load_frame
-from benchmark.report.render import to_markdown
-from benchmark.report.tables import claims_table
+from privbench.report.frame import load_frame
+from privbench.report.render import to_markdown
+from privbench.report.tables import claims_table
 
 
 def main(dirs: list[str]) -> int:

@@ -25,12 +25,12 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     import breaching
     from omegaconf import OmegaConf
 
-    from attacks.gradient import InvertingGradients
-    from benchmark.config import SplitConfig
-    from benchmark.contracts import RunContext, TaskConfig
-    from benchmark.data import load_splits
-    from benchmark.metrics.image import psnr
-    from defenses import DEFENSES
+    from privbench.attacks.gradient import InvertingGradients
+    from privbench.core.specs import SplitConfig
+    from privbench.core.contracts import RunContext, TaskConfig
+    from privbench.data import load_splits
+    from privbench.metrics.image import psnr
+    from privbench.defenses import DEFENSES
 
     torch.set_num_threads(args.threads)
     splits = load_splits(args.dataset, SplitConfig(private=200, aux=200, test=200, targets=args.images), 0)

@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from benchmark.records import iter_records
+from privbench.core.records import iter_records
 
 
 def flatten(obj: object, prefix: str = "") -> dict[str, float]:

@@ -3,7 +3,7 @@
     python benchmarks/dp_audit_cost.py [--suite video] [--defense maskdp] [--trials 20000] [--canaries 1000]
 
 Times (a) the defense's own DP training run (its ``build`` on the suite's first dataset, seed 0: the model it
-releases) and (b) ``benchmark.dpaudit.audit_defense`` for the same configuration (step-level audit with
+releases) and (b) ``privbench.ops.dpaudit.audit_defense`` for the same configuration (step-level audit with
 ``--trials`` steps per world, one-run audit with ``--canaries`` over the run's steps), and prints both and the ratio.
 """
 
@@ -23,12 +23,13 @@ def main() -> None:
     ap.add_argument("--canaries", type=int, default=1000)
     args = ap.parse_args()
 
-    from benchmark.config import load_suite
-    from benchmark.contracts import RunContext
-    from benchmark.data import load_splits
-    from benchmark.dpaudit import AuditPlan, audit_defense
-    from benchmark.provenance import cpu_model
-    from benchmark.registry import DEFENSES, load_plugins
+    from privbench.run.config import load_suite
+    from privbench.core.contracts import RunContext
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import AuditPlan, audit_defense
+    from privbench.core.provenance import cpu_model
+    from privbench.core.registry import DEFENSES
+    from privbench.run.plugins import load_plugins
 
     load_plugins()
     suite = load_suite(args.suite)

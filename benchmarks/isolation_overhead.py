@@ -4,7 +4,7 @@
 
 For a cheap attack (histogram-linkage) and a training attack (inversion-decoder, 2 epochs) on `blur` over digits,
 prints the median wall time in-process (``attack.run`` on a hand-built view; not how the runner runs attacks) and
-through ``benchmark.evaluate.attack_release`` (forkserver child, pickled view, queries over a pipe), and their
+through ``privbench.run.evaluate.attack_release`` (forkserver child, pickled view, queries over a pipe), and their
 difference and ratio. The first isolated call also pays for starting the fork server; it is reported separately.
 """
 
@@ -22,13 +22,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from benchmark.config import PluginSpec, SplitConfig
-    from benchmark.contracts import AttackContext, AttackView, RunContext, TaskConfig
-    from benchmark.data import load_splits
-    from benchmark.evaluate import EvalOptions, attack_release, exposed_surfaces
-    from benchmark.isolation import DefenderServices, attack_view_release
-    from benchmark.provenance import cpu_model
-    from benchmark.registry import ATTACKS, DEFENSES, load_plugins
+    from privbench.core.specs import PluginSpec, SplitConfig
+    from privbench.core.contracts import AttackContext, AttackView, RunContext, TaskConfig
+    from privbench.data import load_splits
+    from privbench.run.evaluate import EvalOptions, attack_release, exposed_surfaces
+    from privbench.run.isolation import DefenderServices, attack_view_release
+    from privbench.core.provenance import cpu_model
+    from privbench.core.registry import ATTACKS, DEFENSES
+    from privbench.run.plugins import load_plugins
 
     load_plugins()
     task = TaskConfig(width=8, epochs=1)
@@ -53,7 +54,7 @@ def main() -> None:
             services = DefenderServices(release, secret=1)
             if view_release.transform is not None:
                 view_release.transform._channel = _LocalChannel(services)
-            from benchmark.scoring import gallery_permutation
+            from privbench.run.scoring import gallery_permutation
 
             gallery = gallery_permutation(splits, 0)[0] if cls.needs_gallery else None
             view = AttackView(view_release, splits.aux, splits.targets.clone(), tuple(splits.info.shape),

@@ -23,10 +23,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     args = ap.parse_args()
 
-    from benchmark.contracts import ImageSet
-    from benchmark.data.actions import JOINTS, generate
-    from benchmark.provenance import cpu_model
-    from defenses.people import estimator
+    from privbench.core.contracts import ImageSet
+    from privbench.data.actions import JOINTS, generate
+    from privbench.core.provenance import cpu_model
+    from privbench.defenses.people import estimator
 
     made = generate(max(1, args.clips // 10), 10, args.frames, args.size, seed=0, shake=0)
     clips = torch.from_numpy(made.clips[: args.clips]).permute(0, 1, 4, 2, 3).float().div(255.0)

@@ -7,12 +7,12 @@ machine, interleaved (A, B, A, B, ...) and summarised by the median, so the mach
 
 - ``speed``: the machine's yardstick, not a ratio: samples/s of the bare training loop below. The README states its
   times with this figure, so a reader scales them to another machine by the ratio of the two speeds.
-- ``train``: task-model training throughput (samples/s) of ``benchmark.models.train.train_classifier`` ÷ a bare
+- ``train``: task-model training throughput (samples/s) of ``privbench.models.train.train_classifier`` ÷ a bare
   loop (same convnet width 32, batch 64, Adam, 1,000 mnist5k images, 2 epochs). Goal ≥ 0.8.
-- ``dp``: one DP-SGD training step as ``defenses.dp_sgd`` trains (Opacus, per-sample clipping and noise) ÷ one
+- ``dp``: one DP-SGD training step as ``privbench.defenses.dp_sgd`` trains (Opacus, per-sample clipping and noise) ÷ one
   non-private step, same model (BatchNorm removed, as dp-sgd does) and batch of 64. Goal ≤ 2. Also the gradient
   surface's one-batch mechanism (``dp_gradients``, vmap per-sample gradients) ÷ the same plain step.
-- ``ig``: one gradient-ig (Inverting Gradients) iteration of ``attacks.gradient`` ÷ a bare double-backward step
+- ``ig``: one gradient-ig (Inverting Gradients) iteration of ``privbench.attacks.gradient`` ÷ a bare double-backward step
   (cosine gradient matching + total variation, Adam on the dummy image), LeNet, batch 1. Goal ≤ 1.1.
 - ``report``: ``privbench report`` on the committed quick board, first run (``--force``) and cached re-run, in
   seconds (goals ≤ 1 s and ≤ 2 s; these are times, not ratios: process start-up included).
@@ -51,15 +51,15 @@ def _interleaved(a: Callable[[], None], b: Callable[[], None], repeats: int) -> 
 
 
 def _mnist(n: int = 1000):
-    from benchmark.config import SplitConfig
-    from benchmark.data import load_splits
+    from privbench.core.specs import SplitConfig
+    from privbench.data import load_splits
 
     return load_splits("mnist5k", SplitConfig(private=n, aux=10, test=10, targets=1), 0).private
 
 
 def _bare_loop(data, epochs: int, batch: int) -> None:
     """The reference: a plain PyTorch training loop (convnet width 32, Adam, shuffled mini-batches)."""
-    from benchmark.models import build_model
+    from privbench.models import build_model
 
     model = build_model("convnet", 1, 10, width=32).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -87,8 +87,8 @@ def reference_speed(repeats: int) -> str:
 
 
 def train_ratio(repeats: int) -> str:
-    from benchmark.models import build_model
-    from benchmark.models.train import train_classifier
+    from privbench.models import build_model
+    from privbench.models.train import train_classifier
 
     data, epochs, batch = _mnist(), 2, 64
 
@@ -112,14 +112,14 @@ def dp_ratio(repeats: int) -> str:
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from defenses.dp_sgd import DPSGD, dp_gradients
+    from privbench.defenses.dp_sgd import DPSGD, dp_gradients
 
     data = _mnist(64)
     x, y = data.images, data.labels
     task_model = DPSGD(DPSGD.Params()).task_model
 
     def model_and_opt() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        from benchmark.contracts import TaskConfig
+        from privbench.core.contracts import TaskConfig
 
         model = task_model(1, 10, TaskConfig(model="convnet", width=32))
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -160,8 +160,8 @@ def dp_ratio(repeats: int) -> str:
 
 
 def ig_ratio(repeats: int) -> str:
-    from attacks.gradient import InvertingGradients
-    from benchmark.models import build_model
+    from privbench.attacks.gradient import InvertingGradients
+    from privbench.models import build_model
 
     model = build_model("lenet", 1, 10).eval()
     data = _mnist(1)
@@ -216,8 +216,8 @@ def main() -> None:
     ap.add_argument("--only", default="speed,train,dp,ig,report")
     args = ap.parse_args()
 
-    from benchmark.provenance import cpu_model
-    from benchmark.registry import load_plugins
+    from privbench.core.provenance import cpu_model
+    from privbench.run.plugins import load_plugins
 
     load_plugins()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -4,7 +4,7 @@
 
 Interleaved in one run, medians of ``--repeats``:
 
-- **A, a sandboxed transform**: start a confined child (``benchmark.confine``: namespaces, limits, capabilities,
+- **A, a sandboxed transform**: start a confined child (``privbench.submit.confine``: namespaces, limits, capabilities,
   Landlock, seccomp; then the child imports torch, the built-in defenses and the submission), send it one
   ``transform`` request of ``--images`` mnist-sized images, read the reply, close it: what an attack's query or the
   reproduction check costs a submission run;
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 SUBMISSION = '''
 import torch
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 @DEFENSES.register("bench-blend")
@@ -42,7 +42,7 @@ class BenchBlend(InputDefense):
 
 
 def main() -> None:
-    from benchmark.sandbox import Limits, Session, filesystem_isolation
+    from privbench.submit.sandbox import Limits, Session, filesystem_isolation
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)

@@ -1,6 +1,6 @@
 """Avatar anonymisation of people in video (Schneider et al., arXiv 2410.17098; docs/METHODS.md §2).
 
-Per clip: find the person (a pluggable estimator, :mod:`defenses.people`), restore the background where the person
+Per clip: find the person (a pluggable estimator, :mod:`privbench.defenses.people`), restore the background where the person
 was (a temporal-median plate of the uncovered pixels, holes filled by OpenCV inpainting; or per-frame inpainting),
 and draw a neutral avatar from the 2-D keypoints: torso, limbs and head filled in one fixed, saturated colour.
 With ``retarget`` every bone is redrawn at a canonical length, so body proportions do not identify; the pose
@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
-from benchmark.data.actions import JOINTS
-from benchmark.errors import InputError
-from benchmark.registry import DEFENSES
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
+from privbench.data.actions import JOINTS
+from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
 
-from .people import ESTIMATORS, as_clips, estimator
+from privbench.defenses.people import ESTIMATORS, as_clips, estimator
 
 _J = {name: i for i, name in enumerate(JOINTS)}
 #: Bones as (parent, child), in an order where every parent is placed before its children (root: pelvis).

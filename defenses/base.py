@@ -12,12 +12,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.models import input_channels
-from benchmark.seeding import seeded
+from privbench.models import input_channels
+from privbench.core.seeding import seeded
 
-from benchmark.contracts import (Defense, GradientMechanism, GradientOracle, ImageSet, Modality, Release, ReleaseMeta,
-                                 RunContext, Splits, Surface, check_images)
-from benchmark.errors import InputError
+from privbench.core.contracts import (
+    Defense, GradientMechanism, GradientOracle, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
+    check_images,
+)
+from privbench.core.errors import InputError
 
 
 #: How far outside [0, 1] a release may stray by rounding before it counts as out of range.
@@ -131,7 +133,7 @@ class ModelReleaser(Defense):
                          epochs: Optional[int] = None) -> nn.Module:
         """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget unless
         ``epochs`` is given."""
-        from benchmark.models import train_classifier
+        from privbench.models import train_classifier
 
         t = ctx.task
         with seeded(ctx.generator("task-init")):

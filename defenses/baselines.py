@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.errors import InputError
+from privbench.core.errors import InputError
 
-from benchmark.contracts import Modality, Release, RunContext, Splits, Surface
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import Modality, Release, RunContext, Splits, Surface
+from privbench.core.threats import ThreatModel
 
-from benchmark.registry import DEFENSES
-from .base import InputDefense, ModelReleaser
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense, ModelReleaser
 
 
 def _per_image(images: Tensor, fn) -> Tensor:

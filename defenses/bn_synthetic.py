@@ -23,14 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.metrics.image import total_variation
-from benchmark.models import accuracy
+from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.metrics.image import total_variation
+from privbench.models import accuracy
 
-from benchmark.registry import DEFENSES
-from .base import ModelReleaser
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import ModelReleaser
 
 
 class _BNInputs:

@@ -2,7 +2,7 @@
 
 An attack that scores near 0 on a defense is evidence of privacy only if the same attack is known to break what it
 should break. Each control below is a release that a competent attack of one family must see through, and each
-attack names its controls with a bar (:attr:`benchmark.contracts.Attack.positive_controls`). A suite may list a
+attack names its controls with a bar (:attr:`privbench.core.contracts.Attack.positive_controls`). A suite may list a
 control like any defense; the runner pairs it only with the attacks that name it, the competence gate reads those
 cells, and no table or plot ranks it (``control = True``).
 
@@ -30,14 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import (ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
-                                 check_images)
-from benchmark.errors import InputError
-from benchmark.registry import DEFENSES
-from benchmark.seeding import derive_seed
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import (
+    ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig, check_images,
+)
+from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.seeding import derive_seed
+from privbench.core.threats import ThreatModel
 
-from .base import InputDefense, ModelReleaser
+from privbench.defenses.base import InputDefense, ModelReleaser
 
 _IMAGE_CLAIMS = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})
 

@@ -4,12 +4,12 @@ Each step draws a Poisson batch (every private sample independently with probabi
 clips each sample's gradient to ``max_grad_norm`` C (Opacus' factor ``min(1, C / (‖g_i‖ + 1e-6))`` over all
 parameters), sums, adds Gaussian noise of standard deviation ``σ·C`` and divides by the expected batch size ``q·N``
 (fixed, so the divisor reveals nothing); an empty batch still gets its noise step. :class:`DPSGDStep` is that step,
-the same object training runs and ``benchmark.dpaudit`` audits. The ``gradients`` surface serves a different
+the same object training runs and ``privbench.ops.dpaudit`` audits. The ``gradients`` surface serves a different
 release, :func:`dp_gradients`: one batch the server names (distinct indices), clipped, summed, noised and divided
 by its size, which is public there; its ε (``epsilon_per_update``) is for one sample *replaced* (sensitivity 2C). Per-sample gradients come from ``torch.func`` (vmap over grad): 1.46× a plain step where Opacus' hooks
 cost 1.77× (docs/BENCHMARKS.md); Opacus still validates the model and is the cross-check in the tests.
 
-ε (``benchmark.accounting``): the tighter of PLD and RDP at ``delta`` for (σ, q, steps) under add/remove adjacency,
+ε (``privbench.ops.accounting``): the tighter of PLD and RDP at ``delta`` for (σ, q, steps) under add/remove adjacency,
 per sample and, where the data has identities, per person (all of a person's samples). ``target_epsilon`` is met
 by the smallest σ whose PLD ε reaches it, for the unit ``unit`` (sample or person). BatchNorm, which mixes samples,
 is removed and in-place activations are turned off.
@@ -25,17 +25,18 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from benchmark import accounting
-from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits,
-                                 StepData, Surface, TaskConfig)
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.models import input_channels
-from benchmark.persample import per_sample_gradients
-from benchmark.seeding import seeded
+from privbench.ops import accounting
+from privbench.core.contracts import (
+    GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, StepData, Surface, TaskConfig,
+)
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.models import input_channels
+from privbench.ops.persample import per_sample_gradients
+from privbench.core.seeding import seeded
 
-from benchmark.registry import DEFENSES
-from .base import ModelReleaser
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import ModelReleaser
 
 
 def clipped_sum(per: dict[str, Tensor], max_grad_norm: float) -> dict[str, Tensor]:
@@ -70,7 +71,7 @@ def _device(model: nn.Module) -> torch.device:
 
 @dataclass(frozen=True)
 class DPSGDStep:
-    """One DP-SGD step (module docstring; :class:`benchmark.contracts.TrainingStep`). ``denominator``: the expected
+    """One DP-SGD step (module docstring; :class:`privbench.core.contracts.TrainingStep`). ``denominator``: the expected
     batch size ``q·N`` of the training set."""
 
     sample_rate: float
@@ -116,7 +117,7 @@ class DPPlan:
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepData, steps: int, ctx: RunContext,
                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> float:
-    """Run ``steps`` of ``step`` (a :class:`~benchmark.contracts.TrainingStep`) on ``data`` with the run's
+    """Run ``steps`` of ``step`` (a :class:`~privbench.core.contracts.TrainingStep`) on ``data`` with the run's
     ``task-train`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
     batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -235,7 +236,7 @@ class DPSGD(ModelReleaser):
         return DPPlan(sample_rate=q, steps=steps, noise_multiplier=float(sigma), group=group)
 
     def training_step(self, plan: DPPlan, n: int):
-        """The :class:`~benchmark.contracts.TrainingStep` this defense trains with."""
+        """The :class:`~privbench.core.contracts.TrainingStep` this defense trains with."""
         return DPSGDStep(plan.sample_rate, plan.noise_multiplier, self.params.max_grad_norm, plan.sample_rate * n)
 
     def training_data(self, splits: Splits) -> tuple[StepData, Optional[ImageSet]]:

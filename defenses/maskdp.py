@@ -27,7 +27,7 @@ is public there; sensitivity 2C), and k queries compose. It says nothing about t
 the default, the person, whose gradients pass unprotected), and if anonymised clips are also published, their
 background is in the clear.
 
-``anonymise: avatar`` first replaces each person by the avatar (:mod:`defenses.avatar`) and makes the background
+``anonymise: avatar`` first replaces each person by the avatar (:mod:`privbench.defenses.avatar`) and makes the background
 the sensitive region: the avatar + MaskDP combination of the paper.
 """
 
@@ -42,16 +42,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.contracts import (GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits,
-                                 StepData, Surface)
-from benchmark.errors import InputError
-from benchmark.models import input_channels
-from benchmark.registry import DEFENSES
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import (
+    GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, StepData, Surface,
+)
+from privbench.core.errors import InputError
+from privbench.models import input_channels
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
 
-from .dp_sgd import (DPPlan, DPSGD, add_noise, clipped_sum, per_sample_gradients, poisson_batch,
-                     zeros_like_params)
-from .people import estimator
+from privbench.defenses.dp_sgd import (
+    DPPlan, DPSGD, add_noise, clipped_sum, per_sample_gradients, poisson_batch, zeros_like_params,
+)
+from privbench.defenses.people import estimator
 
 #: The constant the sensitive region is replaced by in ``x_pub`` (data-independent).
 FILL = 0.5
@@ -85,7 +87,7 @@ def residual_update(model: nn.Module, images: Tensor, public: Tensor, labels: Te
 
 @dataclass(frozen=True)
 class MaskDPStep:
-    """One MaskDP training step (module docstring; :class:`benchmark.contracts.TrainingStep`): residuals of a
+    """One MaskDP training step (module docstring; :class:`privbench.core.contracts.TrainingStep`): residuals of a
     Poisson batch clipped and noised, plus the public gradients of an independent Poisson batch. ``denominator``:
     the expected batch size ``q·N``."""
 
@@ -178,7 +180,7 @@ class MaskDP(DPSGD):
 
     def training_clips(self, private: ImageSet) -> tuple[ImageSet, Tensor]:
         """``(clips trained on, their blanked versions x_pub)``."""
-        from .avatar import Avatar
+        from privbench.defenses.avatar import Avatar
 
         if self.params.anonymise == "avatar":
             avatar = Avatar(Avatar.Params(estimator=self.params.estimator))

@@ -30,15 +30,16 @@ from typing import Any, Callable, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-from benchmark.contracts import (ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
-                                 check_images)
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.models import SplitModel, predict, train_classifier
-from benchmark.seeding import seeded
+from privbench.core.contracts import (
+    ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig, check_images,
+)
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.models import SplitModel, predict, train_classifier
+from privbench.core.seeding import seeded
 
-from benchmark.registry import DEFENSES
-from .base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 class MaskNetClassifier(nn.Module):

@@ -7,7 +7,7 @@ Estimators, by id in :data:`ESTIMATORS`:
 - ``hog``: OpenCV's HOG + linear-SVM people detector (Dalal & Triggs, CVPR 2005), per frame on an upscaled
   frame; masks are the detected boxes, no keypoints.
 - ``mediapipe``: MediaPipe Pose (BlazePose, Bazarevsky et al., 2020) with its segmentation, from the model files
-  the ``mediapipe==0.10.14`` wheel bundles; keypoints mapped to :data:`benchmark.data.actions.JOINTS`. One person
+  the ``mediapipe==0.10.14`` wheel bundles; keypoints mapped to :data:`privbench.data.actions.JOINTS`. One person
   per frame, who should fill a good part of it.
 - ``top-down``: HOG boxes, then MediaPipe Pose on each box (upscaled): several small people per frame, as in
   street scenes (OpenCV's ``vtest.avi``), up to 8 per frame.
@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.contracts import ImageSet
-from benchmark.data.actions import JOINTS
-from benchmark.errors import InputError
-from benchmark.metrics.people import HogPeople
-from benchmark.registry import Registry
+from privbench.core.contracts import ImageSet
+from privbench.data.actions import JOINTS
+from privbench.core.errors import InputError
+from privbench.metrics.people import HogPeople
+from privbench.core.registry import Registry
 
 
 @dataclass(frozen=True)
 class People:
     """``masks (N, T, 1, H, W)`` bool where a person is; ``keypoints (N, T, P, J, 2)`` pixel (x, y) of up to ``P``
-    people in the order of :data:`~benchmark.data.actions.JOINTS`, NaN where a person or joint was not found, or
+    people in the order of :data:`~privbench.data.actions.JOINTS`, NaN where a person or joint was not found, or
     ``None`` (no pose)."""
 
     masks: Tensor
@@ -87,7 +87,7 @@ def _frames_uint8(clips: ImageSet) -> np.ndarray:
 
 @ESTIMATORS.register("hog")
 class Hog(PersonEstimator):
-    """OpenCV's HOG people detector (:class:`benchmark.metrics.people.HogPeople`); masks are its boxes."""
+    """OpenCV's HOG people detector (:class:`privbench.metrics.people.HogPeople`); masks are its boxes."""
 
     gives_pose = False
 

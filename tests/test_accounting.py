@@ -9,8 +9,8 @@ import math
 import pytest
 from scipy.special import ndtr
 
-from benchmark.accounting import poisson_gaussian
-from benchmark.errors import InputError
+from privbench.ops.accounting import poisson_gaussian
+from privbench.core.errors import InputError
 
 
 def _exact_gaussian_epsilon(sigma: float, delta: float) -> float:
@@ -59,7 +59,7 @@ def test_bad_parameters_name_what_is_wrong() -> None:
 
 @pytest.mark.parametrize("target,q,steps", [(0.5, 0.032, 500), (1.0, 0.032, 500), (0.05, 0.001, 1000)])
 def test_calibration_meets_its_target_with_the_least_noise(target, q, steps) -> None:
-    from benchmark.accounting import calibrate
+    from privbench.ops.accounting import calibrate
 
     sigma = calibrate(target, q, steps, 1e-5)
     assert poisson_gaussian(sigma, q, steps, 1e-5).epsilon <= target

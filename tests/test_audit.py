@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchmark.audit.loader import Unreadable, load_image_bytes, read_folder
+from privbench.audit.loader import Unreadable, load_image_bytes, read_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,10 +245,10 @@ def _digits(root: Path, idx: np.ndarray, images: np.ndarray, labels: np.ndarray)
 def _train(folder_dir: Path, labels: dict[str, int], seed: int):
     import torch
 
-    from benchmark.audit.loader import read_folder as read
-    from benchmark.contracts import ImageSet
-    from benchmark.models import build_model
-    from benchmark.models.train import train_classifier
+    from privbench.audit.loader import read_folder as read
+    from privbench.core.contracts import ImageSet
+    from privbench.models import build_model
+    from privbench.models.train import train_classifier
 
     f = read(folder_dir)
     x = torch.from_numpy(f.images).permute(0, 3, 1, 2).float() / 255.0

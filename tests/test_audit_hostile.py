@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.audit.loader import Unreadable, read_folder, read_video, scan, sniff_container
-from benchmark.textsafe import csv_cell, markdown_cell
+from privbench.audit.loader import Unreadable, read_folder, read_video, scan, sniff_container
+from privbench.core.textsafe import csv_cell, markdown_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = (255, 0, 255)  # the outside image's colour: no release image is magenta
@@ -303,8 +303,8 @@ def test_markdown_cell_keeps_escapes_links_and_lines_inert() -> None:
 
 def test_a_crash_while_writing_exits_3_with_a_message_and_leaves_no_report(tmp_path: Path, monkeypatch,
                                                                            capsys: pytest.CaptureFixture) -> None:
-    from benchmark.audit import report
-    from benchmark.cli import main
+    from privbench.audit import report
+    from privbench.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("renderer broke")

@@ -1,12 +1,12 @@
 """Red-team of the near-copy audit (docs/AUDIT.md, near-copy; issue 26's bar): a careless or hostile release
-pipeline, an untrusted ``--aux`` and careless originals against :func:`benchmark.audit.risks.near_copy` and
-:mod:`benchmark.audit.copies`.
+pipeline, an untrusted ``--aux`` and careless originals against :func:`privbench.audit.risks.near_copy` and
+:mod:`privbench.audit.copies`.
 
 - Failures within the documented claim are plain tests (they fail until fixed).
 - Limitations outside the claim that the docs do not admit are ``xfail(strict=True)`` with the measured numbers.
 - Attacks that held assert the behaviour, as regression guards.
 
-Images go through the audit's own loader (:func:`benchmark.audit.sweep._read`, or the JPEG bytes), so every
+Images go through the audit's own loader (:func:`privbench.audit.sweep._read`, or the JPEG bytes), so every
 number here is what ``privbench audit`` computes on the same files. Deterministic: fixed numpy Generator seeds.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.audit import copies as cp
-from benchmark.audit import edits as E
-from benchmark.audit.loader import Folder, load_image_bytes
-from benchmark.audit.risks import CANNOT_TEST, _conformal, _nndr, near_copy
-from benchmark.audit.sweep import _pool, _read
+from privbench.audit import copies as cp
+from privbench.audit import edits as E
+from privbench.audit.loader import Folder, load_image_bytes
+from privbench.audit.risks import CANNOT_TEST, _conformal, _nndr, near_copy
+from privbench.audit.sweep import _pool, _read
 
 RATE = 0.01
 #: issue 26's combined edit, as the sweep draws it (random directions)
@@ -45,7 +45,7 @@ def _crop_exact(share: float, top: float, left: float, bottom: float, right: flo
 
 
 def _crop_pixels(top: int, left: int) -> E.Edit:
-    """:func:`benchmark.audit.edits.crop` (0.05) with its random split fixed: ``top``/``left`` of the cut rows and
+    """:func:`privbench.audit.edits.crop` (0.05) with its random split fixed: ``top``/``left`` of the cut rows and
     columns taken from the top/left (an edit the sweep itself draws)."""
     def edit(a: np.ndarray, g: np.random.Generator) -> np.ndarray:
         from PIL import Image
@@ -186,7 +186,7 @@ def test_bar_corner_crop_top_left_then_shift_2px_up_left_digits(digits: _Set, cr
     0.79 (exact 5% crop) and 0.90 (the sweep's own 1 px crop of a 28 px digit) with --aux and leave-one-out; the
     original is not among the faiss candidates of the misses (its verified distance, ~0.10, would win). The 0.96
     of docs/AUDIT.md is an average over random edit directions, not a bound for every edit within the bar. Held
-    since the candidate queries move by ±3 px instead of ±2 (:data:`benchmark.audit.copies.QUERY_SHIFTS`)."""
+    since the candidate queries move by ±3 px instead of ±2 (:data:`privbench.audit.copies.QUERY_SHIFTS`)."""
     r = digits.recall(E.chain(crop, _shift(-2, -2), _scale(0.88), E.reencode("JPEG", 70)))
     assert r["aux"] >= 0.95 and r["leave-one-out"] >= 0.95, r
 
@@ -196,7 +196,7 @@ def test_flat_aux_images_do_not_stand_in_for_a_baseline(digits: _Set) -> None:
     test at this rate". Flat aux images are +inf NNDRs counted in ``m``: 40 digits + 60 flat tiles (m = 100) run
     the test and flag 40 of 600 fresh digits (6.7% at a nominal 1%); an aux of 100 flat tiles flags all 600 fresh
     digits (value 1.0, a --fail-on gate fails on a clean release). Held since flat baseline images are left out of
-    the baseline (:func:`benchmark.audit.risks.near_copy`): 40 structured aux images cannot test at 1%."""
+    the baseline (:func:`privbench.audit.risks.near_copy`): 40 structured aux images cannot test at 1%."""
     fresh = digits.read[800:]
     flat = [np.full((64, 64, 3), v, np.uint8) for v in np.linspace(0, 255, 100).astype(np.uint8)]
     for aux in (digits.read[400:440] + flat[:60], flat):

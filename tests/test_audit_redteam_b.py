@@ -7,7 +7,7 @@ without ``--aux``; small baselines never show a pass.
 - Attacks that held assert the behaviour.
 
 300 originals, 300 aux and 300 fresh images of a built-in pool (the sweep's loader and split order), images read
-through the audit's own loader (:func:`benchmark.audit.sweep._read`); statistic and threshold are the audit's.
+through the audit's own loader (:func:`privbench.audit.sweep._read`); statistic and threshold are the audit's.
 Deterministic: numpy Generator seeds.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.audit import copies as cp
-from benchmark.audit import edits as E
-from benchmark.audit.loader import Folder
-from benchmark.audit.risks import CANNOT_TEST, _conformal, _nndr, near_copy
-from benchmark.audit.sweep import _pool, _read
+from privbench.audit import copies as cp
+from privbench.audit import edits as E
+from privbench.audit.loader import Folder
+from privbench.audit.risks import CANNOT_TEST, _conformal, _nndr, near_copy
+from privbench.audit.sweep import _pool, _read
 
 RATE = 0.01
 N = 300
@@ -30,7 +30,7 @@ BAR = E.chain(E.crop(0.05), E.shift(2), E.brightness(0.12), E.reencode("JPEG", 7
 
 
 def corner_crop_then_shift(share: float = 0.05, px: int = 2) -> E.Edit:
-    """Within the bar: :func:`benchmark.audit.edits.crop`'s cut (``round(share · side)`` rows and columns) taken
+    """Within the bar: :func:`privbench.audit.edits.crop`'s cut (``round(share · side)`` rows and columns) taken
     wholly from one random corner and resized back, then a ``px`` shift on both axes *towards that corner* (the
     shift edit itself allows ``px`` on one axis and up to ``px`` on the other): the two displacements add up."""
     def edit(a: np.ndarray, g: np.random.Generator) -> np.ndarray:
@@ -115,7 +115,7 @@ def test_corner_crop_plus_shift_towards_it(request: pytest.FixtureRequest, name:
     copies where the sweep's random-direction bar gives 0.99 on the same originals), photo tiles 0.93 / 0.93 (the
     random bar 0.97); one-sided on one axis only: 0.96 digits, 0.93 photos. The displacements add to ~3 canonical
     px plus a 5% zoom, the edge of RADIUS = 3 and of the ±2 px candidate moves. Fixed for digits by moving the
-    candidate queries ±3 px (:data:`benchmark.audit.copies.QUERY_SHIFTS`); photo tiles stay below the bar."""
+    candidate queries ±3 px (:data:`privbench.audit.copies.QUERY_SHIFTS`); photo tiles stay below the bar."""
     r = request.getfixturevalue(name).recall(E.chain(corner_crop_then_shift(), E.brightness(0.12),
                                                      E.reencode("JPEG", 70)))
     assert r["aux"] >= 0.95 and r["leave-one-out"] >= 0.95, r

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.audit.sweep import sweep
+from privbench.audit.sweep import sweep
 
 COMBINED = "combined: crop 5% + shift 2 px + brightness ±12% + JPEG q70"
 RATE = 0.01
@@ -51,11 +51,11 @@ def test_combined_edits_of_photo_tiles_are_flagged_with_and_without_aux() -> Non
 
 
 def test_verification_agrees_with_opencv_template_matching() -> None:
-    """:func:`benchmark.audit.copies.verify` against ``cv2.matchTemplate`` (TM_CCOEFF_NORMED) of the query's interior
+    """:func:`privbench.audit.copies.verify` against ``cv2.matchTemplate`` (TM_CCOEFF_NORMED) of the query's interior
     over the original, pair by pair: an independent implementation of the same normalised cross-correlation."""
     import cv2
 
-    from benchmark.audit import copies as cp
+    from privbench.audit import copies as cp
 
     g = np.random.default_rng(1)
     q = cv2.GaussianBlur(g.normal(size=(40, 32, 32)).astype(np.float32).transpose(1, 2, 0), (0, 0), 1.0)
@@ -76,7 +76,7 @@ def test_a_recropped_copys_new_border_does_not_cost_it() -> None:
     had, as after a crop and a shift): whole-image matching pays for them, the interior match does not."""
     import cv2
 
-    from benchmark.audit import copies as cp
+    from privbench.audit import copies as cp
 
     g = np.random.default_rng(2)
     big = cv2.GaussianBlur(g.normal(size=(40, 40)).astype(np.float32), (0, 0), 0.8)
@@ -87,12 +87,12 @@ def test_a_recropped_copys_new_border_does_not_cost_it() -> None:
 
 
 def test_a_copy_whose_edit_lowered_its_contrast_is_still_tested() -> None:
-    """The flat rule's hysteresis (:data:`benchmark.audit.copies.STRUCTURED` over :data:`~.FLAT`): a structured
+    """The flat rule's hysteresis (:data:`privbench.audit.copies.STRUCTURED` over :data:`~.FLAT`): a structured
     original of little contrast, darkened by 12%, stays testable and is matched to its original. With one threshold
     at the edit threshold such a copy was flat, never flagged."""
     import cv2
 
-    from benchmark.audit import copies as cp
+    from privbench.audit import copies as cp
 
     g = np.random.default_rng(0)
     tex = np.stack([cv2.GaussianBlur(g.normal(size=(32, 32)).astype(np.float32), (0, 0), 1.5) for _ in range(60)])

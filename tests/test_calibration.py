@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmark.calibration import Units, advantage, paired_difference_variance
-from benchmark.stats import combine, verdict
+from privbench.core.calibration import Units, advantage, paired_difference_variance
+from privbench.core.stats import combine, verdict
 
 
 def test_advantage_zero_point_and_identity() -> None:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from benchmark.report.claims import claim_c3, claim_c4
+from privbench.report.claims import claim_c3, claim_c4
 
 
 def _rows(defense: str, params: dict, utilities: list[float], **extra: object) -> list[dict]:
@@ -55,6 +55,6 @@ def test_an_uninformative_release_confirms_a_failing_linker_only_when_the_linker
 
 
 def test_one_seed_without_a_within_seed_variance_decides_nothing() -> None:
-    from benchmark.stats import combine, verdict
+    from privbench.core.stats import combine, verdict
 
     assert verdict(combine([0.01], [0.0])).startswith("inconclusive")  # one seed decides no verdict

@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.config import PluginSpec, load_suite
-from benchmark.errors import InputError
-from benchmark.plan import plan
-from benchmark.records import iter_records
-from benchmark.registry import ATTACKS, DEFENSES, load_plugins
-from benchmark.report.tables import competence
-from benchmark.runner import RunOptions, control_bar, run_suite
+from privbench.core.specs import PluginSpec
+from privbench.run.config import load_suite
+from privbench.core.errors import InputError
+from privbench.run.plan import plan
+from privbench.core.records import iter_records
+from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.run.plugins import load_plugins
+from privbench.report.tables import competence
+from privbench.run.runner import RunOptions, control_bar, run_suite
 from tests.conftest import write_suite
 
 
@@ -139,9 +141,9 @@ SHIFT_GAMMA = """
 import math
 import torch
 from torch.nn import functional as F
-from benchmark.registry import DEFENSES
-from benchmark.threats import ThreatModel
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
+from privbench.defenses.base import InputDefense
 
 
 @DEFENSES.register("shift-gamma-test")

@@ -1,4 +1,4 @@
-"""The empirical DP audits (benchmark.dpaudit): their statistics agree with independent implementations and the
+"""The empirical DP audits (privbench.ops.dpaudit): their statistics agree with independent implementations and the
 paper's printed numbers, they catch the positive controls (tests/dp_controls.py) with the confidence interval
 excluding the claim, and they never flag the correct mechanisms at the same settings."""
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from benchmark import accounting, dpaudit
-from benchmark.contracts import ImageSet, StepData
-from benchmark.errors import InputError
-from defenses.dp_sgd import DPSGDStep
-from defenses.maskdp import FILL, MaskDPStep
+from privbench.ops import accounting, dpaudit
+from privbench.core.contracts import ImageSet, StepData
+from privbench.core.errors import InputError
+from privbench.defenses.dp_sgd import DPSGDStep
+from privbench.defenses.maskdp import FILL, MaskDPStep
 
 from dp_controls import RewoundNoiseDPSGDStep, SameBatchMaskDPStep, UnclippedDPSGDStep
 
@@ -136,8 +136,8 @@ def test_neighbours_follow_each_steps_adjacency() -> None:
 
 
 CONTROL_PLUGIN = '''
-from benchmark.registry import DEFENSES
-from defenses.dp_sgd import DPSGD
+from privbench.core.registry import DEFENSES
+from privbench.defenses.dp_sgd import DPSGD
 from tests.dp_controls import UnclippedDPSGDStep
 
 
@@ -169,14 +169,14 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
     """Through the runner: dp-sgd's record carries both accountants and its audit, consistent; the same recipe
     without clipping (q = 0.02, σ = 1: a one-step claim of 0.44) is refuted, its cell fails naming the violation,
     and the board's DP table says so."""
-    from benchmark.config import load_suite
-    from benchmark.records import iter_records
-    from benchmark.report.tables import build_board
-    from benchmark.report.frame import load_frame
-    from benchmark.runner import RunOptions, run_suite
+    from privbench.run.config import load_suite
+    from privbench.core.records import iter_records
+    from privbench.report.tables import build_board
+    from privbench.report.frame import load_frame
+    from privbench.run.runner import RunOptions, run_suite
     from tests.conftest import write_suite
 
-    from benchmark.registry import load_plugins
+    from privbench.run.plugins import load_plugins
 
     plugin = tmp_path / "control.py"
     plugin.write_text(CONTROL_PLUGIN)
@@ -201,8 +201,8 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
 
 
 def _blackbox_splits():
-    from benchmark.config import SplitConfig
-    from benchmark.data import load_splits
+    from privbench.core.specs import SplitConfig
+    from privbench.data import load_splits
 
     return load_splits("digits", SplitConfig(private=400, aux=100, test=300, targets=20), 0)
 
@@ -210,8 +210,8 @@ def _blackbox_splits():
 def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clears_noise() -> None:
     """A submission's self-reported ε is audited on what it releases: an identity release that claims ε = 0.5 is
     refuted (every canary it was given is in the release), pure noise claiming the same is not."""
-    from benchmark.contracts import Release, RunContext, TaskConfig
-    from defenses import DEFENSES
+    from privbench.core.contracts import Release, RunContext, TaskConfig
+    from privbench.defenses import DEFENSES
 
     splits = _blackbox_splits()
     ctx = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig())
@@ -234,7 +234,7 @@ def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clea
 def test_blackbox_audit_sees_through_a_re_encoded_identity_release(recode) -> None:
     """Red-team round 2 (issue 24): a negative, a fixed pixel permutation or a one-pixel shift of each image
     defeated a nearest-neighbour score; the ridge decoder fitted on the slots without canaries undoes them."""
-    from benchmark.contracts import Release
+    from privbench.core.contracts import Release
 
     splits = _blackbox_splits()
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
@@ -253,7 +253,7 @@ def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cann
     """Red-team round 3: each row replaced by its class's aux mean uses no private pixel and must not be refuted
     (canaries carry their slot's label); a lossless copy hidden in a synthetic set of another shape beside
     harmless data is refused (InputError: the entry becomes unreliable), not passed."""
-    from benchmark.contracts import Release
+    from privbench.core.contracts import Release
 
     splits = _blackbox_splits()
     means = torch.stack([splits.aux.images[splits.aux.labels == c].mean(0) for c in range(10)])
@@ -279,7 +279,7 @@ def test_the_dp_audit_command_audits_each_claiming_configuration_and_writes_json
     dp_audit.json with both audits, exit 0 when nothing is refuted; a suite without DP is an input error."""
     import json
 
-    from benchmark.cli import main
+    from privbench.cli import main
     from tests.conftest import write_suite
 
     suite = write_suite(tmp_path / "dp.yaml", VIOLATION_SUITE.replace("  - id: unclipped-dp-sgd-control\n", "")

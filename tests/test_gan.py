@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.gan import GANAttack, leave_one_class_out, train_generator
-from benchmark.config import SplitConfig
-from benchmark.contracts import RunContext, TaskConfig
-from benchmark.data import load_splits
-from benchmark.errors import InputError
-from benchmark.models import accuracy, build_model
-from benchmark.seeding import seeded
-from defenses import DEFENSES
+from privbench.attacks.gan import GANAttack, leave_one_class_out, train_generator
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import RunContext, TaskConfig
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.models import accuracy, build_model
+from privbench.core.seeding import seeded
+from privbench.defenses import DEFENSES
 from tests.conftest import run_attack
 
 CPU = torch.device("cpu")

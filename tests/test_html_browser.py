@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from benchmark.report.render import to_html
-from benchmark.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
+from privbench.report.render import to_html
+from privbench.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

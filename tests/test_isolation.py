@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import SplitConfig, load_suite
-from benchmark.data import load_splits
-from benchmark.records import iter_records
-from benchmark.registry import load_plugin_file
-from benchmark.runner import RunOptions, run_suite
+from privbench.core.specs import SplitConfig
+from privbench.run.config import load_suite
+from privbench.data import load_splits
+from privbench.core.records import iter_records
+from privbench.run.plugins import load_plugin_file
+from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 
 NOSY = '''
@@ -22,8 +23,8 @@ import gc, hashlib, json, os
 from dataclasses import dataclass
 import torch
 from torch import nn
-from benchmark.contracts import Access, Attack, AttackOutput, Surface
-from benchmark.registry import ATTACKS
+from privbench.core.contracts import Access, Attack, AttackOutput, Surface
+from privbench.core.registry import ATTACKS
 
 SEED = 4242
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.inpainting import ClassicalInpainting, DiffusionInpainting, LearnedInpainting
-from attacks.inversion import MaskInversion
-from benchmark.config import SplitConfig, build_dataclass
-from benchmark.contracts import Release, RunContext, Surface, TaskConfig
-from benchmark.data import load_splits
-from benchmark.errors import InputError
-from benchmark.metrics import masked_psnr
-from benchmark.metrics.image import ssim
-from defenses.masking import InterpretationMasking
+from privbench.attacks.inpainting import ClassicalInpainting, DiffusionInpainting, LearnedInpainting
+from privbench.attacks.inversion import MaskInversion
+from privbench.core.specs import SplitConfig
+from privbench.run.config import build_dataclass
+from privbench.core.contracts import Release, RunContext, Surface, TaskConfig
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.metrics import masked_psnr
+from privbench.metrics.image import ssim
+from privbench.defenses.masking import InterpretationMasking
 from tests.conftest import run_attack
 
 # A trained interpretation model (an untrained one predicts one class, so every image would get the same mask).
@@ -149,7 +150,7 @@ def small_mask_view():
     g = torch.Generator().manual_seed(1)
     m = masks(splits.private.images, g)
     data = splits.private.images.masked_fill(m.expand_as(splits.private.images), 0.0)
-    from benchmark.contracts import ImageSet
+    from privbench.core.contracts import ImageSet
     release = Release(data=ImageSet(data, splits.private.labels), transform=transform, mask=m, mask_generator=masks)
     return release, splits, m[splits.targets]
 

@@ -8,10 +8,12 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import roc_auc_score
 
-from benchmark.errors import InputError
-from benchmark.metrics import (bits_per_pixel, edge_psnr, linkage_scores, masked_psnr, masked_ssim,
-                               membership_scores, psnr, reconstruction_metrics, ssim)
-from benchmark.metrics.image import PSNR_CAP_DB, build_lpips, lpips_distance, lpips_status
+from privbench.core.errors import InputError
+from privbench.metrics import (
+    bits_per_pixel, edge_psnr, linkage_scores, masked_psnr, masked_ssim, membership_scores, psnr,
+    reconstruction_metrics, ssim,
+)
+from privbench.metrics.image import PSNR_CAP_DB, build_lpips, lpips_distance, lpips_status
 
 
 def _pair(c: int, size: int = 32, n: int = 4, sigma: float = 0.1, seed: int = 0):
@@ -158,7 +160,7 @@ def test_bits_per_pixel() -> None:
 def test_an_undefined_sample_is_left_out_and_counted() -> None:
     """piq's HaarPSI is inf for an all-black image compared with itself: that sample is left out of the mean and
     the record says how many were undefined, instead of a non-finite metric failing the cell."""
-    from benchmark.metrics.image import reconstruction_metrics
+    from privbench.metrics.image import reconstruction_metrics
 
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     x[0] = 0.0

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks import ATTACKS
-from attacks.gradient import infer_labels
-from attacks.membership import lira_scores, logit_confidence
-from benchmark.config import SplitConfig
-from benchmark.contracts import AttackOutput, RunContext, Surface, TaskConfig
-from benchmark.data import load_splits
-from benchmark.errors import InputError
-from benchmark.scoring import score
-from defenses import DEFENSES
+from privbench.attacks import ATTACKS
+from privbench.attacks.gradient import infer_labels
+from privbench.attacks.membership import lira_scores, logit_confidence
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import AttackOutput, RunContext, Surface, TaskConfig
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.run.scoring import score
+from privbench.defenses import DEFENSES
 from tests.conftest import run_attack
 
 CPU = torch.device("cpu")
@@ -118,7 +118,7 @@ def test_adaptive_lira_trains_its_shadows_through_the_defense_pipeline(digits) -
     assert result.output.extra["adaptive"] == 1.0
     assert set(result.output.membership_scores) == {"loss", "lira_online", "lira_offline"}
     assert all(torch.isfinite(s).all() for s in result.output.membership_scores.values())
-    from benchmark.isolation import AttackError
+    from privbench.run.isolation import AttackError
 
     with pytest.raises(AttackError, match="pipeline"):
         run_attack(attack, release, digits, task=ctx.task)
@@ -162,7 +162,7 @@ def test_dp_sgd_bad_input_and_clipped_update(digits) -> None:
     noisy = cls(cls.Params(noise_multiplier=1.0, max_grad_norm=0.5)).build(digits, ctx)
     a, b = noisy.gradients(torch.tensor([0, 1, 2])), noisy.gradients(torch.tensor([2, 0, 1]))
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
-    from benchmark.accounting import poisson_gaussian
+    from privbench.ops.accounting import poisson_gaussian
 
     assert noisy.meta.extra["epsilon_per_update"] == pytest.approx(  # one sample replaced: sensitivity 2C
         poisson_gaussian(0.5, 1.0, 1, 1e-5).epsilon)
@@ -212,14 +212,14 @@ def test_gan_attack_returns_class_prototypes(mnist) -> None:
 
 def test_capacity_abuse_reads_thumbnails_from_predictions(mnist) -> None:
     """Black-box decoding works only on the model the malicious code trained (an honest model gives noise)."""
-    from attacks.memorization import _abuse_decode
+    from privbench.attacks.memorization import _abuse_decode
 
     ctx = _ctx(model="convnet", width=16, epochs=30)
     release = DEFENSES.get("none")().build(mnist, ctx)
     abused = _run("memorization", release, mnist, ctx, encoding="capacity", images=4, bits=4)
     honest = _abuse_decode(release.model, (4,) + tuple(mnist.info.shape), 4)
     originals = mnist.private.images[mnist.targets[:4]]
-    from benchmark.metrics.image import psnr, ssim
+    from privbench.metrics.image import psnr, ssim
 
     assert abused["ssim"] > float(ssim(honest, originals).mean()) + 0.1
     assert abused["psnr"] > float(psnr(honest, originals).mean()) + 1.0

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.records import iter_records
+from privbench.core.records import iter_records
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
 PLUGIN = '''
 from dataclasses import dataclass
-from benchmark.contracts import Access, Attack, AttackOutput, Surface
-from benchmark.errors import InputError
-from benchmark.registry import ATTACKS, DEFENSES
-from defenses.base import InputDefense
+from privbench.core.contracts import Access, Attack, AttackOutput, Surface
+from privbench.core.errors import InputError
+from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 @DEFENSES.register("invert-test")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import load_suite
-from benchmark.records import iter_records
-from benchmark.runner import RunOptions, run_suite
+from privbench.run.config import load_suite
+from privbench.core.records import iter_records
+from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 
 SUITE = """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.records import iter_records
+from privbench.core.records import iter_records
 from tests.conftest import TINY_SUITE, write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 DIE_ONCE = '''
 import os
 from pathlib import Path
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 MARKER = Path({marker!r})
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.config import SplitConfig
-from benchmark.contracts import AttackOutput
-from benchmark.data import load_splits
-from benchmark.metrics.registration import REGISTRATION_RADIUS, register
-from benchmark.scoring import score
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import AttackOutput
+from privbench.data import load_splits
+from privbench.metrics.registration import REGISTRATION_RADIUS, register
+from privbench.run.scoring import score
 
 
 def _shifted(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -47,9 +47,9 @@ def test_a_two_pixel_secret_shift_of_the_targets_scores_as_a_full_reconstruction
 def test_nearest_neighbour_catches_memorised_images_shifted_by_one_pixel() -> None:
     """Positive control of the memorisation audit (issue 25): a synthetic set that is the private images moved by
     1 px passed it before (+0.010); with registered scoring every original is found and scored as memorised."""
-    from benchmark.contracts import ImageSet, Release
+    from privbench.core.contracts import ImageSet, Release
     from tests.conftest import run_attack
-    from attacks import ATTACKS
+    from privbench.attacks import ATTACKS
 
     splits = load_splits("digits", SplitConfig(private=200, aux=200, test=100, targets=40), 0)
     moved = torch.roll(splits.private.images, (1, 0), dims=(-2, -1))
@@ -77,7 +77,7 @@ def _moved_copies(x: torch.Tensor, r: int) -> list[torch.Tensor]:
 def test_the_vectorised_search_agrees_with_enumerating_every_translation() -> None:
     """register, registered_mse (value and gradient), random_shift and the shift-tolerant nearest search equal a
     plain loop over all translations, on images, multi-channel images, clips and images too small for 4 px."""
-    from benchmark.metrics.registration import random_shift, registered_mse, shift_tolerant_nearest
+    from privbench.metrics.registration import random_shift, registered_mse, shift_tolerant_nearest
 
     g = torch.Generator().manual_seed(0)
     for shape, r in [((24, 1, 28, 28), 4), ((12, 3, 16, 16), 4), ((6, 2, 3, 12, 12), 4), ((10, 1, 8, 8), 3)]:

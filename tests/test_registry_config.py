@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from attacks import ATTACKS
-from benchmark.config import load_suite
-from benchmark.errors import InputError
-from benchmark.registry import Registry
-from defenses import DEFENSES
+from privbench.attacks import ATTACKS
+from privbench.run.config import load_suite
+from privbench.core.errors import InputError
+from privbench.core.registry import Registry
+from privbench.defenses import DEFENSES
 from tests.conftest import write_suite
 
 
@@ -75,7 +75,7 @@ def test_every_plugin_has_typed_params_and_declarations() -> None:
 
 
 def test_attacks_can_be_restricted_to_defenses(tmp_path) -> None:
-    from benchmark.plan import plan
+    from privbench.run.plan import plan
 
     suite = load_suite(write_suite(tmp_path / "s.yaml", """
 name: s

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from attacks import ATTACKS
-from benchmark.config import load_suite
-from benchmark.contracts import Modality
-from benchmark.records import iter_records
-from benchmark.runner import RunOptions, run_suite
-from defenses import DEFENSES
+from privbench.attacks import ATTACKS
+from privbench.run.config import load_suite
+from privbench.core.contracts import Modality
+from privbench.core.records import iter_records
+from privbench.run.runner import RunOptions, run_suite
+from privbench.defenses import DEFENSES
 from tests.conftest import write_suite
 
 GOLDENS = Path(__file__).parent / "goldens" / "pairs.json"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.errors import InputError
-from defenses import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.errors import InputError
+from privbench.defenses import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 class _Bytes(InputDefense):

@@ -11,8 +11,8 @@ import re
 import pandas as pd
 import pytest
 
-from benchmark.report.render import format_estimate, to_csv, to_html, to_markdown
-from benchmark.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
+from privbench.report.render import format_estimate, to_csv, to_html, to_markdown
+from privbench.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
 
 PNG = ("data:image/png;base64,"
        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")  # 1x1 black
@@ -176,7 +176,7 @@ def test_html_fetches_nothing() -> None:
 def test_template_ships_as_package_data() -> None:
     from importlib.resources import files
 
-    assert (files("benchmark.report") / "templates" / "board.html.j2").is_file()
+    assert (files("privbench.report") / "templates" / "board.html.j2").is_file()
 
 
 def test_privacy_utility_points_are_per_threat_model_claimed_only_and_failed_attacks_are_unknown() -> None:
@@ -186,9 +186,9 @@ def test_privacy_utility_points_are_per_threat_model_claimed_only_and_failed_att
     import math
     from pathlib import Path
 
-    from benchmark.report.frame import load_frame
-    from benchmark.report.plots import threat_points
-    from benchmark.report.tables import build_board
+    from privbench.report.frame import load_frame
+    from privbench.report.plots import threat_points
+    from privbench.report.tables import build_board
 
     board = Path(__file__).resolve().parents[1] / "leaderboards" / "quick"
     df = load_frame(board)

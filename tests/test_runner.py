@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from attacks import ATTACKS
-from benchmark.cli import main
-from benchmark.config import load_suite
-from benchmark.records import iter_records, read_record
-from benchmark.report import write_report
-from benchmark.runner import RunOptions, run_suite
-from defenses import DEFENSES
+from privbench.attacks import ATTACKS
+from privbench.cli import main
+from privbench.run.config import load_suite
+from privbench.core.records import iter_records, read_record
+from privbench.report import write_report
+from privbench.run.runner import RunOptions, run_suite
+from privbench.defenses import DEFENSES
 from tests.conftest import write_suite
 
 
@@ -157,7 +157,7 @@ def test_corrupt_image_and_empty_dir_exit_2(tmp_path, capsys) -> None:
 def test_nan_pixels_from_a_plugin_dataset_exit_2(tmp_path, capsys) -> None:
     plugin = tmp_path / "nanplugin.py"
     plugin.write_text(
-        "import torch\nfrom benchmark.data import DATASETS, Pool\n"
+        "import torch\nfrom privbench.data import DATASETS, Pool\n"
         "@DATASETS.register('nan-digits')\n"
         "def nan_digits(options):\n"
         "    x = torch.rand(50, 1, 8, 8); x[3, 0, 2, 2] = float('nan')\n"
@@ -174,7 +174,7 @@ def test_crashing_attack_becomes_a_failed_record(tmp_path, capsys) -> None:
     plugin.write_text(
         "from dataclasses import dataclass\n"
         "from attacks import ATTACKS\n"
-        "from benchmark.contracts import Access, Attack, Surface\n"
+        "from privbench.core.contracts import Access, Attack, Surface\n"
         "@ATTACKS.register('crash-test')\n"
         "class Crash(Attack):\n"
         "    requires = frozenset({Surface.DATA})\n"
@@ -215,8 +215,8 @@ def test_list_shows_surfaces_and_requirements(capsys) -> None:
 
 
 def test_record_validation_rejects_strings_and_nan_in_metrics(tmp_path) -> None:
-    from benchmark.errors import InputError
-    from benchmark.records import validate
+    from privbench.core.errors import InputError
+    from privbench.core.records import validate
 
     path, good = next((p, r) for p, r in iter_records(Path(__file__).parent.parent / "leaderboards" / "quick" /
                                                       "records") if r["status"] == "ok")

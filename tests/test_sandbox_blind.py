@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import SplitConfig, TaskConfig
-from benchmark.contracts import RunContext
-from benchmark.data import load_splits
-from benchmark.keys import KEY_ENV
-from benchmark.sandbox import Limits, Session, filesystem_isolation, validate_description
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import TaskConfig
+from privbench.core.contracts import RunContext
+from privbench.data import load_splits
+from privbench.core.keys import KEY_ENV
+from privbench.submit.sandbox import Limits, Session, filesystem_isolation, validate_description
 from tests.hostile import proxy_of, write_seed_cheat
 
 pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
@@ -83,8 +84,8 @@ def test_under_a_run_key_the_cheat_finds_no_seed_and_releases_the_targets_like_e
 def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private_split(tmp_path, monkeypatch) -> None:
     src = tmp_path / "plain.py"
     src.write_text(textwrap.dedent('''
-        from benchmark.registry import DEFENSES
-        from defenses.base import InputDefense
+        from privbench.core.registry import DEFENSES
+        from privbench.defenses.base import InputDefense
 
         @DEFENSES.register("plain-blend")
         class PlainBlend(InputDefense):
@@ -113,8 +114,8 @@ def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private
 
 
 def test_the_seed_a_child_sees_depends_on_the_run_key(monkeypatch) -> None:
-    from benchmark.keys import subkey
-    from benchmark.sandbox import keyed_seed
+    from privbench.core.keys import subkey
+    from privbench.submit.sandbox import keyed_seed
 
     run = bytes(range(32))
     seen = {}
@@ -137,8 +138,8 @@ def test_keyed_splits_differ_from_public_ones_but_reproduce_under_the_same_key()
 MTIME_CHEAT = '''
 import hashlib, os
 import torch
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 ME = __file__
 
@@ -185,7 +186,7 @@ def test_no_state_passes_from_the_build_child_to_the_reproduction_check(tmp_path
     ("os.kill(os.getpid(), 40)", "signal 40"),
 ])
 def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> None:
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     src = tmp_path / "odd.py"
     src.write_text(f"import os\n{forge}\n")
@@ -196,9 +197,9 @@ def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> Non
 FORGED = '''
 import os, re, struct, sys, json
 from dataclasses import dataclass
-from benchmark.contracts import Surface
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.contracts import Surface
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 WRITE = int(re.search(r"child_main\\((\\d+), (\\d+)", " ".join(sys.orig_argv)).group(2))
 
@@ -244,7 +245,7 @@ def forger(tmp_path_factory) -> type:
 def test_a_forged_build_reply_is_a_sandbox_error(forger, mode) -> None:
     """Red-team finding 6: forged replies written straight to the reply pipe raised IndexError, ValueError or
     NotImplementedError on the trusted side instead of a clear sandbox error."""
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     splits = load_splits("digits", SplitConfig(private=8, aux=8, test=8, targets=2), 0)
     ctx = RunContext(seed=0, device=torch.device("cpu"),
@@ -254,7 +255,7 @@ def test_a_forged_build_reply_is_a_sandbox_error(forger, mode) -> None:
 
 
 def test_a_forged_description_is_a_sandbox_error() -> None:
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     for forged in ({"x": {"surfaces": [["data"]], "claims": [], "modalities": [], "params": []}},
                    {"x": {"surfaces": ["data"], "claims": [{"a": 1}], "modalities": [], "params": []}},
@@ -265,8 +266,8 @@ def test_a_forged_description_is_a_sandbox_error() -> None:
 
 PAGECACHE_CHEAT = '''
 import ctypes, hashlib, os
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 BLOB, PAGE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 32
 libc = ctypes.CDLL(None, use_errno=True)
@@ -327,8 +328,8 @@ def test_no_state_passes_between_children_through_the_page_cache(tmp_path, monke
 
 ACL_CHEAT = """
 import ctypes, hashlib, os, struct
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 DEV = "/dev/null"  # a read-write bind of the host's devtmpfs node, the same inode in every child
 libc = ctypes.CDLL(None, use_errno=True)
@@ -394,8 +395,8 @@ def test_no_state_passes_between_children_through_a_device_node_acl(tmp_path, mo
 
 FAULT_CHEAT = '''
 import hashlib, mmap, os, resource
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 BLOB, PAGE, STRIDE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 16, 32
 
@@ -457,7 +458,7 @@ def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_pat
     answered the identity, attacks 1 - x. A child has neither counter now, so the check sees what attacks see and
     catches the identity release."""
 
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     pkg = tmp_path / "fault_cheat"
     pkg.mkdir()
@@ -472,8 +473,8 @@ def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_pat
 
 AIO_CHEAT = """
 import ctypes, hashlib, mmap, os
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 BLOB, PAGE, STRIDE, BITS = os.path.join(os.path.dirname(__file__), "blob.bin"), 4096, 16, 32
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -536,7 +537,7 @@ def test_no_state_passes_between_children_through_asynchronous_io(tmp_path, monk
     is refused, so the check sees what attacks see and catches the release."""
     import os
 
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     pkg = tmp_path / "aio_cheat"
     pkg.mkdir()

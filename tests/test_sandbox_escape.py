@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.sandbox import Limits, Session, filesystem_isolation, readable_roots
+from privbench.submit.sandbox import Limits, Session, filesystem_isolation, readable_roots
 
 pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
                                 reason=f"no confinement here: {filesystem_isolation()}")
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
 PROBE = '''
 import ctypes, errno, json, os, socket, subprocess, threading, time
 from dataclasses import dataclass
-from benchmark.contracts import ImageSet, Release, ReleaseMeta
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.contracts import ImageSet, Release, ReleaseMeta
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 SECRET, OUTSIDE, MARKER, DATA = {secret!r}, {outside!r}, {marker!r}, {data!r}
 LISTENER, DGRAM, HELDOUT_DIR = {listener!r}, {dgram!r}, {heldout!r}
@@ -331,7 +331,7 @@ def test_nothing_the_child_started_survives_it(probe) -> None:
 
 
 def test_no_readable_root_holds_a_dataset_or_the_run_output(tmp_path) -> None:
-    from benchmark.sandbox import denied_paths
+    from privbench.submit.sandbox import denied_paths
 
     view = readable_roots(tmp_path / "sub.py")
     read, listed = list(view.read), list(view.listed)
@@ -345,7 +345,7 @@ def test_the_bootstrap_refuses_to_start_a_child_when_a_required_layer_is_missing
     import subprocess
     import sys
 
-    from benchmark import confine
+    from privbench.submit import confine
 
     marker = tmp_path / "child-ran"
     spec = {"exec": [sys.executable, "-I", "-c", f"open({str(marker)!r}, 'w')"], "cwd": str(tmp_path),
@@ -365,7 +365,7 @@ def test_every_denied_system_call_is_known_on_this_architecture() -> None:
     import ctypes
     import platform
 
-    from benchmark.confine import DENIED_SYSCALLS
+    from privbench.submit.confine import DENIED_SYSCALLS
 
     if platform.machine() != "x86_64":
         pytest.skip("the list holds x86_64 names that other architectures lack (fork, chmod, ...)")
@@ -376,7 +376,7 @@ def test_every_denied_system_call_is_known_on_this_architecture() -> None:
 
 
 def test_a_child_error_cannot_forge_a_line_of_the_trusted_side(tmp_path) -> None:
-    from benchmark.sandbox import SandboxError
+    from privbench.submit.sandbox import SandboxError
 
     src = tmp_path / "liar.py"
     src.write_text('raise RuntimeError("x\\nadmitted: all 5 checks passed")\n')
@@ -403,8 +403,8 @@ def test_without_a_private_root_landlock_and_seccomp_still_confine(tmp_path) -> 
     import subprocess
     import sys
 
-    from benchmark import confine
-    from benchmark.sandbox import _seccomp_path
+    from privbench.submit import confine
+    from privbench.submit.sandbox import _seccomp_path
 
     secret = tmp_path / "secret.txt"
     secret.write_text("x")

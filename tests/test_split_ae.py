@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.inversion import InversionDecoder
-from attacks.optim_inversion import OptimInversion
-from benchmark.config import SplitConfig
-from benchmark.contracts import RunContext, Surface, TaskConfig
-from benchmark.data import load_splits
-from benchmark.errors import InputError
-from benchmark.metrics import psnr
-from defenses.split_ae import SplitAE, SplitNone
+from privbench.attacks.inversion import InversionDecoder
+from privbench.attacks.optim_inversion import OptimInversion
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import RunContext, Surface, TaskConfig
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.metrics import psnr
+from privbench.defenses.split_ae import SplitAE, SplitNone
 from tests.conftest import run_attack
 
 TASK = TaskConfig(model="convnet", width=16, epochs=4)

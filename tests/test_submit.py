@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.sandbox import Limits, SandboxError, Session, filesystem_isolation
-from benchmark.submit import AdmissionError, load_card
+from privbench.submit.sandbox import Limits, SandboxError, Session, filesystem_isolation
+from privbench.submit.submission import AdmissionError, load_card
 
 ROOT = Path(__file__).resolve().parent.parent
 
 HEADER = """
 from dataclasses import dataclass
 import torch
-from benchmark.contracts import ImageSet, Release, ReleaseMeta, Surface
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.contracts import ImageSet, Release, ReleaseMeta, Surface
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 """
 
 
@@ -138,8 +138,8 @@ def test_a_child_that_stops_reading_its_requests_hits_the_wall_time_limit(tmp_pa
 
 
 def test_the_proxy_module_never_turns_the_submission_path_into_code(tmp_path) -> None:
-    from benchmark.registry import load_plugin_file
-    from benchmark.sandbox import write_proxy_module
+    from privbench.run.plugins import load_plugin_file
+    from privbench.submit.sandbox import write_proxy_module
 
     marker = tmp_path / "injected"
     weird = tmp_path / ('x""" + open(' + repr(str(marker)) + ', "w").write("1") + """y\'.py')
@@ -240,7 +240,7 @@ def _card(tmp_path: Path, did: str, extra: str = "") -> Path:
     """, "surfaces model cannot leave the sandbox"),
 ])
 def test_admission_refuses_what_it_cannot_evaluate(tmp_path, body, message) -> None:
-    from benchmark.submit import describe
+    from privbench.submit.submission import describe
 
     path = _source(tmp_path, body)
     did = body.split('register("')[1].split('"')[0]
@@ -249,7 +249,7 @@ def test_admission_refuses_what_it_cannot_evaluate(tmp_path, body, message) -> N
 
 
 def test_admission_refuses_a_card_id_the_submission_does_not_register(tmp_path) -> None:
-    from benchmark.submit import describe
+    from privbench.submit.submission import describe
 
     path = _source(tmp_path, """
     @DEFENSES.register("present")
@@ -365,7 +365,7 @@ def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_su
 
 
 def test_the_committed_submissions_leaderboard_is_generated_from_the_committed_entries(tmp_path) -> None:
-    from benchmark.leaderboard import build
+    from privbench.submit.leaderboard import build
 
     board, entries = ROOT / "leaderboards" / "submissions", ROOT / "submissions"
     if not board.is_dir():
@@ -454,7 +454,7 @@ def test_a_seed_aware_submission_scores_as_the_identity_release_would(tmp_path) 
     """The issue-23 cheat end to end: it carries the public data, searches its seed (public seeds and the
     held-out one included) and noises only the targets. Under the run key it finds nothing, and its linker leakage
     is the identity release's on public and held-out seeds."""
-    from benchmark.config import SplitConfig
+    from privbench.core.specs import SplitConfig
     from tests.hostile import write_seed_cheat
 
     pkg = write_seed_cheat(tmp_path / "cheat", SplitConfig(private=200, aux=200, test=200, targets=40))  # SUITE's

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.report.rows import Status
-from benchmark.report.tables import competence, main_table
+from privbench.report.rows import Status
+from privbench.report.tables import competence, main_table
 
 
 def _row(defense: str, attack: str, threat: str, seed: int, advantage: float, claims: str = "") -> dict:
@@ -55,7 +55,7 @@ def test_gates_claims_and_the_reference(tmp_path: Path) -> None:
 def test_report_is_skipped_when_nothing_it_depends_on_changed(tmp_path) -> None:
     import shutil
 
-    from benchmark.report import DIGEST, write_report
+    from privbench.report import DIGEST, write_report
 
     board = tmp_path / "gradients"
     shutil.copytree(Path(__file__).parent.parent / "leaderboards" / "gradients", board)

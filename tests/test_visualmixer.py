@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.histogram import HistogramLinkage
-from attacks.linkage import Linkage
-from benchmark.config import SplitConfig
-from benchmark.contracts import Release, RunContext, TaskConfig
-from benchmark.data import load_splits
-from benchmark.errors import InputError
-from benchmark.metrics import linkage_scores
-from benchmark.metrics.vfe import max_vfe, normalized_vfe, visual_feature_entropy
+from privbench.attacks.histogram import HistogramLinkage
+from privbench.attacks.linkage import Linkage
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import Release, RunContext, TaskConfig
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.metrics import linkage_scores
+from privbench.metrics.vfe import max_vfe, normalized_vfe, visual_feature_entropy
 from tests.conftest import run_attack
-from defenses.visualmixer import STAdam, VisualMixer, to_blocks
+from privbench.defenses.visualmixer import STAdam, VisualMixer, to_blocks
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,17 @@ linker), while the identity release (``none``) has ≈ 1 — although the noise 
 
 from __future__ import annotations
 
-from benchmark.config import load_suite
-from benchmark.records import iter_records
-from benchmark.registry import load_plugins
-from benchmark.runner import RunOptions, run_suite
+from privbench.run.config import load_suite
+from privbench.core.records import iter_records
+from privbench.run.plugins import load_plugins
+from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 
 PLUGIN = '''
 import torch
-from benchmark.threats import ThreatModel
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.threats import ThreatModel
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 @DEFENSES.register("uniform-noise-test")

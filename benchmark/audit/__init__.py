@@ -17,10 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
-from .features import SPACES
-from .loader import Folder, read_folder
-from .risks import LINKAGE_MIN_PAIRS, Risk, aligned_pairs, detections, linkage, membership, near_copy
+from privbench.core.errors import InputError
+from privbench.audit.features import SPACES
+from privbench.audit.loader import Folder, read_folder
+from privbench.audit.risks import LINKAGE_MIN_PAIRS, Risk, aligned_pairs, detections, linkage, membership, near_copy
 
 #: Risks by name, in report order (``membership`` only with a model).
 RISKS = ("near-copy", "linkage", "faces", "people", "membership")
@@ -106,7 +106,7 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
     """Read the inputs and measure every requested risk. Bad input raises :class:`InputError` before any output."""
     from tqdm import tqdm
 
-    from .report import check_out
+    from privbench.audit.output import check_out
 
     check_out(cfg.out, [p for p in (cfg.release, cfg.originals, cfg.aux) if p is not None])
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def run_audit(cfg: AuditConfig) -> AuditResult:
 
 
 def _membership(cfg: AuditConfig, originals: Folder, aux: Optional[Folder], rng: np.random.Generator) -> Risk:
-    from .model import load_model, read_labels, scores
+    from privbench.audit.model import load_model, read_labels, scores
 
     assert cfg.model is not None and cfg.labels is not None and aux is not None
     model = load_model(cfg.model, cfg.model_arch, cfg.model_width)

@@ -143,7 +143,7 @@ def candidates(queries: Canonical, originals: Canonical, k: int,
     mirrored``. Per query, the ``k`` nearest thumbnails (exact faiss L2) among the originals and their mirror images,
     and the ``k // 2`` nearest for each of its moves by :data:`QUERY_SHIFTS`. ``exclude_self``: the queries are the
     originals, and each one's own image and mirror are left out (leave-one-out)."""
-    from .features import nearest
+    from privbench.audit.features import nearest
 
     n, q_n = len(originals.z), len(queries.z)
     base = np.concatenate([originals.thumb, _mirror(originals).thumb])
@@ -276,7 +276,7 @@ def verify_whole(queries: np.ndarray, originals: np.ndarray, qi: np.ndarray, oi:
     when the copy kept its border (noise, a re-encode, a colour change: every pixel is evidence)."""
     import torch
 
-    from ..metrics.registration import shift_errors
+    from privbench.metrics.registration import shift_errors
 
     if not len(qi):
         return np.zeros(0)

@@ -1,5 +1,5 @@
 """The released model of a membership audit: a state dict loaded with ``torch.load(weights_only=True)`` into a
-registered task model (``benchmark.models``), and its per-image membership scores (Yeom et al., CSF 2018: the loss;
+registered task model (``privbench.models``), and its per-image membership scores (Yeom et al., CSF 2018: the loss;
 Salem et al., NDSS 2019: the top confidence)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
-from .loader import Folder
+from privbench.core.errors import InputError
+from privbench.audit.loader import Folder
 
 
 def read_labels(path: Path) -> dict[str, int]:
@@ -39,7 +39,7 @@ def load_model(path: Path, arch: str, width: Optional[int]) -> "torch.nn.Module"
     """Build ``arch`` with the input channels and classes the state dict implies, and load it (strictly)."""
     import torch
 
-    from ..models import build_model
+    from privbench.models import build_model
 
     path = Path(path)
     if not path.is_file():

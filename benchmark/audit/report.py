@@ -18,9 +18,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..textsafe import csv_cell, markdown_cell, printable
-from . import AuditResult, config_dict
-from .risks import CANNOT_TEST
+from privbench.core.textsafe import csv_cell, markdown_cell, printable
+from privbench.audit import AuditResult, config_dict
+from privbench.audit.output import MARKER
+from privbench.audit.risks import CANNOT_TEST
 
 
 def _uri(image: np.ndarray) -> str:
@@ -58,7 +59,7 @@ def _skipped(result: AuditResult) -> list[dict[str, str]]:
 
 
 def summary(result: AuditResult) -> dict[str, Any]:
-    from .. import __version__
+    from privbench import __version__
 
     thresholds = dict(result.config.fail_on)
     return _json_safe({
@@ -103,9 +104,9 @@ def _markdown(result: AuditResult, s: dict[str, Any]) -> str:
 def to_html(result: AuditResult, s: dict[str, Any]) -> str:
     import jinja2
 
-    from .. import __version__
+    from privbench import __version__
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("benchmark.audit", "templates"), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("privbench.audit", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     thresholds = dict(result.config.fail_on)
     risks = []
@@ -128,25 +129,6 @@ def to_html(result: AuditResult, s: dict[str, Any]) -> str:
         when=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         failures=s["failures"], untested=s["untested"], fail_on=bool(result.config.fail_on), risks=risks,
         skipped=skipped)
-
-
-MARKER = ".privbench-audit"
-
-
-def check_out(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output directory that is, contains or lies inside an input, or that exists without being an earlier
-    audit report (it would be replaced)."""
-    from ..errors import InputError
-
-    o = Path(out).resolve()
-    for d in inputs:
-        i = Path(d).resolve()
-        if o == i or o.is_relative_to(i) or i.is_relative_to(o):
-            raise InputError(f"--out {out}: overlaps the input directory {d}; write the report elsewhere")
-    if o.exists() and not (o / MARKER).is_file():
-        if not o.is_dir() or any(o.iterdir()):
-            raise InputError(f"--out {out}: exists and is not an earlier privbench audit report; refusing to replace "
-                             "it (choose a new or empty directory)")
 
 
 def write_report(result: AuditResult) -> list[Path]:

@@ -30,8 +30,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .features import SPACES, nearest
-from .loader import Folder
+from privbench.audit.features import SPACES, nearest
+from privbench.audit.loader import Folder
 
 BOOTSTRAP = 1000
 
@@ -115,7 +115,7 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
               generator: np.random.Generator) -> Risk:
     """See the module docstring. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / len(tests)`` of the
     baseline (Bonferroni)."""
-    from .copies import FLAT, STRUCTURED, canonical, copy_distances
+    from privbench.audit.copies import FLAT, STRUCTURED, canonical, copy_distances
 
     tests = list(NEAR_COPY_TESTS)
     per = alpha / len(tests)
@@ -253,8 +253,8 @@ def detections(release: Folder, reference: Folder, kind: str, generator: np.rand
     """``kind``: ``faces`` (frontal-face Haar cascade) or ``people`` (HOG), on whole images (re-read, long side at
     most 512 pixels; not the normalised centre square), upscaled to ``min_height`` for the detectors' windows; at
     most ``max_images`` of each set are examined (a seeded sample)."""
-    from ..metrics.people import Cascade, HogPeople
-    from .loader import detection_view
+    from privbench.metrics.people import Cascade, HogPeople
+    from privbench.audit.loader import detection_view
 
     detector = Cascade("face", min_height=min_height) if kind == "faces" else HogPeople(min_height=min_height)
 

@@ -14,10 +14,9 @@ import numpy as np
 
 
 def _pool(name: str, n: int) -> np.ndarray:
-    from ..data.core import DATASETS
-    from ..registry import load_builtins
+    import privbench.data  # noqa: F401  (fills the dataset registry)
+    from privbench.core.registry import DATASETS
 
-    load_builtins()
     p = DATASETS.get(name)({})
     x = (p.images.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
     x = x.repeat(3, -1) if x.shape[-1] == 1 else x
@@ -30,7 +29,7 @@ def _read(a: np.ndarray) -> np.ndarray:
     """The audit loader's view of ``a`` written as a PNG (the edits that re-encode have already done so)."""
     from PIL import Image
 
-    from .loader import load_image_bytes
+    from privbench.audit.loader import load_image_bytes
 
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG")
@@ -44,9 +43,9 @@ def sweep(dataset: str, originals: int, copies: int, fresh: int, rate: float,
     last row gives the shares of flat and of weak originals (:data:`.copies.FLAT`, :data:`.copies.STRUCTURED`) and
     the recall of the combined edit on weak originals (``weak recall``, by baseline). ``originals`` originals and as many aux images and ``fresh`` fresh images, disjoint,
     from the dataset's pool; ``copies`` originals with structure are edited per edit."""
-    from . import copies as cp
-    from .edits import SWEEP
-    from .risks import NEAR_COPY_TESTS, _conformal, _nndr
+    from privbench.audit import copies as cp
+    from privbench.audit.edits import SWEEP
+    from privbench.audit.risks import NEAR_COPY_TESTS, _conformal, _nndr
 
     x = _pool(dataset, 2 * originals + fresh)
     orig, aux, new = x[:originals], x[originals:2 * originals], x[2 * originals:]

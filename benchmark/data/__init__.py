@@ -6,8 +6,9 @@ private / aux / test (disjoint, seeded) and ``targets`` (a seeded subset of priv
 
 from __future__ import annotations
 
-from .core import DATASETS, Pool, load_splits, pool_hash
-from . import actions, embedded, local, video  # noqa: F401  (registration)
+from privbench.core.registry import DATASETS
+from privbench.data.core import Pool, load_splits, pool_hash
+from privbench.data import actions, embedded, local, video  # noqa: F401  (registration)
 
 #: Where local datasets are installed by default (Debian's ``dataset-*`` packages).
 SYSTEM_DATA = ("/usr/share/datasets",)
@@ -15,7 +16,7 @@ SYSTEM_DATA = ("/usr/share/datasets",)
 
 def data_paths() -> list[str]:
     """Every place the registered datasets read from by default: the embedded sets' package files and the system
-    dataset directory. A sandbox child may read none of them (:func:`benchmark.sandbox.denied_paths`)."""
+    dataset directory. A sandbox child may read none of them (:func:`privbench.submit.sandbox.denied_paths`)."""
     return [*embedded.package_data_paths(), *SYSTEM_DATA]
 
 

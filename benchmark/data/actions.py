@@ -25,8 +25,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .core import DATASETS, Pool
+from privbench.core.errors import InputError
+from privbench.core.registry import DATASETS
+from privbench.data.core import Pool
 
 #: Keypoints in the order of the ``keypoints`` arrays; ``l_``/``r_`` are the image's left and right (the people face
 #: the camera).
@@ -328,7 +329,7 @@ class ActionClips:
 
 
 def _photos() -> list[np.ndarray]:
-    from .embedded import _package_photos
+    from privbench.data.embedded import _package_photos
 
     # The astronaut portrait is left out: a real face in the background would confound residual-face counts.
     return [p[..., :3] for name, p in _package_photos().items() if name != "astronaut"]

@@ -9,12 +9,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..config import SplitConfig
-from ..contracts import DatasetInfo, ImageSet, Splits, check_images
-from ..errors import InputError
-from ..registry import Registry
-from ..keys import keyed_seed
-from ..seeding import derive_seed
+from privbench.core.specs import SplitConfig
+from privbench.core.contracts import DatasetInfo, ImageSet, Splits, check_images
+from privbench.core.errors import InputError
+from privbench.core.registry import DATASETS
+from privbench.core.keys import keyed_seed
+from privbench.core.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ class Pool:
 
 
 DatasetFn = Callable[[Mapping[str, Any]], Pool]
-DATASETS: Registry[DatasetFn] = Registry("dataset")
 
 
 def pool_hash(pool: Pool) -> str:
@@ -126,7 +125,7 @@ def _spread_targets(identities: torch.Tensor, wanted: int, scale: str, name: str
 def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, Any] | None = None,
                 key: bytes | None = None) -> Splits:
     """Load dataset ``name`` and split it with ``seed`` (under the run ``key`` of a submission run, so that a
-    sandboxed defense cannot recompute the split or its targets from the seed: :mod:`benchmark.keys`).
+    sandboxed defense cannot recompute the split or its targets from the seed: :mod:`privbench.core.keys`).
 
     Sizes larger than the pool raise :class:`InputError` unless ``cfg.scale == "fit"`` (then they are scaled down
     proportionally); the record stores the sizes actually used.

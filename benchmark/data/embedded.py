@@ -8,7 +8,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .core import DATASETS, Pool
+from privbench.core.registry import DATASETS
+from privbench.data.core import Pool
 
 
 #: The data files the embedded datasets read, by package and path inside it (:func:`package_data_paths`).

@@ -13,8 +13,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .core import DATASETS, Pool
+from privbench.core.errors import InputError
+from privbench.core.registry import DATASETS
+from privbench.data.core import Pool
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

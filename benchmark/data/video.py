@@ -16,8 +16,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .core import DATASETS, Pool
+from privbench.core.errors import InputError
+from privbench.core.registry import DATASETS
+from privbench.data.core import Pool
 
 #: File suffixes read as video (others in a class directory are skipped and listed).
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")

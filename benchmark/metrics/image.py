@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..errors import InputError
-from ..registry import Registry
+from privbench.core.errors import InputError
+from privbench.core.registry import METRICS
 
 PSNR_CAP_DB = 100.0
 _LUMA = (0.299, 0.587, 0.114)
@@ -175,7 +175,6 @@ class MetricSpec:
     channels: tuple[int, ...] = (1, 3)
 
 
-METRICS: Registry[MetricSpec] = Registry("metric")
 METRICS.register("psnr")(MetricSpec(psnr))
 METRICS.register("ssim")(MetricSpec(ssim, min_size=3))
 METRICS.register("edge-psnr")(MetricSpec(edge_psnr))

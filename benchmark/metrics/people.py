@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from privbench.core.errors import InputError
 
 #: Haar cascades counted as independent detectors, by name.
 CASCADES = {"fullbody": "haarcascade_fullbody.xml", "upperbody": "haarcascade_upperbody.xml",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .nets import MODELS, SplitModel, build_model, input_channels
-from .train import accuracy, map_batched, predict, train_classifier
+from privbench.core.registry import MODELS
+from privbench.models.nets import SplitModel, build_model, input_channels
+from privbench.models.train import accuracy, map_batched, predict, train_classifier
 
 __all__ = ["MODELS", "SplitModel", "build_model", "input_channels", "train_classifier", "accuracy", "predict",
            "map_batched"]

@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..registry import Registry
+from privbench.core.errors import InputError
+from privbench.core.registry import MODELS
 
 
 class SplitModel(nn.Module):
@@ -49,7 +49,6 @@ class SplitModel(nn.Module):
 
 
 ModelFn = Callable[..., SplitModel]
-MODELS: Registry[ModelFn] = Registry("model")
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, bn: bool = True) -> list[nn.Module]:

@@ -34,10 +34,10 @@ def _inputs(out_dir: Path) -> list[Path]:
 def report_digest(out_dir: Path) -> str:
     """SHA-256 of everything a report of ``out_dir`` depends on: input file names and bytes, the report code and
     templates, and the versions of the libraries that render it."""
-    from .. import __version__
-    from ..codehash import closure_hash, library_versions
+    from privbench import __version__
+    from privbench.core.codehash import closure_hash, library_versions
 
-    h = hashlib.sha256(closure_hash("benchmark.report.tables", "benchmark.report.plots").encode())
+    h = hashlib.sha256(closure_hash("privbench.report.tables", "privbench.report.plots").encode())
     h.update(json.dumps([__version__, library_versions(("pandas", "numpy", "scipy", "matplotlib", "jinja2",
                                                          "pillow"))], sort_keys=True).encode())
     for template in sorted((Path(__file__).parent / "templates").glob("*")):
@@ -54,7 +54,7 @@ def _sha256(path: Path) -> str:
 
 def _write_plots(out_dir: Path) -> list[Path]:
     """The plots, imported here so that a parent handing them to a child never imports matplotlib itself."""
-    from .plots import write_plots
+    from privbench.report.plots import write_plots
 
     return write_plots(out_dir)
 
@@ -78,7 +78,7 @@ def write_report(out_dir: Path, force: bool = False, parallel: bool = False) -> 
         if last.get("digest") == digest and files and all(
                 (out_dir / f).is_file() and _sha256(out_dir / f) == sha for f, sha in files.items()):
             return [out_dir / f for f in files]
-    from .tables import write_tables
+    from privbench.report.tables import write_tables
 
     if parallel and (os.cpu_count() or 1) >= 2:
         with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:

@@ -1,9 +1,9 @@
 """Verdicts on the papers' claims (docs/METHODS.md), computed from a suite's records.
 
 Each claim is a difference whose sign the paper asserts, measured per seed on paired configs (same seeds, so same
-splits and targets) and combined over seeds with :func:`benchmark.stats.combine`. The verdict is ``confirmed`` or
+splits and targets) and combined over seeds with :func:`privbench.core.stats.combine`. The verdict is ``confirmed`` or
 ``refuted`` only when the 95% CI of that difference excludes 0, else ``inconclusive``
-(:func:`benchmark.stats.verdict`). A claim whose configs the suite did not run is simply absent.
+(:func:`privbench.core.stats.verdict`). A claim whose configs the suite did not run is simply absent.
 
 A claim that an attack *fails* is tested as ``advantage − MARGIN < 0``: a truly uninformative release (advantage ≈ 0)
 can then be confirmed, and an attack that merely does worse than its prior confirms nothing, because the attack
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from ..stats import Interval, verdict
-from .tables import advantage_interval, competence, paired_interval, utility_interval
+from privbench.core.stats import Interval, verdict
+from privbench.report.intervals import advantage_interval, competence, paired_interval, utility_interval
 
 #: Largest calibrated advantage that still counts as "the attack fails" (the issue's |mean| ≤ 0.05 tolerance).
 MARGIN = 0.05

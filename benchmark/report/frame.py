@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from ..records import iter_records
+from privbench.core.records import iter_records
 
 #: Main privacy metric of an attack's output, in order of preference, with "higher = leakier".
 PRIMARY = (("psnr", "PSNR dB", True), ("top1", "top-1", True), ("membership_auc", "AUC", True))
@@ -21,7 +21,7 @@ def primary_metric(privacy: dict[str, Any]) -> Optional[tuple[str, str, float]]:
     return None
 
 
-#: ``metrics.dp`` fields the DP table shows (benchmark.evaluate: accountants, per person, the audits).
+#: ``metrics.dp`` fields the DP table shows (privbench.run.evaluate: accountants, per person, the audits).
 DP_FIELDS = ("epsilon", "delta", "epsilon_pld", "epsilon_rdp", "epsilon_person", "audit_step_epsilon",
              "audit_step_claim", "audit_run_epsilon", "audit_run_claim", "audit_run_ceiling", "audit_violated")
 

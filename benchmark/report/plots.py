@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from .frame import load_frame  # noqa: E402
+from privbench.report.frame import load_frame  # noqa: E402
 
 _PNG_META = {"Software": None}
 
@@ -34,7 +34,7 @@ def threat_points(table, ok: pd.DataFrame
     privacy = 1 − advantage, status, (utility lo, hi, privacy lo, hi))`` for configs that *claim* the threat model;
     status ``ok`` (a competent attack's measured advantage) or ``unknown`` (every attack of it failed its competence
     gate: no privacy number, not privacy). Not-claimed and not-applicable cells are left out."""
-    from .rows import Status
+    from privbench.report.rows import Status
 
     claimed: dict[str, set[str]] = {}
     for config, g in ok.groupby("config", sort=False):
@@ -196,7 +196,7 @@ def write_plots(out_dir: Path) -> list[Path]:
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
-    from .tables import build_board, ranked
+    from privbench.report.tables import build_board, ranked
 
     for suite, sdf in df.groupby("suite", sort=True):
         mains = {t.key: t for t in build_board(out_dir, suite, sdf).tables}

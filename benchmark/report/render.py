@@ -1,6 +1,6 @@
-"""Render the typed row model (:mod:`benchmark.report.rows`) as Markdown, CSV and one static HTML page.
+"""Render the typed row model (:mod:`privbench.report.rows`) as Markdown, CSV and one static HTML page.
 
-Pure functions of a :class:`~benchmark.report.rows.Table` or :class:`~benchmark.report.rows.Board`: every number
+Pure functions of a :class:`~privbench.report.rows.Table` or :class:`~privbench.report.rows.Board`: every number
 comes from the model; this module only formats it. The output is deterministic (the same input gives byte-identical
 text), so committed leaderboards can be checked by regenerating them.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import jinja2
 from markupsafe import Markup, escape
 
-from ..textsafe import csv_cell, markdown_cell
-from .rows import Board, Cell, Column, Direction, Estimate, Status, Table
+from privbench.core.textsafe import csv_cell, markdown_cell
+from privbench.report.rows import Board, Cell, Column, Direction, Estimate, Status, Table
 
 _DIRECTION_HINT = {
     Direction.HIGHER_BETTER: "higher is better for the defender",
@@ -92,7 +92,7 @@ def cell_text(cell: Cell | None, column: Column) -> str:
 
 def to_markdown(table: Table) -> str:
     """A GitHub Markdown table (numeric columns right-aligned), then the table's notes as paragraphs. Headers and
-    cells go through :func:`benchmark.textsafe.markdown_cell` (one line each, no raw HTML, ``|`` escaped)."""
+    cells go through :func:`privbench.core.textsafe.markdown_cell` (one line each, no raw HTML, ``|`` escaped)."""
     cols = table.columns
     lines = [
         "| " + " | ".join(markdown_cell(c.header) for c in cols) + " |",
@@ -114,7 +114,7 @@ def _g(x: float) -> str:
 def to_csv(table: Table) -> str:
     """CSV with ``\\n`` line endings: per estimate column ``key, key_lo, key_hi, key_status, key_seeds``; per text
     column ``key``. Floats as ``%.6g``; a missing value is the empty string; text goes through
-    :func:`benchmark.textsafe.csv_cell` (no spreadsheet formula)."""
+    :func:`privbench.core.textsafe.csv_cell` (no spreadsheet formula)."""
     numeric = [is_estimate_column(table, c) for c in table.columns]
     header: list[str] = []
     for c, num in zip(table.columns, numeric):
@@ -222,7 +222,7 @@ def inline_markdown(text: str) -> Markup:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("benchmark.report", "templates"),
+        loader=jinja2.PackageLoader("privbench.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

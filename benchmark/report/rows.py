@@ -1,7 +1,7 @@
 """The typed row model of every leaderboard table: one place that knows units, direction and confidence intervals.
 
 Tables are built from records as :class:`Table` objects and rendered three ways from them (Markdown, CSV,
-static HTML: :mod:`benchmark.report.render`); no renderer computes a number.
+static HTML: :mod:`privbench.report.render`); no renderer computes a number.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..stats import Interval
+from privbench.core.stats import Interval
 
 
 class Direction(str, enum.Enum):
@@ -32,7 +32,7 @@ class Status(str, enum.Enum):
     TEXT = "text"  # an identifier
 
 
-#: A mean over seeds with its 95% confidence interval (the statistics' own type, :mod:`benchmark.stats`).
+#: A mean over seeds with its 95% confidence interval (the statistics' own type, :mod:`privbench.core.stats`).
 Estimate = Interval
 
 

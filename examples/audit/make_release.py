@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from benchmark.data import DATASETS
-    from benchmark.registry import load_builtins
+    from privbench.core.registry import DATASETS
+    from privbench.run.plugins import load_builtins
 
     load_builtins()
     pool = DATASETS.get(args.dataset)({})

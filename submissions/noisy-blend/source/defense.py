@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import InputError
-from benchmark.registry import DEFENSES
-from defenses.base import InputDefense
+from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.defenses.base import InputDefense
 
 
 @DEFENSES.register("noisy-blend")

@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
 #: Environment variable holding the run key (hex) for this process and the trusted workers it starts.
 KEY_ENV = "PRIVBENCH_SANDBOX_KEY"

@@ -5,6 +5,11 @@ A plugin's hash covers the source of its module and of every module it imports f
 installed packages other than the plugin's own) are represented by the versions of the libraries that change
 numbers (:data:`NUMERIC_LIBRARIES`) instead of their source. Package ``__init__`` files count only when a module
 imports the package itself, so editing one attack does not change the hash of another.
+
+A closure can be cut at **opaque** modules (``opaque=``; ``pkg.*`` names a whole package): they and what only they import are left out. The core hash
+cuts at the modules whose output is hashed as data (the dataset loaders: content and split hashes are part of every
+config hash) and at the run machinery that moves numbers but never changes them (the YAML loader, records, the
+artifact cache, process isolation, plugin loading, provenance, this module).
 """
 
 from __future__ import annotations
@@ -112,8 +117,13 @@ def _imports(name: str, path: Path, own_root: Path) -> set[str]:
     return {m for m in found if m and not _top_is_library(m.split(".")[0], own_root)}
 
 
+def _is_opaque(name: str, opaque: tuple[str, ...]) -> bool:
+    """``name`` is listed, or lies in a listed package written ``pkg.*`` (which also covers ``pkg`` itself)."""
+    return any(name == o or (o.endswith(".*") and (name == o[:-2] or name.startswith(o[:-1]))) for o in opaque)
+
+
 @lru_cache(maxsize=None)
-def _closure_files(root: str) -> tuple[tuple[str, Path], ...]:
+def _closure_files(root: str, opaque: tuple[str, ...] = ()) -> tuple[tuple[str, Path], ...]:
     first = _module_file(root)
     if first is None:
         raise ValueError(f"cannot hash module {root!r}: no Python source file")
@@ -125,24 +135,28 @@ def _closure_files(root: str) -> tuple[tuple[str, Path], ...]:
         if name in seen:
             continue
         path = _module_file(name)
-        if path is None or (name != root and _top_is_library(name.split(".")[0], own_root)):
+        if path is None or (name != root and (_top_is_library(name.split(".")[0], own_root)
+                                              or _is_opaque(name, opaque))):
             continue
         seen[name] = path
         todo.extend(sorted(_imports(name, path, own_root) - set(seen)))
     return tuple(sorted(seen.items()))
 
 
-def module_closure(root: str) -> list[str]:
-    """Names of the project modules whose source determines module ``root`` (itself included)."""
-    return [n for n, _ in _closure_files(root)]
+def module_closure(root: str, opaque: Iterable[str] = ()) -> list[str]:
+    """Names of the project modules whose source determines module ``root`` (itself included), the closure cut at
+    the ``opaque`` modules and packages."""
+    return [n for n, _ in _closure_files(root, tuple(sorted(opaque)))]
 
 
-def closure_hash(*modules: str) -> str:
-    """SHA-256 over the sources of the import closures of ``modules`` (file contents keyed by module name)."""
+def closure_hash(*modules: str, opaque: Iterable[str] = ()) -> str:
+    """SHA-256 over the sources of the import closures of ``modules`` (file contents keyed by module name), cut at
+    the ``opaque`` modules and packages."""
     h = hashlib.sha256()
     files: dict[str, Path] = {}
+    cut = tuple(sorted(opaque))
     for m in modules:
-        files.update(_closure_files(m))
+        files.update(_closure_files(m, cut))
     for name, path in sorted(files.items()):
         h.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()

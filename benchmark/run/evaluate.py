@@ -1,7 +1,7 @@
 """Evaluate: one job's release (built once, cached under a content-and-code hash), its utility, and each attack
-run in isolation (``benchmark.isolation``) and scored centrally (``benchmark.scoring``).
+run in isolation (``privbench.run.isolation``) and scored centrally (``privbench.run.scoring``).
 
-Everything here is a function of its inputs: the driver (``benchmark.runner``) decides what to run and writes the
+Everything here is a function of its inputs: the driver (``privbench.run.runner``) decides what to run and writes the
 records this module returns.
 """
 
@@ -17,26 +17,32 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import numpy as np
 import torch
 
-from . import __version__
-from .cache import ArtifactCache
-from .calibration import Units
-from .codehash import library_versions, plugin_hash
-from .config import PluginSpec, SuiteConfig, stable_hash
-from .contracts import (Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Modality, Release,
-                        RunContext, Splits, Surface, TaskConfig)
-from .data import DATASETS, load_splits
-from .errors import InputError
-from .keys import run_key
-from .isolation import (AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release,
-                        run_attack_isolated)
-from .metrics import CostMeter
-from .models import accuracy, build_model, input_channels, train_classifier
-from .records import validate
-from .registry import ATTACKS, DEFENSES
-from .scoring import (aligned_reconstructions, gallery_permutation, membership_candidates, nearest_released,
-                      release_vfe,
-                      sample_arrays, score)
-from .seeding import derive_seed, seeded
+from privbench import __version__
+from privbench.run.cache import ArtifactCache
+from privbench.core.calibration import Units
+from privbench.core.codehash import library_versions, plugin_hash
+from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.core.hashing import stable_hash
+from privbench.core.contracts import (
+    Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Modality, Release, RunContext, Splits, Surface,
+    TaskConfig,
+)
+from privbench.core.registry import DATASETS
+from privbench.data import load_splits
+from privbench.core.errors import InputError
+from privbench.core.keys import run_key
+from privbench.run.isolation import (
+    AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release, run_attack_isolated,
+)
+from privbench.metrics import CostMeter
+from privbench.models import accuracy, build_model, input_channels, train_classifier
+from privbench.core.records import validate
+from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.run.scoring import (
+    aligned_reconstructions, gallery_permutation, membership_candidates, nearest_released, release_vfe, sample_arrays,
+    score,
+)
+from privbench.core.seeding import derive_seed, seeded
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class EvalOptions:
     use_lpips: bool = True
     plugins: tuple[str, ...] = ()
     threads: int = 1
-    dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit (benchmark.dpaudit)
+    dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit (privbench.ops.dpaudit)
 
 
 @dataclass
@@ -56,7 +62,7 @@ class Prepared:
     release: Release
     utility: float
     costs: dict[str, float]
-    dp_audit: Optional[dict[str, Any]] = None  # benchmark.dpaudit.audit_defense's result, for a DP claim
+    dp_audit: Optional[dict[str, Any]] = None  # privbench.ops.dpaudit.audit_defense's result, for a DP claim
 
 
 @dataclass
@@ -83,7 +89,7 @@ class CellResult:
 def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, seed: int) -> Splits:
     """The dataset's seeded splits, cached on disk (raises :class:`InputError` for unsatisfiable sizes)."""
     options = dict(suite.dataset_options.get(dataset, {}))
-    run = run_key()  # a submission run's splits are keyed (benchmark.keys); its cache entries are its own
+    run = run_key()  # a submission run's splits are keyed (privbench.core.keys); its cache entries are its own
     inputs = {"dataset": dataset, "options": options, "splits": dataclasses.asdict(suite.splits), "seed": seed,
               "code": plugin_hash(DATASETS.get(dataset)), "libraries": library_versions()}
     if run is not None:
@@ -144,7 +150,7 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
     one (``dp_audit_trials`` steps per world; an audit cached with another plan is redone). A configuration is
     flagged if any of its ``dp_audit_seeds`` seeds' audits fires, so each seed's runs at 1 − 0.05/seeds: a correct
     mechanism is flagged with probability at most 5% per configuration."""
-    from .dpaudit import AuditPlan, audit_defense
+    from privbench.ops.dpaudit import AuditPlan, audit_defense
 
     plan = AuditPlan(trials=dp_audit_trials, seed=seed, confidence=1 - 0.05 / max(1, dp_audit_seeds))
     plan_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(plan).items()}

@@ -4,7 +4,7 @@
 anchors or aliases (a few hundred bytes of nested aliases expand to gigabytes, "billion laughs"), no explicit tags
 (``!!python/object``, ``!!str``, any ``!tag``), no duplicate keys (the reader of a file and the loader would disagree
 on its value), a bounded nesting depth, and a bounded file size, checked before the text is parsed. Every refusal
-is an :class:`~benchmark.errors.InputError` (or the subclass the caller passes) naming the file and line.
+is an :class:`~privbench.core.errors.InputError` (or the subclass the caller passes) naming the file and line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 from yaml.events import AliasEvent, CollectionStartEvent, NodeEvent, ScalarEvent
 from yaml.nodes import MappingNode, ScalarNode
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
 #: Size limit of a submission card (``card.yaml``).
 CARD_MAX_BYTES = 64 * 1024

@@ -1,5 +1,5 @@
 """Per-sample gradients with ``torch.func`` (vmap over grad): the one implementation behind DP-SGD's and MaskDP's
-clipping (``defenses/dp_sgd.py``, ``defenses/maskdp.py``) and the DP audits' canary scores (``benchmark.dpaudit``)."""
+clipping (``defenses/dp_sgd.py``, ``defenses/maskdp.py``) and the DP audits' canary scores (``privbench.ops.dpaudit``)."""
 
 from __future__ import annotations
 

@@ -20,87 +20,20 @@ A suite file looks like::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
-if typing.TYPE_CHECKING:
-    import torch
+from privbench.core.contracts import TaskConfig
+from privbench.core.errors import InputError
+from privbench.core.specs import PluginSpec, SplitConfig, SuiteConfig
+from privbench.core.paths import package_dir
+from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
+from privbench.core.yamlsafe import SUITE_MAX_BYTES, load_file
 
-from .contracts import TaskConfig
-from .errors import InputError
-from .yamlsafe import SUITE_MAX_BYTES, load_file
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Split sizes. A request the dataset cannot satisfy is an error naming the field, unless ``scale: fit``
-    (then sizes shrink proportionally and the record keeps the sizes actually used)."""
-
-    private: int = 1500
-    aux: int = 1500
-    test: int = 1000
-    targets: int = 100
-    scale: str = "exact"
-
-    def __post_init__(self) -> None:
-        if self.scale not in ("exact", "fit"):
-            raise InputError(f"scale must be 'exact' or 'fit', got {self.scale!r}")
-        for name in ("private", "aux", "test", "targets"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class PluginSpec:
-    """A registered id with its frozen params (already validated against the plugin's ``Params``)."""
-
-    id: str
-    params: Any
-    datasets: Optional[tuple[str, ...]] = None  # restrict a defense config to these datasets (None = all)
-    defenses: Optional[tuple[str, ...]] = None  # restrict an attack config to these defense ids (None = all)
-
-    @property
-    def params_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.params)
-
-    @property
-    def label(self) -> str:
-        """Stable file-name-safe label: ``id`` plus a short hash of non-default params."""
-        return f"{self.id}-{stable_hash(self.params_dict)[:8]}"
-
-
-@dataclass(frozen=True)
-class SuiteConfig:
-    name: str
-    datasets: tuple[str, ...]
-    seeds: tuple[int, ...]
-    defenses: tuple[PluginSpec, ...]
-    attacks: tuple[PluginSpec, ...]
-    splits: SplitConfig = field(default_factory=SplitConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    dataset_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    reference: str = "none"  # the defense utility drop is measured against (same dataset and seed)
-
-
-def stable_hash(obj: Any) -> str:
-    """SHA-256 of a canonical JSON encoding (sorted keys, no whitespace)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def tensor_hash(*tensors: torch.Tensor) -> str:
-    """Exact content hash (hex) of tensors: dtype, shape and bytes of each, in order."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+#: Where the built-in suites live (package data: ``benchmark/suites/*.yaml``).
+SUITES_DIR = package_dir() / "suites"
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -211,13 +144,11 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
 
 def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteConfig:
     """Load a suite by file path or by name (``quick`` -> ``benchmark/suites/quick.yaml``); the YAML is parsed
-    by :mod:`benchmark.yamlsafe` (plain data, at most 1 MiB)."""
-    from .data import DATASETS
-    from .registry import ATTACKS, DEFENSES
+    by :mod:`privbench.core.yamlsafe` (plain data, at most 1 MiB)."""
 
     path = Path(source)
     if not path.suffix:
-        for d in search_dirs + (Path(__file__).parent / "suites",):
+        for d in search_dirs + (SUITES_DIR,):
             cand = d / f"{source}.yaml"
             if cand.is_file():
                 path = cand
@@ -273,8 +204,6 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
 
 def _reference(ref: Any, defenses: tuple[PluginSpec, ...], path: Path) -> str:
     ref = _check_type(ref, str, f"{path}: reference")
-    from .registry import DEFENSES
-
     try:
         DEFENSES.get(ref)
     except InputError as e:

@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .errors import InputError
-from .records import atomic_write_text
-from .report.rows import Board, Cell, Column, Direction, Row, Status, Table
-from .stats import Interval
+from privbench.core.errors import InputError
+from privbench.core.records import atomic_write_text
+from privbench.report.rows import Board, Cell, Column, Direction, Row, Status, Table
+from privbench.core.stats import Interval
 
-#: Version of the ``submission.json`` layout (written by :mod:`benchmark.submit`).
+#: Version of the ``submission.json`` layout (written by :mod:`privbench.submit.submission`).
 SUBMISSION_SCHEMA = 1
 
 _LEAK_NOTE = ("Leakage is the calibrated advantage of the strongest competent attack of each threat model over its "
@@ -150,11 +150,11 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
 
 def build(root: Path, out: Path) -> list[Path]:
     """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset (with the banner of
-    ``out/STALE.md`` when the entries predate the code: :func:`benchmark.report.tables.stale_notice`)."""
-    from .report.render import to_csv, to_html, to_markdown
-    from .textsafe import markdown_cell
+    ``out/STALE.md`` when the entries predate the code: :func:`privbench.report.tables.stale_notice`)."""
+    from privbench.report.render import to_csv, to_html, to_markdown
+    from privbench.core.textsafe import markdown_cell
 
-    from .report.tables import stale_notice
+    from privbench.report.tables import stale_notice
 
     out = Path(out)
     entries = load_entries(root)

@@ -12,11 +12,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
-from .calibration import Units
-from .metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
-from .metrics.registration import REGISTRATION_RADIUS, nearest_index, register
-from .seeding import derive_seed
+from privbench.core.contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
+from privbench.core.calibration import Units
+from privbench.metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
+from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index, register
+from privbench.core.seeding import derive_seed
 
 
 
@@ -48,7 +48,7 @@ class Aligned:
 
     ``control``: when the pairing itself uses the ground truth (best match within a class, Hungarian matching of a
     batch, the nearest released image to each original), the same procedure applied to held-out non-members:
-    ``(x, y)`` pairs whose SSIM is the ``best-match-ssim`` prior (:mod:`benchmark.calibration`). ``None`` when
+    ``(x, y)`` pairs whose SSIM is the ``best-match-ssim`` prior (:mod:`privbench.core.calibration`). ``None`` when
     reconstructions are aligned with their own originals (the prior is then the aux mean image).
     """
 
@@ -59,7 +59,7 @@ class Aligned:
 
 def _closest(rec: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
     """For each of ``rec (n,C,H,W)``, the image of ``pool (k,C,H,W)`` closest in pixel L2 over translations of up to
-    ``REGISTRATION_RADIUS`` px (:func:`~benchmark.metrics.registration.nearest_index`), as every score registers."""
+    ``REGISTRATION_RADIUS`` px (:func:`~privbench.metrics.registration.nearest_index`), as every score registers."""
     return pool[nearest_index(rec, pool)]
 
 
@@ -143,9 +143,9 @@ def nearest_released(release: Release, images: torch.Tensor) -> torch.Tensor:
 
 
 def release_vfe(release: Release, splits: Splits) -> dict[str, float]:
-    """VFE v1 (:mod:`benchmark.metrics.vfe`) of the released targets (averaged over frames for clips), for every
+    """VFE v1 (:mod:`privbench.metrics.vfe`) of the released targets (averaged over frames for clips), for every
     defense that releases images."""
-    from .metrics.vfe import VFE_VERSION, normalized_vfe, visual_feature_entropy
+    from privbench.metrics.vfe import VFE_VERSION, normalized_vfe, visual_feature_entropy
 
     if release.data is None or release.data.images.shape[1:] != splits.private.images.shape[1:]:
         return {}
@@ -168,7 +168,7 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
           ) -> tuple[dict[str, Any], dict[str, str], Units]:
     """Central scoring of an attack's output. Returns ``(privacy metrics, notes, units)``.
 
-    ``units`` (:class:`~benchmark.calibration.Units`) carry the per-target evidence of the calibrated advantage
+    ``units`` (:class:`~privbench.core.calibration.Units`) carry the per-target evidence of the calibrated advantage
     over the no-release prior; when the output holds several kinds (reconstructions, rankings, membership scores),
     the kind with the largest advantage. ``mask`` ``(N_targets, 1, H, W)`` marks the sensitive (removed) region;
     fidelity inside it is reported as ``masked-psnr`` / ``masked-ssim``. Reconstructions are compared as in

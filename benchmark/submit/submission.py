@@ -2,7 +2,7 @@
 
 Steps (docs/SUBMITTING.md):
     1. validate the card (:class:`Card`);
-    2. import the submission in a sandbox child (:mod:`benchmark.sandbox`) and check what it registers: every
+    2. import the submission in a sandbox child (:mod:`privbench.submit.sandbox`) and check what it registers: every
        card id, no id that is already taken, frozen ``Params`` with plain defaults, declared surfaces;
     3. on a tiny batch, through the same proxies the run uses: shapes and value ranges of the release, the same
        release from the same seed in a fresh child, a transform that reproduces the release from the private
@@ -30,13 +30,14 @@ from typing import Any, Iterator, Mapping, Optional
 import torch
 import yaml
 
-from .errors import InputError
-from .leaderboard import SUBMISSION_SCHEMA
-from .keys import KEY_ENV, load_or_create, subkey
-from .sandbox import (Limits, SandboxError, Session, filesystem_isolation, readable_by_child, validate_description,
-                      write_proxy_module)
-from .threats import ThreatModel
-from .yamlsafe import CARD_MAX_BYTES, SUITE_MAX_BYTES, load_file
+from privbench.core.errors import InputError
+from privbench.submit.leaderboard import SUBMISSION_SCHEMA
+from privbench.core.keys import KEY_ENV, load_or_create, subkey
+from privbench.submit.sandbox import (
+    Limits, SandboxError, Session, filesystem_isolation, readable_by_child, validate_description, write_proxy_module,
+)
+from privbench.core.threats import ThreatModel
+from privbench.core.yamlsafe import CARD_MAX_BYTES, SUITE_MAX_BYTES, load_file
 
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
@@ -98,7 +99,7 @@ def _number(value: Any, where: str, lo: float, hi: float) -> float:
 
 
 def load_card(path: Path) -> Card:
-    """Parse (:mod:`benchmark.yamlsafe`: plain data, at most 64 KiB) and validate ``card.yaml``; every problem
+    """Parse (:mod:`privbench.core.yamlsafe`: plain data, at most 64 KiB) and validate ``card.yaml``; every problem
     names the file and field."""
     path = Path(path)
     if not path.is_file():
@@ -271,8 +272,8 @@ def describe(path: Path, card: Card, limits: Limits) -> tuple[dict[str, Any], bo
 
 
 def _tiny_splits(suite: Any, n: int = 8) -> Any:
-    from .data import load_splits
-    from .keys import run_key
+    from privbench.data import load_splits
+    from privbench.core.keys import run_key
 
     splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]),
                          run_key())  # keyed like the run's (admission runs under the public key)
@@ -288,8 +289,8 @@ def card_specs(suite: Any, card: Card) -> list[Any]:
 
 def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
     """Run each card defense on 8 private images through its proxy (the code path of the run)."""
-    from .contracts import RunContext, Surface
-    from .registry import ATTACKS, DEFENSES
+    from privbench.core.contracts import RunContext, Surface
+    from privbench.core.registry import ATTACKS, DEFENSES
 
     splits = _tiny_splits(suite)
     checks = []
@@ -350,17 +351,17 @@ class SubmitOptions:
     progress: bool = True
     plugins: tuple[str, ...] = ()  # --plugin files (attacks or datasets of a custom protocol)
     allow_unconfined: bool = False  # run without Landlock and seccomp (only inside a disposable VM or container)
-    sandbox_key: Optional[Path] = None  # the run key (benchmark.keys); default OUT/.sandbox-key, created once
+    sandbox_key: Optional[Path] = None  # the run key (privbench.core.keys); default OUT/.sandbox-key, created once
 
 
 def submission_suite(suite_source: str, card: Card, out: Path) -> Path:
     """The suite YAML of this entry: the standard protocol plus the card's defenses (written to ``out``)."""
-    from .config import load_suite
+    from privbench.run.config import SUITES_DIR, load_suite
 
     base = load_suite(suite_source)  # validates the protocol itself, and finds it by name
     path = Path(suite_source)
     if not path.suffix:
-        path = Path(__file__).parent / "suites" / f"{suite_source}.yaml"
+        path = SUITES_DIR / f"{suite_source}.yaml"
     raw = load_file(path, max_bytes=SUITE_MAX_BYTES)
     raw["defenses"] = list(raw["defenses"]) + [{"id": d.id, "params": dict(d.params)} for d in card.defenses]
     target = out / "suite.yaml"
@@ -402,7 +403,7 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
 
 def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary: list[dict[str, Any]],
                         device: str) -> list[dict[str, Any]]:
-    """The black-box one-run audit (``benchmark.dpaudit.one_run_blackbox``) of every configuration whose public
+    """The black-box one-run audit (``privbench.ops.dpaudit.one_run_blackbox``) of every configuration whose public
     records self-report an ε: one more sandboxed build on the first public seed, with test samples written over
     secret private slots as canaries (seeded by the secret run key), scored on what it releases. Claim rows for
     ``check_claims``' list; each makes the entry ``unreliable`` (``optimistic``) when the audited lower bound
@@ -411,13 +412,14 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
     under the public run key."""
     import torch
 
-    from .contracts import RunContext
-    from .data import load_splits
-    from .dpaudit import one_run_blackbox
-    from .keys import keyed_seed, run_key
-    from .records import iter_records
-    from .registry import DEFENSES, load_plugins
-    from .textsafe import one_line
+    from privbench.core.contracts import RunContext
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import one_run_blackbox
+    from privbench.core.keys import keyed_seed, run_key
+    from privbench.core.records import iter_records
+    from privbench.core.registry import DEFENSES
+    from privbench.run.plugins import load_plugins
+    from privbench.core.textsafe import one_line
 
     reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
     for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
@@ -508,7 +510,7 @@ def _slim(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _key(key: bytes) -> Iterator[None]:
-    """The run key (:mod:`benchmark.keys`) for this process and the workers it spawns."""
+    """The run key (:mod:`privbench.core.keys`) for this process and the workers it spawns."""
     old = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = key.hex()
     try:
@@ -524,8 +526,8 @@ def admit(opts: SubmitOptions, card: Card, out: Path,
           public_key: bytes) -> tuple[dict[str, Any], bool, Path, Any, list[str], str]:
     """Everything before the run: snapshot, description, proxy module, suite, tiny-batch checks. On refusal,
     whatever it wrote is removed. Returns ``(description, confined, proxy file, suite, checks, source sha256)``."""
-    from .config import load_suite
-    from .registry import load_plugin_file
+    from privbench.run.config import SUITES_DIR, load_suite
+    from privbench.run.plugins import load_plugin_file
 
     reason = filesystem_isolation()
     if reason is not None and not opts.allow_unconfined:
@@ -554,13 +556,13 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
     """Admit, evaluate and write ``OUT/submission.json``. Returns ``(entry, exit code)``: 0 when every cell ran, 1
     when some failed (their records say why). Admission problems raise :class:`AdmissionError`, and bad input
     :class:`InputError`, before any record is written."""
-    from . import __version__
-    from .codehash import closure_hash, library_versions
-    from .provenance import git_commit, machine
-    from .records import atomic_write_text
-    from .report.frame import load_frame
-    from .report.tables import config_summaries
-    from .runner import RunOptions, resolve_device, run_suite
+    from privbench import __version__
+    from privbench.core.codehash import closure_hash, library_versions
+    from privbench.core.provenance import git_commit, machine
+    from privbench.core.records import atomic_write_text
+    from privbench.report.frame import load_frame
+    from privbench.report.tables import config_summaries
+    from privbench.run.runner import RunOptions, resolve_device, run_suite
 
     if opts.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
@@ -620,7 +622,7 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
         "claims": claims,
         "unreliable": any(c["optimistic"] for c in claims),
         "provenance": {"privbench": __version__, "git_commit": git_commit(),
-                       "sandbox_code": closure_hash("benchmark.sandbox"), "libraries": library_versions(),
+                       "sandbox_code": closure_hash("privbench.submit.sandbox"), "libraries": library_versions(),
                        "machine": machine(opts.device)},
     }
     atomic_write_text(out / "submission.json", json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n")

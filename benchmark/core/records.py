@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
 SCHEMA_VERSION = 3
 STATUSES = ("ok", "skipped", "failed")

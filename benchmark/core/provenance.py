@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .codehash import library_versions
+from privbench.core.paths import checkout_root
+from privbench import __version__
+from privbench.core.codehash import library_versions
 
 #: Paths whose uncommitted edits make a run "dirty" (they change numbers); records and docs do not.
 CODE_PATHS = ("benchmark", "defenses", "attacks", "pyproject.toml")
@@ -28,7 +29,7 @@ def _git(root: Path, *args: str) -> str | None:
 def git_commit() -> str:
     """``<sha>`` of the checkout holding this package, ``+dirty`` if its code (:data:`CODE_PATHS`) has uncommitted
     or untracked changes, else ``unknown`` outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
+    root = checkout_root()
     sha = _git(root, "rev-parse", "HEAD")
     if sha is None:
         return "unknown"
@@ -73,7 +74,7 @@ def machine(device: str) -> dict[str, Any]:
     """The machine and torch state a cell ran with."""
     import torch
 
-    from .seeding import deterministic_settings
+    from privbench.core.seeding import deterministic_settings
 
     return {
         "cpu": cpu_model(),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
 MAX_BITS = 16
 

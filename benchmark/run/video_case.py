@@ -2,7 +2,7 @@
 people and faces that off-the-shelf detectors still find.
 
 Frames come from a local video file, by default OpenCV's pedestrian clip ``vtest.avi`` (Debian's ``opencv-doc``),
-at their own aspect ratio. Detectors (:mod:`benchmark.metrics.people`): OpenCV's Haar cascades for full bodies,
+at their own aspect ratio. Detectors (:mod:`privbench.metrics.people`): OpenCV's Haar cascades for full bodies,
 upper bodies and frontal faces, independent of every person estimator, and its HOG people detector, which the
 ``hog`` and ``top-down`` estimators use (so it measures how well the defense removed what its own detector saw).
 
@@ -24,9 +24,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .contracts import ImageSet, Modality, Surface
-from .errors import InputError
-from .metrics.people import count_detections, split_by_change
+from privbench.core.contracts import ImageSet, Modality, Surface
+from privbench.core.errors import InputError
+from privbench.metrics.people import count_detections, split_by_change
 
 DEFAULT_FILE = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 #: Where known real clips come from when they are missing (by file name).
@@ -85,9 +85,9 @@ def run_case(cfg: CaseConfig, out: Path) -> dict[str, Any]:
     ``video_case.json`` and ``video_case.png`` to ``out`` (atomically). Returns the summary."""
     import cv2
 
-    from .config import build_dataclass
-    from .provenance import machine
-    from .registry import DEFENSES
+    from privbench.run.config import build_dataclass
+    from privbench.core.provenance import machine
+    from privbench.core.registry import DEFENSES
 
     cls = DEFENSES.get(cfg.defense)
     reason = cls.handles(Modality.VIDEO)

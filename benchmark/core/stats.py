@@ -3,7 +3,7 @@
 Every table number is a mean over seeds with a 95% CI that combines two sources of uncertainty:
 
 - **within a seed**: the sampling variance ``v_s`` of the seed's estimate, from a bootstrap over its targets (or
-  membership candidates; :mod:`benchmark.calibration`), or the binomial variance ``p(1-p)/n`` of a test accuracy
+  membership candidates; :mod:`privbench.core.calibration`), or the binomial variance ``p(1-p)/n`` of a test accuracy
   (what a bootstrap over the test samples converges to);
 - **across seeds**: the sample variance ``s²`` of the per-seed estimates, which also moves with the split, the
   initialisation and the defense's secrets (a seed changes all of them).

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
 #: PLD discretisation of the privacy loss (nats): finer is tighter and slower; 1e-4 changes ε by < 1e-5 here.
 PLD_INTERVAL = 1e-4

@@ -5,13 +5,13 @@ defenses (:func:`proxy_classes`) whose ``build`` / ``transform`` / ``mask_genera
 a :class:`Session`: a child Python process that imported the submission and nothing else of the run.
 
 Every request runs in a fresh child that answers it and is closed (:class:`SandboxedDefense`). A child is confined
-before anything of it runs: :mod:`benchmark.confine`, a single-threaded bootstrap, enters new namespaces and a
+before anything of it runs: :mod:`privbench.submit.confine`, a single-threaded bootstrap, enters new namespaces and a
 private root of read-only binds, sets the resource limits, drops every capability, applies Landlock and a seccomp
 filter, and only then execs the child's interpreter (:func:`child_main`). What a child may read is
 :func:`readable_roots` (system directories, the interpreter, the project's packages and the submission, minus the
 public datasets and the machine's secrets); it writes only in its own temporary directory. Each request and its
 reply have a wall-time limit; past it the child's process group is killed. Seeds and generator states a child
-sees are keyed by the run key (:mod:`benchmark.keys`). docs/SUBMITTING.md has the threat model, including what
+sees are keyed by the run key (:mod:`privbench.core.keys`). docs/SUBMITTING.md has the threat model, including what
 stays open (timing side channels, the disk beyond one file's size limit). Run submissions of unknown authors in a
 disposable VM or container, as an unprivileged user without network; this sandbox is the second layer.
 
@@ -50,14 +50,16 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from . import confine
-from .contracts import (DatasetInfo, Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
-                        TaskConfig)
-from . import keys
-from .errors import InputError
-from .keys import run_key
-from .textsafe import one_line
-from .threats import ThreatModel
+from privbench.core.paths import checkout_root, package_dir, package_dirs
+from privbench.submit import confine
+from privbench.core.contracts import (
+    DatasetInfo, Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
+)
+from privbench.core import keys
+from privbench.core.errors import InputError
+from privbench.core.keys import run_key
+from privbench.core.textsafe import one_line
+from privbench.core.threats import ThreatModel
 
 #: Surfaces a sandboxed defense may expose: plain tensors cross the process boundary; modules do not.
 SANDBOX_SURFACES = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK, Surface.SYNTHETIC})
@@ -91,9 +93,9 @@ class Limits:
 
 
 def filesystem_isolation() -> Optional[str]:
-    """``None`` when a child can be confined here (Landlock and seccomp: :mod:`benchmark.confine`), else why not.
+    """``None`` when a child can be confined here (Landlock and seccomp: :mod:`privbench.submit.confine`), else why not.
     Without them a submission is refused unless the caller allows running it unconfined."""
-    from .confine import landlock_abi
+    from privbench.submit.confine import landlock_abi
 
     if not sys.platform.startswith("linux"):
         return f"Landlock and seccomp are Linux-only (platform {sys.platform})"
@@ -242,13 +244,13 @@ class Session:
             fds += [c_read, p_write]
             p_read, c_write = os.pipe()  # replies: child -> parent
             fds += [p_read, c_write]
-            root = str(Path(__file__).resolve().parent.parent)
             view = readable_roots(self.source)
             if any(str(self.workdir).startswith(r.rstrip("/") + "/") for r in view.read):
                 raise SandboxError(f"the sandbox directory {self.workdir} lies inside a tree children only read; "
                                    "set TMPDIR elsewhere")
-            (self.base / "root").mkdir()  # the child's root is built here (benchmark.confine.enter_root)
-            code = (f"import sys; sys.path.insert(0, {root!r}); from benchmark.sandbox import child_main; "
+            (self.base / "root").mkdir()  # the child's root is built here (privbench.submit.confine.enter_root)
+            # the child imports privbench as installed (a regular or an editable install; -I drops the cwd)
+            code = (f"from privbench.submit.sandbox import child_main; "
                     f"child_main({c_read}, {c_write}, {str(self.source)!r}, "
                     f"{json.dumps(dataclasses.asdict(limits))!r})")
             spec = {"exec": [sys.executable, "-I", "-c", code], "cwd": str(self.workdir),
@@ -390,7 +392,7 @@ def _remove(base: Path) -> None:
 # The child.
 
 #: System directories a child may read (and execute from), besides Python's prefixes and the project's packages;
-#: :func:`denied_paths` are cut out of them. No /dev: :data:`benchmark.confine.DEVICES` only.
+#: :func:`denied_paths` are cut out of them. No /dev: :data:`privbench.submit.confine.DEVICES` only.
 #: No procfs but /proc/cpuinfo (torch reads it): per-process counters such as the major page faults of
 #: /proc/self/stat tell which pages of a file an earlier child cached.
 _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc/cpuinfo",
@@ -402,9 +404,9 @@ _SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/et
 
 def denied_paths() -> list[str]:
     """What a child never reads even inside a readable directory: every public dataset's files (a child holding
-    the public data could match its private images to dataset indices: :func:`benchmark.data.data_paths`) and the
+    the public data could match its private images to dataset indices: :func:`privbench.data.data_paths`) and the
     machine's secrets."""
-    from .data import data_paths
+    from privbench.data import data_paths
 
     return sorted({*data_paths(), *_SECRETS})
 
@@ -445,9 +447,9 @@ def readable_roots(source: Path) -> ChildView:
     interpreter, ``/tmp``, ``/var``, ``/dev`` or the run's output."""
     import site
 
-    root = Path(__file__).resolve().parent.parent
+    root = checkout_root()
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), *_SYSTEM_READ,
-             *(str(root / p) for p in ("benchmark", "defenses", "attacks")), str(Path(source).resolve())}
+             *(str(p) for p in package_dirs()), str(Path(source).resolve())}
     denied = [os.path.realpath(d) for d in denied_paths() if os.path.lexists(d)]
     view: dict[str, set] = {"read": set(), "listed": set(), "links": set()}
     for r in sorted(roots):
@@ -559,7 +561,7 @@ def _imageset(tensors: Mapping[str, Tensor], prefix: str) -> ImageSet:
 
 def _release_reply(release: Any) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if not isinstance(release, Release):
-        raise TypeError(f"build returned {type(release).__name__}, expected benchmark.contracts.Release")
+        raise TypeError(f"build returned {type(release).__name__}, expected privbench.core.contracts.Release")
     bad = sorted(s.value for s in release.surfaces - SANDBOX_SURFACES)
     if bad:
         raise TypeError(f"the release exposes {', '.join(bad)}, which cannot leave the sandbox")
@@ -608,11 +610,12 @@ def _reseed_globals(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) ->
 def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> None:
     """The sandbox child: import the built-ins and then the submission, answer requests.
 
-    Runs as ``python -I -c`` in the child's directory, exec'd by :mod:`benchmark.confine` after every limit and
+    Runs as ``python -I -c`` in the child's directory, exec'd by :mod:`privbench.submit.confine` after every limit and
     restriction was applied to the single-threaded bootstrap: nothing here, submitted or not, runs unconfined."""
-    from .isolation import exit_with_parent
-    from .registry import DEFENSES, load_builtins
-    from .seeding import set_deterministic
+    from privbench.run.isolation import exit_with_parent
+    from privbench.core.registry import DEFENSES
+    from privbench.run.plugins import load_builtins
+    from privbench.core.seeding import set_deterministic
 
     limits = json.loads(limits_json)
     sys.dont_write_bytecode = True
@@ -628,7 +631,7 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
     def error(e: BaseException) -> dict[str, Any]:
         tb = traceback.extract_tb(e.__traceback__)
         where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb)
-                      if not f.filename.startswith(str(Path(__file__).parent))), "")
+                      if not f.filename.startswith(str(package_dir()))), "")
         return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}" + (f" (at {where})" if where else "")}
 
     confined = json.loads(os.environ.get("PRIVBENCH_CONFINED", "{}"))
@@ -699,7 +702,7 @@ _TYPES = ("bool", "int", "float", "str") + tuple(f"Optional[{t}]" for t in ("boo
     tuple(f"tuple[{t}, ...]" for t in ("bool", "int", "float", "str"))
 #: The key of a proxy used outside ``privbench submit`` (admission tests, a maintainer's own run): public, so such
 #: runs are not protected from a seed-aware submission; ``submit`` always sets a secret run key
-#: (:mod:`benchmark.keys`).
+#: (:mod:`privbench.core.keys`).
 UNKEYED = hashlib.sha256(b"privbench public seeds").digest()
 
 
@@ -795,7 +798,7 @@ def _key() -> bytes:
 
 
 def keyed_seed(seed: int) -> int:
-    """The seed a sandbox child sees for cell seed ``seed``, keyed by the run key (:mod:`benchmark.keys`): a child
+    """The seed a sandbox child sees for cell seed ``seed``, keyed by the run key (:mod:`privbench.core.keys`): a child
     cannot recompute the splits from it, nor tell a public seed from a held-out one."""
     return keys.keyed_seed(_key(), "seed", seed)
 
@@ -847,7 +850,7 @@ class SandboxedDefense(Defense):
     answers it and is closed: no child carries anything from one request to the next, so only the build's child
     ever sees the private split, and the reproduction check below, an attack's query, a public run and a held-out
     run all look alike from inside (one request of the same form, seeds and generator states keyed by the run's
-    secret key: :func:`keyed_seed`, :mod:`benchmark.keys`). A transform defense's release is checked on every
+    secret key: :func:`keyed_seed`, :mod:`privbench.core.keys`). A transform defense's release is checked on every
     build: ``transform(private)`` under the build's release generator, in another fresh child, must reproduce it,
     so the algorithm attacks query is the one that made the release."""
 
@@ -889,7 +892,7 @@ class SandboxedDefense(Defense):
                 raise SandboxError(
                     f"defense {self.id!r}: transform(private, ctx.generator('release')) does not reproduce the "
                     "released data, so attacks querying the public algorithm would not query what was released "
-                    "(subclass defenses.base.InputDefense, or release exactly that)")
+                    "(subclass privbench.defenses.base.InputDefense, or release exactly that)")
         return release
 
     def _release(self, reply: Mapping[str, Any], t: Mapping[str, Tensor], splits: Splits) -> Release:
@@ -1004,7 +1007,7 @@ def proxy_classes(module: str, source: str | Path, description: Mapping[str, Any
 
     ``description``: the defenses of the child's start-up reply, checked by :func:`validate_description`.
     """
-    from .registry import DEFENSES
+    from privbench.core.registry import DEFENSES
 
     clean, problems = validate_description(dict(description))
     if problems:
@@ -1030,10 +1033,10 @@ def proxy_classes(module: str, source: str | Path, description: Mapping[str, Any
 
 
 PROXY_TEMPLATE = '''"""Generated by `privbench submit`: proxies of a submitted defense. Trusted: it imports nothing of the
-submission, whose code runs only in sandbox children (benchmark.sandbox)."""
+submission, whose code runs only in sandbox children (privbench.submit.sandbox)."""
 import json
 
-from benchmark.sandbox import Limits, proxy_classes
+from privbench.submit.sandbox import Limits, proxy_classes
 
 SOURCE = {source}
 SOURCE_SHA256 = {digest}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
-from .plan import code_versions
-from .records import read_record
+from privbench.core.errors import InputError
+from privbench.run.plan import code_versions
+from privbench.core.records import read_record
 
 
 def check_records(directory: Path) -> list[str]:

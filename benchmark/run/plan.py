@@ -7,15 +7,22 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
-from .codehash import closure_hash, library_versions, plugin_hash
-from .config import PluginSpec, SuiteConfig, stable_hash
-from .errors import InputError
-from .records import SCHEMA_VERSION
-from .registry import ATTACKS, DEFENSES
+from privbench import __version__
+from privbench.core.codehash import closure_hash, library_versions, plugin_hash
+from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.core.hashing import stable_hash
+from privbench.core.errors import InputError
+from privbench.core.records import SCHEMA_VERSION
+from privbench.core.registry import ATTACKS, DEFENSES
 
 #: The core modules whose source determines a cell's numbers: evaluation, scoring and what they import.
-CORE_MODULES = ("benchmark.evaluate", "benchmark.scoring")
+CORE_MODULES = ("privbench.run.evaluate", "privbench.run.scoring")
+#: Where the core hash stops (docs/DESIGN.md, code hashes): the dataset loaders, whose output is hashed as data
+#: (content and split hashes are in every config hash), and the run machinery that stores, isolates, loads or
+#: describes a cell without deciding its numbers. A plugin's own hash is not cut: it covers what the plugin imports.
+NOT_CORE = ("privbench", "privbench.data.*", "privbench.run.config", "privbench.run.cache", "privbench.run.isolation",
+            "privbench.run.plugins", "privbench.core.yamlsafe", "privbench.core.records", "privbench.core.codehash",
+            "privbench.core.provenance", "privbench.core.textsafe")
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ def code_versions(defense_id: str, attack_id: str, reference_id: str = "none") -
 
 
 def core_hash() -> str:
-    return closure_hash(*CORE_MODULES)
+    """Hash of the code that decides every cell's numbers: :data:`CORE_MODULES`' closure cut at :data:`NOT_CORE`."""
+    return closure_hash(*CORE_MODULES, opaque=NOT_CORE)
 
 
 def config_hash(suite: SuiteConfig, cell: Cell, data: dict[str, Any], run: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 Every attack cell runs in a fresh child process forked from a clean server process that has imported the code but
 never held private data (``multiprocessing`` ``forkserver``; ``spawn`` where that does not exist). The child gets a
-pickled copy of its :class:`~benchmark.contracts.AttackView` (plain data: tensors, modules of the release, public
+pickled copy of its :class:`~privbench.core.contracts.AttackView` (plain data: tensors, modules of the release, public
 parameters) and talks to the defender over a pipe for everything that needs secrets:
 
 - ``transform`` queries: the defender applies its public algorithm with fresh secret randomness;
@@ -31,10 +31,12 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from .contracts import (AttackContext, AttackOutput, AttackView, GradientOracle, ImageSet, Release, ReleaseMeta,
-                        ReleaseView, Surface, TaskConfig, TrainingCode)
-from .errors import InputError
-from .seeding import derive_seed
+from privbench.core.contracts import (
+    AttackContext, AttackOutput, AttackView, GradientOracle, ImageSet, Release, ReleaseMeta, ReleaseView, Surface,
+    TaskConfig, TrainingCode,
+)
+from privbench.core.errors import InputError
+from privbench.core.seeding import derive_seed
 
 _OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackOutput))
 
@@ -62,10 +64,10 @@ def process_context() -> Any:
     """A multiprocessing context whose children start from a process that never held private data."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        from .registry import plugin_modules
+        from privbench.run.plugins import plugin_modules
 
         # torch._inductor.config: imported by torch.use_deterministic_algorithms (1.5 s), once here, not per child.
-        ctx.set_forkserver_preload(["torch._inductor.config", "benchmark.isolation", "benchmark.registry",
+        ctx.set_forkserver_preload(["torch._inductor.config", "privbench.run.isolation", "privbench.core.registry",
                                     *plugin_modules()])
         return ctx
     return mp.get_context("spawn")
@@ -110,7 +112,7 @@ class _Proxy:
 
 
 class TransformProxy(_Proxy):
-    """:class:`~benchmark.contracts.TransformAccess` served by the defender over the pipe."""
+    """:class:`~privbench.core.contracts.TransformAccess` served by the defender over the pipe."""
 
     def __init__(self, public: Mapping[str, Any], has_mask: bool) -> None:
         self.public, self.has_mask = dict(public), has_mask
@@ -131,7 +133,7 @@ class TransformProxy(_Proxy):
 
 
 class PipelineProxy(_Proxy):
-    """:class:`~benchmark.contracts.PipelineAccess` served by the defender over the pipe."""
+    """:class:`~privbench.core.contracts.PipelineAccess` served by the defender over the pipe."""
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
@@ -144,7 +146,7 @@ class PipelineProxy(_Proxy):
 
 
 class GradientProxy(_Proxy):
-    """:class:`~benchmark.contracts.GradientAccess` served by the defender over the pipe."""
+    """:class:`~privbench.core.contracts.GradientAccess` served by the defender over the pipe."""
 
     def __init__(self, model: nn.Module, train_size: int, on_private: bool) -> None:
         self.model, self.train_size, self.on_private = model, train_size, on_private
@@ -203,8 +205,8 @@ def exit_with_parent(parent: Optional[int] = None) -> None:
 def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
     """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
     reaches the run's directory."""
-    from .registry import load_plugins
-    from .seeding import set_deterministic
+    from privbench.run.plugins import load_plugins
+    from privbench.core.seeding import set_deterministic
 
     exit_with_parent()
     torch.set_num_threads(max(1, threads))
@@ -225,7 +227,7 @@ def _attack_child(conn: Any) -> None:
     try:
         threads, plugins = pickle.loads(conn.recv_bytes())  # from the runner: trusted
         with _child_environment(threads, plugins):
-            from .registry import ATTACKS
+            from privbench.core.registry import ATTACKS
 
             job: AttackJob = pickle.loads(conn.recv_bytes())  # after the plugins: their classes must resolve
             channel = _Channel(conn)
@@ -337,7 +339,7 @@ def _annotated(msg: Mapping[str, Any]) -> Tensor | ImageSet:
 
 
 def _images(msg: Mapping[str, Any]) -> Tensor:
-    from .contracts import check_images
+    from privbench.core.contracts import check_images
 
     x = msg.get("images")
     check_images(x, "attacker-chosen images")

@@ -16,8 +16,9 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
-from .threats import ThreatModel
+from privbench.core.errors import InputError
+from privbench.core.registry import MODELS
+from privbench.core.threats import ThreatModel
 
 
 class Surface(str, enum.Enum):
@@ -181,7 +182,7 @@ class GradientOracle:
     clipped and noised one for DP-SGD. Batches are drawn from what the defender trains on: the private split when
     ``on_private`` (training index ``i`` = private sample ``i``), otherwise its own released training set (e.g.
     synthetic images). ``public``: the training set with its sensitive region blanked (MaskDP), aligned with it.
-    This object stays with the defender: attacks get a proxy (``benchmark.isolation``) that
+    This object stays with the defender: attacks get a proxy (``privbench.run.isolation``) that
     forwards batch indices and returns gradients, never the training images, labels or the noise secret.
     """
 
@@ -201,7 +202,7 @@ class GradientOracle:
 
     def __call__(self, idx: Tensor) -> tuple[Tensor, ...]:
         """Per-parameter gradients (same order as ``model.parameters()``) of the training batch ``idx`` (B,)."""
-        from .seeding import derive_seed
+        from privbench.core.seeding import derive_seed
 
         idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.train_size:
@@ -238,7 +239,7 @@ class StepData:
 class TrainingStep(Protocol):
     """One step of a DP training run, exactly as the defense trains: it draws its own batch from ``data`` (Poisson
     sampling at ``sample_rate``), and returns the update the optimiser applies (one tensor per trainable parameter,
-    in ``model.parameters()`` order). The DP audits (``benchmark.dpaudit``) run this object, not a copy of it.
+    in ``model.parameters()`` order). The DP audits (``privbench.ops.dpaudit``) run this object, not a copy of it.
 
     ``neighbour(data, changed)`` is the adjacent dataset of the step's adjacency relation, for the samples where
     ``changed (N,)`` bool is set: removed (add/remove adjacency, DP-SGD) or with their sensitive region blanked
@@ -312,7 +313,7 @@ class Release:
 @dataclass(frozen=True)
 class RunContext:
     """Per-cell settings handed to a defense (trusted side). Its generators draw the defense's secret randomness
-    from a stream that attack code cannot derive (``benchmark.seeding``); no global state."""
+    from a stream that attack code cannot derive (``privbench.core.seeding``); no global state."""
 
     seed: int
     device: torch.device
@@ -321,13 +322,13 @@ class RunContext:
 
     def generator(self, salt: int | str = 0) -> torch.Generator:
         """A fresh generator of the defense's secret stream ``salt``."""
-        from .seeding import derive_seed
+        from privbench.core.seeding import derive_seed
 
         return torch.Generator().manual_seed(derive_seed(self.seed, "defense-secret", salt))
 
     def secret(self, salt: int | str) -> int:
         """A secret integer of the defense's stream ``salt`` (e.g. the seed of an oracle's noise)."""
-        from .seeding import derive_seed
+        from privbench.core.seeding import derive_seed
 
         return derive_seed(self.seed, "defense-secret", salt)
 
@@ -347,7 +348,7 @@ class AttackContext:
     memo: Optional[Callable[[str, Callable[[], dict]], dict]] = None
 
     def generator(self, salt: int | str = 0) -> torch.Generator:
-        from .seeding import derive_seed
+        from privbench.core.seeding import derive_seed
 
         return torch.Generator().manual_seed(derive_seed(self.stream, "attack", salt))
 
@@ -438,9 +439,7 @@ class Defense(Plugin):
 
     def task_model(self, in_channels: int, num_classes: int, task: "TaskConfig") -> nn.Module:
         """The utility model this defense prescribes (default: the suite's task model)."""
-        from .models import build_model
-
-        return build_model(task.model, in_channels, num_classes, width=task.width)
+        return MODELS.get(task.model)(in_channels, num_classes, width=task.width)
 
     def optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
         """The optimizer this defense prescribes for its utility model (default: Adam)."""
@@ -616,7 +615,7 @@ class Attack(Plugin):
     adaptive: ClassVar[bool] = False
     needs_gallery: ClassVar[bool] = False
     needs_candidates: ClassVar[bool] = False
-    #: Who the attacker is (:class:`~benchmark.threats.ThreatModel`); ``None``: derived by :meth:`threat_model`.
+    #: Who the attacker is (:class:`~privbench.core.threats.ThreatModel`); ``None``: derived by :meth:`threat_model`.
     threat: ClassVar[Optional[ThreatModel]] = None
     #: Positive controls: ``{defense id: bar}``, each a defense this attack must break, with the calibrated
     #: advantage its CI's lower bound must reach there (docs/DESIGN.md, competence). A suite's cells on a control

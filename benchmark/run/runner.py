@@ -1,6 +1,6 @@
 """The runner (driver): plan → execute → write records.
 
-It plans a suite into jobs (``benchmark.plan``), skips cells whose record already carries the same cell key (so a
+It plans a suite into jobs (``privbench.run.plan``), skips cells whose record already carries the same cell key (so a
 killed run resumes, and an edit re-runs exactly the cells whose code changed), hands the pending jobs to an
 :class:`Executor`, and alone writes what comes back: sample images, then each record, atomically.
 """
@@ -20,17 +20,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cache import ArtifactCache
-from .config import PluginSpec, SuiteConfig
-from .contracts import Splits
-from .errors import InputError
-from .evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
-from .isolation import exit_with_parent
-from .plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
-from .provenance import git_commit, machine, provenance
-from .records import SCHEMA_VERSION, read_record, write_record
-from .registry import ATTACKS, DEFENSES, load_plugins
-from .seeding import set_deterministic
+from privbench.run.cache import ArtifactCache
+from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.core.contracts import Splits
+from privbench.core.errors import InputError
+from privbench.run.evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
+from privbench.run.isolation import exit_with_parent
+from privbench.run.plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
+from privbench.core.provenance import git_commit, machine, provenance
+from privbench.core.records import SCHEMA_VERSION, read_record, write_record
+from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.run.plugins import load_plugins
+from privbench.core.seeding import set_deterministic
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def ray_job(task_bytes: bytes, sources: tuple[tuple[str, str], ...], threads: in
     import pickle
     import socket
 
-    from .registry import load_builtins
+    from privbench.run.plugins import load_builtins
 
     torch.set_num_threads(max(1, threads))
     set_deterministic()

@@ -1,76 +1,27 @@
-"""Typed registries filled by decorators (one per plugin kind), and plugin loading.
+"""Plugin loading: the built-in registries' modules, the installed plugin packages (entry points) and plugin files
+given on the command line, imported so that their decorators fill :mod:`privbench.core.registry`.
 
 Every plugin package, built-in or third-party, registers through the entry-point groups ``privbench.defenses`` /
 ``privbench.attacks`` (the built-ins are declared in ``pyproject.toml``) or a Python file given on the CLI
-(``--plugin FILE``). The core never imports a plugin package by name. A duplicate id raises.
+(``--plugin FILE``). The core never imports a plugin package by name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Generic, Iterator, TypeVar
 
-from .errors import InputError
+from privbench.core.errors import InputError
 
-if TYPE_CHECKING:
-    from .contracts import Attack, Defense
-
-T = TypeVar("T")
-_ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 #: Entry-point groups through which plugin packages register (built-ins included).
 PLUGIN_GROUPS = ("privbench.defenses", "privbench.attacks")
-
-
-class Registry(Generic[T]):
-    """A mapping from stable lowercase-hyphenated ids to plugin classes or factories."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-
-    def register(self, id: str) -> Callable[[T], T]:
-        """Decorator: ``@DEFENSES.register("blur")``. Raises ``KeyError`` on a duplicate or malformed id."""
-        if not _ID_RE.match(id):
-            raise ValueError(f"{self.kind} id {id!r} must be lowercase and hyphenated, e.g. 'split-ae'")
-
-        def deco(obj: T) -> T:
-            if id in self._items:
-                raise KeyError(f"duplicate {self.kind} id {id!r}: already registered by {self._items[id]!r}")
-            self._items[id] = obj
-            try:
-                setattr(obj, "id", id)
-            except (AttributeError, TypeError):
-                pass
-            return obj
-
-        return deco
-
-    def get(self, id: str) -> T:
-        if id not in self._items:
-            known = ", ".join(sorted(self._items)) or "none"
-            raise InputError(f"unknown {self.kind} id {id!r}; registered: {known}")
-        return self._items[id]
-
-    def __contains__(self, id: object) -> bool:
-        return id in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
-
-    def items(self) -> list[tuple[str, T]]:
-        return sorted(self._items.items())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-DEFENSES: "Registry[type[Defense]]" = Registry("defense")
-ATTACKS: "Registry[type[Attack]]" = Registry("attack")
+#: The core's own modules that fill registries (datasets, metrics, task models).
+BUILTIN_MODULES = ("privbench.data", "privbench.metrics", "privbench.models")
 
 
 def plugin_modules() -> list[str]:
@@ -80,9 +31,8 @@ def plugin_modules() -> list[str]:
 
 def load_builtins() -> None:
     """Import the core's own registries and every installed plugin package (idempotent)."""
-    importlib.import_module("benchmark.data")
-    importlib.import_module("benchmark.metrics")
-    importlib.import_module("benchmark.models")
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
     for group in PLUGIN_GROUPS:
         for ep in entry_points(group=group):
             try:
