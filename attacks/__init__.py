@@ -9,10 +9,19 @@ process (``privbench.run.isolation``). See ``attacks/README.md``.
 
 from __future__ import annotations
 
-from privbench.core.registry import ATTACKS
-
 from privbench.attacks import (
-    gan, gradient, histogram, inpainting, inversion, linkage, membership, memorization, nearest, optim_inversion, reid,
+    gan,
+    gradient,
+    histogram,
+    inpainting,
+    inversion,
+    linkage,
+    membership,
+    memorization,
+    nearest,
+    optim_inversion,
+    reid,
 )
+from privbench.core.registry import ATTACKS
 
 __all__ = ["ATTACKS"]

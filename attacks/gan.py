@@ -29,10 +29,10 @@ from torch.nn import functional as F
 
 from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
 from privbench.core.errors import InputError
-from privbench.metrics.image import total_variation
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
+from privbench.metrics.image import total_variation
 
 #: ``hook(c, real_labels (n,), fake_labels (n,))``: called with the labels of every batch critic ``c`` is trained on.
 CriticHook = Callable[[int, Tensor, Tensor], None]

@@ -25,12 +25,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from privbench.core.contracts import (
-    Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, Modality, Surface,
+    Access,
+    Attack,
+    AttackContext,
+    AttackOutput,
+    AttackView,
+    GradientAccess,
+    Modality,
+    Surface,
 )
 from privbench.core.errors import InputError
-from privbench.metrics.image import total_variation
-
 from privbench.core.registry import ATTACKS
+from privbench.metrics.image import total_variation
 
 MAX_BATCH = 8
 

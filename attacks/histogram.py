@@ -16,12 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
-from privbench.core.threats import ThreatModel
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from privbench.core.errors import InputError
-from privbench.ops.regions import region_sizes, to_blocks
-
 from privbench.core.registry import ATTACKS
+from privbench.core.threats import ThreatModel
+from privbench.ops.regions import region_sizes, to_blocks
 
 
 def region_signature(x: Tensor, s: int) -> Tensor:

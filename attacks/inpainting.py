@@ -18,14 +18,13 @@ import cv2
 import numpy as np
 import torch
 
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
-from privbench.core.threats import ThreatModel
-from privbench.core.errors import InputError
-from privbench.models import map_batched
-from privbench.core.seeding import seeded
-
-from privbench.core.registry import ATTACKS
 from privbench.attacks.nets import InpaintNet, TrainBudget, fit_decoder, shift_pairs
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.errors import InputError
+from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
+from privbench.models import map_batched
 
 _CV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 

@@ -25,15 +25,14 @@ from typing import Optional
 
 import torch
 
+from privbench.attacks.nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
 from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from privbench.core.errors import InputError
+from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.metrics.registration import REGISTRATION_RADIUS, register
 from privbench.models import map_batched
-from privbench.core.seeding import seeded
-
-from privbench.core.registry import ATTACKS
-from privbench.attacks.nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
 
 
 @ATTACKS.register("inversion-decoder")

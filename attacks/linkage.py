@@ -15,15 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from privbench.attacks.nets import Embedder
 from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
+from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 from privbench.metrics.registration import REGISTRATION_RADIUS, random_shift, rank_normalise, shift_tolerant_ranking
 from privbench.models import map_batched
-from privbench.core.seeding import seeded
-
-from privbench.core.registry import ATTACKS
-from privbench.attacks.nets import Embedder
 
 
 @ATTACKS.register("linkage")

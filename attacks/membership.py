@@ -27,16 +27,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from privbench.core.hashing import stable_hash, tensor_hash
 from privbench.core.contracts import (
-    Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Modality, Surface,
+    Access,
+    Attack,
+    AttackContext,
+    AttackOutput,
+    AttackView,
+    ImageSet,
+    Modality,
+    Surface,
 )
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
-from privbench.models import build_model, input_channels, map_batched, train_classifier
-from privbench.core.seeding import seeded
-
+from privbench.core.hashing import stable_hash, tensor_hash
 from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
+from privbench.models import build_model, input_channels, map_batched, train_classifier
 
 
 def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:

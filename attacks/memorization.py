@@ -30,14 +30,21 @@ import torch
 from torch import Tensor, nn
 
 from privbench.core.contracts import (
-    Access, Attack, AttackContext, AttackOutput, AttackView, GradientAccess, ImageSet, Surface, TaskConfig,
+    Access,
+    Attack,
+    AttackContext,
+    AttackOutput,
+    AttackView,
+    GradientAccess,
+    ImageSet,
+    Surface,
+    TaskConfig,
 )
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
-from privbench.models import build_model, train_classifier
-from privbench.core.seeding import seeded
-
 from privbench.core.registry import ATTACKS
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
+from privbench.models import build_model, train_classifier
 
 
 def _flat_params(model: nn.Module) -> Tensor:

@@ -12,12 +12,11 @@ from typing import Optional
 
 import torch
 
-from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from privbench.core.errors import InputError
-from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index
-from privbench.core.threats import ThreatModel
-
 from privbench.core.registry import ATTACKS
+from privbench.core.threats import ThreatModel
+from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index
 
 
 @ATTACKS.register("nearest-neighbour")

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import Access, Attack, AttackOutput, AttackView, AttackContext, Surface
-from privbench.core.threats import ThreatModel
+from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
 from privbench.core.errors import InputError
-from privbench.metrics.image import total_variation
-
 from privbench.core.registry import ATTACKS
+from privbench.core.threats import ThreatModel
+from privbench.metrics.image import total_variation
 
 
 @ATTACKS.register("inversion-optim")

@@ -22,13 +22,20 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from privbench.core.contracts import (
-    Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Modality, Surface,
+    Access,
+    Attack,
+    AttackContext,
+    AttackOutput,
+    AttackView,
+    ImageSet,
+    Modality,
+    Surface,
 )
 from privbench.core.errors import InputError
-from privbench.models import map_batched
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
+from privbench.models import map_batched
 
 
 class ClipEmbedder(nn.Module):

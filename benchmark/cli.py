@@ -16,10 +16,7 @@ from privbench.core.textsafe import printable
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from privbench.core.registry import DATASETS
-    from privbench.core.registry import ATTACKS, DEFENSES
-    from privbench.core.registry import METRICS
-    from privbench.core.registry import MODELS
+    from privbench.core.registry import ATTACKS, DATASETS, DEFENSES, METRICS, MODELS
 
     def _modalities(cls: type) -> str:
         """`` video`` / `` image+video`` for plugins that handle more than images (images are the default)."""
@@ -109,8 +106,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_video_case(args: argparse.Namespace) -> int:
-    from privbench.run.video_case import CaseConfig, run_case
     from privbench.core.yamlsafe import load_text
+    from privbench.run.video_case import CaseConfig, run_case
 
     params = load_text(args.params, "--params") if args.params else {}
     if not isinstance(params, dict):
@@ -212,11 +209,11 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from privbench.run.config import load_suite
-    from privbench.data import load_splits
-    from privbench.ops.dpaudit import AuditPlan, audit_defense
     from privbench.core.records import atomic_write_text
     from privbench.core.registry import DEFENSES
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import AuditPlan, audit_defense
+    from privbench.run.config import load_suite
 
     suite = load_suite(args.suite)
     plan = AuditPlan(trials=args.trials, canaries=args.canaries, guesses=(args.guesses, args.guesses),

@@ -26,11 +26,11 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     from omegaconf import OmegaConf
 
     from privbench.attacks.gradient import InvertingGradients
-    from privbench.core.specs import SplitConfig
     from privbench.core.contracts import RunContext, TaskConfig
+    from privbench.core.specs import SplitConfig
     from privbench.data import load_splits
-    from privbench.metrics.image import psnr
     from privbench.defenses import DEFENSES
+    from privbench.metrics.image import psnr
 
     torch.set_num_threads(args.threads)
     splits = load_splits(args.dataset, SplitConfig(private=200, aux=200, test=200, targets=args.images), 0)

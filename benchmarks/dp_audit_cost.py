@@ -23,12 +23,12 @@ def main() -> None:
     ap.add_argument("--canaries", type=int, default=1000)
     args = ap.parse_args()
 
-    from privbench.run.config import load_suite
     from privbench.core.contracts import RunContext
-    from privbench.data import load_splits
-    from privbench.ops.dpaudit import AuditPlan, audit_defense
     from privbench.core.provenance import cpu_model
     from privbench.core.registry import DEFENSES
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import AuditPlan, audit_defense
+    from privbench.run.config import load_suite
     from privbench.run.plugins import load_plugins
 
     load_plugins()

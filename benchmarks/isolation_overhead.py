@@ -22,13 +22,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from privbench.core.specs import PluginSpec, SplitConfig
     from privbench.core.contracts import AttackContext, AttackView, RunContext, TaskConfig
+    from privbench.core.provenance import cpu_model
+    from privbench.core.registry import ATTACKS, DEFENSES
+    from privbench.core.specs import PluginSpec, SplitConfig
     from privbench.data import load_splits
     from privbench.run.evaluate import EvalOptions, attack_release, exposed_surfaces
     from privbench.run.isolation import DefenderServices, attack_view_release
-    from privbench.core.provenance import cpu_model
-    from privbench.core.registry import ATTACKS, DEFENSES
     from privbench.run.plugins import load_plugins
 
     load_plugins()

@@ -27,15 +27,15 @@ def main() -> None:
 
     from opacus import PrivacyEngine
 
-    from privbench.core.specs import SplitConfig
     from privbench.core.contracts import TaskConfig
-    from privbench.data import load_splits
-    from privbench.models import input_channels
     from privbench.core.provenance import cpu_model
-    from privbench.run.plugins import load_plugins
     from privbench.core.seeding import seeded
+    from privbench.core.specs import SplitConfig
+    from privbench.data import load_splits
     from privbench.defenses.dp_sgd import DPSGD
     from privbench.defenses.maskdp import blank, residual_update
+    from privbench.models import input_channels
+    from privbench.run.plugins import load_plugins
 
     load_plugins()
     splits = load_splits("synthetic-actions", SplitConfig(private=args.clips, aux=60, test=60, targets=10,

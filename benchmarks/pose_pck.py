@@ -24,8 +24,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from privbench.core.contracts import ImageSet
-    from privbench.data.actions import JOINTS, generate
     from privbench.core.provenance import cpu_model
+    from privbench.data.actions import JOINTS, generate
     from privbench.defenses.people import estimator
 
     made = generate(max(1, args.clips // 10), 10, args.frames, args.size, seed=0, shake=0)

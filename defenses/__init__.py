@@ -9,9 +9,17 @@ transforms), give it a frozen ``Params`` dataclass and ``surfaces``, and decorat
 from __future__ import annotations
 
 from privbench.core.registry import DEFENSES
-
 from privbench.defenses import (
-    avatar, baselines, bn_synthetic, controls, dp_sgd, masking, maskdp, redaction, split_ae, visualmixer,
+    avatar,
+    baselines,
+    bn_synthetic,
+    controls,
+    dp_sgd,
+    maskdp,
+    masking,
+    redaction,
+    split_ae,
+    visualmixer,
 )
 from privbench.defenses.base import InputDefense  # noqa: E402
 

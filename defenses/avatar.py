@@ -24,11 +24,10 @@ import torch
 from torch import Tensor
 
 from privbench.core.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
-from privbench.data.actions import JOINTS
 from privbench.core.errors import InputError
 from privbench.core.registry import DEFENSES
 from privbench.core.threats import ThreatModel
-
+from privbench.data.actions import JOINTS
 from privbench.defenses.people import ESTIMATORS, as_clips, estimator
 
 _J = {name: i for i, name in enumerate(JOINTS)}

@@ -4,7 +4,6 @@ train and release a task model (``model`` + ``gradients`` surfaces)."""
 from __future__ import annotations
 
 import math
-
 from abc import abstractmethod
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -12,15 +11,22 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.models import input_channels
-from privbench.core.seeding import seeded
-
 from privbench.core.contracts import (
-    Defense, GradientMechanism, GradientOracle, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface,
+    Defense,
+    GradientMechanism,
+    GradientOracle,
+    ImageSet,
+    Modality,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    Surface,
     check_images,
 )
 from privbench.core.errors import InputError
-
+from privbench.core.seeding import seeded
+from privbench.models import input_channels
 
 #: How far outside [0, 1] a release may stray by rounding before it counts as out of range.
 RANGE_TOLERANCE = 1e-4

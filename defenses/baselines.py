@@ -9,12 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from privbench.core.errors import InputError
-
 from privbench.core.contracts import Modality, Release, RunContext, Splits, Surface
-from privbench.core.threats import ThreatModel
-
+from privbench.core.errors import InputError
 from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense, ModelReleaser
 
 

@@ -24,13 +24,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
+from privbench.defenses.base import ModelReleaser
 from privbench.metrics.image import total_variation
 from privbench.models import accuracy
-
-from privbench.core.registry import DEFENSES
-from privbench.defenses.base import ModelReleaser
 
 
 class _BNInputs:
@@ -71,8 +70,8 @@ def class_statistics(teacher: nn.Module, data: ImageSet, num_classes: int,
                 sums.append([torch.stack([s / n, q / n - (s / n) ** 2]) for s, q, n in acc])
     finally:
         hooks.close()
-    return [(torch.stack([sums[c][l][0] for c in range(num_classes)]),
-             torch.stack([sums[c][l][1] for c in range(num_classes)])) for l in range(len(sums[0]))]
+    return [(torch.stack([sums[c][k][0] for c in range(num_classes)]),
+             torch.stack([sums[c][k][1] for c in range(num_classes)])) for k in range(len(sums[0]))]
 
 
 @DEFENSES.register("bn-synthetic")

@@ -24,6 +24,7 @@ cells, and no table or plot ranks it (``control = True``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -31,13 +32,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from privbench.core.contracts import (
-    ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig, check_images,
+    ImageSet,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    Surface,
+    TaskConfig,
+    check_images,
 )
 from privbench.core.errors import InputError
 from privbench.core.registry import DEFENSES
 from privbench.core.seeding import derive_seed
 from privbench.core.threats import ThreatModel
-
 from privbench.defenses.base import InputDefense, ModelReleaser
 
 _IMAGE_CLAIMS = frozenset({ThreatModel.OBSERVER, ThreatModel.LINKER})

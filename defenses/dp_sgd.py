@@ -25,18 +25,26 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from privbench.ops import accounting
 from privbench.core.contracts import (
-    GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, StepData, Surface, TaskConfig,
+    GradientMechanism,
+    ImageSet,
+    Modality,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    StepData,
+    Surface,
+    TaskConfig,
 )
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
-from privbench.models import input_channels
-from privbench.ops.persample import per_sample_gradients
-from privbench.core.seeding import seeded
-
 from privbench.core.registry import DEFENSES
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 from privbench.defenses.base import ModelReleaser
+from privbench.models import input_channels
+from privbench.ops import accounting
+from privbench.ops.persample import per_sample_gradients
 
 
 def clipped_sum(per: dict[str, Tensor], max_grad_norm: float) -> dict[str, Tensor]:

@@ -43,17 +43,30 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from privbench.core.contracts import (
-    GradientMechanism, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, StepData, Surface,
+    GradientMechanism,
+    ImageSet,
+    Modality,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    StepData,
+    Surface,
 )
 from privbench.core.errors import InputError
-from privbench.models import input_channels
 from privbench.core.registry import DEFENSES
 from privbench.core.threats import ThreatModel
-
 from privbench.defenses.dp_sgd import (
-    DPPlan, DPSGD, add_noise, clipped_sum, per_sample_gradients, poisson_batch, zeros_like_params,
+    DPSGD,
+    DPPlan,
+    add_noise,
+    clipped_sum,
+    per_sample_gradients,
+    poisson_batch,
+    zeros_like_params,
 )
 from privbench.defenses.people import estimator
+from privbench.models import input_channels
 
 #: The constant the sensitive region is replaced by in ``x_pub`` (data-independent).
 FILL = 0.5

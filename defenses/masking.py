@@ -31,15 +31,21 @@ import torch
 from torch import Tensor, nn
 
 from privbench.core.contracts import (
-    ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig, check_images,
+    ImageSet,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    Surface,
+    TaskConfig,
+    check_images,
 )
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
-from privbench.models import SplitModel, predict, train_classifier
-from privbench.core.seeding import seeded
-
 from privbench.core.registry import DEFENSES
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense
+from privbench.models import SplitModel, predict, train_classifier
 
 
 class MaskNetClassifier(nn.Module):

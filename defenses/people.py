@@ -26,10 +26,10 @@ import torch
 from torch import Tensor
 
 from privbench.core.contracts import ImageSet
-from privbench.data.actions import JOINTS
 from privbench.core.errors import InputError
-from privbench.metrics.people import HogPeople
 from privbench.core.registry import Registry
+from privbench.data.actions import JOINTS
+from privbench.metrics.people import HogPeople
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from privbench.core.contracts import Defense, ImageSet, Modality, Release, Relea
 from privbench.core.errors import InputError
 from privbench.core.registry import DEFENSES
 from privbench.core.threats import ThreatModel
-
 from privbench.defenses.people import ESTIMATORS, as_clips, estimator
 
 

@@ -20,15 +20,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.ops.coding import FeatureCodec, FactorizedCoder, UniformQuantizer, _check_bits
 from privbench.core.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.seeding import seeded
+from privbench.core.threats import ThreatModel
 from privbench.metrics.image import sobel_magnitude
 from privbench.models import SplitModel, map_batched, train_classifier
-from privbench.core.seeding import seeded
-
-from privbench.core.registry import DEFENSES
+from privbench.ops.coding import FactorizedCoder, FeatureCodec, UniformQuantizer, _check_bits
 
 
 class ResBlock(nn.Module):

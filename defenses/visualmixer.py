@@ -18,13 +18,12 @@ import torch
 from torch import Tensor
 
 from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
-from privbench.core.threats import ThreatModel
 from privbench.core.errors import InputError
+from privbench.core.registry import DEFENSES
+from privbench.core.threats import ThreatModel
+from privbench.defenses.base import InputDefense
 from privbench.metrics.vfe import normalized_vfe, visual_feature_entropy
 from privbench.ops.regions import from_blocks, region_sizes, to_blocks
-
-from privbench.core.registry import DEFENSES
-from privbench.defenses.base import InputDefense
 
 
 def shuffle_regions(x: Tensor, s: int, selected: Tensor, keys: Tensor) -> Tensor:

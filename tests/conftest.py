@@ -36,8 +36,7 @@ def _restore_registries():
     """Plugins a test registers (``--plugin`` in-process, ``load_plugin_file``) do not leak into other tests."""
     import sys
 
-    from privbench.core.registry import DATASETS
-    from privbench.core.registry import ATTACKS, DEFENSES
+    from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
 
     saved = [(r, dict(r._items)) for r in (DEFENSES, ATTACKS, DATASETS)]
     modules = set(sys.modules)
@@ -84,8 +83,8 @@ def run_attack(attack, release, splits, *, task=None, seed: int = 0, public=None
     the restricted view); returns :class:`privbench.run.evaluate.AttackResult` (output + runner-side ground truth)."""
     import torch
 
-    from privbench.core.specs import PluginSpec
     from privbench.core.contracts import TaskConfig
+    from privbench.core.specs import PluginSpec
     from privbench.run.evaluate import EvalOptions, attack_release
 
     return attack_release(PluginSpec(attack.id, attack.params), release, splits, seed, task or TaskConfig(),

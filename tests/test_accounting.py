@@ -9,8 +9,8 @@ import math
 import pytest
 from scipy.special import ndtr
 
-from privbench.ops.accounting import poisson_gaussian
 from privbench.core.errors import InputError
+from privbench.ops.accounting import poisson_gaussian
 
 
 def _exact_gaussian_epsilon(sigma: float, delta: float) -> float:

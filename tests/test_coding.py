@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from privbench.ops.coding import FactorizedCoder, FeatureCodec, UniformQuantizer
 from privbench.core.errors import InputError
+from privbench.ops.coding import FactorizedCoder, FeatureCodec, UniformQuantizer
 
 
 def _features(c: int = 8, n: int = 64, seed: int = 0) -> torch.Tensor:

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privbench.core.specs import PluginSpec
-from privbench.run.config import load_suite
 from privbench.core.errors import InputError
-from privbench.run.plan import plan
 from privbench.core.records import iter_records
 from privbench.core.registry import ATTACKS, DEFENSES
-from privbench.run.plugins import load_plugins
+from privbench.core.specs import PluginSpec
 from privbench.report.tables import competence
+from privbench.run.config import load_suite
+from privbench.run.plan import plan
+from privbench.run.plugins import load_plugins
 from privbench.run.runner import RunOptions, control_bar, run_suite
 from tests.conftest import write_suite
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from privbench.core.errors import InputError
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
-from privbench.core.errors import InputError
 
 
 @pytest.mark.parametrize("name,shape,classes", [("mnist5k", (1, 28, 28), 10), ("digits", (1, 8, 8), 10),

@@ -8,15 +8,14 @@ import math
 
 import pytest
 import torch
+from dp_controls import RewoundNoiseDPSGDStep, SameBatchMaskDPStep, UnclippedDPSGDStep
 from scipy.stats import binomtest
 
-from privbench.ops import accounting, dpaudit
 from privbench.core.contracts import ImageSet, StepData
 from privbench.core.errors import InputError
 from privbench.defenses.dp_sgd import DPSGDStep
 from privbench.defenses.maskdp import FILL, MaskDPStep
-
-from dp_controls import RewoundNoiseDPSGDStep, SameBatchMaskDPStep, UnclippedDPSGDStep
+from privbench.ops import accounting, dpaudit
 
 SHAPE = (2, 3, 8, 8)  # two-frame 3×8×8 clips
 DELTA = 1e-5
@@ -169,14 +168,13 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
     """Through the runner: dp-sgd's record carries both accountants and its audit, consistent; the same recipe
     without clipping (q = 0.02, σ = 1: a one-step claim of 0.44) is refuted, its cell fails naming the violation,
     and the board's DP table says so."""
-    from privbench.run.config import load_suite
     from privbench.core.records import iter_records
-    from privbench.report.tables import build_board
     from privbench.report.frame import load_frame
+    from privbench.report.tables import build_board
+    from privbench.run.config import load_suite
+    from privbench.run.plugins import load_plugins
     from privbench.run.runner import RunOptions, run_suite
     from tests.conftest import write_suite
-
-    from privbench.run.plugins import load_plugins
 
     plugin = tmp_path / "control.py"
     plugin.write_text(CONTROL_PLUGIN)

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from privbench.attacks.gan import GANAttack, leave_one_class_out, train_generator
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import RunContext, TaskConfig
-from privbench.data import load_splits
 from privbench.core.errors import InputError
-from privbench.models import accuracy, build_model
 from privbench.core.seeding import seeded
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
 from privbench.defenses import DEFENSES
+from privbench.models import accuracy, build_model
 from tests.conftest import run_attack
 
 CPU = torch.device("cpu")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from privbench.core.specs import SplitConfig
-from privbench.run.config import load_suite
-from privbench.data import load_splits
 from privbench.core.records import iter_records
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
+from privbench.run.config import load_suite
 from privbench.run.plugins import load_plugin_file
 from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
+from privbench.defenses.maskdp import FILL, blank, residual_update, substitution
 from privbench.models import build_model
 from privbench.ops.accounting import poisson_gaussian
-from privbench.defenses.maskdp import FILL, blank, residual_update, substitution
 
 C, SIGMA = 0.5, 2.0  # C: default clipping norm of the helpers; tests calibrate their own
 
@@ -134,9 +134,9 @@ def test_substitution_is_covered_by_the_group_privacy_bound(batch) -> None:
 def test_avatar_public_clip_never_reads_the_background() -> None:
     """avatar + MaskDP: x_pub draws the same avatars on the constant, so changing only the background (the
     sensitive region) leaves it unchanged, anti-aliased edges included; other estimators are refused."""
+    from privbench.core.errors import InputError
     from privbench.core.specs import SplitConfig
     from privbench.data import load_splits
-    from privbench.core.errors import InputError
     from privbench.defenses.maskdp import MaskDP
 
     s = load_splits("synthetic-actions", SplitConfig(private=20, aux=10, test=10, targets=4, scale="fit"), 0,

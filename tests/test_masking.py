@@ -9,14 +9,14 @@ import torch
 
 from privbench.attacks.inpainting import ClassicalInpainting, DiffusionInpainting, LearnedInpainting
 from privbench.attacks.inversion import MaskInversion
-from privbench.core.specs import SplitConfig
-from privbench.run.config import build_dataclass
 from privbench.core.contracts import Release, RunContext, Surface, TaskConfig
-from privbench.data import load_splits
 from privbench.core.errors import InputError
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
+from privbench.defenses.masking import InterpretationMasking
 from privbench.metrics import masked_psnr
 from privbench.metrics.image import ssim
-from privbench.defenses.masking import InterpretationMasking
+from privbench.run.config import build_dataclass
 from tests.conftest import run_attack
 
 # A trained interpretation model (an untrained one predicts one class, so every image would get the same mask).

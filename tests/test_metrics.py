@@ -10,8 +10,15 @@ from sklearn.metrics import roc_auc_score
 
 from privbench.core.errors import InputError
 from privbench.metrics import (
-    bits_per_pixel, edge_psnr, linkage_scores, masked_psnr, masked_ssim, membership_scores, psnr,
-    reconstruction_metrics, ssim,
+    bits_per_pixel,
+    edge_psnr,
+    linkage_scores,
+    masked_psnr,
+    masked_ssim,
+    membership_scores,
+    psnr,
+    reconstruction_metrics,
+    ssim,
 )
 from privbench.metrics.image import PSNR_CAP_DB, build_lpips, lpips_distance, lpips_status
 

@@ -8,12 +8,12 @@ import torch
 from privbench.attacks import ATTACKS
 from privbench.attacks.gradient import infer_labels
 from privbench.attacks.membership import lira_scores, logit_confidence
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import AttackOutput, RunContext, Surface, TaskConfig
-from privbench.data import load_splits
 from privbench.core.errors import InputError
-from privbench.run.scoring import score
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
 from privbench.defenses import DEFENSES
+from privbench.run.scoring import score
 from tests.conftest import run_attack
 
 CPU = torch.device("cpu")

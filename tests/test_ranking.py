@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from privbench.run.config import load_suite
 from privbench.core.records import iter_records
+from privbench.run.config import load_suite
 from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import AttackOutput
+from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.metrics.registration import REGISTRATION_RADIUS, register
 from privbench.run.scoring import score
@@ -47,9 +47,9 @@ def test_a_two_pixel_secret_shift_of_the_targets_scores_as_a_full_reconstruction
 def test_nearest_neighbour_catches_memorised_images_shifted_by_one_pixel() -> None:
     """Positive control of the memorisation audit (issue 25): a synthetic set that is the private images moved by
     1 px passed it before (+0.010); with registered scoring every original is found and scored as memorised."""
+    from privbench.attacks import ATTACKS
     from privbench.core.contracts import ImageSet, Release
     from tests.conftest import run_attack
-    from privbench.attacks import ATTACKS
 
     splits = load_splits("digits", SplitConfig(private=200, aux=200, test=100, targets=40), 0)
     moved = torch.roll(splits.private.images, (1, 0), dims=(-2, -1))

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 
 from privbench.attacks import ATTACKS
-from privbench.run.config import load_suite
 from privbench.core.errors import InputError
 from privbench.core.registry import Registry
 from privbench.defenses import DEFENSES
+from privbench.run.config import load_suite
 from tests.conftest import write_suite
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from privbench.attacks import ATTACKS
-from privbench.run.config import load_suite
 from privbench.core.contracts import Modality
 from privbench.core.records import iter_records
-from privbench.run.runner import RunOptions, run_suite
 from privbench.defenses import DEFENSES
+from privbench.run.config import load_suite
+from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite
 
 GOLDENS = Path(__file__).parent / "goldens" / "pairs.json"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from privbench.attacks import ATTACKS
 from privbench.cli import main
-from privbench.run.config import load_suite
 from privbench.core.records import iter_records, read_record
 from privbench.report import write_report
+from privbench.run.config import load_suite
 from privbench.run.runner import RunOptions, run_suite
-from privbench.defenses import DEFENSES
 from tests.conftest import write_suite
 
 

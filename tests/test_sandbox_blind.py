@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-
 from pathlib import Path
+
 import pytest
 import torch
 
-from privbench.core.specs import SplitConfig
-from privbench.core.contracts import TaskConfig
-from privbench.core.contracts import RunContext
-from privbench.data import load_splits
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.keys import KEY_ENV
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
 from privbench.submit.sandbox import Limits, Session, filesystem_isolation, validate_description
 from tests.hostile import proxy_of, write_seed_cheat
 

@@ -8,12 +8,12 @@ import torch
 
 from privbench.attacks.inversion import InversionDecoder
 from privbench.attacks.optim_inversion import OptimInversion
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import RunContext, Surface, TaskConfig
-from privbench.data import load_splits
 from privbench.core.errors import InputError
-from privbench.metrics import psnr
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
 from privbench.defenses.split_ae import SplitAE, SplitNone
+from privbench.metrics import psnr
 from tests.conftest import run_attack
 
 TASK = TaskConfig(model="convnet", width=16, epochs=4)
@@ -69,7 +69,6 @@ def test_adversarial_training_raises_the_adversary_loss(splits) -> None:
 
 def test_learned_inversion_from_the_encoder_surface(splits, releases) -> None:
     _, rel = releases[0.0]
-    ctx = RunContext(seed=0, device=torch.device("cpu"), task=TASK)
     attack = InversionDecoder(InversionDecoder.Params(epochs=4, width=16))
     assert attack.compatible(rel.surfaces) is None
     recon = run_attack(attack, rel, splits, task=TASK).output.reconstructions

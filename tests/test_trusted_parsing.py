@@ -4,8 +4,8 @@ formula text from a card inert in the leaderboard's CSV."""
 
 from __future__ import annotations
 
-import time
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -103,8 +103,8 @@ def test_every_committed_suite_and_card_still_loads() -> None:
 def test_text_release_metadata_is_kept_as_text_and_the_cell_record_validates() -> None:
     import json
 
-    from privbench.run.evaluate import release_extra
     from privbench.core.records import iter_records, validate
+    from privbench.run.evaluate import release_extra
 
     numbers, texts = release_extra({"self_reported_accountant": "rdp", "noise_multiplier": 1.5, "steps": 3,
                                     "unknown": None, "grid": [1, 2]})

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import ImageSet, Modality
+from privbench.core.errors import InputError
+from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.data.actions import ACTIONS, JOINTS, generate
-from privbench.core.errors import InputError
 from privbench.metrics.identity import linkage_scores
 from privbench.metrics.image import psnr, reconstruction_metrics, ssim
 from privbench.run.scoring import gallery_permutation

@@ -8,14 +8,14 @@ import torch
 
 from privbench.attacks.histogram import HistogramLinkage
 from privbench.attacks.linkage import Linkage
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import Release, RunContext, TaskConfig
-from privbench.data import load_splits
 from privbench.core.errors import InputError
+from privbench.core.specs import SplitConfig
+from privbench.data import load_splits
+from privbench.defenses.visualmixer import STAdam, VisualMixer, to_blocks
 from privbench.metrics import linkage_scores
 from privbench.metrics.vfe import max_vfe, normalized_vfe, visual_feature_entropy
 from tests.conftest import run_attack
-from privbench.defenses.visualmixer import STAdam, VisualMixer, to_blocks
 
 
 @pytest.fixture(scope="module")

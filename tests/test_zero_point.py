@@ -5,8 +5,8 @@ linker), while the identity release (``none``) has ≈ 1 — although the noise 
 
 from __future__ import annotations
 
-from privbench.run.config import load_suite
 from privbench.core.records import iter_records
+from privbench.run.config import load_suite
 from privbench.run.plugins import load_plugins
 from privbench.run.runner import RunOptions, run_suite
 from tests.conftest import write_suite

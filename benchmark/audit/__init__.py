@@ -17,10 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-from privbench.core.errors import InputError
 from privbench.audit.features import SPACES
 from privbench.audit.loader import Folder, read_folder
 from privbench.audit.risks import LINKAGE_MIN_PAIRS, Risk, aligned_pairs, detections, linkage, membership, near_copy
+from privbench.core.errors import InputError
 
 #: Risks by name, in report order (``membership`` only with a model).
 RISKS = ("near-copy", "linkage", "faces", "people", "membership")

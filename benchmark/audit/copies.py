@@ -23,8 +23,12 @@ statistic is their ratio (``nndr``, :mod:`.risks`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 #: Side (pixels) of the canonical image.
 WORK = 32

@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from privbench.core.errors import InputError
 from privbench.audit.loader import Folder
+from privbench.core.errors import InputError
 
 
 def read_labels(path: Path) -> dict[str, int]:

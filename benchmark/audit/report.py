@@ -18,10 +18,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from privbench.core.textsafe import csv_cell, markdown_cell, printable
 from privbench.audit import AuditResult, config_dict
 from privbench.audit.output import MARKER
 from privbench.audit.risks import CANNOT_TEST
+from privbench.core.textsafe import csv_cell, markdown_cell, printable
 
 
 def _uri(image: np.ndarray) -> str:

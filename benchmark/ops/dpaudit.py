@@ -37,8 +37,8 @@ from torch.nn import functional as F
 
 from privbench.core.contracts import ImageSet, Release, Splits, StepData, TrainingStep
 from privbench.core.errors import InputError
-from privbench.ops.persample import flat_per_sample_gradients
 from privbench.core.seeding import derive_seed
+from privbench.ops.persample import flat_per_sample_gradients
 
 
 @dataclass(frozen=True)

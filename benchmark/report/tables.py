@@ -25,7 +25,13 @@ from privbench.core.stats import Interval, combine
 from privbench.core.threats import ThreatModel
 from privbench.report.frame import load_frame
 from privbench.report.intervals import (
-    advantage_interval, tpr_interval, recipe_drop_interval, utility_interval, Competence, ranked, competence,
+    Competence,
+    advantage_interval,
+    competence,
+    ranked,
+    recipe_drop_interval,
+    tpr_interval,
+    utility_interval,
 )
 from privbench.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
 

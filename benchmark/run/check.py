@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from privbench.core.errors import InputError
-from privbench.run.plan import code_versions
 from privbench.core.records import read_record
+from privbench.run.plan import code_versions
 
 
 def check_records(directory: Path) -> list[str]:

@@ -27,9 +27,9 @@ from typing import Any, Mapping
 
 from privbench.core.contracts import TaskConfig
 from privbench.core.errors import InputError
-from privbench.core.specs import PluginSpec, SplitConfig, SuiteConfig
 from privbench.core.paths import package_dir
 from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
+from privbench.core.specs import PluginSpec, SplitConfig, SuiteConfig
 from privbench.core.yamlsafe import SUITE_MAX_BYTES, load_file
 
 #: Where the built-in suites live (package data: ``benchmark/suites/*.yaml``).

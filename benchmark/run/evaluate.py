@@ -18,31 +18,50 @@ import numpy as np
 import torch
 
 from privbench import __version__
-from privbench.run.cache import ArtifactCache
 from privbench.core.calibration import Units
 from privbench.core.codehash import library_versions, plugin_hash
-from privbench.core.specs import PluginSpec, SuiteConfig
-from privbench.core.hashing import stable_hash
 from privbench.core.contracts import (
-    Attack, AttackOutput, AttackView, DatasetInfo, Defense, ImageSet, Modality, Release, RunContext, Splits, Surface,
+    Attack,
+    AttackOutput,
+    AttackView,
+    DatasetInfo,
+    Defense,
+    ImageSet,
+    Modality,
+    Release,
+    RunContext,
+    Splits,
+    Surface,
     TaskConfig,
 )
-from privbench.core.registry import DATASETS
-from privbench.data import load_splits
 from privbench.core.errors import InputError
+from privbench.core.hashing import stable_hash
 from privbench.core.keys import run_key
-from privbench.run.isolation import (
-    AttackError, AttackJob, DefenderServices, attack_stream, attack_view_release, run_attack_isolated,
-)
+from privbench.core.records import validate
+from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
+from privbench.core.seeding import derive_seed, seeded
+from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.data import load_splits
 from privbench.metrics import CostMeter
 from privbench.models import accuracy, build_model, input_channels, train_classifier
-from privbench.core.records import validate
-from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.run.cache import ArtifactCache
+from privbench.run.isolation import (
+    AttackError,
+    AttackJob,
+    DefenderServices,
+    attack_stream,
+    attack_view_release,
+    run_attack_isolated,
+)
 from privbench.run.scoring import (
-    aligned_reconstructions, gallery_permutation, membership_candidates, nearest_released, release_vfe, sample_arrays,
+    aligned_reconstructions,
+    gallery_permutation,
+    membership_candidates,
+    nearest_released,
+    release_vfe,
+    sample_arrays,
     score,
 )
-from privbench.core.seeding import derive_seed, seeded
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,17 @@ import torch
 from torch import Tensor, nn
 
 from privbench.core.contracts import (
-    AttackContext, AttackOutput, AttackView, GradientOracle, ImageSet, Release, ReleaseMeta, ReleaseView, Surface,
-    TaskConfig, TrainingCode,
+    AttackContext,
+    AttackOutput,
+    AttackView,
+    GradientOracle,
+    ImageSet,
+    Release,
+    ReleaseMeta,
+    ReleaseView,
+    Surface,
+    TaskConfig,
+    TrainingCode,
 )
 from privbench.core.errors import InputError
 from privbench.core.seeding import derive_seed
@@ -205,8 +214,8 @@ def exit_with_parent(parent: Optional[int] = None) -> None:
 def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
     """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
     reaches the run's directory."""
-    from privbench.run.plugins import load_plugins
     from privbench.core.seeding import set_deterministic
+    from privbench.run.plugins import load_plugins
 
     exit_with_parent()
     torch.set_num_threads(max(1, threads))

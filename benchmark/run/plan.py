@@ -9,11 +9,11 @@ from typing import Any
 
 from privbench import __version__
 from privbench.core.codehash import closure_hash, library_versions, plugin_hash
-from privbench.core.specs import PluginSpec, SuiteConfig
-from privbench.core.hashing import stable_hash
 from privbench.core.errors import InputError
+from privbench.core.hashing import stable_hash
 from privbench.core.records import SCHEMA_VERSION
 from privbench.core.registry import ATTACKS, DEFENSES
+from privbench.core.specs import PluginSpec, SuiteConfig
 
 #: The core modules whose source determines a cell's numbers: evaluation, scoring and what they import.
 CORE_MODULES = ("privbench.run.evaluate", "privbench.run.scoring")

@@ -20,18 +20,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from privbench.run.cache import ArtifactCache
-from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.core.contracts import Splits
 from privbench.core.errors import InputError
-from privbench.run.evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
-from privbench.run.isolation import exit_with_parent
-from privbench.run.plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
 from privbench.core.provenance import git_commit, machine, provenance
 from privbench.core.records import SCHEMA_VERSION, read_record, write_record
 from privbench.core.registry import ATTACKS, DEFENSES
-from privbench.run.plugins import load_plugins
 from privbench.core.seeding import set_deterministic
+from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.run.cache import ArtifactCache
+from privbench.run.evaluate import CellResult, EvalOptions, iter_job, load_splits_cached
+from privbench.run.isolation import exit_with_parent
+from privbench.run.plan import Cell, Job, cell_key, code_versions, config_hash, core_hash, plan
+from privbench.run.plugins import load_plugins
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from privbench.core.contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
 from privbench.core.calibration import Units
+from privbench.core.contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
+from privbench.core.seeding import derive_seed
 from privbench.metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
 from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index, register
-from privbench.core.seeding import derive_seed
-
 
 
 def membership_candidates(splits: Splits, seed: int) -> tuple[ImageSet, torch.Tensor]:

@@ -85,9 +85,9 @@ def run_case(cfg: CaseConfig, out: Path) -> dict[str, Any]:
     ``video_case.json`` and ``video_case.png`` to ``out`` (atomically). Returns the summary."""
     import cv2
 
-    from privbench.run.config import build_dataclass
     from privbench.core.provenance import machine
     from privbench.core.registry import DEFENSES
+    from privbench.run.config import build_dataclass
 
     cls = DEFENSES.get(cfg.defense)
     reason = cls.handles(Modality.VIDEO)

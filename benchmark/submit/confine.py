@@ -185,7 +185,8 @@ def enter_namespaces(libc: ctypes.CDLL) -> str:
 
 def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
-    enc = (lambda x: None if x is None else x.encode())
+    def enc(x: str | None) -> bytes | None:
+        return None if x is None else x.encode()
     _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional
 
 from privbench.core.errors import InputError
 from privbench.core.records import atomic_write_text
-from privbench.report.rows import Board, Cell, Column, Direction, Row, Status, Table
 from privbench.core.stats import Interval
+from privbench.report.rows import Board, Cell, Column, Direction, Row, Status, Table
 
 #: Version of the ``submission.json`` layout (written by :mod:`privbench.submit.submission`).
 SUBMISSION_SCHEMA = 1
@@ -151,9 +151,8 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
 def build(root: Path, out: Path) -> list[Path]:
     """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset (with the banner of
     ``out/STALE.md`` when the entries predate the code: :func:`privbench.report.tables.stale_notice`)."""
-    from privbench.report.render import to_csv, to_html, to_markdown
     from privbench.core.textsafe import markdown_cell
-
+    from privbench.report.render import to_csv, to_html, to_markdown
     from privbench.report.tables import stale_notice
 
     out = Path(out)

@@ -50,16 +50,25 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from privbench.core.paths import checkout_root, package_dir, package_dirs
-from privbench.submit import confine
-from privbench.core.contracts import (
-    DatasetInfo, Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig,
-)
 from privbench.core import keys
+from privbench.core.contracts import (
+    DatasetInfo,
+    Defense,
+    ImageSet,
+    Modality,
+    Release,
+    ReleaseMeta,
+    RunContext,
+    Splits,
+    Surface,
+    TaskConfig,
+)
 from privbench.core.errors import InputError
 from privbench.core.keys import run_key
+from privbench.core.paths import checkout_root, package_dir, package_dirs
 from privbench.core.textsafe import one_line
 from privbench.core.threats import ThreatModel
+from privbench.submit import confine
 
 #: Surfaces a sandboxed defense may expose: plain tensors cross the process boundary; modules do not.
 SANDBOX_SURFACES = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK, Surface.SYNTHETIC})
@@ -460,7 +469,8 @@ def readable_roots(source: Path) -> ChildView:
     view["listed"].add(str(root))  # its names, so the child imports the project from here (not its files)
     read = sorted(view["read"])
     disjoint = [p for i, p in enumerate(read) if not any(p.startswith(q.rstrip("/") + "/") for q in read[:i])]
-    inside = (lambda p: any(p == q or p.startswith(q.rstrip("/") + "/") for q in disjoint))
+    def inside(p: str) -> bool:
+        return any(p == q or p.startswith(q.rstrip("/") + "/") for q in disjoint)
     return ChildView(tuple(disjoint), tuple(sorted(p for p in view["listed"] if not inside(p))),
                      tuple(sorted((p, t) for p, t in view["links"] if not inside(os.path.dirname(p)))))
 
@@ -612,10 +622,10 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
 
     Runs as ``python -I -c`` in the child's directory, exec'd by :mod:`privbench.submit.confine` after every limit and
     restriction was applied to the single-threaded bootstrap: nothing here, submitted or not, runs unconfined."""
-    from privbench.run.isolation import exit_with_parent
     from privbench.core.registry import DEFENSES
-    from privbench.run.plugins import load_builtins
     from privbench.core.seeding import set_deterministic
+    from privbench.run.isolation import exit_with_parent
+    from privbench.run.plugins import load_builtins
 
     limits = json.loads(limits_json)
     sys.dont_write_bytecode = True

@@ -31,13 +31,19 @@ import torch
 import yaml
 
 from privbench.core.errors import InputError
-from privbench.submit.leaderboard import SUBMISSION_SCHEMA
 from privbench.core.keys import KEY_ENV, load_or_create, subkey
-from privbench.submit.sandbox import (
-    Limits, SandboxError, Session, filesystem_isolation, readable_by_child, validate_description, write_proxy_module,
-)
 from privbench.core.threats import ThreatModel
 from privbench.core.yamlsafe import CARD_MAX_BYTES, SUITE_MAX_BYTES, load_file
+from privbench.submit.leaderboard import SUBMISSION_SCHEMA
+from privbench.submit.sandbox import (
+    Limits,
+    SandboxError,
+    Session,
+    filesystem_isolation,
+    readable_by_child,
+    validate_description,
+    write_proxy_module,
+)
 
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
@@ -272,8 +278,8 @@ def describe(path: Path, card: Card, limits: Limits) -> tuple[dict[str, Any], bo
 
 
 def _tiny_splits(suite: Any, n: int = 8) -> Any:
-    from privbench.data import load_splits
     from privbench.core.keys import run_key
+    from privbench.data import load_splits
 
     splits = load_splits(suite.datasets[0], suite.splits, suite.seeds[0], suite.dataset_options.get(suite.datasets[0]),
                          run_key())  # keyed like the run's (admission runs under the public key)
@@ -413,13 +419,13 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
     import torch
 
     from privbench.core.contracts import RunContext
-    from privbench.data import load_splits
-    from privbench.ops.dpaudit import one_run_blackbox
     from privbench.core.keys import keyed_seed, run_key
     from privbench.core.records import iter_records
     from privbench.core.registry import DEFENSES
-    from privbench.run.plugins import load_plugins
     from privbench.core.textsafe import one_line
+    from privbench.data import load_splits
+    from privbench.ops.dpaudit import one_run_blackbox
+    from privbench.run.plugins import load_plugins
 
     reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
     for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
@@ -526,7 +532,7 @@ def admit(opts: SubmitOptions, card: Card, out: Path,
           public_key: bytes) -> tuple[dict[str, Any], bool, Path, Any, list[str], str]:
     """Everything before the run: snapshot, description, proxy module, suite, tiny-batch checks. On refusal,
     whatever it wrote is removed. Returns ``(description, confined, proxy file, suite, checks, source sha256)``."""
-    from privbench.run.config import SUITES_DIR, load_suite
+    from privbench.run.config import load_suite
     from privbench.run.plugins import load_plugin_file
 
     reason = filesystem_isolation()

@@ -5,9 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from privbench.core.errors import InputError
-from privbench.core.registry import DEFENSES
-from privbench.defenses.base import InputDefense
+from privbench.api import DEFENSES, InputDefense, InputError
 
 
 @DEFENSES.register("noisy-blend")
