@@ -133,7 +133,7 @@ def _ci(d: Optional[dict]) -> str:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from privbench.submit.sandbox import Limits
+    from privbench.submit.protocol import Limits
     from privbench.submit.submission import SubmitOptions, submit
 
     limits = Limits(wall_seconds=args.wall_seconds, cpu_seconds=args.cpu_seconds,

@@ -42,7 +42,9 @@ class BenchBlend(InputDefense):
 
 
 def main() -> None:
-    from privbench.submit.sandbox import Limits, Session, filesystem_isolation
+    from privbench.submit.protocol import Limits
+    from privbench.submit.session import Session
+    from privbench.submit.view import filesystem_isolation
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)

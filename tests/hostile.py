@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from privbench.core.specs import SplitConfig
-from privbench.submit.sandbox import Limits, Session, proxy_classes, validate_description
+from privbench.submit.protocol import Limits
+from privbench.submit.proxies import proxy_classes, validate_description
+from privbench.submit.session import Session
 
 #: The issue-23 cheat: it carries its own copy of the public data (digits), matches its private images to dataset
 #: indices, searches the seed whose public split gives exactly them (the public seeds and a held-out-like 1234),

@@ -20,7 +20,10 @@ from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.keys import KEY_ENV
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
-from privbench.submit.sandbox import Limits, Session, filesystem_isolation, validate_description
+from privbench.submit.protocol import Limits
+from privbench.submit.proxies import validate_description
+from privbench.submit.session import Session
+from privbench.submit.view import filesystem_isolation
 from tests.hostile import proxy_of, write_seed_cheat
 
 pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
@@ -114,7 +117,7 @@ def test_every_request_runs_in_a_fresh_child_and_only_the_build_sees_the_private
 
 def test_the_seed_a_child_sees_depends_on_the_run_key(monkeypatch) -> None:
     from privbench.core.keys import subkey
-    from privbench.submit.sandbox import keyed_seed
+    from privbench.submit.proxies import keyed_seed
 
     run = bytes(range(32))
     seen = {}
@@ -185,7 +188,7 @@ def test_no_state_passes_from_the_build_child_to_the_reproduction_check(tmp_path
     ("os.kill(os.getpid(), 40)", "signal 40"),
 ])
 def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> None:
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     src = tmp_path / "odd.py"
     src.write_text(f"import os\n{forge}\n")
@@ -244,7 +247,7 @@ def forger(tmp_path_factory) -> type:
 def test_a_forged_build_reply_is_a_sandbox_error(forger, mode) -> None:
     """Red-team finding 6: forged replies written straight to the reply pipe raised IndexError, ValueError or
     NotImplementedError on the trusted side instead of a clear sandbox error."""
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     splits = load_splits("digits", SplitConfig(private=8, aux=8, test=8, targets=2), 0)
     ctx = RunContext(seed=0, device=torch.device("cpu"),
@@ -254,7 +257,7 @@ def test_a_forged_build_reply_is_a_sandbox_error(forger, mode) -> None:
 
 
 def test_a_forged_description_is_a_sandbox_error() -> None:
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     for forged in ({"x": {"surfaces": [["data"]], "claims": [], "modalities": [], "params": []}},
                    {"x": {"surfaces": ["data"], "claims": [{"a": 1}], "modalities": [], "params": []}},
@@ -457,7 +460,7 @@ def test_no_state_passes_between_children_through_the_page_fault_counter(tmp_pat
     answered the identity, attacks 1 - x. A child has neither counter now, so the check sees what attacks see and
     catches the identity release."""
 
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     pkg = tmp_path / "fault_cheat"
     pkg.mkdir()
@@ -536,7 +539,7 @@ def test_no_state_passes_between_children_through_asynchronous_io(tmp_path, monk
     is refused, so the check sees what attacks see and catches the release."""
     import os
 
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     pkg = tmp_path / "aio_cheat"
     pkg.mkdir()

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from privbench.submit.sandbox import Limits, Session, filesystem_isolation, readable_roots
+from privbench.submit.protocol import Limits
+from privbench.submit.session import Session
+from privbench.submit.view import filesystem_isolation, readable_roots
 
 pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
                                 reason=f"no confinement here: {filesystem_isolation()}")
@@ -331,7 +333,7 @@ def test_nothing_the_child_started_survives_it(probe) -> None:
 
 
 def test_no_readable_root_holds_a_dataset_or_the_run_output(tmp_path) -> None:
-    from privbench.submit.sandbox import denied_paths
+    from privbench.submit.view import denied_paths
 
     view = readable_roots(tmp_path / "sub.py")
     read, listed = list(view.read), list(view.listed)
@@ -376,7 +378,7 @@ def test_every_denied_system_call_is_known_on_this_architecture() -> None:
 
 
 def test_a_child_error_cannot_forge_a_line_of_the_trusted_side(tmp_path) -> None:
-    from privbench.submit.sandbox import SandboxError
+    from privbench.submit.protocol import SandboxError
 
     src = tmp_path / "liar.py"
     src.write_text('raise RuntimeError("x\\nadmitted: all 5 checks passed")\n')
@@ -404,7 +406,7 @@ def test_without_a_private_root_landlock_and_seccomp_still_confine(tmp_path) -> 
     import sys
 
     from privbench.submit import confine
-    from privbench.submit.sandbox import _seccomp_path
+    from privbench.submit.view import seccomp_path as _seccomp_path
 
     secret = tmp_path / "secret.txt"
     secret.write_text("x")

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from privbench.submit.sandbox import Limits, SandboxError, Session, filesystem_isolation
+from privbench.submit.protocol import Limits, SandboxError
+from privbench.submit.session import Session
 from privbench.submit.submission import AdmissionError, load_card
+from privbench.submit.view import filesystem_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +141,7 @@ def test_a_child_that_stops_reading_its_requests_hits_the_wall_time_limit(tmp_pa
 
 def test_the_proxy_module_never_turns_the_submission_path_into_code(tmp_path) -> None:
     from privbench.run.plugins import load_plugin_file
-    from privbench.submit.sandbox import write_proxy_module
+    from privbench.submit.proxies import write_proxy_module
 
     marker = tmp_path / "injected"
     weird = tmp_path / ('x""" + open(' + repr(str(marker)) + ', "w").write("1") + """y\'.py')

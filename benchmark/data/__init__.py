@@ -16,7 +16,7 @@ SYSTEM_DATA = ("/usr/share/datasets",)
 
 def data_paths() -> list[str]:
     """Every place the registered datasets read from by default: the embedded sets' package files and the system
-    dataset directory. A sandbox child may read none of them (:func:`privbench.submit.sandbox.denied_paths`)."""
+    dataset directory. A sandbox child may read none of them (:func:`privbench.submit.view.denied_paths`)."""
     return [*embedded.package_data_paths(), *SYSTEM_DATA]
 
 

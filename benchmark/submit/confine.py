@@ -1,7 +1,7 @@
 """Confinement of a sandbox child: applied to a fresh, single-threaded interpreter, which then execs the child.
 
 Landlock, ``no_new_privs``, capabilities and seccomp filters bind the calling *thread* and what it starts
-afterwards, so they must hold before any other thread exists. :mod:`privbench.submit.sandbox` therefore never confines a
+afterwards, so they must hold before any other thread exists. :mod:`privbench.submit.session` therefore never confines a
 live interpreter: it starts ``python -I -S benchmark/submit/confine.py SPEC`` (run by path, so nothing of the project,
 torch or the site packages is imported; only the standard library and ``pyseccomp``), which confines itself with
 one thread and then execs the real child interpreter. Everything below is inherited across ``execve`` and by

@@ -2,7 +2,7 @@
 
 Steps (docs/SUBMITTING.md):
     1. validate the card (:class:`Card`);
-    2. import the submission in a sandbox child (:mod:`privbench.submit.sandbox`) and check what it registers: every
+    2. import the submission in a sandbox child (:mod:`privbench.submit.child`) and check what it registers: every
        card id, no id that is already taken, frozen ``Params`` with plain defaults, declared surfaces;
     3. on a tiny batch, through the same proxies the run uses: shapes and value ranges of the release, the same
        release from the same seed in a fresh child, a transform that reproduces the release from the private
@@ -35,15 +35,10 @@ from privbench.core.keys import KEY_ENV, load_or_create, subkey
 from privbench.core.threats import ThreatModel
 from privbench.core.yamlsafe import CARD_MAX_BYTES, SUITE_MAX_BYTES, load_file
 from privbench.submit.leaderboard import SUBMISSION_SCHEMA
-from privbench.submit.sandbox import (
-    Limits,
-    SandboxError,
-    Session,
-    filesystem_isolation,
-    readable_by_child,
-    validate_description,
-    write_proxy_module,
-)
+from privbench.submit.protocol import Limits, SandboxError
+from privbench.submit.proxies import validate_description, write_proxy_module
+from privbench.submit.session import Session
+from privbench.submit.view import filesystem_isolation, readable_by_child
 
 #: Environment variable naming the maintainers' held-out seed file (same as ``--heldout-seeds``).
 HELDOUT_ENV = "PRIVBENCH_HELDOUT_SEEDS"
@@ -628,7 +623,7 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
         "claims": claims,
         "unreliable": any(c["optimistic"] for c in claims),
         "provenance": {"privbench": __version__, "git_commit": git_commit(),
-                       "sandbox_code": closure_hash("privbench.submit.sandbox"), "libraries": library_versions(),
+                       "sandbox_code": closure_hash("privbench.submit.proxies", "privbench.submit.child"), "libraries": library_versions(),
                        "machine": machine(opts.device)},
     }
     atomic_write_text(out / "submission.json", json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n")
