@@ -133,8 +133,9 @@ def _ci(d: Optional[dict]) -> str:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from privbench.submit.card import SubmitOptions
     from privbench.submit.protocol import Limits
-    from privbench.submit.submission import SubmitOptions, submit
+    from privbench.submit.submission import submit
 
     limits = Limits(wall_seconds=args.wall_seconds, cpu_seconds=args.cpu_seconds,
                     memory_bytes=int(args.memory_gb * (1 << 30)), threads=args.sandbox_threads)

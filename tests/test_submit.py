@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from privbench.submit.card import AdmissionError, load_card
 from privbench.submit.protocol import Limits, SandboxError
 from privbench.submit.session import Session
-from privbench.submit.submission import AdmissionError, load_card
 from privbench.submit.view import filesystem_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +242,7 @@ def _card(tmp_path: Path, did: str, extra: str = "") -> Path:
     """, "surfaces model cannot leave the sandbox"),
 ])
 def test_admission_refuses_what_it_cannot_evaluate(tmp_path, body, message) -> None:
-    from privbench.submit.submission import describe
+    from privbench.submit.admission import describe
 
     path = _source(tmp_path, body)
     did = body.split('register("')[1].split('"')[0]
@@ -251,7 +251,7 @@ def test_admission_refuses_what_it_cannot_evaluate(tmp_path, body, message) -> N
 
 
 def test_admission_refuses_a_card_id_the_submission_does_not_register(tmp_path) -> None:
-    from privbench.submit.submission import describe
+    from privbench.submit.admission import describe
 
     path = _source(tmp_path, """
     @DEFENSES.register("present")

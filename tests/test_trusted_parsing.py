@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from privbench.core.errors import InputError
-from privbench.submit.submission import AdmissionError, load_card
+from privbench.submit.card import AdmissionError, load_card
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,8 +124,8 @@ def _summary_row(**leakage: dict) -> dict:
 
 
 def test_a_claim_on_an_unmeasured_threat_model_reads_not_measured(tmp_path) -> None:
+    from privbench.submit.claimcheck import check_claims
     from privbench.submit.leaderboard import claims_flag
-    from privbench.submit.submission import check_claims
 
     observer = {"status": "ok", "title": "", "interval": {"mean": 0.3, "lo": 0.2, "hi": 0.4, "seeds": 3}}
     row = _summary_row(observer=observer, linker={"status": "not applicable", "title": "", "interval": None})
@@ -189,7 +189,7 @@ def _package(tmp_path: Path) -> Path:
 def test_a_package_with_a_symlink_is_refused_naming_the_link_before_anything_is_copied(tmp_path, make_link) -> None:
     import os
 
-    from privbench.submit.submission import snapshot, source_files, source_hash
+    from privbench.submit.admission import snapshot, source_files, source_hash
 
     secret = tmp_path / "outside"
     secret.mkdir()
@@ -211,7 +211,7 @@ def test_a_package_with_a_symlink_is_refused_naming_the_link_before_anything_is_
 def test_a_package_with_a_fifo_is_refused(tmp_path) -> None:
     import os
 
-    from privbench.submit.submission import source_files
+    from privbench.submit.admission import source_files
 
     pkg = _package(tmp_path)
     os.mkfifo(pkg / "pipe")
