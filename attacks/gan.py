@@ -27,8 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, ImageSet, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, ImageSet, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel

@@ -24,18 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import (
-    Access,
-    Attack,
-    AttackContext,
-    AttackOutput,
-    AttackView,
-    GradientAccess,
-    Modality,
-    Surface,
-)
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Modality, Surface
 from privbench.core.registry import ATTACKS
+from privbench.core.release import GradientAccess
 from privbench.metrics.image import total_variation
 
 MAX_BATCH = 8

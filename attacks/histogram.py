@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.threats import ThreatModel
 from privbench.ops.regions import region_sizes, to_blocks

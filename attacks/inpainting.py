@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from privbench.attacks.nets import InpaintNet, TrainBudget, fit_decoder, shift_pairs
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel

@@ -26,8 +26,9 @@ from typing import Optional
 import torch
 
 from privbench.attacks.nets import TrainBudget, UNetDecoder, fit_decoder, shift_pairs
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel

@@ -16,8 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from privbench.attacks.nets import Embedder
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel

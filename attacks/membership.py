@@ -27,18 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import (
-    Access,
-    Attack,
-    AttackContext,
-    AttackOutput,
-    AttackView,
-    ImageSet,
-    Modality,
-    Surface,
-)
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
 from privbench.core.hashing import stable_hash, tensor_hash
+from privbench.core.images import Access, ImageSet, Modality, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel

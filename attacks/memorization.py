@@ -29,19 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import (
-    Access,
-    Attack,
-    AttackContext,
-    AttackOutput,
-    AttackView,
-    GradientAccess,
-    ImageSet,
-    Surface,
-    TaskConfig,
-)
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import Access, ImageSet, Surface
 from privbench.core.registry import ATTACKS
+from privbench.core.release import GradientAccess
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.models import build_model, train_classifier

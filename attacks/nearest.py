@@ -12,8 +12,9 @@ from typing import Optional
 
 import torch
 
-from privbench.core.contracts import Access, Attack, AttackContext, AttackOutput, AttackView, Surface
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView
 from privbench.core.errors import InputError
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.threats import ThreatModel
 from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index

@@ -15,27 +15,12 @@ submission should import only from here.
 from __future__ import annotations
 
 from privbench.attacks.nets import Embedder, TrainBudget, UNetDecoder, fit_decoder, shift_pairs
-from privbench.core.contracts import (
-    Access,
-    Attack,
-    AttackContext,
-    AttackOutput,
-    AttackView,
-    Bitstream,
-    Defense,
-    ImageSet,
-    Modality,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    Surface,
-    TaskConfig,
-    check_images,
-)
+from privbench.core.contracts import Attack, AttackContext, AttackOutput, AttackView, Defense, RunContext, TaskConfig
 from privbench.core.errors import InputError
 from privbench.core.hashing import stable_hash, tensor_hash
+from privbench.core.images import Access, ImageSet, Modality, Splits, Surface, check_images
 from privbench.core.registry import ATTACKS, DEFENSES, Registry
+from privbench.core.release import Bitstream, Release, ReleaseMeta
 from privbench.core.seeding import derive_seed, seeded
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense, ModelReleaser

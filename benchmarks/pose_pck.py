@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     args = ap.parse_args()
 
-    from privbench.core.contracts import ImageSet
+    from privbench.core.images import ImageSet
     from privbench.core.provenance import cpu_model
     from privbench.data.actions import JOINTS, generate
     from privbench.defenses.people import estimator

@@ -11,20 +11,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import (
-    Defense,
-    GradientMechanism,
-    GradientOracle,
-    ImageSet,
-    Modality,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    Surface,
-    check_images,
-)
+from privbench.core.contracts import Defense, RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Splits, Surface, check_images
+from privbench.core.release import GradientMechanism, GradientOracle, Release, ReleaseMeta
 from privbench.core.seeding import seeded
 from privbench.models import input_channels
 

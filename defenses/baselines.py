@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import Modality, Release, RunContext, Splits, Surface
+from privbench.core.contracts import RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import Modality, Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense, ModelReleaser
 

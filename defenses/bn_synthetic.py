@@ -23,9 +23,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface
+from privbench.core.contracts import RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import ModelReleaser
 from privbench.metrics.image import total_variation

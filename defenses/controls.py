@@ -31,18 +31,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import (
-    ImageSet,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    Surface,
-    TaskConfig,
-    check_images,
-)
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Splits, Surface, check_images
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.seeding import derive_seed
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense, ModelReleaser

@@ -25,20 +25,11 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import (
-    GradientMechanism,
-    ImageSet,
-    Modality,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    StepData,
-    Surface,
-    TaskConfig,
-)
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import GradientMechanism, Release, ReleaseMeta, StepData
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import ModelReleaser
@@ -79,7 +70,7 @@ def _device(model: nn.Module) -> torch.device:
 
 @dataclass(frozen=True)
 class DPSGDStep:
-    """One DP-SGD step (module docstring; :class:`privbench.core.contracts.TrainingStep`). ``denominator``: the expected
+    """One DP-SGD step (module docstring; :class:`privbench.core.release.TrainingStep`). ``denominator``: the expected
     batch size ``q·N`` of the training set."""
 
     sample_rate: float
@@ -125,7 +116,7 @@ class DPPlan:
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepData, steps: int, ctx: RunContext,
                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> float:
-    """Run ``steps`` of ``step`` (a :class:`~privbench.core.contracts.TrainingStep`) on ``data`` with the run's
+    """Run ``steps`` of ``step`` (a :class:`~privbench.core.release.TrainingStep`) on ``data`` with the run's
     ``task-train`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
     batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -244,7 +235,7 @@ class DPSGD(ModelReleaser):
         return DPPlan(sample_rate=q, steps=steps, noise_multiplier=float(sigma), group=group)
 
     def training_step(self, plan: DPPlan, n: int):
-        """The :class:`~privbench.core.contracts.TrainingStep` this defense trains with."""
+        """The :class:`~privbench.core.release.TrainingStep` this defense trains with."""
         return DPSGDStep(plan.sample_rate, plan.noise_multiplier, self.params.max_grad_norm, plan.sample_rate * n)
 
     def training_data(self, splits: Splits) -> tuple[StepData, Optional[ImageSet]]:

@@ -42,19 +42,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import (
-    GradientMechanism,
-    ImageSet,
-    Modality,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    StepData,
-    Surface,
-)
+from privbench.core.contracts import RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import GradientMechanism, Release, ReleaseMeta, StepData
 from privbench.core.threats import ThreatModel
 from privbench.defenses.dp_sgd import (
     DPSGD,
@@ -100,7 +92,7 @@ def residual_update(model: nn.Module, images: Tensor, public: Tensor, labels: Te
 
 @dataclass(frozen=True)
 class MaskDPStep:
-    """One MaskDP training step (module docstring; :class:`privbench.core.contracts.TrainingStep`): residuals of a
+    """One MaskDP training step (module docstring; :class:`privbench.core.release.TrainingStep`): residuals of a
     Poisson batch clipped and noised, plus the public gradients of an independent Poisson batch. ``denominator``:
     the expected batch size ``q·N``."""
 

@@ -30,18 +30,11 @@ from typing import Any, Callable, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import (
-    ImageSet,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    Surface,
-    TaskConfig,
-    check_images,
-)
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Splits, Surface, check_images
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense

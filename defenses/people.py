@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import ImageSet
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet
 from privbench.core.registry import Registry
 from privbench.data.actions import JOINTS
 from privbench.metrics.people import HogPeople

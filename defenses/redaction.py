@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import Defense, ImageSet, Modality, Release, ReleaseMeta, RunContext, Splits, Surface
+from privbench.core.contracts import Defense, RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.defenses.people import ESTIMATORS, as_clips, estimator
 

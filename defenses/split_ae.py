@@ -20,9 +20,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import Bitstream, Defense, Release, ReleaseMeta, RunContext, Splits, Surface, TaskConfig
+from privbench.core.contracts import Defense, RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import Splits, Surface
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Bitstream, Release, ReleaseMeta
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.metrics.image import sobel_magnitude

@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import ImageSet, Release, ReleaseMeta, RunContext, Splits, Surface, check_images
+from privbench.core.contracts import RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Splits, Surface, check_images
 from privbench.core.registry import DEFENSES
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense
 from privbench.metrics.vfe import normalized_vfe, visual_feature_entropy

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import StepData
+from privbench.core.release import StepData
 from privbench.defenses.dp_sgd import DPSGDStep, add_noise, per_sample_gradients, poisson_batch, zeros_like_params
 from privbench.defenses.maskdp import MaskDPStep, public_sum, residual_sum
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from privbench.run.config import SplitConfig
-from privbench.core.contracts import ImageSet, Release, ReleaseMeta, Surface
+from privbench.core.images import ImageSet, Surface
+from privbench.core.release import Release, ReleaseMeta
 from privbench.data import DATASETS, Pool, load_splits
 from privbench.core.registry import DEFENSES
 from privbench.defenses.base import InputDefense

@@ -246,7 +246,7 @@ def _train(folder_dir: Path, labels: dict[str, int], seed: int):
     import torch
 
     from privbench.audit.loader import read_folder as read
-    from privbench.core.contracts import ImageSet
+    from privbench.core.images import ImageSet
     from privbench.models import build_model
     from privbench.models.train import train_classifier
 

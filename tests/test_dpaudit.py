@@ -11,8 +11,9 @@ import torch
 from dp_controls import RewoundNoiseDPSGDStep, SameBatchMaskDPStep, UnclippedDPSGDStep
 from scipy.stats import binomtest
 
-from privbench.core.contracts import ImageSet, StepData
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet
+from privbench.core.release import StepData
 from privbench.defenses.dp_sgd import DPSGDStep
 from privbench.defenses.maskdp import FILL, MaskDPStep
 from privbench.ops import accounting, dpaudit
@@ -208,7 +209,8 @@ def _blackbox_splits():
 def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clears_noise() -> None:
     """A submission's self-reported ε is audited on what it releases: an identity release that claims ε = 0.5 is
     refuted (every canary it was given is in the release), pure noise claiming the same is not."""
-    from privbench.core.contracts import Release, RunContext, TaskConfig
+    from privbench.core.contracts import RunContext, TaskConfig
+    from privbench.core.release import Release
     from privbench.defenses import DEFENSES
 
     splits = _blackbox_splits()
@@ -232,7 +234,7 @@ def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clea
 def test_blackbox_audit_sees_through_a_re_encoded_identity_release(recode) -> None:
     """Red-team round 2 (issue 24): a negative, a fixed pixel permutation or a one-pixel shift of each image
     defeated a nearest-neighbour score; the ridge decoder fitted on the slots without canaries undoes them."""
-    from privbench.core.contracts import Release
+    from privbench.core.release import Release
 
     splits = _blackbox_splits()
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
@@ -251,7 +253,7 @@ def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cann
     """Red-team round 3: each row replaced by its class's aux mean uses no private pixel and must not be refuted
     (canaries carry their slot's label); a lossless copy hidden in a synthetic set of another shape beside
     harmless data is refused (InputError: the entry becomes unreliable), not passed."""
-    from privbench.core.contracts import Release
+    from privbench.core.release import Release
 
     splits = _blackbox_splits()
     means = torch.stack([splits.aux.images[splits.aux.labels == c].mean(0) for c in range(10)])

@@ -23,7 +23,8 @@ import gc, hashlib, json, os
 from dataclasses import dataclass
 import torch
 from torch import nn
-from privbench.core.contracts import Access, Attack, AttackOutput, Surface
+from privbench.core.contracts import Attack, AttackOutput
+from privbench.core.images import Access, Surface
 from privbench.core.registry import ATTACKS
 
 SEED = 4242

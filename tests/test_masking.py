@@ -9,8 +9,10 @@ import torch
 
 from privbench.attacks.inpainting import ClassicalInpainting, DiffusionInpainting, LearnedInpainting
 from privbench.attacks.inversion import MaskInversion
-from privbench.core.contracts import Release, RunContext, Surface, TaskConfig
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import Surface
+from privbench.core.release import Release
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.defenses.masking import InterpretationMasking
@@ -150,7 +152,7 @@ def small_mask_view():
     g = torch.Generator().manual_seed(1)
     m = masks(splits.private.images, g)
     data = splits.private.images.masked_fill(m.expand_as(splits.private.images), 0.0)
-    from privbench.core.contracts import ImageSet
+    from privbench.core.images import ImageSet
     release = Release(data=ImageSet(data, splits.private.labels), transform=transform, mask=m, mask_generator=masks)
     return release, splits, m[splits.targets]
 

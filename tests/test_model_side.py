@@ -8,8 +8,9 @@ import torch
 from privbench.attacks import ATTACKS
 from privbench.attacks.gradient import infer_labels
 from privbench.attacks.membership import lira_scores, logit_confidence
-from privbench.core.contracts import AttackOutput, RunContext, Surface, TaskConfig
+from privbench.core.contracts import AttackOutput, RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import Surface
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.defenses import DEFENSES

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PLUGIN = '''
 from dataclasses import dataclass
-from privbench.core.contracts import Access, Attack, AttackOutput, Surface
+from privbench.core.contracts import Attack, AttackOutput
+from privbench.core.images import Access, Surface
 from privbench.core.errors import InputError
 from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.defenses.base import InputDefense

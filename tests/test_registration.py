@@ -48,7 +48,8 @@ def test_nearest_neighbour_catches_memorised_images_shifted_by_one_pixel() -> No
     """Positive control of the memorisation audit (issue 25): a synthetic set that is the private images moved by
     1 px passed it before (+0.010); with registered scoring every original is found and scored as memorised."""
     from privbench.attacks import ATTACKS
-    from privbench.core.contracts import ImageSet, Release
+    from privbench.core.images import ImageSet
+    from privbench.core.release import Release
     from tests.conftest import run_attack
 
     splits = load_splits("digits", SplitConfig(private=200, aux=200, test=100, targets=40), 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from privbench.attacks import ATTACKS
-from privbench.core.contracts import Modality
+from privbench.core.images import Modality
 from privbench.core.records import iter_records
 from privbench.defenses import DEFENSES
 from privbench.run.config import load_suite

@@ -199,7 +199,7 @@ def test_a_child_dying_oddly_is_a_sandbox_error(tmp_path, forge, message) -> Non
 FORGED = '''
 import os, re, struct, sys, json
 from dataclasses import dataclass
-from privbench.core.contracts import Surface
+from privbench.core.images import Surface
 from privbench.core.registry import DEFENSES
 from privbench.defenses.base import InputDefense
 

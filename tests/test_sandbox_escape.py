@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(filesystem_isolation() is not None,
 PROBE = '''
 import ctypes, errno, json, os, socket, subprocess, threading, time
 from dataclasses import dataclass
-from privbench.core.contracts import ImageSet, Release, ReleaseMeta
+from privbench.core.images import ImageSet
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.registry import DEFENSES
 from privbench.defenses.base import InputDefense
 

@@ -8,8 +8,9 @@ import torch
 
 from privbench.attacks.inversion import InversionDecoder
 from privbench.attacks.optim_inversion import OptimInversion
-from privbench.core.contracts import RunContext, Surface, TaskConfig
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import Surface
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.defenses.split_ae import SplitAE, SplitNone

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = """
 from dataclasses import dataclass
 import torch
-from privbench.core.contracts import ImageSet, Release, ReleaseMeta, Surface
+from privbench.core.images import ImageSet, Surface
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.registry import DEFENSES
 from privbench.defenses.base import InputDefense
 """

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from privbench.core.contracts import ImageSet, Modality
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.data.actions import ACTIONS, JOINTS, generate

@@ -8,8 +8,9 @@ import torch
 
 from privbench.attacks.histogram import HistogramLinkage
 from privbench.attacks.linkage import Linkage
-from privbench.core.contracts import Release, RunContext, TaskConfig
+from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.release import Release
 from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.defenses.visualmixer import STAdam, VisualMixer, to_blocks

@@ -9,8 +9,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from privbench.core.contracts import DatasetInfo, ImageSet, Splits, check_images
 from privbench.core.errors import InputError
+from privbench.core.images import DatasetInfo, ImageSet, Splits, check_images
 from privbench.core.keys import keyed_seed
 from privbench.core.registry import DATASETS
 from privbench.core.seeding import derive_seed

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import ImageSet
+from privbench.core.images import ImageSet
 
 
 def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float,

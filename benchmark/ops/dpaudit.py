@@ -1,6 +1,6 @@
 """Empirical DP audits: lower bounds on the ε a training step really has, beside the ε it claims (issue 24).
 
-Both audits run a defense's :class:`~privbench.core.contracts.TrainingStep`, the object its training runs, in the
+Both audits run a defense's :class:`~privbench.core.release.TrainingStep`, the object its training runs, in the
 white-box threat model of the ``gradients`` surface: the adversary chooses the model and the data, and sees every
 update, Poisson sampling and public terms included.
 
@@ -35,8 +35,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from privbench.core.contracts import ImageSet, Release, Splits, StepData, TrainingStep
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Splits
+from privbench.core.release import Release, StepData, TrainingStep
 from privbench.core.seeding import derive_seed
 from privbench.ops.persample import flat_per_sample_gradients
 
@@ -377,7 +378,7 @@ class AuditPlan:
 def audit_defense(defense, n: int, shape: tuple[int, ...], identities: Optional[Tensor], task, plan: AuditPlan,
                   progress: Optional[Callable[[int], None]] = None) -> dict[str, object]:
     """Both audits of one DP defense configuration as the suite trains it (``n`` private samples of ``shape``):
-    its own :class:`~privbench.core.contracts.TrainingStep` at its (σ, q), against its claimed ε per step and per run.
+    its own :class:`~privbench.core.release.TrainingStep` at its (σ, q), against its claimed ε per step and per run.
     ``defense`` must offer ``plan(n, identities, task)`` and ``training_step(plan, n)`` (DP-SGD-style defenses)."""
     if not (hasattr(defense, "plan") and hasattr(defense, "training_step")):
         raise InputError(f"{type(defense).__name__} exposes no DP training step to audit")

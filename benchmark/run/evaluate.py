@@ -20,25 +20,14 @@ import torch
 from privbench import __version__
 from privbench.core.calibration import Units
 from privbench.core.codehash import library_versions, plugin_hash
-from privbench.core.contracts import (
-    Attack,
-    AttackOutput,
-    AttackView,
-    DatasetInfo,
-    Defense,
-    ImageSet,
-    Modality,
-    Release,
-    RunContext,
-    Splits,
-    Surface,
-    TaskConfig,
-)
+from privbench.core.contracts import Attack, AttackOutput, AttackView, Defense, RunContext, TaskConfig
 from privbench.core.errors import InputError
 from privbench.core.hashing import stable_hash
+from privbench.core.images import DatasetInfo, ImageSet, Modality, Splits, Surface
 from privbench.core.keys import run_key
 from privbench.core.records import validate
 from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
+from privbench.core.release import Release
 from privbench.core.seeding import derive_seed, seeded
 from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.data import load_splits

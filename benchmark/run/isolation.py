@@ -31,20 +31,10 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from privbench.core.contracts import (
-    AttackContext,
-    AttackOutput,
-    AttackView,
-    GradientOracle,
-    ImageSet,
-    Release,
-    ReleaseMeta,
-    ReleaseView,
-    Surface,
-    TaskConfig,
-    TrainingCode,
-)
+from privbench.core.contracts import AttackContext, AttackOutput, AttackView, ReleaseView, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Surface
+from privbench.core.release import GradientOracle, Release, ReleaseMeta, TrainingCode
 from privbench.core.seeding import derive_seed
 
 _OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(AttackOutput))
@@ -348,7 +338,7 @@ def _annotated(msg: Mapping[str, Any]) -> Tensor | ImageSet:
 
 
 def _images(msg: Mapping[str, Any]) -> Tensor:
-    from privbench.core.contracts import check_images
+    from privbench.core.images import check_images
 
     x = msg.get("images")
     check_images(x, "attacker-chosen images")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from privbench.core.contracts import Splits
 from privbench.core.errors import InputError
+from privbench.core.images import Splits
 from privbench.core.provenance import git_commit, machine, provenance
 from privbench.core.records import SCHEMA_VERSION, read_record, write_record
 from privbench.core.registry import ATTACKS, DEFENSES

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from privbench.core.calibration import Units
-from privbench.core.contracts import AttackOutput, GradientOracle, ImageSet, Release, Splits
+from privbench.core.contracts import AttackOutput
+from privbench.core.images import ImageSet, Splits
+from privbench.core.release import GradientOracle, Release
 from privbench.core.seeding import derive_seed
 from privbench.metrics import linkage_scores, membership_scores, psnr, reconstruction_metrics, ssim
 from privbench.metrics.registration import REGISTRATION_RADIUS, nearest_index, register

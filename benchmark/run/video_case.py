@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from privbench.core.contracts import ImageSet, Modality, Surface
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Surface
 from privbench.metrics.people import count_detections, split_by_change
 
 DEFAULT_FILE = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"

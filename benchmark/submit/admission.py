@@ -145,7 +145,8 @@ def card_specs(suite: Any, card: Card) -> list[Any]:
 
 def tiny_batch_checks(suite: Any, card: Card) -> list[str]:
     """Run each card defense on 8 private images through its proxy (the code path of the run)."""
-    from privbench.core.contracts import RunContext, Surface
+    from privbench.core.contracts import RunContext
+    from privbench.core.images import Surface
     from privbench.core.registry import ATTACKS, DEFENSES
 
     splits = _tiny_splits(suite)

@@ -19,17 +19,11 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-from privbench.core.contracts import (
-    DatasetInfo,
-    Defense,
-    ImageSet,
-    Release,
-    RunContext,
-    Splits,
-    TaskConfig,
-)
+from privbench.core.contracts import Defense, RunContext, TaskConfig
 from privbench.core.errors import InputError
+from privbench.core.images import DatasetInfo, ImageSet, Splits
 from privbench.core.paths import package_dir
+from privbench.core.release import Release
 from privbench.submit.protocol import SANDBOX_SURFACES, SCALAR_TYPES, encode, read_frame, write_frame
 
 
@@ -106,7 +100,7 @@ def _imageset(tensors: Mapping[str, Tensor], prefix: str) -> ImageSet:
 
 def _release_reply(release: Any) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if not isinstance(release, Release):
-        raise TypeError(f"build returned {type(release).__name__}, expected privbench.core.contracts.Release")
+        raise TypeError(f"build returned {type(release).__name__}, expected privbench.api.Release")
     bad = sorted(s.value for s in release.surfaces - SANDBOX_SURFACES)
     if bad:
         raise TypeError(f"the release exposes {', '.join(bad)}, which cannot leave the sandbox")

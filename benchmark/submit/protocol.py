@@ -15,10 +15,8 @@ from typing import Any, Mapping, Optional
 
 from torch import Tensor
 
-from privbench.core.contracts import (
-    Surface,
-)
 from privbench.core.errors import InputError
+from privbench.core.images import Surface
 
 #: Surfaces a sandboxed defense may expose: plain tensors cross the process boundary; modules do not.
 SANDBOX_SURFACES = frozenset({Surface.DATA, Surface.TRANSFORM, Surface.MASK, Surface.SYNTHETIC})

@@ -20,18 +20,11 @@ import torch
 from torch import Tensor
 
 from privbench.core import keys
-from privbench.core.contracts import (
-    Defense,
-    ImageSet,
-    Modality,
-    Release,
-    ReleaseMeta,
-    RunContext,
-    Splits,
-    Surface,
-)
+from privbench.core.contracts import Defense, RunContext
 from privbench.core.errors import InputError
+from privbench.core.images import ImageSet, Modality, Splits, Surface
 from privbench.core.keys import run_key
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.submit.protocol import SANDBOX_SURFACES, SCALAR_TYPES, Limits, SandboxError
 from privbench.submit.session import Session, printable
