@@ -16,7 +16,7 @@ from privbench.core.images import ImageSet
 from privbench.core.release import StepData
 from privbench.defenses.dp_sgd import DPSGDStep
 from privbench.defenses.maskdp import FILL, MaskDPStep
-from privbench.ops import accounting, dpaudit
+from privbench.ops import accounting, canaries, dpaudit, onerun
 
 SHAPE = (2, 3, 8, 8)  # two-frame 3×8×8 clips
 DELTA = 1e-5
@@ -25,23 +25,23 @@ DELTA = 1e-5
 @pytest.mark.parametrize("k,n", [(0, 50), (3, 50), (25, 50), (50, 50), (7, 15_000)])
 def test_clopper_pearson_agrees_with_scipy_exact_interval(k, n) -> None:
     ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
-    lo, hi = dpaudit.clopper_pearson(k, n, 0.1)
+    lo, hi = canaries.clopper_pearson(k, n, 0.1)
     assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
 
 
 def test_one_run_bound_reproduces_the_papers_numbers() -> None:
     """Steinke, Nasr & Jagielski 2023, Appendix D (m = 1000, r = 100, v = 75, δ = 1e-4: 0.673) and §7 (m = 1e5,
     r = 1510, v = 1439, δ = 1e-5: 2.675); without δ the bound is the pure-DP Binomial tail's."""
-    assert dpaudit.one_run_epsilon(1000, 100, 75, 1e-4, 0.95) == pytest.approx(0.673, abs=1e-3)
-    assert dpaudit.one_run_epsilon(100_000, 1510, 1439, 1e-5, 0.95) == pytest.approx(2.675, abs=1e-3)
-    assert dpaudit.one_run_epsilon(1000, 100, 75, 0.0, 0.95) == pytest.approx(0.702, abs=1e-3)
-    assert dpaudit.one_run_epsilon(1000, 100, 50, 1e-5, 0.95) == 0.0  # chance: nothing shown
+    assert onerun.one_run_epsilon(1000, 100, 75, 1e-4, 0.95) == pytest.approx(0.673, abs=1e-3)
+    assert onerun.one_run_epsilon(100_000, 1510, 1439, 1e-5, 0.95) == pytest.approx(2.675, abs=1e-3)
+    assert onerun.one_run_epsilon(1000, 100, 75, 0.0, 0.95) == pytest.approx(0.702, abs=1e-3)
+    assert onerun.one_run_epsilon(1000, 100, 50, 1e-5, 0.95) == 0.0  # chance: nothing shown
     with pytest.raises(InputError, match="correct <= guesses"):
-        dpaudit.one_run_epsilon(10, 20, 5, 1e-5, 0.95)
+        onerun.one_run_epsilon(10, 20, 5, 1e-5, 0.95)
 
 
 def _canary(public: bool) -> StepData:
-    return dpaudit.canary_data(SHAPE, 1, 5, torch.Generator().manual_seed(0), fill=FILL if public else None)
+    return canaries.canary_data(SHAPE, 1, 5, torch.Generator().manual_seed(0), fill=FILL if public else None)
 
 
 @pytest.mark.parametrize("flawed,correct", [(SameBatchMaskDPStep, MaskDPStep)])
@@ -51,9 +51,9 @@ def test_step_audit_catches_same_batch_maskdp_and_clears_the_fixed_step(flawed, 
     q, sigma = 0.02, 1.0
     claim = accounting.poisson_gaussian(sigma, q, 1, DELTA).epsilon
     data = _canary(public=True)
-    bad = dpaudit.step_audit(flawed(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+    bad = dpaudit.step_audit(flawed(q, sigma, 1.0, q), canaries.probe_model(SHAPE, 5), data, 0, claim, DELTA,
                              trials=40_000)
-    good = dpaudit.step_audit(correct(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+    good = dpaudit.step_audit(correct(q, sigma, 1.0, q), canaries.probe_model(SHAPE, 5), data, 0, claim, DELTA,
                               trials=40_000)
     assert claim == pytest.approx(0.439, abs=1e-3)
     assert bad.violated and bad.epsilon_lower > 2 * claim, bad.as_dict()  # 0.73-1.63 over six seeds
@@ -64,9 +64,9 @@ def test_step_audit_catches_unclipped_dp_sgd_and_clears_dp_sgd() -> None:
     q, sigma = 0.02, 1.0
     claim = accounting.poisson_gaussian(sigma, q, 1, DELTA).epsilon
     data = _canary(public=False)
-    bad = dpaudit.step_audit(UnclippedDPSGDStep(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim,
+    bad = dpaudit.step_audit(UnclippedDPSGDStep(q, sigma, 1.0, q), canaries.probe_model(SHAPE, 5), data, 0, claim,
                              DELTA, trials=4000)
-    good = dpaudit.step_audit(DPSGDStep(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5), data, 0, claim, DELTA,
+    good = dpaudit.step_audit(DPSGDStep(q, sigma, 1.0, q), canaries.probe_model(SHAPE, 5), data, 0, claim, DELTA,
                               trials=4000)
     assert bad.violated and bad.epsilon_lower > 3 * claim, bad.as_dict()
     assert not good.violated, good.as_dict()
@@ -82,8 +82,8 @@ def test_one_run_audit_catches_same_batch_maskdp_at_the_video_suites_settings() 
     q, steps, m = 0.032, 500, 1000
     sigma = accounting.calibrate(0.5, q, steps, DELTA)
     claim = accounting.poisson_gaussian(sigma, q, steps, DELTA).epsilon
-    data = dpaudit.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(0), fill=FILL)
-    runs = {cls: dpaudit.one_run_audit(cls(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim, DELTA,
+    data = canaries.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(0), fill=FILL)
+    runs = {cls: onerun.one_run_audit(cls(q, sigma, 1.0, q * m), canaries.probe_model(SHAPE, 5), data, claim, DELTA,
                                        steps=steps, lr=0.0, guesses=(100, 100))
             for cls in (SameBatchMaskDPStep, MaskDPStep)}
     assert claim <= 0.5 < runs[SameBatchMaskDPStep].epsilon_lower, runs[SameBatchMaskDPStep].as_dict()
@@ -95,7 +95,7 @@ def test_step_audit_catches_noise_repeated_across_steps() -> None:
     fresh generator. With one generator pair for all trials, as training has, the repeated noise is caught."""
     q, sigma = 0.02, 1.0
     claim = accounting.poisson_gaussian(sigma, q, 1, DELTA).epsilon
-    bad = dpaudit.step_audit(RewoundNoiseDPSGDStep(q, sigma, 1.0, q), dpaudit.probe_model(SHAPE, 5),
+    bad = dpaudit.step_audit(RewoundNoiseDPSGDStep(q, sigma, 1.0, q), canaries.probe_model(SHAPE, 5),
                              _canary(public=False), 0, claim, DELTA, trials=2000)
     assert bad.violated and bad.epsilon_lower > 2 * claim, bad.as_dict()
 
@@ -105,10 +105,10 @@ def test_one_run_audit_says_when_it_cannot_refute_a_claim() -> None:
     q, steps, m = 0.05, 100, 500
     sigma = 1.0
     claim = accounting.poisson_gaussian(sigma, q, steps, DELTA).epsilon
-    data = dpaudit.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(1))
-    out = dpaudit.one_run_audit(UnclippedDPSGDStep(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data,
+    data = canaries.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(1))
+    out = onerun.one_run_audit(UnclippedDPSGDStep(q, sigma, 1.0, q * m), canaries.probe_model(SHAPE, 5), data,
                                 claim, DELTA, steps=steps, lr=0.0, guesses=(50, 50))
-    assert out.details["ceiling"] == pytest.approx(dpaudit.one_run_epsilon(m, 100, 100, DELTA, 0.95))
+    assert out.details["ceiling"] == pytest.approx(onerun.one_run_epsilon(m, 100, 100, DELTA, 0.95))
     assert 3.0 < out.details["ceiling"] < claim and out.details["vacuous"] == 1.0 and not out.violated
 
 
@@ -116,17 +116,17 @@ def test_one_run_audit_catches_unclipped_dp_sgd() -> None:
     q, steps, m = 0.05, 100, 500
     sigma = 1.0
     claim = accounting.poisson_gaussian(sigma, q, steps, DELTA).epsilon
-    data = dpaudit.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(1))
-    bad = dpaudit.one_run_audit(UnclippedDPSGDStep(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim,
+    data = canaries.canary_data(SHAPE, m, 5, torch.Generator().manual_seed(1))
+    bad = onerun.one_run_audit(UnclippedDPSGDStep(q, sigma, 1.0, q * m), canaries.probe_model(SHAPE, 5), data, claim,
                                 DELTA, steps=steps, lr=0.0, guesses=(50, 50))
-    good = dpaudit.one_run_audit(DPSGDStep(q, sigma, 1.0, q * m), dpaudit.probe_model(SHAPE, 5), data, claim, DELTA,
+    good = onerun.one_run_audit(DPSGDStep(q, sigma, 1.0, q * m), canaries.probe_model(SHAPE, 5), data, claim, DELTA,
                                  steps=steps, lr=0.0, guesses=(50, 50))
     assert bad.epsilon_lower > good.epsilon_lower and not good.violated, (bad.as_dict(), good.as_dict())
     assert math.isfinite(bad.epsilon_lower)
 
 
 def test_neighbours_follow_each_steps_adjacency() -> None:
-    data = dpaudit.canary_data(SHAPE, 4, 5, torch.Generator().manual_seed(2), fill=FILL)
+    data = canaries.canary_data(SHAPE, 4, 5, torch.Generator().manual_seed(2), fill=FILL)
     changed = torch.tensor([False, True, False, True])
     removed = DPSGDStep(0.1, 1.0, 1.0, 0.4).neighbour(data, changed)
     assert len(removed) == 2 and torch.equal(removed.images, data.images[[0, 2]])
@@ -221,13 +221,13 @@ def test_blackbox_one_run_audit_refutes_an_identity_release_claiming_dp_and_clea
         return Release(data=ImageSet(torch.rand(s.private.images.shape, generator=torch.Generator().manual_seed(1)),
                                      s.private.labels))
 
-    bad = dpaudit.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA, seed=11)
-    good = dpaudit.one_run_blackbox(noise, splits, 0.5, DELTA, seed=11)
+    bad = onerun.one_run_blackbox(lambda s: identity.build(s, ctx), splits, 0.5, DELTA, seed=11)
+    good = onerun.one_run_blackbox(noise, splits, 0.5, DELTA, seed=11)
     assert bad.violated and bad.details["correct"] == bad.details["guesses"], bad.as_dict()
     assert not good.violated and good.epsilon_lower < 0.5, good.as_dict()
     assert bad.claimed == 1.0  # replace-one form of the add/remove claim: 2ε
     with pytest.raises(InputError, match="neither"):
-        dpaudit.one_run_blackbox(lambda s: Release(), splits, 0.5, DELTA, seed=11)
+        onerun.one_run_blackbox(lambda s: Release(), splits, 0.5, DELTA, seed=11)
 
 
 @pytest.mark.parametrize("recode", ["negative", "permutation", "shift"])
@@ -245,7 +245,7 @@ def test_blackbox_audit_sees_through_a_re_encoded_identity_release(recode) -> No
              "shift": lambda: torch.roll(x, 1, dims=-1)}[recode]()
         return Release(data=ImageSet(y.contiguous(), s.private.labels))
 
-    out = dpaudit.one_run_blackbox(release, splits, 0.5, DELTA, seed=11)
+    out = onerun.one_run_blackbox(release, splits, 0.5, DELTA, seed=11)
     assert out.violated, out.as_dict()
 
 
@@ -262,7 +262,7 @@ def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cann
         return Release(data=ImageSet(means[s.private.labels].contiguous(), s.private.labels))
 
     for seed in (11, 12, 13):
-        out = dpaudit.one_run_blackbox(class_means, splits, 0.5, DELTA, seed=seed)
+        out = onerun.one_run_blackbox(class_means, splits, 0.5, DELTA, seed=seed)
         assert not out.violated, out.as_dict()
 
     def hidden(s):
@@ -271,7 +271,7 @@ def test_blackbox_audit_treats_labels_as_public_and_fails_closed_on_what_it_cann
                        synthetic=ImageSet(small, s.private.labels))
 
     with pytest.raises(InputError, match="cannot compare"):
-        dpaudit.one_run_blackbox(hidden, splits, 0.5, DELTA, seed=11)
+        onerun.one_run_blackbox(hidden, splits, 0.5, DELTA, seed=11)
 
 
 def test_the_dp_audit_command_audits_each_claiming_configuration_and_writes_json(tmp_path, capsys) -> None:

@@ -1,6 +1,6 @@
 """A submission's claimed numbers against what was measured (docs/SUBMITTING.md, step 5): each claim of the card
 is compared with the measured CI (optimistic when the CI excludes it on the wrong side), and a self-reported ε is
-audited in one more sandboxed build (:mod:`privbench.ops.dpaudit`)."""
+audited in one more sandboxed build (:mod:`privbench.ops.onerun`)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
 
 def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary: list[dict[str, Any]],
                         device: str) -> list[dict[str, Any]]:
-    """The black-box one-run audit (``privbench.ops.dpaudit.one_run_blackbox``) of every configuration whose public
+    """The black-box one-run audit (``privbench.ops.onerun.one_run_blackbox``) of every configuration whose public
     records self-report an ε: one more sandboxed build on the first public seed, with test samples written over
     secret private slots as canaries (seeded by the secret run key), scored on what it releases. Claim rows for
     ``check_claims``' list; each makes the entry ``unreliable`` (``optimistic``) when the audited lower bound
@@ -59,7 +59,7 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
     from privbench.core.registry import DEFENSES
     from privbench.core.textsafe import one_line
     from privbench.data import load_splits
-    from privbench.ops.dpaudit import one_run_blackbox
+    from privbench.ops.onerun import one_run_blackbox
     from privbench.run.plugins import load_plugins
 
     reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
