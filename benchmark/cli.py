@@ -210,7 +210,7 @@ def _cmd_dp_audit(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from privbench.core.records import atomic_write_text
+    from privbench.core.atomic import atomic_write_text
     from privbench.core.registry import DEFENSES
     from privbench.data import load_splits
     from privbench.ops.dpaudit import AuditPlan, audit_defense

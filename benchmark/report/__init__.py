@@ -16,6 +16,8 @@ import multiprocessing as mp
 import os
 from pathlib import Path
 
+from privbench.core.atomic import atomic_write_text
+
 DIGEST = ".report-digest"
 
 
@@ -86,8 +88,6 @@ def write_report(out_dir: Path, force: bool = False, parallel: bool = False) -> 
             written = write_tables(out_dir) + plots.result()
     else:
         written = write_tables(out_dir) + _write_plots(out_dir)
-    tmp = stamp.with_suffix(".tmp")
     files = {p.relative_to(out_dir).as_posix(): _sha256(p) for p in written}
-    tmp.write_text(json.dumps({"digest": digest, "files": files}, indent=1) + "\n")
-    os.replace(tmp, stamp)
+    atomic_write_text(stamp, json.dumps({"digest": digest, "files": files}, indent=1) + "\n")
     return written

@@ -19,8 +19,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from privbench.core.atomic import atomic_write_text
 from privbench.core.errors import InputError
-from privbench.core.records import atomic_write_text
 from privbench.core.stats import Interval, combine
 from privbench.core.threats import ThreatModel
 from privbench.report.frame import load_frame

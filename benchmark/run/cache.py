@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+from privbench.core.atomic import atomic_path
 
 
 def code_hash(*objs: object) -> str:
@@ -47,15 +47,8 @@ class ArtifactCache:
         p = self.path(key)
         if p is None:
             return
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(p) as tmp:
             torch.save(value, tmp)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def get_or_create(self, key: str, fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
         """Returns ``(value, was_cached)``."""

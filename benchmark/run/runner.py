@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from privbench.core.atomic import atomic_path
 from privbench.core.errors import InputError
 from privbench.core.images import Splits
 from privbench.core.provenance import git_commit, machine, provenance
@@ -427,11 +428,8 @@ def write_result(out: Path, result: CellResult) -> None:
         if arrays is None:
             continue
         rel = Path(kind) / result.file_name.replace(".json", ".npz")
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(out / rel, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
         artifacts[kind] = rel.as_posix()
     if artifacts:
         result.record["artifacts"] = artifacts

@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from privbench.core.atomic import atomic_write_text
 from privbench.core.errors import InputError
-from privbench.core.records import atomic_write_text
 from privbench.core.stats import Interval
 from privbench.report.rows import Board, Cell, Column, Direction, Row, Status, Table
 

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import keyword
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from privbench.core import keys
+from privbench.core.atomic import atomic_write_text
 from privbench.core.contracts import Defense, RunContext
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet, Modality, Splits, Surface
@@ -388,8 +388,5 @@ def write_proxy_module(path: Path, source: Path, digest: str, description: Mappi
     text = PROXY_TEMPLATE.format(source=repr(str(source.resolve())), digest=repr(str(digest)),
                                  description=repr(json.dumps(description, sort_keys=True)),
                                  limits=repr(json.dumps(dataclasses.asdict(limits), sort_keys=True)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path

@@ -55,7 +55,7 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
     when some failed (their records say why). Admission problems raise
     :class:`~privbench.submit.card.AdmissionError`, and bad input :class:`InputError`, before any record is
     written."""
-    from privbench.core.records import atomic_write_text
+    from privbench.core.atomic import atomic_write_text
     from privbench.report.frame import load_frame
     from privbench.report.tables import config_summaries
     from privbench.run.runner import RunOptions, resolve_device, run_suite
