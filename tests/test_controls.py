@@ -19,7 +19,7 @@ from privbench.core.errors import InputError
 from privbench.core.records import iter_records
 from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.specs import PluginSpec
-from privbench.report.tables import competence
+from privbench.report.intervals import competence
 from privbench.run.config import load_suite
 from privbench.run.plan import plan
 from privbench.run.plugins import load_plugins

@@ -13,7 +13,7 @@ import pytest
 
 from privbench.core.records import iter_records
 from privbench.report import write_report
-from privbench.report.tables import stale_notice
+from privbench.report.stale import stale_notice
 from privbench.run.check import check_records
 
 BOARDS = sorted(p for p in (Path(__file__).parent.parent / "leaderboards").iterdir() if (p / "records").is_dir())

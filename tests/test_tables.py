@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from privbench.report.intervals import competence
 from privbench.report.rows import Status
-from privbench.report.tables import competence, main_table
+from privbench.report.tables import main_table
 
 
 def _row(defense: str, attack: str, threat: str, seed: int, advantage: float, claims: str = "") -> dict:

@@ -196,7 +196,8 @@ def write_plots(out_dir: Path) -> list[Path]:
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
-    from privbench.report.tables import build_board, ranked
+    from privbench.report.intervals import ranked
+    from privbench.report.tables import build_board
 
     for suite, sdf in df.groupby("suite", sort=True):
         mains = {t.key: t for t in build_board(out_dir, suite, sdf).tables}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from privbench.core.atomic import atomic_write_text
 from privbench.core.errors import InputError
-from privbench.core.stats import Interval, combine
+from privbench.core.stats import combine
 from privbench.core.threats import ThreatModel
 from privbench.report.frame import load_frame
 from privbench.report.intervals import (
@@ -34,6 +34,7 @@ from privbench.report.intervals import (
     utility_interval,
 )
 from privbench.report.rows import Board, Cell, Column, Direction, Estimate, Row, Status, Table
+from privbench.report.stale import stale_notice
 
 METHOD_NOTE = (
     "Each number is the mean over seeds ± its 95% CI: a bootstrap over targets within each seed, combined with "
@@ -44,12 +45,12 @@ METHOD_NOTE = (
     "claim protection against that threat model (the measured advantage is shown in parentheses).")
 
 
-def _threats(ok: pd.DataFrame) -> list[ThreatModel]:
+def board_threats(ok: pd.DataFrame) -> list[ThreatModel]:
     present = set(ok.threat.dropna())
     return [t for t in ThreatModel if t.value in present]
 
 
-def _configs(ok: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+def config_groups(ok: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """Ranked defense configs of one dataset (no positive controls), the reference first, then by defense id and
     strength."""
     groups = list(ranked(ok).groupby(["defense", "config", "defense_params"], sort=True))
@@ -86,7 +87,7 @@ def _thumbnail(out_dir: Path, g: pd.DataFrame, competent: set[str]) -> tuple[tup
 
 def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[str, str], Competence]) -> Table:
     """Compact table: utility, drop, worst calibrated advantage per threat model, bits per pixel, cost."""
-    threats = _threats(ok)
+    threats = board_threats(ok)
     columns = [Column("defense", "defense"), Column("seeds", "seeds"),
                Column("utility", "utility", "top-1", Direction.HIGHER_BETTER),
                Column("drop", "drop vs reference", "top-1", Direction.LOWER_BETTER)]
@@ -97,7 +98,7 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
     columns += [Column("bpp", "bits per pixel", "bit", Direction.LOWER_BETTER),
                 Column("cost", "defense build", "s", Direction.LOWER_BETTER, decimals=1)]
     rows = []
-    for (defense, config, _), g in _configs(ok):
+    for (defense, config, _), g in config_groups(ok):
         is_ref = defense == g.reference.iloc[0]
         cells = {"defense": Cell.of_text(config), "seeds": Cell.of_text(str(g.seed.nunique())),
                  "utility": Cell.of(utility_interval(g)),
@@ -107,7 +108,7 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
             cells["recipe_drop"] = Cell.of(recipe_drop_interval(g, ok),
                                            title="vs this defense's recipe without its protection (e.g. σ = 0)")
         for t in threats:
-            cells[t.value] = _threat_cell(g[g.threat == t.value], dataset, comp,
+            cells[t.value] = threat_cell(g[g.threat == t.value], dataset, comp,
                                           claimed=is_ref or t.value in g.claims.iloc[0].split(","))
         bpp = g.dropna(subset=["bits_per_image", "pixels"]).groupby("seed")[["bits_per_image", "pixels"]].first()
         cells["bpp"] = Cell.of(combine((bpp.bits_per_image / bpp.pixels).to_numpy(float), np.full(len(bpp), np.nan))
@@ -120,7 +121,7 @@ def main_table(out_dir: Path, dataset: str, ok: pd.DataFrame, comp: dict[tuple[s
     return Table(f"main-{dataset}", f"{dataset}", tuple(columns), tuple(rows))
 
 
-def _threat_cell(g: pd.DataFrame, dataset: str, comp: dict[tuple[str, str], Competence], claimed: bool) -> Cell:
+def threat_cell(g: pd.DataFrame, dataset: str, comp: dict[tuple[str, str], Competence], claimed: bool) -> Cell:
     """Worst competent attack of one threat model for one defense config."""
     if g.empty:
         return Cell(Status.NOT_APPLICABLE)
@@ -152,7 +153,7 @@ def detail_table(dataset: str, threat: ThreatModel, ok: pd.DataFrame,
         if a in tpr_attacks:
             columns.append(Column(f"{a}:tpr", f"{a} TPR at 1% FPR", "", Direction.LOWER_BETTER))
     rows = []
-    for (_, config, _), g in _configs(sub):
+    for (_, config, _), g in config_groups(sub):
         cells = {"defense": Cell.of_text(config)}
         for a in attacks:
             h = g[g.attack_name == a]
@@ -292,7 +293,6 @@ VIDEO_CASE_DIR = "video_case"
 
 def video_case_table(out_dir: Path) -> Optional[Table]:
     """The real-video case of a board (``<board>/video_case/video_case.json``), or ``None`` when it has none."""
-    import json
 
     path = Path(out_dir) / VIDEO_CASE_DIR / "video_case.json"
     if not path.is_file():
@@ -339,7 +339,7 @@ def build_board(out_dir: Path, suite: str, sdf: pd.DataFrame) -> Board:
         d = ok[ok.dataset == dataset]
         tables.append(main_table(out_dir, dataset, d, comp))
         tables.append(competence_table(dataset, d, comp))
-        tables += [detail_table(dataset, t, d, comp) for t in _threats(d)]
+        tables += [detail_table(dataset, t, d, comp) for t in board_threats(d)]
         dp = dp_table(dataset, sdf)
         if dp is not None:
             tables.append(dp)
@@ -369,22 +369,6 @@ def status_markdown(sdf: pd.DataFrame) -> str:
     return "".join(md)
 
 
-STALE = "STALE.md"
-
-
-def stale_notice(out_dir: Path) -> str:
-    """The text of ``out_dir/STALE.md`` as one paragraph (headings dropped), or ``""`` when the board is fresh.
-
-    A board whose records predate code changes that alter its numbers declares it there: the commit its records
-    come from and what changed since. Its tables still regenerate from the records; the freshness test then skips
-    only the check that the records match this checkout's code."""
-    path = Path(out_dir) / STALE
-    if not path.is_file():
-        return ""
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    return " ".join(lines)
-
-
 def write_tables(out_dir: Path) -> list[Path]:
     """Write ``tables/<suite>.md``, ``tables/<suite>.html``, one ``tables/<suite>__<table>.csv`` per table and
     ``tables/<suite>_status.csv`` from the records."""
@@ -410,51 +394,3 @@ def write_tables(out_dir: Path) -> list[Path]:
             atomic_write_text(path, text)
         written += list(paths)
     return written
-
-
-def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, defense config): mean utility and the worst competent calibrated advantage over threat models
-    (for the privacy–utility plot only; tables never max across threat models)."""
-    ok = df[df.status == "ok"]
-    comp = competence(ok)
-    out = []
-    for dataset, d in ok.groupby("dataset", sort=True):
-        for (defense, config, _), g in _configs(d):
-            worst = [i.mean for a, h in g.groupby("attack_name")
-                     if comp[(dataset, a)].competent and (i := advantage_interval(h)) is not None]
-            out.append({"dataset": dataset, "defense": config, "utility": g.groupby("seed").utility.first().mean(),
-                        "worst leakage": max(worst) if worst else np.nan})
-    return pd.DataFrame(out, columns=["dataset", "defense", "utility", "worst leakage"])
-
-
-def _interval_dict(i: Optional[Interval]) -> Optional[dict[str, Optional[float]]]:
-    """JSON-safe: an unbounded side (one seed without within-seed variance) is ``None``."""
-    if i is None:
-        return None
-    return {"mean": i.mean, "lo": i.lo if np.isfinite(i.lo) else None, "hi": i.hi if np.isfinite(i.hi) else None,
-            "seeds": i.seeds}
-
-
-def config_summaries(df: pd.DataFrame) -> list[dict]:
-    """Plain-data summary of every (dataset, defense config) of a run (``privbench submit``'s ``submission.json``):
-    utility and drop with their CIs, and per threat model the gated leakage cell as the main table shows it
-    (``status``: ok / attack failed / not claimed / not applicable, the strongest competent attack, its CI)."""
-    ok = df[df.status == "ok"]
-    comp = competence(ok)
-    out = []
-    for dataset, d in ok.groupby("dataset", sort=True):
-        threats = _threats(d)
-        for (defense, config, params), g in _configs(d):
-            is_ref = defense == g.reference.iloc[0]
-            leakage = {}
-            for t in threats:
-                cell = _threat_cell(g[g.threat == t.value], dataset, comp,
-                                    claimed=is_ref or t.value in g.claims.iloc[0].split(","))
-                leakage[t.value] = {"status": cell.status.value, "title": cell.title,
-                                    "interval": _interval_dict(cell.estimate)}
-            out.append({"dataset": dataset, "defense": defense, "config": config, "params": json.loads(params),
-                        "reference": bool(is_ref), "seeds": sorted(int(s) for s in g.seed.unique()),
-                        "utility": _interval_dict(utility_interval(g)),
-                        "drop": None if is_ref else _interval_dict(utility_interval(g, "drop")),
-                        "leakage": leakage})
-    return out

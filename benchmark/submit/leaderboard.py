@@ -150,10 +150,10 @@ def build_board(entries: list[dict[str, Any]]) -> Board:
 
 def build(root: Path, out: Path) -> list[Path]:
     """Write ``out/submissions.md``, ``out/submissions.html`` and one CSV per dataset (with the banner of
-    ``out/STALE.md`` when the entries predate the code: :func:`privbench.report.tables.stale_notice`)."""
+    ``out/STALE.md`` when the entries predate the code: :func:`privbench.report.stale.stale_notice`)."""
     from privbench.core.textsafe import markdown_cell
     from privbench.report.render import to_csv, to_html, to_markdown
-    from privbench.report.tables import stale_notice
+    from privbench.report.stale import stale_notice
 
     out = Path(out)
     entries = load_entries(root)

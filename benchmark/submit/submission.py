@@ -57,7 +57,7 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
     written."""
     from privbench.core.atomic import atomic_write_text
     from privbench.report.frame import load_frame
-    from privbench.report.tables import config_summaries
+    from privbench.report.summary import config_summaries
     from privbench.run.runner import RunOptions, resolve_device, run_suite
 
     if opts.jobs < 1:
