@@ -45,7 +45,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from privbench.run.config import load_suite
-    from privbench.run.runner import RunOptions, resolve_device, run_suite
+    from privbench.run.runner import run_suite
+    from privbench.run.worker import RunOptions, resolve_device
 
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
@@ -61,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       dp_audit_trials=args.dp_audit_trials)
     executor = None
     if args.executor == "ray":
-        from privbench.run.runner import RayExecutor
+        from privbench.run.executors import RayExecutor
 
         executor = RayExecutor(opts.plugins, address=args.address, num_cpus=None if args.address else args.jobs)
     elif args.address:

@@ -23,7 +23,8 @@ from privbench.report.intervals import competence
 from privbench.run.config import load_suite
 from privbench.run.plan import plan
 from privbench.run.plugins import load_plugins
-from privbench.run.runner import RunOptions, control_bar, run_suite
+from privbench.run.runner import run_suite
+from privbench.run.worker import RunOptions, control_bar
 from tests.conftest import write_suite
 
 

@@ -174,7 +174,8 @@ def test_every_epsilon_claim_is_audited_and_a_violation_fails_its_cells(tmp_path
     from privbench.report.tables import build_board
     from privbench.run.config import load_suite
     from privbench.run.plugins import load_plugins
-    from privbench.run.runner import RunOptions, run_suite
+    from privbench.run.runner import run_suite
+    from privbench.run.worker import RunOptions
     from tests.conftest import write_suite
 
     plugin = tmp_path / "control.py"

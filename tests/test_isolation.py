@@ -15,7 +15,8 @@ from privbench.core.specs import SplitConfig
 from privbench.data import load_splits
 from privbench.run.config import load_suite
 from privbench.run.plugins import load_plugin_file
-from privbench.run.runner import RunOptions, run_suite
+from privbench.run.runner import run_suite
+from privbench.run.worker import RunOptions
 from tests.conftest import write_suite
 
 NOSY = '''

@@ -17,7 +17,7 @@ MAX_LINES = 450
 #: Modules still over MAX_LINES, with their size when the wings were built and the imports sorted (issue 27): a ratchet. Each may shrink,
 #: none may grow, and a module that falls under MAX_LINES must leave this table (the test says so).
 PENDING_SPLIT = {
-                 "privbench.submit.confine": 519, "privbench.run.runner": 474,
+                 "privbench.submit.confine": 519, 
                  "privbench.run.isolation": 462}
 
 

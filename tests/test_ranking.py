@@ -7,7 +7,8 @@ import pytest
 
 from privbench.core.records import iter_records
 from privbench.run.config import load_suite
-from privbench.run.runner import RunOptions, run_suite
+from privbench.run.runner import run_suite
+from privbench.run.worker import RunOptions
 from tests.conftest import write_suite
 
 SUITE = """

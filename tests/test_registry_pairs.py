@@ -21,7 +21,8 @@ from privbench.core.images import Modality
 from privbench.core.records import iter_records
 from privbench.defenses import DEFENSES
 from privbench.run.config import load_suite
-from privbench.run.runner import RunOptions, run_suite
+from privbench.run.runner import run_suite
+from privbench.run.worker import RunOptions
 from tests.conftest import write_suite
 
 GOLDENS = Path(__file__).parent / "goldens" / "pairs.json"

@@ -16,7 +16,8 @@ from privbench.cli import main
 from privbench.core.records import iter_records, read_record
 from privbench.report import write_report
 from privbench.run.config import load_suite
-from privbench.run.runner import RunOptions, run_suite
+from privbench.run.runner import run_suite
+from privbench.run.worker import RunOptions
 from tests.conftest import write_suite
 
 

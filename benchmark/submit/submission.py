@@ -58,7 +58,8 @@ def submit(opts: SubmitOptions) -> tuple[dict[str, Any], int]:
     from privbench.core.atomic import atomic_write_text
     from privbench.report.frame import load_frame
     from privbench.report.summary import config_summaries
-    from privbench.run.runner import RunOptions, resolve_device, run_suite
+    from privbench.run.runner import run_suite
+    from privbench.run.worker import RunOptions, resolve_device
 
     if opts.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
