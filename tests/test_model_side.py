@@ -119,7 +119,7 @@ def test_adaptive_lira_trains_its_shadows_through_the_defense_pipeline(digits) -
     assert result.output.extra["adaptive"] == 1.0
     assert set(result.output.membership_scores) == {"loss", "lira_online", "lira_offline"}
     assert all(torch.isfinite(s).all() for s in result.output.membership_scores.values())
-    from privbench.run.isolation import AttackError
+    from privbench.run.attack_child import AttackError
 
     with pytest.raises(AttackError, match="pipeline"):
         run_attack(attack, release, digits, task=ctx.task)

@@ -368,7 +368,7 @@ def test_every_denied_system_call_is_known_on_this_architecture() -> None:
     import ctypes
     import platform
 
-    from privbench.submit.confine import DENIED_SYSCALLS
+    from privbench.submit.filters import DENIED_SYSCALLS
 
     if platform.machine() != "x86_64":
         pytest.skip("the list holds x86_64 names that other architectures lack (fork, chmod, ...)")

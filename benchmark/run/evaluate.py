@@ -33,15 +33,9 @@ from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.data import load_splits
 from privbench.metrics import CostMeter
 from privbench.models import accuracy, build_model, input_channels, train_classifier
+from privbench.run.attack_child import AttackError, AttackJob
 from privbench.run.cache import ArtifactCache
-from privbench.run.isolation import (
-    AttackError,
-    AttackJob,
-    DefenderServices,
-    attack_stream,
-    attack_view_release,
-    run_attack_isolated,
-)
+from privbench.run.isolation import DefenderServices, attack_stream, attack_view_release, run_attack_isolated
 from privbench.run.scoring import (
     aligned_reconstructions,
     gallery_permutation,

@@ -18,9 +18,9 @@ from privbench.core.records import SCHEMA_VERSION
 from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.seeding import set_deterministic
 from privbench.core.specs import PluginSpec, SuiteConfig
+from privbench.run.attack_child import exit_with_parent
 from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import CellResult, EvalOptions, iter_job
-from privbench.run.isolation import exit_with_parent
 from privbench.run.plan import Cell, Job
 from privbench.run.plugins import load_plugins
 

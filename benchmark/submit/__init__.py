@@ -22,6 +22,6 @@ Requests and replies are length-framed JSON headers plus tensors in the safetens
 unpickled: a malformed reply is an error, not a code path. Everything the child reports is validated again on the
 trusted side (:mod:`~privbench.submit.proxies`).
 
-Modules, in import order: ``protocol`` (frames, limits, errors) ← ``view`` (what a child reads) ← ``confine``
-(the bootstrap) ← ``session`` ← ``child``, ``proxies`` ← ``leaderboard``, ``submission`` (admission and the run).
+Modules, in import order: ``protocol`` (frames, limits, errors) ← ``view`` (what a child reads) ← ``filters``
+(Landlock, seccomp) ← ``confine`` (the bootstrap) ← ``session`` ← ``child``, ``proxies`` ← ``leaderboard``, ``submission`` (admission and the run).
 """

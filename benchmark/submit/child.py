@@ -153,7 +153,7 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
     restriction was applied to the single-threaded bootstrap: nothing here, submitted or not, runs unconfined."""
     from privbench.core.registry import DEFENSES
     from privbench.core.seeding import set_deterministic
-    from privbench.run.isolation import exit_with_parent
+    from privbench.run.attack_child import exit_with_parent
     from privbench.run.plugins import load_builtins
 
     limits = json.loads(limits_json)
