@@ -14,11 +14,11 @@ from privbench.core.errors import InputError
 from privbench.core.images import Surface
 from privbench.core.release import Release
 from privbench.core.specs import SplitConfig
+from privbench.core.typed import build_dataclass
 from privbench.data import load_splits
 from privbench.defenses.masking import InterpretationMasking
 from privbench.metrics import masked_psnr
 from privbench.metrics.image import ssim
-from privbench.run.config import build_dataclass
 from tests.conftest import run_attack
 
 # A trained interpretation model (an untrained one predicts one class, so every image would get the same mask).

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -50,6 +50,18 @@ class Interval:
 
     def excludes_zero(self) -> bool:
         return self.lo > 0.0 or self.hi < 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"mean", "lo", "hi", "seeds"}``, JSON-safe: an unbounded side (one seed without within-seed variance,
+        a one-sided bound) is ``None``. The one interval format of ``submission.json`` and the leaderboard."""
+        return {"mean": self.mean, "lo": self.lo if math.isfinite(self.lo) else None,
+                "hi": self.hi if math.isfinite(self.hi) else None, "seeds": self.seeds}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Interval":
+        """The inverse of :meth:`to_json` (``None`` sides are unbounded; a missing ``seeds`` is 0)."""
+        return cls(float(d["mean"]), -math.inf if d.get("lo") is None else float(d["lo"]),
+                   math.inf if d.get("hi") is None else float(d["hi"]), int(d.get("seeds") or 0))
 
 
 @functools.lru_cache(maxsize=None)

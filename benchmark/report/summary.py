@@ -4,9 +4,8 @@ submission entry (:func:`config_summaries`)."""
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
-import numpy as np
 import pandas as pd
 
 from privbench.core.stats import Interval
@@ -17,12 +16,8 @@ from privbench.report.intervals import (
 from privbench.report.tables import board_threats, config_groups, threat_cell
 
 
-def _interval_dict(i: Optional[Interval]) -> Optional[dict[str, Optional[float]]]:
-    """JSON-safe: an unbounded side (one seed without within-seed variance) is ``None``."""
-    if i is None:
-        return None
-    return {"mean": i.mean, "lo": i.lo if np.isfinite(i.lo) else None, "hi": i.hi if np.isfinite(i.hi) else None,
-            "seeds": i.seeds}
+def _interval_dict(i: Optional[Interval]) -> Optional[dict[str, Any]]:
+    return None if i is None else i.to_json()
 
 
 def config_summaries(df: pd.DataFrame) -> list[dict]:

@@ -19,9 +19,7 @@ A suite file looks like::
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import typing
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,75 +28,11 @@ from privbench.core.errors import InputError
 from privbench.core.paths import package_dir
 from privbench.core.registry import ATTACKS, DATASETS, DEFENSES
 from privbench.core.specs import PluginSpec, SplitConfig, SuiteConfig
+from privbench.core.typed import build_dataclass, check_type
 from privbench.core.yamlsafe import SUITE_MAX_BYTES, load_file
 
 #: Where the built-in suites live (package data: ``benchmark/suites/*.yaml``).
 SUITES_DIR = package_dir() / "suites"
-
-
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    """Validate (and lightly coerce: int -> float, list -> tuple) a YAML value against a dataclass field type."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is typing.Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(value, a, where)
-            except InputError as e:
-                errors.append(str(e))
-        raise InputError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise InputError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise InputError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise InputError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, where)
-    return value
-
-
-def build_dataclass(cls: type, mapping: Any, where: str) -> Any:
-    """Build frozen dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`InputError`."""
-    if mapping is None:
-        mapping = {}
-    if not isinstance(mapping, Mapping):
-        raise InputError(f"{where}: expected a mapping, got {type(mapping).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - set(fields))
-    if unknown:
-        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields) or 'none'}")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in mapping.items()}
-    try:
-        return cls(**kwargs)
-    except InputError as e:
-        raise InputError(f"{where}: {e}") from None
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{where}: {e}") from None
 
 
 def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) -> list[PluginSpec]:
@@ -128,12 +62,12 @@ def _plugin_specs(entries: Any, registry: Any, where: str, allow_sweep: bool) ->
         if only is not None:
             if not allow_sweep:
                 raise InputError(f"{w}.datasets: only defenses can be restricted to datasets")
-            only = _check_type(only, tuple[str, ...], f"{w}.datasets")
+            only = check_type(only, tuple[str, ...], f"{w}.datasets")
         for_defenses = entry.get("defenses")
         if for_defenses is not None:
             if allow_sweep:
                 raise InputError(f"{w}.defenses: only attacks can be restricted to defenses")
-            for_defenses = _check_type(for_defenses, tuple[str, ...], f"{w}.defenses")
+            for_defenses = check_type(for_defenses, tuple[str, ...], f"{w}.defenses")
         keys = list(sweep)
         for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
             params = dict(base, **dict(zip(keys, combo)))
@@ -172,7 +106,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
             DATASETS.get(d)
         except InputError as e:
             raise InputError(f"{path}: datasets[{i}]: {e}") from None
-    seeds = _check_type(raw.get("seeds", [0]), tuple[int, ...], f"{path}: seeds")
+    seeds = check_type(raw.get("seeds", [0]), tuple[int, ...], f"{path}: seeds")
     defenses = tuple(_plugin_specs(raw.get("defenses"), DEFENSES, f"{path}: defenses", True))
     for i, spec in enumerate(defenses):
         for d in spec.datasets or ():
@@ -190,7 +124,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
     if not isinstance(opts, Mapping):
         raise InputError(f"{path}: dataset_options: expected a mapping")
     return SuiteConfig(
-        name=_check_type(raw.get("name", path.stem), str, f"{path}: name"),
+        name=check_type(raw.get("name", path.stem), str, f"{path}: name"),
         datasets=tuple(datasets),
         seeds=seeds,
         defenses=defenses,
@@ -203,7 +137,7 @@ def load_suite(source: str | Path, search_dirs: tuple[Path, ...] = ()) -> SuiteC
 
 
 def _reference(ref: Any, defenses: tuple[PluginSpec, ...], path: Path) -> str:
-    ref = _check_type(ref, str, f"{path}: reference")
+    ref = check_type(ref, str, f"{path}: reference")
     try:
         DEFENSES.get(ref)
     except InputError as e:

@@ -21,8 +21,8 @@ CORE_MODULES = ("privbench.run.evaluate", "privbench.run.scoring")
 #: (content and split hashes are in every config hash), and the run machinery that stores, isolates, loads or
 #: describes a cell without deciding its numbers. A plugin's own hash is not cut: it covers what the plugin imports.
 NOT_CORE = ("privbench", "privbench.data.*", "privbench.run.config", "privbench.run.cache", "privbench.run.isolation",
-            "privbench.run.plugins", "privbench.core.yamlsafe", "privbench.core.records", "privbench.core.codehash",
-            "privbench.core.provenance", "privbench.core.textsafe")
+            "privbench.run.attack_child", "privbench.run.plugins", "privbench.core.yamlsafe", "privbench.core.typed",
+            "privbench.core.records", "privbench.core.codehash", "privbench.core.provenance", "privbench.core.textsafe")
 
 
 @dataclass(frozen=True)

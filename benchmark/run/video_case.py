@@ -87,7 +87,7 @@ def run_case(cfg: CaseConfig, out: Path) -> dict[str, Any]:
 
     from privbench.core.provenance import machine
     from privbench.core.registry import DEFENSES
-    from privbench.run.config import build_dataclass
+    from privbench.core.typed import build_dataclass
 
     cls = DEFENSES.get(cfg.defense)
     reason = cls.handles(Modality.VIDEO)

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 
 from privbench.core.errors import InputError
 from privbench.core.threats import ThreatModel
+from privbench.core.typed import check_type
 from privbench.core.yamlsafe import CARD_MAX_BYTES, load_file
 from privbench.submit.protocol import Limits
 
@@ -57,20 +58,17 @@ class Card:
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "submission"
 
 
-def _need(raw: Mapping[str, Any], key: str, tp: type | tuple[type, ...], where: str) -> Any:
+def _need(raw: Mapping[str, Any], key: str, tp: type, where: str) -> Any:
     if key not in raw:
         raise AdmissionError(f"{where}: missing field {key!r}")
-    value = raw[key]
-    if not isinstance(value, tp) or isinstance(value, bool) and tp is not bool:
-        want = tp.__name__ if isinstance(tp, type) else " or ".join(t.__name__ for t in tp)
-        raise AdmissionError(f"{where}.{key}: expected {want}, got {type(value).__name__} {value!r}")
-    return value
+    return check_type(raw[key], tp, f"{where}.{key}", AdmissionError)
 
 
 def _number(value: Any, where: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= float(value) <= hi:
+    x = check_type(value, float, where, AdmissionError)
+    if not lo <= x <= hi:
         raise AdmissionError(f"{where}: expected a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
+    return x
 
 
 def load_card(path: Path) -> Card:

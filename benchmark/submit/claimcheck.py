@@ -5,9 +5,11 @@ audited in one more sandboxed build (:mod:`privbench.ops.onerun`)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from privbench.core.stats import Interval
 from privbench.submit.admission import card_specs
 from privbench.submit.card import Card
 
@@ -31,14 +33,14 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
             if d.claimed.utility is not None:
                 u = r["utility"]
                 out.append(_unmeasured("utility", d.claimed.utility, r, "no utility was measured") if u is None
-                           else _claim("utility", None, d.claimed.utility, u, r, optimistic=d.claimed.utility > _hi(u)))
+                           else _claim("utility", None, d.claimed.utility, u, r, optimistic=d.claimed.utility > Interval.from_json(u).hi))
             for t, v in d.claimed.leakage.items():
                 cell = r["leakage"].get(t)
                 interval = None if cell is None else cell["interval"]
                 if interval is None:
                     out.append(_unmeasured(f"leakage:{t}", v, r, "no attack of this threat model ran"))
                     continue
-                out.append(_claim(f"leakage:{t}", cell["status"], v, interval, r, optimistic=v < _lo(interval)))
+                out.append(_claim(f"leakage:{t}", cell["status"], v, interval, r, optimistic=v < Interval.from_json(interval).lo))
     return out
 
 
@@ -115,7 +117,7 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
         else:
             note = (f"unverified: not refuted (audited lower bound {lower:.3f} for one sample replaced, against "
                     f"{result.claimed:.3f}); a black-box audit cannot verify a claim")
-        rows.append({**where, "measured": {"mean": lower, "lo": lower, "hi": None},
+        rows.append({**where, "measured": Interval(lower, lower, math.inf, 0).to_json(),
                      "outside": result.violated, "optimistic": result.violated, "note": note,
                      "audit": result.as_dict()})
     return rows
@@ -127,17 +129,10 @@ def _unmeasured(quantity: str, claimed: float, row: Mapping[str, Any], why: str)
             "note": f"not measured ({why})"}
 
 
-def _lo(interval: Mapping[str, Any]) -> float:
-    return -float("inf") if interval["lo"] is None else float(interval["lo"])
-
-
-def _hi(interval: Mapping[str, Any]) -> float:
-    return float("inf") if interval["hi"] is None else float(interval["hi"])
-
-
 def _claim(quantity: str, status: Optional[str], claimed: float, interval: Mapping[str, Any],
            row: Mapping[str, Any], optimistic: bool) -> dict[str, Any]:
-    outside = not _lo(interval) <= claimed <= _hi(interval)
+    i = Interval.from_json(interval)
+    outside = not i.lo <= claimed <= i.hi
     return {"defense": row["defense"], "config": row["config"], "dataset": row["dataset"], "quantity": quantity,
             "claimed": claimed, "measured": dict(interval), "status": status, "outside": outside,
             "optimistic": bool(outside and optimistic),

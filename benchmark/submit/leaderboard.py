@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -57,12 +56,7 @@ def load_entries(root: Path) -> list[dict[str, Any]]:
 
 
 def _interval(d: Optional[Mapping[str, Any]]) -> Optional[Interval]:
-    """An interval of the summary (``None`` sides are unbounded)."""
-    if d is None:
-        return None
-    lo = -math.inf if d["lo"] is None else d["lo"]
-    hi = math.inf if d["hi"] is None else d["hi"]
-    return Interval(d["mean"], lo, hi, int(d.get("seeds", 0)))
+    return None if d is None else Interval.from_json(d)
 
 
 def _cell(d: Optional[Mapping[str, Any]]) -> Cell:
