@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from privbench.core.errors import InputError
 from privbench.core.textsafe import printable
@@ -270,12 +270,13 @@ def _plugin_option(p: argparse.ArgumentParser, dest: str) -> None:
                    help="Python file registering extra defenses/attacks (repeatable; before or after the subcommand)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="privbench", description=__doc__.splitlines()[0])
-    _plugin_option(p, "plugin")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_list(sub: Any) -> None:
     sp = sub.add_parser("list", help="list datasets, defenses (surfaces), attacks (requirements), metrics")
     sp.set_defaults(fn=_cmd_list)
+
+
+
+def _add_run(sub: Any) -> None:
     sp = sub.add_parser("run", help="run a suite; resumes from existing records")
     sp.add_argument("--suite", required=True, help="built-in suite name (quick, ...) or YAML file")
     sp.add_argument("--out", required=True, help="output directory (records/, tables/, plots/, cache/)")
@@ -294,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dp-audit-trials", type=int, default=20_000,
                     help="steps per world of the step-level audit of every DP configuration's ε (default 20000)")
     sp.set_defaults(fn=_cmd_run)
+
+
+
+def _add_report(sub: Any) -> None:
     sp = sub.add_parser("report", help="regenerate tables and plots from DIR/records")
     sp.add_argument("dir")
     sp.add_argument("--check", action="store_true",
@@ -301,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true",
                     help="regenerate even if neither the records nor the report code changed since the last report")
     sp.set_defaults(fn=_cmd_report)
+
+
+
+def _add_video_case(sub: Any) -> None:
     sp = sub.add_parser("video-case", help="anonymise a real video clip and count the people/faces detectors "
                                            "still find (default: OpenCV's vtest.avi)")
     sp.add_argument("--defense", default="avatar", help="a registered video defense (default: avatar)")
@@ -313,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--width", type=int, default=384, help="frame width in pixels (aspect kept)")
     sp.add_argument("--out", required=True, help="directory for video_case.json and video_case.png")
     sp.set_defaults(fn=_cmd_video_case)
+
+
+
+def _add_submit(sub: Any) -> None:
     sp = sub.add_parser("submit", help="admit a third-party defense, evaluate it in a sandbox and write its "
                                        "leaderboard entry (docs/SUBMITTING.md)")
     sp.add_argument("path", help="the submission: a Python file or a package directory registering defenses")
@@ -334,12 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and outside what children read)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_submit)
+
+
+
+def _add_leaderboard(sub: Any) -> None:
     sp = sub.add_parser("leaderboard", help="render the submissions leaderboard from submission.json files")
     lsub = sp.add_subparsers(dest="action", required=True)
     lb = lsub.add_parser("build", help="render Markdown/CSV/HTML from every submission.json under SUBMISSIONS")
     lb.add_argument("submissions", nargs="?", default="submissions")
     lb.add_argument("--out", default="leaderboards/submissions")
     lb.set_defaults(fn=_cmd_leaderboard)
+
+
+
+def _add_audit(sub: Any) -> None:
     sp = sub.add_parser("audit", help="audit an image/video dataset release against its originals before publishing "
                                       "it (docs/AUDIT.md); exit 1 if a --fail-on threshold is exceeded, 2 on bad input")
     sp.add_argument("release", help="directory of the release (images and/or videos, recursively)")
@@ -363,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--labels", help="CSV file,label for the originals and aux images (relative names)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_audit)
+
+
+
+def _add_dp_audit(sub: Any) -> None:
     sp = sub.add_parser("dp-audit", help="audit every DP configuration of a suite empirically (step-level canaries and "
                                          "the one-run audit, docs/METHODS.md); exit 1 if a lower bound exceeds "
                                          "its claimed ε")
@@ -376,9 +401,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(fn=_cmd_dp_audit)
+
+
+
+def _add_show(sub: Any) -> None:
     sp = sub.add_parser("show", help="validate and print one record")
     sp.add_argument("record")
     sp.set_defaults(fn=_cmd_show)
+
+
+#: The subcommands, in ``privbench --help`` order: each adds its parser and options to the subparsers.
+_SUBCOMMANDS = (_add_list, _add_run, _add_report, _add_video_case, _add_submit,
+                _add_leaderboard, _add_audit, _add_dp_audit, _add_show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="privbench", description=__doc__.splitlines()[0])
+    _plugin_option(p, "plugin")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
     for name, sp in sub.choices.items():
         _plugin_option(sp, "plugin_after")  # also accepted after the subcommand
     return p

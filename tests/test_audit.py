@@ -48,7 +48,7 @@ def _save(path: Path, a: np.ndarray) -> None:
 
 
 def _audit(release: Path, originals: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark", "audit", str(release), "--originals", str(originals),
+    return subprocess.run([sys.executable, "-m", "privbench", "audit", str(release), "--originals", str(originals),
                            "--out", str(out), "--no-progress", "--detect-max", "60", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 

@@ -1,7 +1,7 @@
 """`privbench audit` on hostile releases (docs/AUDIT.md, "Threat model"): a video that is really an ffconcat script
 or a playlist naming files outside the release, directory symlinks out of it, symlink loops, video decompression
 bombs and file names built to forge report lines. Each is a tiny synthetic release run through the real CLI
-(``python -m benchmark audit``) or the loader the CLI calls, asserting the safe outcome."""
+(``privbench audit``) or the loader the CLI calls, asserting the safe outcome."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _originals(root: Path) -> Path:
 
 
 def _audit(release: Path, originals: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark", "audit", str(release), "--originals", str(originals),
+    return subprocess.run([sys.executable, "-m", "privbench", "audit", str(release), "--originals", str(originals),
                            "--out", str(out), "--no-progress", "--detect-max", "60"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 

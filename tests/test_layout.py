@@ -14,6 +14,8 @@ from privbench.core.paths import package_dir
 RANKS = {"core": 0, "ops": 1, "data": 1, "models": 1, "metrics": 1, "report": 1,
          "audit": 2, "defenses": 2, "attacks": 2, "api": 3, "run": 3, "submit": 4, "cli": 5, "__main__": 6}
 MAX_LINES = 450
+#: "No function above ~60 lines" (issue 27), counted from ``def`` to its last line, docstring included.
+MAX_FUNCTION_LINES = 70
 
 
 def _modules() -> dict[str, Path]:
@@ -103,6 +105,19 @@ def test_no_module_over_450_lines() -> None:
     """Every module of the project (benchmark/, defenses/, attacks/) is at most MAX_LINES long."""
     size = {n: len(p.read_text().splitlines()) for n, p in MODULES.items()}
     assert sorted(f"{n}: {k}" for n, k in size.items() if k > MAX_LINES) == []
+
+
+def test_no_function_over_70_lines() -> None:
+    import ast
+
+    long = []
+    for n, p in MODULES.items():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{n}.{node.name}: {size}")
+    assert sorted(long) == []
 
 
 def test_one_top_level_import_name() -> None:

@@ -57,7 +57,7 @@ attacks:
 
 
 def _cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
-    return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "privbench", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -42,7 +42,7 @@ class DieOnce(InputDefense):
 
 
 def _run(suite: Path, out: Path, *extra: str, plugin: Path | None = None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "benchmark", "run", "--suite", str(suite), "--out", str(out), "--no-progress",
+    args = [sys.executable, "-m", "privbench", "run", "--suite", str(suite), "--out", str(out), "--no-progress",
             "--no-report", *extra] + (["--plugin", str(plugin)] if plugin else [])
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "RAY_DEDUP_LOGS": "0"})

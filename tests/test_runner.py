@@ -27,7 +27,7 @@ def _run(suite_path: Path, out: Path, jobs: int = 1):
 
 def test_resume_after_kill_9(tmp_path, tiny_suite) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(tiny_suite), "--out", str(out),
+    cmd = [sys.executable, "-m", "privbench", "run", "--suite", str(tiny_suite), "--out", str(out),
            "--no-progress", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     records = out / "records"
@@ -69,7 +69,7 @@ def test_killing_the_driver_ends_its_workers(tmp_path, tiny_suite) -> None:
     """SIGKILL on the driver alone (not its group): pool workers, the queue manager and attack children notice and
     exit within seconds instead of computing orphaned cells."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmark", "run", "--suite", str(tiny_suite), "--out", str(out), "--jobs", "2",
+    cmd = [sys.executable, "-m", "privbench", "run", "--suite", str(tiny_suite), "--out", str(out), "--jobs", "2",
            "--no-progress", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240

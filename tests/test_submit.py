@@ -319,7 +319,7 @@ attacks:
 def _submit(tmp_path: Path, card: Path, src: Path, *extra: str) -> subprocess.CompletedProcess:
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE)
-    return subprocess.run([sys.executable, "-m", "benchmark", "submit", str(src), "--card", str(card), "--suite",
+    return subprocess.run([sys.executable, "-m", "privbench", "submit", str(src), "--card", str(card), "--suite",
                            str(suite), "--out", str(tmp_path / "subs" / "entry"), "--no-progress", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -357,7 +357,7 @@ def test_submit_ranks_identity_leakiest_noise_near_zero_and_the_board_runs_no_su
     src.unlink()  # rendering needs no submitted code
     (tmp_path / "subs" / "entry" / "proxy").rename(tmp_path / "proxy-moved")
     out = tmp_path / "board"
-    b = subprocess.run([sys.executable, "-m", "benchmark", "leaderboard", "build", str(tmp_path / "subs"), "--out",
+    b = subprocess.run([sys.executable, "-m", "privbench", "leaderboard", "build", str(tmp_path / "subs"), "--out",
                         str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert b.returncode == 0, b.stderr
     md = (out / "submissions.md").read_text()

@@ -252,7 +252,7 @@ def test_a_malformed_submission_entry_is_named_not_a_traceback(tmp_path) -> None
     entry["claims"][0]["claimed"] = "x"
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "submission.json").write_text(json.dumps(entry))
-    r = subprocess.run([sys.executable, "-m", "benchmark", "leaderboard", "build", str(tmp_path), "--out",
+    r = subprocess.run([sys.executable, "-m", "privbench", "leaderboard", "build", str(tmp_path), "--out",
                         str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "submission.json: malformed submission entry" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()

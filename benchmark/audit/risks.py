@@ -115,7 +115,7 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
               generator: np.random.Generator) -> Risk:
     """See the module docstring. Each of the :data:`NEAR_COPY_TESTS` flags at ``alpha / len(tests)`` of the
     baseline (Bonferroni)."""
-    from privbench.audit.copies import FLAT, STRUCTURED, canonical, copy_distances
+    from privbench.audit.copies import canonical, copy_distances
 
     tests = list(NEAR_COPY_TESTS)
     per = alpha / len(tests)
@@ -138,15 +138,7 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
     meaning = ("share of release images flagged as near-copies beyond the false-flag rate of fresh images, "
                "(p - p0) / (1 - p0)")
     if per * (m + 1) < 1:
-        need = int(np.ceil(1 / per)) - 1
-        lowest = len(tests) / (m + 1)
-        left_out = f" ({int(flat_base.sum())} flat baseline images left out)" if flat_base.any() else ""
-        return Risk("near-copy", None, None, None, None, None, n, meaning,
-                    reason=f"{CANNOT_TEST}: {m} baseline images{left_out} resolve a false-flag rate of {lowest:.3g} or more "
-                           f"over {len(tests)} tests, not {alpha:g}: give at least {need} (--aux, or more originals) "
-                           "or raise --false-flag-rate", detail={"status": CANNOT_TEST, "baseline_images": m,
-                                                                 "flat_baseline": int(flat_base.sum()),
-                                                                 "lowest_rate": lowest})
+        return _untestable(n, m, len(tests), alpha, int(flat_base.sum()), meaning)
 
     def rates(rel_idx: np.ndarray, base_idx: np.ndarray) -> tuple[float, float]:
         flag_rel = np.zeros(len(rel_idx), bool)
@@ -167,23 +159,10 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
     # the same rule as a threshold per test: flagged iff statistic < t (strictly), t the K-th smallest baseline value
     t = {k: float(np.sort(base[k])[int(np.floor(per * (m + 1))) - 1]) for k in tests}
     flags = {k: _conformal(np.sort(base[k]), rel[k], per) for k in tests}
-    rows, pairs = [], []
-    for r in range(n):
-        ratios = {k: rel[k][r] / t[k] if 0 < t[k] < np.inf else (0.0 if flags[k][r] else np.inf) for k in tests}
-        best = min(tests, key=lambda k: (not flags[k][r], ratios[k]))
-        flagged = any(flags[k][r] for k in tests)
-        score = float(ratios[best])
-        j = int(closest[best][r])
-        rows.append(Row(release.names[r], originals.names[j] if j >= 0 else "", "near-copy", score, 1.0, flagged))
-        if flagged:
-            pairs.append((r, int(closest[best][r]), score))
+    rows, pairs = _flag_rows(release, originals, rel, t, flags, closest)
     weak = int((~c_orig.structured & ~c_orig.flat).sum())
     flat = int(c_orig.flat.sum())
-    limits = "; ".join(x for x in (
-        f"{weak} of {len(c_orig.rms)} originals have weak structure (RMS contrast {FLAT:g}-{STRUCTURED:g} grey "
-        "levels): their edited copies are tested but often missed (docs/AUDIT.md, sweep)" if weak else "",
-        f"{flat} originals are flat (RMS contrast under {FLAT:g}) and their copies cannot be told from "
-        "look-alikes" if flat else "") if x)
+    limits = _structure_limits(weak, flat, len(c_orig.rms))
     return Risk("near-copy", p, p0, float(value), lo, hi, n, meaning, reason=limits,
                 detail={"false_flag_rate": alpha, "per_test_rate": per, "thresholds": t,
                         "baseline": "aux images" if reference is not None else "originals, leave-one-out",
@@ -192,6 +171,48 @@ def near_copy(release: Folder, originals: Folder, reference: Optional[Folder], a
                         "flat_baseline": int(flat_base.sum()), "weak_originals": weak, "flat_originals": flat,
                         "status": "copies found" if round(p * n) else "no copy found"},
                 rows=rows, pairs=sorted(pairs, key=lambda x: x[2])[:24])
+
+
+
+def _untestable(n: int, m: int, tests: int, alpha: float, flat: int, meaning: str) -> Risk:
+    """The near-copy risk when ``m`` baseline images cannot resolve ``alpha`` over ``tests`` tests."""
+    need = int(np.ceil(1 / (alpha / tests))) - 1
+    lowest = tests / (m + 1)
+    left_out = f" ({flat} flat baseline images left out)" if flat else ""
+    return Risk("near-copy", None, None, None, None, None, n, meaning,
+                reason=f"{CANNOT_TEST}: {m} baseline images{left_out} resolve a false-flag rate of {lowest:.3g} or "
+                       f"more over {tests} tests, not {alpha:g}: give at least {need} (--aux, or more originals) "
+                       "or raise --false-flag-rate",
+                detail={"status": CANNOT_TEST, "baseline_images": m, "flat_baseline": flat, "lowest_rate": lowest})
+
+
+def _flag_rows(release: Folder, originals: Folder, rel: dict[str, np.ndarray], t: dict[str, float],
+               flags: dict[str, np.ndarray], closest: dict[str, np.ndarray]) -> tuple[list[Row], list]:
+    """One row per release image (its strongest test: statistic / threshold, its closest original) and the
+    ``(release, original, score)`` pairs of the flagged ones."""
+    tests = list(rel)
+    rows, pairs = [], []
+    for r in range(len(release)):
+        ratios = {k: rel[k][r] / t[k] if 0 < t[k] < np.inf else (0.0 if flags[k][r] else np.inf) for k in tests}
+        best = min(tests, key=lambda k: (not flags[k][r], ratios[k]))
+        flagged = any(flags[k][r] for k in tests)
+        score = float(ratios[best])
+        j = int(closest[best][r])
+        rows.append(Row(release.names[r], originals.names[j] if j >= 0 else "", "near-copy", score, 1.0, flagged))
+        if flagged:
+            pairs.append((r, j, score))
+    return rows, pairs
+
+
+def _structure_limits(weak: int, flat: int, total: int) -> str:
+    """What the originals' structure leaves untested (the report's reason line; empty when nothing)."""
+    from privbench.audit.copies import FLAT, STRUCTURED
+
+    return "; ".join(x for x in (
+        f"{weak} of {total} originals have weak structure (RMS contrast {FLAT:g}-{STRUCTURED:g} grey "
+        "levels): their edited copies are tested but often missed (docs/AUDIT.md, sweep)" if weak else "",
+        f"{flat} originals are flat (RMS contrast under {FLAT:g}) and their copies cannot be told from "
+        "look-alikes" if flat else "") if x)
 
 
 def aligned_pairs(release: Folder, originals: Folder) -> list[tuple[int, int]]:

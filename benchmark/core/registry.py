@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+#: The longest plugin id (a submission's defense ids are checked against the same rule on the trusted side).
+MAX_ID_LENGTH = 64
+
+
+def valid_id(id: object) -> bool:
+    """Whether ``id`` is a plugin id: lowercase alphanumerics joined by single hyphens, at most 64 characters."""
+    return isinstance(id, str) and len(id) <= MAX_ID_LENGTH and _ID_RE.match(id) is not None
 
 
 class Registry(Generic[T]):
@@ -25,8 +32,9 @@ class Registry(Generic[T]):
 
     def register(self, id: str) -> Callable[[T], T]:
         """Decorator: ``@DEFENSES.register("blur")``. Raises ``KeyError`` on a duplicate or malformed id."""
-        if not _ID_RE.match(id):
-            raise ValueError(f"{self.kind} id {id!r} must be lowercase and hyphenated, e.g. 'split-ae'")
+        if not valid_id(id):
+            raise ValueError(f"{self.kind} id {id!r} must be lowercase and hyphenated (at most {MAX_ID_LENGTH} "
+                             "characters), e.g. 'split-ae'")
 
         def deco(obj: T) -> T:
             if id in self._items:

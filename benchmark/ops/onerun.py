@@ -190,19 +190,47 @@ def one_run_blackbox(build: Callable[[Splits], Release], splits: Splits, claimed
                          f"most half the private split), has {m}")
     pool = splits.test.subset(picks)
     included = torch.rand(m, generator=g) < 0.5
-    private = splits.private
-    chosen = slots[included]
+    release = build(_planted(splits, slots[included], pool, included))
+    scores = _blackbox_scores(release, splits.private, slots, pool)
+    level = 1 - (1 - confidence) / len(scores)
+    claim_r = 2 * claimed
+    delta_r = min(1.0, (1 + math.exp(min(claimed, 700.0))) * delta)
+    best = (-1.0, 0, 0)
+    for i, score in enumerate(scores):
+        order = torch.argsort(score, descending=True)
+        correct = int(included[order[:guesses]].sum()) + int((~included[order[m - guesses:]]).sum())
+        eps_i = one_run_epsilon(m, 2 * guesses, correct, delta_r, level) if delta_r < 1 else 0.0
+        if eps_i > best[0]:
+            best = (eps_i, correct, i)
+    eps, correct, which = best
+    ceiling = one_run_epsilon(m, 2 * guesses, 2 * guesses, delta_r, level) if delta_r < 1 else 0.0
+    return AuditResult("one-run black-box", eps, claim_r, delta_r, confidence, 1, time.perf_counter() - start,
+                       {"canaries": float(m), "guesses": float(2 * guesses), "correct": float(correct),
+                        "included": float(int(included.sum())), "ceiling": ceiling,
+                        "vacuous": float(claim_r >= ceiling), "claim_add_remove": claimed,
+                        "claim_replace": claim_r, "score": float(which), "scores": float(len(scores))})
+
+
+def _planted(splits: Splits, chosen: Tensor, pool: ImageSet, included: Tensor) -> Splits:
+    """``splits`` with the included canaries of ``pool`` written over their private slots ``chosen`` (every field
+    both sets hold; the other splits unchanged)."""
     fields = {}
     for name in ("images", "labels", "identities", "masks", "keypoints"):
-        a, b = getattr(private, name), getattr(pool, name)
+        a, b = getattr(splits.private, name), getattr(pool, name)
         if a is None or b is None:
             fields[name] = None
             continue
         a = a.clone()
         a[chosen] = b[included]
         fields[name] = a
-    audited = Splits(ImageSet(**fields), splits.aux, splits.test, splits.targets, splits.info)
-    release = build(audited)
+    return Splits(ImageSet(**fields), splits.aux, splits.test, splits.targets, splits.info)
+
+
+def _blackbox_scores(release: Release, private: ImageSet, slots: Tensor, pool: ImageSet) -> list[Tensor]:
+    """The membership scores of the ``len(slots)`` canaries ``pool`` (higher: more likely included): minus the
+    distance to the nearest released image, and (aligned releases) minus the distance to their slot's release
+    decoded by a ridge map fitted on the other slots. Fails closed on a release it cannot compare."""
+    n, m = len(private), len(slots)
     aligned, parts = _released_parts(release, n)
     x = pool.images.reshape(m, -1).double()
     if any(p.shape[1] != x.shape[1] for p in (parts if aligned is None else parts[1:])):  # fail closed
@@ -222,20 +250,4 @@ def one_run_blackbox(build: Callable[[Splits], Release], splits: Splits, claimed
         scores.append(-(decode(aligned[slots]) - x).norm(dim=1))
     if not scores:
         raise InputError("the black-box audit found no released images it can compare with the canaries")
-    level = 1 - (1 - confidence) / len(scores)
-    claim_r = 2 * claimed
-    delta_r = min(1.0, (1 + math.exp(min(claimed, 700.0))) * delta)
-    best = (-1.0, 0, 0)
-    for i, score in enumerate(scores):
-        order = torch.argsort(score, descending=True)
-        correct = int(included[order[:guesses]].sum()) + int((~included[order[m - guesses:]]).sum())
-        eps_i = one_run_epsilon(m, 2 * guesses, correct, delta_r, level) if delta_r < 1 else 0.0
-        if eps_i > best[0]:
-            best = (eps_i, correct, i)
-    eps, correct, which = best
-    ceiling = one_run_epsilon(m, 2 * guesses, 2 * guesses, delta_r, level) if delta_r < 1 else 0.0
-    return AuditResult("one-run black-box", eps, claim_r, delta_r, confidence, 1, time.perf_counter() - start,
-                       {"canaries": float(m), "guesses": float(2 * guesses), "correct": float(correct),
-                        "included": float(int(included.sum())), "ceiling": ceiling,
-                        "vacuous": float(claim_r >= ceiling), "claim_add_remove": claimed,
-                        "claim_replace": claim_r, "score": float(which), "scores": float(len(scores))})
+    return scores

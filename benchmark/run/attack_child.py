@@ -168,38 +168,13 @@ def _bind(view: AttackView, channel: _Channel) -> None:
             proxy._channel = channel
 
 
-def exit_with_parent(parent: Optional[int] = None) -> None:
-    """A daemon thread ending this process when the process that started it goes away (e.g. the runner was
-    killed): attack and platform children, pool workers and the pool's queue manager. ``parent``: the pid the
-    starter had, passed by it; without it a process that starts up slowly (a loaded machine) and finds its starter
-    already dead would take its new parent (init) for the starter and never exit."""
-    import threading
-    import time
-
-    if parent is None:
-        parent = os.getppid()
-    elif os.getppid() != parent:
-        os._exit(3)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True, name="privbench-parent-watch").start()
-
-
 @contextlib.contextmanager
 def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
     """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
     reaches the run's directory."""
-    from privbench.core.seeding import set_deterministic
-    from privbench.run.plugins import load_plugins
+    from privbench.run.startup import start_process
 
-    exit_with_parent()
-    torch.set_num_threads(max(1, threads))
-    set_deterministic()
-    load_plugins(plugins)
+    start_process(threads, plugins)
     with tempfile.TemporaryDirectory(prefix="privbench-child-") as tmp:
         os.chdir(tmp)
         yield

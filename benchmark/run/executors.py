@@ -16,11 +16,11 @@ import torch
 
 from privbench.core.errors import InputError
 from privbench.core.seeding import set_deterministic
-from privbench.run.attack_child import exit_with_parent
 from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import CellResult, load_splits_cached
 from privbench.run.plan import code_versions
 from privbench.run.plugins import load_plugins
+from privbench.run.startup import exit_with_parent
 from privbench.run.worker import JobTask, crashed_cells, execute_job, init_worker
 
 

@@ -181,71 +181,93 @@ def score(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor], use_
     notes: dict[str, str] = {}
     candidates: list[Units] = []
     if out.reconstructions is not None:
-        al = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
-        originals = al.originals
-        rec = register(al.rec, originals)  # the attacker may register its reconstruction (REGISTRATION_RADIUS)
-        notes["scoring.registration_radius"] = str(REGISTRATION_RADIUS)
-        if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
-            raise ValueError(f"attack returned {len(rec)} reconstructions for {len(splits.targets)} targets")
-        values, missing = reconstruction_metrics(rec, originals, mask=mask, use_lpips=use_lpips)
-        privacy.update(values)
-        notes.update({f"unavailable.{k}": v for k, v in missing.items()})
-        per_target = ssim(rec, originals)
-        privacy["memorized_rate"] = float((per_target >= MEMORIZATION_SSIM).float().mean())
-        if al.control is not None:
-            prior = ssim(register(*al.control), al.control[1])
-            privacy["control_ssim"] = float(prior.mean())
-            statistic = "best-match-ssim"
-        else:
-            guess = register(splits.aux.images.mean(0, keepdim=True).expand_as(originals).contiguous(), originals)
-            prior = ssim(guess, originals)
-            privacy["prior_ssim"] = float(prior.mean())
-            statistic = "ssim"
-        candidates.append(Units(statistic, per_target.double().numpy(), prior.double().numpy()))
-        if out.sources is not None and oracle is not None and not oracle.on_private:
-            trained = oracle.training_set.images[out.sources]
-            to_trained = register(al.rec, trained)  # registered to what it is compared with, like every score
-            privacy["training_psnr"] = float(psnr(to_trained, trained).mean())
-            privacy["training_ssim"] = float(ssim(to_trained, trained).mean())
+        candidates.append(_score_reconstructions(out, splits, privacy, notes, use_lpips, mask, oracle, aligned))
     if out.rankings is not None:
-        if truth is None:
-            raise ValueError("attack returned rankings but did not declare needs_gallery")
-        best = None
-        size = truth.shape[1] if truth.ndim == 2 else len(splits.private)
-        relevance = truth if truth.ndim == 2 else None
-        for method, ranking in sorted(out.rankings.items()):
-            s = linkage_scores(ranking, truth, size)
-            privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue", "map")})
-            if best is None or s["top1"] > best[0]["top1"]:
-                best = (s, ranking)
-        assert best is not None
-        privacy.update(best[0])
-        if relevance is None:
-            hits = (best[1][:, 0] == truth).double().numpy()
-            chance = np.array([best[0]["chance_top1"]])
-        else:  # per query: is the first answer one of its identity's clips; prior r_i / G
-            hits = relevance.gather(1, best[1][:, :1].long()).flatten().double().numpy()
-            chance = (relevance.sum(1).double() / size).numpy()
-        candidates.append(Units("top1", hits, chance))
+        candidates.append(_score_rankings(out, splits, truth, privacy))
     if out.membership_scores is not None:
-        if is_member is None:
-            raise ValueError("attack returned membership scores but did not declare needs_candidates")
-        best_auc = None
-        for method, scores in sorted(out.membership_scores.items()):
-            if tuple(scores.shape) != tuple(is_member.shape) or not bool(torch.isfinite(scores).all()):
-                raise ValueError(f"membership scores {method!r}: expected {len(is_member)} finite values")
-            m = membership_scores(scores.detach().cpu(), is_member)
-            privacy.update({f"{method}_{k}": v for k, v in m.items()})
-            if best_auc is None or m["auc"] > best_auc[0]["auc"]:
-                best_auc = (m, scores)
-        assert best_auc is not None
-        privacy.update({f"membership_{k}": v for k, v in best_auc[0].items()})
-        candidates.append(Units("auc", best_auc[1].detach().cpu().double().numpy(), np.array([0.5]),
-                                labels=is_member.numpy().astype(bool)))
+        candidates.append(_score_membership(out, is_member, privacy))
     privacy.update({f"attack_{k}": float(v) for k, v in out.extra.items()})
     if not candidates:
         raise ValueError("attack returned nothing to score")
     return privacy, notes, max(candidates, key=lambda u: u.estimate()[2])
+
+
+def _score_reconstructions(out: AttackOutput, splits: Splits, privacy: dict[str, Any], notes: dict[str, str],
+                           use_lpips: bool, mask: Optional[torch.Tensor], oracle: Optional[GradientOracle],
+                           aligned: Optional[Aligned]) -> Units:
+    """Fidelity, memorization and (a non-private training set) training-set metrics of the reconstructions, into
+    ``privacy`` and ``notes``; per-target SSIM against its prior (or the control's) as units."""
+    al = aligned if aligned is not None else aligned_reconstructions(out, splits, oracle)
+    originals = al.originals
+    rec = register(al.rec, originals)  # the attacker may register its reconstruction (REGISTRATION_RADIUS)
+    notes["scoring.registration_radius"] = str(REGISTRATION_RADIUS)
+    if out.sources is None and out.class_labels is None and len(rec) != len(splits.targets):
+        raise ValueError(f"attack returned {len(rec)} reconstructions for {len(splits.targets)} targets")
+    values, missing = reconstruction_metrics(rec, originals, mask=mask, use_lpips=use_lpips)
+    privacy.update(values)
+    notes.update({f"unavailable.{k}": v for k, v in missing.items()})
+    per_target = ssim(rec, originals)
+    privacy["memorized_rate"] = float((per_target >= MEMORIZATION_SSIM).float().mean())
+    if al.control is not None:
+        prior = ssim(register(*al.control), al.control[1])
+        privacy["control_ssim"] = float(prior.mean())
+        statistic = "best-match-ssim"
+    else:
+        guess = register(splits.aux.images.mean(0, keepdim=True).expand_as(originals).contiguous(), originals)
+        prior = ssim(guess, originals)
+        privacy["prior_ssim"] = float(prior.mean())
+        statistic = "ssim"
+    units = Units(statistic, per_target.double().numpy(), prior.double().numpy())
+    if out.sources is not None and oracle is not None and not oracle.on_private:
+        trained = oracle.training_set.images[out.sources]
+        to_trained = register(al.rec, trained)  # registered to what it is compared with, like every score
+        privacy["training_psnr"] = float(psnr(to_trained, trained).mean())
+        privacy["training_ssim"] = float(ssim(to_trained, trained).mean())
+    return units
+
+
+def _score_rankings(out: AttackOutput, splits: Splits, truth: Optional[torch.Tensor],
+                    privacy: dict[str, Any]) -> Units:
+    """Linkage metrics of every ranking method (the best by top-1 unprefixed), into ``privacy``; top-1 hits
+    against chance as units."""
+    if truth is None:
+        raise ValueError("attack returned rankings but did not declare needs_gallery")
+    best = None
+    size = truth.shape[1] if truth.ndim == 2 else len(splits.private)
+    relevance = truth if truth.ndim == 2 else None
+    for method, ranking in sorted(out.rankings.items()):
+        s = linkage_scores(ranking, truth, size)
+        privacy.update({f"{method}_{k}": v for k, v in s.items() if k in ("top1", "top5", "top1_pvalue", "map")})
+        if best is None or s["top1"] > best[0]["top1"]:
+            best = (s, ranking)
+    assert best is not None
+    privacy.update(best[0])
+    if relevance is None:
+        hits = (best[1][:, 0] == truth).double().numpy()
+        chance = np.array([best[0]["chance_top1"]])
+    else:  # per query: is the first answer one of its identity's clips; prior r_i / G
+        hits = relevance.gather(1, best[1][:, :1].long()).flatten().double().numpy()
+        chance = (relevance.sum(1).double() / size).numpy()
+    return Units("top1", hits, chance)
+
+
+def _score_membership(out: AttackOutput, is_member: Optional[torch.Tensor], privacy: dict[str, Any]) -> Units:
+    """Membership metrics of every scoring method (the best by AUC as ``membership_*``), into ``privacy``; the best
+    method's scores with the membership labels as units."""
+    if is_member is None:
+        raise ValueError("attack returned membership scores but did not declare needs_candidates")
+    best_auc = None
+    for method, scores in sorted(out.membership_scores.items()):
+        if tuple(scores.shape) != tuple(is_member.shape) or not bool(torch.isfinite(scores).all()):
+            raise ValueError(f"membership scores {method!r}: expected {len(is_member)} finite values")
+        m = membership_scores(scores.detach().cpu(), is_member)
+        privacy.update({f"{method}_{k}": v for k, v in m.items()})
+        if best_auc is None or m["auc"] > best_auc[0]["auc"]:
+            best_auc = (m, scores)
+    assert best_auc is not None
+    privacy.update({f"membership_{k}": v for k, v in best_auc[0].items()})
+    return Units("auc", best_auc[1].detach().cpu().double().numpy(), np.array([0.5]),
+                 labels=is_member.numpy().astype(bool))
 
 
 def sample_arrays(splits: Splits, release: Release, recon: torch.Tensor, originals: torch.Tensor, aligned: bool,

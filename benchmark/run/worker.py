@@ -16,13 +16,11 @@ from privbench.core.images import Splits
 from privbench.core.provenance import machine, provenance
 from privbench.core.records import SCHEMA_VERSION
 from privbench.core.registry import ATTACKS, DEFENSES
-from privbench.core.seeding import set_deterministic
 from privbench.core.specs import PluginSpec, SuiteConfig
-from privbench.run.attack_child import exit_with_parent
 from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import CellResult, EvalOptions, iter_job
 from privbench.run.plan import Cell, Job
-from privbench.run.plugins import load_plugins
+from privbench.run.startup import start_process
 
 
 @dataclass(frozen=True)
@@ -90,10 +88,7 @@ def init_worker(threads: int, plugins: tuple[str, ...], driver: Optional[int] = 
     """Worker start-up: thread count, determinism settings, the same plugins as the driver, and an exit when the
     driver (pid ``driver``) goes away, also when it died before this worker started (a killed run leaves no worker
     computing)."""
-    exit_with_parent(driver)
-    torch.set_num_threads(threads)
-    set_deterministic()
-    load_plugins(plugins)
+    start_process(threads, plugins, driver)
 
 
 def execute_job(task: JobTask) -> Iterator[CellResult]:

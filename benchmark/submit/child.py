@@ -14,7 +14,7 @@ import sys
 import traceback
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -146,44 +146,75 @@ def _reseed_globals(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) ->
     random.seed(seed)
 
 
+def _error_reply(e: BaseException) -> dict[str, Any]:
+    """A failed request's reply: the exception and the submission's own frame it came from (not the project's)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb)
+                  if not f.filename.startswith(str(package_dir()))), "")
+    return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}" + (f" (at {where})" if where else "")}
+
+
+Reply = tuple[dict[str, Any], Optional[Mapping[str, Tensor]]]
+
+
+def _op_build(d: Defense, header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Reply:
+    info = header["info"]
+    splits = Splits(private=_imageset(tensors, "private_"), aux=_imageset(tensors, "aux_"),
+                    test=_imageset(tensors, "aux_").subset(torch.arange(0)), targets=torch.zeros(0, dtype=torch.long),
+                    info=DatasetInfo(info["name"], info["num_classes"], tuple(info["shape"]), info["sizes"],
+                                     info["hash"], info["split_hashes"]))
+    ctx = RunContext(seed=int(header["seed"]), device=torch.device(header["device"]), task=TaskConfig(**header["task"]))
+    return _release_reply(d.build(splits, ctx))
+
+
+def _op_transform(d: Defense, header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Reply:
+    x = _imageset(tensors, "") if "labels" in tensors else tensors["images"]
+    g = _generator(tensors)
+    return {"ok": True}, {"images": d.transform(x, g), "generator_state": g.get_state()}
+
+
+def _op_mask(d: Defense, header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Reply:
+    g = _generator(tensors)
+    return {"ok": True}, {"mask": d.mask_generator(tensors["images"], g).to(torch.bool),
+                          "generator_state": g.get_state()}
+
+
+def _op_public_info(d: Defense, header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Reply:
+    info = d.public_info(tuple(header["shape"]))
+    json.dumps(info, allow_nan=False)
+    return {"ok": True, "info": info}, None
+
+
+#: The requests a sandbox child answers (``header["op"]``), each on the defense instance the header names.
+OPERATIONS: dict[str, Callable[[Defense, Mapping[str, Any], Mapping[str, Tensor]], Reply]] = {
+    "build": _op_build, "transform": _op_transform, "mask": _op_mask, "public_info": _op_public_info}
+
+
 def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> None:
-    """The sandbox child: import the built-ins and then the submission, answer requests.
+    """The sandbox child: import the built-ins and then the submission, describe what it registered, then answer
+    requests (:data:`OPERATIONS`) until the pipe closes.
 
     Runs as ``python -I -c`` in the child's directory, exec'd by :mod:`privbench.submit.confine` after every limit and
     restriction was applied to the single-threaded bootstrap: nothing here, submitted or not, runs unconfined."""
     from privbench.core.registry import DEFENSES
-    from privbench.core.seeding import set_deterministic
-    from privbench.run.attack_child import exit_with_parent
-    from privbench.run.plugins import load_builtins
+    from privbench.run.startup import start_process
 
     limits = json.loads(limits_json)
     sys.dont_write_bytecode = True
-    exit_with_parent()
-    torch.set_num_threads(int(limits["threads"]))
-    set_deterministic()
-    load_builtins()
+    start_process(int(limits["threads"]), None)
     builtin = set(DEFENSES)
 
     def send(header: Mapping[str, Any], tensors: Optional[Mapping[str, Tensor]] = None) -> None:
         write_frame(write_fd, encode(header, tensors))
 
-    def error(e: BaseException) -> dict[str, Any]:
-        tb = traceback.extract_tb(e.__traceback__)
-        where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb)
-                      if not f.filename.startswith(str(package_dir()))), "")
-        return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}" + (f" (at {where})" if where else "")}
-
     confined = json.loads(os.environ.get("PRIVBENCH_CONFINED", "{}"))
     try:
         _import_source(Path(source))
-    except KeyError as e:
-        if e.args and str(e.args[0]).startswith("duplicate defense id"):  # the registry's own error
-            send({"ok": False, "fatal": True, "error": f"registers an id that is already taken: {e.args[0]}"})
-            return
-        send({**error(e), "fatal": True, "error": f"import failed: {error(e)['error']}"})
-        return
     except BaseException as e:  # noqa: BLE001 - report any import failure as data
-        send({**error(e), "fatal": True, "error": f"import failed: {error(e)['error']}"})
+        if isinstance(e, KeyError) and e.args and str(e.args[0]).startswith("duplicate defense id"):
+            send({"ok": False, "fatal": True, "error": f"registers an id that is already taken: {e.args[0]}"})
+        else:
+            send({**_error_reply(e), "fatal": True, "error": f"import failed: {_error_reply(e)['error']}"})
         return
     new = sorted(set(DEFENSES) - builtin)
     send({"ok": True, "defenses": {i: _describe(DEFENSES.get(i)) for i in new},
@@ -201,33 +232,12 @@ def child_main(read_fd: int, write_fd: int, source: str, limits_json: str) -> No
                 cls = DEFENSES.get(header["id"])
                 instances[key] = cls(cls.Params(**{k: tuple(v) if isinstance(v, list) else v
                                                     for k, v in header["params"].items()}))
-            d = instances[key]
-            op = header["op"]
-            if op == "build":
-                info = header["info"]
-                splits = Splits(private=_imageset(tensors, "private_"), aux=_imageset(tensors, "aux_"),
-                                test=_imageset(tensors, "aux_").subset(torch.arange(0)),
-                                targets=torch.zeros(0, dtype=torch.long),
-                                info=DatasetInfo(info["name"], info["num_classes"], tuple(info["shape"]),
-                                                 info["sizes"], info["hash"], info["split_hashes"]))
-                ctx = RunContext(seed=int(header["seed"]), device=torch.device(header["device"]),
-                                 task=TaskConfig(**header["task"]))
-                send(*_release_reply(d.build(splits, ctx)))
-            elif op == "transform":
-                x = _imageset(tensors, "") if "labels" in tensors else tensors["images"]
-                g = _generator(tensors)
-                send({"ok": True}, {"images": d.transform(x, g), "generator_state": g.get_state()})
-            elif op == "mask":
-                g = _generator(tensors)
-                send({"ok": True}, {"mask": d.mask_generator(tensors["images"], g).to(torch.bool),
-                                    "generator_state": g.get_state()})
-            elif op == "public_info":
-                info = d.public_info(tuple(header["shape"]))
-                json.dumps(info, allow_nan=False)
-                send({"ok": True, "info": info})
+            op = OPERATIONS.get(header["op"])
+            if op is None:
+                send({"ok": False, "error": f"unknown operation {header['op']!r}"})
             else:
-                send({"ok": False, "error": f"unknown operation {op!r}"})
+                send(*op(instances[key], header, tensors))
         except BaseException as e:  # noqa: BLE001 - the submission's exception is data for the trusted side
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            send(error(e))
+            send(_error_reply(e))

@@ -44,6 +44,23 @@ def check_claims(card: Card, full_params: list[dict[str, Any]], summary: list[di
     return out
 
 
+def _self_reported(records: Path) -> dict[tuple[str, str, str], tuple[float, Optional[float], int]]:
+    """``(defense id, params JSON, dataset) -> (ε, δ, seed)`` of every configuration whose ok records self-report an
+    ε, from its first public seed."""
+    from privbench.core.records import iter_records
+
+    reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
+    for _, r in sorted(iter_records(records), key=lambda pr: str(pr[0])):
+        rel = r.get("metrics", {}).get("release", {}) if r["status"] == "ok" else {}
+        if rel.get("self_reported_epsilon") is not None:
+            key = (r["defense"]["id"], json.dumps(r["defense"]["params"], sort_keys=True), r["dataset"]["name"])
+            seed = int(r["seed"])
+            if key not in reported or seed < reported[key][2]:
+                d = rel.get("self_reported_delta")
+                reported[key] = (float(rel["self_reported_epsilon"]), None if d is None else float(d), seed)
+    return reported
+
+
 def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary: list[dict[str, Any]],
                         device: str) -> list[dict[str, Any]]:
     """The black-box one-run audit (``privbench.ops.onerun.one_run_blackbox``) of every configuration whose public
@@ -57,22 +74,13 @@ def audit_self_reported(suite: Any, card: Card, out: Path, proxy: Path, summary:
 
     from privbench.core.contracts import RunContext
     from privbench.core.keys import keyed_seed, run_key
-    from privbench.core.records import iter_records
     from privbench.core.registry import DEFENSES
     from privbench.core.textsafe import one_line
     from privbench.data import load_splits
     from privbench.ops.onerun import one_run_blackbox
     from privbench.run.plugins import load_plugins
 
-    reported: dict[tuple[str, str, str], tuple[float, Optional[float], int]] = {}
-    for _, r in sorted(iter_records(out / "public" / "records"), key=lambda pr: str(pr[0])):
-        rel = r.get("metrics", {}).get("release", {}) if r["status"] == "ok" else {}
-        if rel.get("self_reported_epsilon") is not None:
-            key = (r["defense"]["id"], json.dumps(r["defense"]["params"], sort_keys=True), r["dataset"]["name"])
-            seed = int(r["seed"])
-            if key not in reported or seed < reported[key][2]:
-                d = rel.get("self_reported_delta")
-                reported[key] = (float(rel["self_reported_epsilon"]), None if d is None else float(d), seed)
+    reported = _self_reported(out / "public" / "records")
     rows: list[dict[str, Any]] = []
     if not reported:
         return rows

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import keyword
-import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -24,6 +23,7 @@ from privbench.core.contracts import Defense, RunContext
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet, Modality, Splits, Surface
 from privbench.core.keys import run_key
+from privbench.core.registry import valid_id
 from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.submit.protocol import SANDBOX_SURFACES, SCALAR_TYPES, Limits, SandboxError
@@ -32,7 +32,6 @@ from privbench.submit.session import Session, printable
 # ---------------------------------------------------------------------------------------------------------------
 # Proxy defenses (trusted side).
 
-_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _TYPES = ("bool", "int", "float", "str") + tuple(f"Optional[{t}]" for t in ("bool", "int", "float", "str")) + \
     tuple(f"tuple[{t}, ...]" for t in ("bool", "int", "float", "str"))
 #: The key of a proxy used outside ``privbench submit`` (admission tests, a maintainer's own run): public, so such
@@ -67,7 +66,7 @@ def _validate_description(defenses: Any) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
     surface_names, threat_names = {s.value for s in Surface}, {t.value for t in ThreatModel}
     for did, d in sorted(defenses.items()):
-        if not isinstance(did, str) or not _ID.match(did) or len(did) > 64:
+        if not valid_id(did):
             raise SandboxError(f"malformed description: defense id {did!r}")
         if not isinstance(d, dict) or not all(isinstance(d.get(k), list) for k in
                                               ("surfaces", "claims", "modalities", "params")) \

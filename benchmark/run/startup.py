@@ -1,0 +1,48 @@
+"""The start-up every process of a run shares (pool workers, attack and platform children, sandbox children):
+an exit when its starter goes away, the thread count, PyTorch's determinism settings and the plugins."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from privbench.core.seeding import set_deterministic
+
+
+def exit_with_parent(parent: Optional[int] = None) -> None:
+    """A daemon thread ending this process when the process that started it goes away (e.g. the runner was
+    killed): attack and platform children, pool workers and the pool's queue manager. ``parent``: the pid the
+    starter had, passed by it; without it a process that starts up slowly (a loaded machine) and finds its starter
+    already dead would take its new parent (init) for the starter and never exit."""
+    import threading
+    import time
+
+    if parent is None:
+        parent = os.getppid()
+    elif os.getppid() != parent:
+        os._exit(3)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="privbench-parent-watch").start()
+
+
+def start_process(threads: int, plugins: Optional[tuple[str, ...]] = (), parent: Optional[int] = None) -> None:
+    """Start-up of a worker or child: :func:`exit_with_parent` (``parent``: the starter's pid, see there),
+    ``threads`` intra-op threads (at least 1), deterministic kernels, then the built-in plugins with ``plugins``
+    (``--plugin`` files), or the built-ins and installed entry points only when ``plugins`` is ``None`` (a sandbox
+    child, which imports its submission itself)."""
+    from privbench.run.plugins import load_builtins, load_plugins
+
+    exit_with_parent(parent)
+    torch.set_num_threads(max(1, int(threads)))
+    set_deterministic()
+    if plugins is None:
+        load_builtins()
+    else:
+        load_plugins(plugins)
