@@ -190,7 +190,7 @@ def _flag_rows(release: Folder, originals: Folder, rel: dict[str, np.ndarray], t
                flags: dict[str, np.ndarray], closest: dict[str, np.ndarray]) -> tuple[list[Row], list]:
     """One row per release image (its strongest test: statistic / threshold, its closest original) and the
     ``(release, original, score)`` pairs of the flagged ones."""
-    tests = list(rel)
+    tests = list(t)  # the tests in use (NEAR_COPY_TESTS), a subset of the statistics in rel
     rows, pairs = [], []
     for r in range(len(release)):
         ratios = {k: rel[k][r] / t[k] if 0 < t[k] < np.inf else (0.0 if flags[k][r] else np.inf) for k in tests}
