@@ -1,0 +1,205 @@
+"""Training several same-shaped models in one pass: M models become one *grouped* model whose channels are the M
+models' channels side by side.
+
+A convolution ``Conv2d(C, D, groups=g)`` of each model becomes ``Conv2d(M·C, M·D, groups=M·g)``, a batch norm of
+``D`` channels one of ``M·D`` (per channel, so each model's statistics come from its own samples only), a linear
+layer ``F → K`` a :class:`GroupedLinear` (``M`` independent ``K × F`` maps), and channel-wise layers (activations,
+pooling, flattening from dimension 1) stay as they are. Row ``b`` of a grouped batch ``(B, M·C, H, W)`` holds sample
+``b`` of every model's own batch, so model ``m``'s outputs depend on model ``m``'s parameters and samples alone, and
+the sum of the M losses has, for each model, exactly that model's gradient. Adam, SGD and the cosine schedule act
+element-wise, so training the grouped model is training the M models one by one, up to the floating-point order of
+the grouped kernels (``tests/test_batched.py`` states the tolerance). The gain: one wide kernel call instead of M
+narrow ones, which keeps a CPU's vector units busy (docs/BENCHMARKS.md, batched training).
+
+Only layers whose meaning in the grouped layout is known are batched (:data:`CHANNELWISE`, convolutions, batch norm,
+linear layers, and the containers :class:`~privbench.models.nets.SplitModel`, ``nn.Sequential`` and
+:class:`~privbench.models.nets.BasicBlock`, whose residual sum is element-wise); anything else (dropout, whose
+draws would differ, or a custom forward that mixes channels) raises :class:`NotBatchable`, and the caller trains one
+by one (:func:`train_classifiers` does so itself).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from privbench.core.errors import InputError
+from privbench.core.images import ImageSet
+from privbench.models.nets import BasicBlock, SplitModel
+from privbench.models.train import train_classifier
+
+#: Layers that act on each channel separately (or flatten from dimension 1, which keeps each model's block
+#: contiguous): kept as they are in the grouped model.
+CHANNELWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.MaxPool2d, nn.AvgPool2d,
+               nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Flatten)
+#: Containers whose forward only chains its children (or adds them element-wise).
+CONTAINERS = (SplitModel, nn.Sequential, nn.ModuleDict, BasicBlock)
+
+
+class NotBatchable(InputError):
+    """The models cannot be trained as one grouped model (an unknown layer, or models that differ in shape)."""
+
+
+class GroupedLinear(nn.Module):
+    """``M`` independent linear maps ``F → K``: ``(B, M·F) → (B, M·K)``, block ``m`` of the input to block ``m`` of
+    the output. ``weight (M, K, F)``, ``bias (M, K)`` or ``None``."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        m, k, f = self.weight.shape
+        y = torch.einsum("bmf,mkf->bmk", x.reshape(len(x), m, f), self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(len(x), m * k)
+
+
+def _cat(tensors: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
+    return None if tensors[0] is None else torch.cat([t.detach() for t in tensors])
+
+
+def _stack(mods: Sequence[nn.Module], where: str) -> nn.Module:
+    first, m = mods[0], len(mods)
+    if any(type(x) is not type(first) for x in mods):
+        raise NotBatchable(f"{where}: the models differ ({sorted({type(x).__name__ for x in mods})})")
+    if type(first) is nn.Conv2d:
+        c = first
+        g = nn.Conv2d(m * c.in_channels, m * c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
+                      groups=m * c.groups, bias=c.bias is not None, padding_mode=c.padding_mode)
+        g.weight = nn.Parameter(_cat([x.weight for x in mods]))
+        if c.bias is not None:
+            g.bias = nn.Parameter(_cat([x.bias for x in mods]))
+        return g
+    if type(first) is nn.BatchNorm2d:
+        b = first
+        g = nn.BatchNorm2d(m * b.num_features, b.eps, b.momentum, b.affine, b.track_running_stats)
+        if b.affine:
+            g.weight, g.bias = nn.Parameter(_cat([x.weight for x in mods])), nn.Parameter(_cat([x.bias for x in mods]))
+        if b.track_running_stats:
+            if len({int(x.num_batches_tracked) for x in mods}) != 1:
+                raise NotBatchable(f"{where}: batch norms with different step counts")
+            g.running_mean, g.running_var = _cat([x.running_mean for x in mods]), _cat([x.running_var for x in mods])
+            g.num_batches_tracked = b.num_batches_tracked.detach().clone()
+        return g
+    if type(first) is nn.Linear:
+        return GroupedLinear(torch.stack([x.weight.detach() for x in mods]),
+                             None if first.bias is None else torch.stack([x.bias.detach() for x in mods]))
+    if isinstance(first, CHANNELWISE) and type(first) in CHANNELWISE:
+        if isinstance(first, nn.Flatten) and (first.start_dim, first.end_dim) != (1, -1):
+            raise NotBatchable(f"{where}: Flatten({first.start_dim}, {first.end_dim}) mixes the models' blocks")
+        return copy.deepcopy(first)
+    if type(first) in CONTAINERS:
+        names = list(first._modules)
+        if any(list(x._modules) != names for x in mods):
+            raise NotBatchable(f"{where}: the models' layers differ")
+        grouped = copy.copy(first)
+        grouped._modules = {n: None if first._modules[n] is None else
+                            _stack([x._modules[n] for x in mods], f"{where}.{n}") for n in names}
+        if any(True for _ in first.named_parameters(recurse=False)) or any(True for _ in first.named_buffers(
+                recurse=False)):
+            raise NotBatchable(f"{where}: {type(first).__name__} holds parameters of its own")
+        return grouped
+    raise NotBatchable(f"{where}: {type(first).__name__} cannot be batched (its grouped meaning is unknown)")
+
+
+def stack_models(models: Sequence[nn.Module]) -> nn.Module:
+    """The grouped model of ``models`` (same architecture and shapes): input ``(B, M·C, ...)``, output
+    ``(B, M·K)``. Raises :class:`NotBatchable`."""
+    if not models:
+        raise NotBatchable("no models to stack")
+    shapes = [[(n, tuple(p.shape)) for n, p in x.state_dict().items()] for x in models]
+    if any(s != shapes[0] for s in shapes):
+        raise NotBatchable("the models differ in their parameters' names or shapes")
+    return _stack(list(models), "model")
+
+
+def _unstack(grouped: nn.Module, mods: Sequence[nn.Module]) -> None:
+    m = len(mods)
+    if isinstance(grouped, nn.Conv2d):
+        for i, x in enumerate(mods):
+            d = x.out_channels
+            x.weight.data.copy_(grouped.weight.data[i * d:(i + 1) * d])
+            if x.bias is not None:
+                x.bias.data.copy_(grouped.bias.data[i * d:(i + 1) * d])
+    elif isinstance(grouped, nn.BatchNorm2d):
+        for i, x in enumerate(mods):
+            d = x.num_features
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = getattr(x, name)
+                if t is not None:
+                    t.data.copy_(getattr(grouped, name).data[i * d:(i + 1) * d])
+            if x.num_batches_tracked is not None:
+                x.num_batches_tracked.copy_(grouped.num_batches_tracked)
+    elif isinstance(grouped, GroupedLinear):
+        for i, x in enumerate(mods):
+            x.weight.data.copy_(grouped.weight.data[i])
+            if x.bias is not None:
+                x.bias.data.copy_(grouped.bias.data[i])
+    else:
+        for n, child in grouped._modules.items():
+            if child is not None:
+                _unstack(child, [x._modules[n] for x in mods])
+    assert m == len(mods)
+
+
+def unstack_into(grouped: nn.Module, models: Sequence[nn.Module]) -> None:
+    """Copy the grouped model's parameters and batch-norm statistics back into ``models`` (in place)."""
+    _unstack(grouped, list(models))
+
+
+def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *, epochs: int, batch_size: int,
+                      lr: float, generators: Sequence[torch.Generator], device: torch.device,
+                      augments: Optional[Sequence[Optional[Callable[[Tensor], Tensor]]]] = None,
+                      optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None) -> list[nn.Module]:
+    """:func:`~privbench.models.train.train_classifier` of model ``m`` on ``datas[m]`` with ``generators[m]`` (and
+    ``augments[m]``) for every ``m``, as one grouped model: the same epochs, batches, optimizer and cosine schedule,
+    each model's batches drawn from its own generator in the same order. Models that cannot be batched
+    (:class:`NotBatchable`), or data of different sizes, train one by one. Returns the models in eval mode on
+    ``device``, trained in place."""
+    models = list(models)
+    if not (len(models) == len(datas) == len(generators)) or (augments is not None and len(augments) != len(models)):
+        raise InputError(f"{len(models)} models, {len(datas)} data sets, {len(generators)} generators"
+                         + ("" if augments is None else f", {len(augments)} augmentations"))
+    augments = list(augments) if augments is not None else [None] * len(models)
+    n = len(datas[0])
+    same = all(len(d) == n and d.images.shape[1:] == datas[0].images.shape[1:] for d in datas)
+    try:
+        grouped = stack_models(models) if same and len(models) > 1 else None
+    except NotBatchable:
+        grouped = None
+    if grouped is None:
+        return [train_classifier(x, d, epochs=epochs, batch_size=batch_size, lr=lr, generator=g, device=device,
+                                 augment=a, optimizer=optimizer) for x, d, g, a in zip(models, datas, generators, augments)]
+    m = len(models)
+    grouped.to(device).train()
+    opt = (optimizer or torch.optim.Adam)(grouped.parameters(), lr=lr)
+    steps = epochs * sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    for _ in range(epochs):
+        perms = [torch.randperm(n, generator=g) for g in generators]
+        for i in range(0, n, batch_size):
+            idx = [p[i:i + batch_size] for p in perms]
+            if len(idx[0]) < 2:
+                continue
+            xs = []
+            for d, j, a in zip(datas, idx, augments):
+                x = d.images[j].to(device)
+                xs.append(a(x) if a is not None else x)
+            y = torch.stack([d.labels[j] for d, j in zip(datas, idx)], 1).to(device)  # (B, M)
+            logits = grouped(torch.cat(xs, 1))
+            logits = logits.reshape(len(y), m, -1).permute(0, 2, 1)  # (B, K, M)
+            loss = F.cross_entropy(logits, y) * m  # the sum over models of each model's mean loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    grouped.eval()
+    unstack_into(grouped, models)
+    return [x.to(device).eval() for x in models]

@@ -1,0 +1,129 @@
+"""Batched training of same-shaped models (privbench.models.batched): the grouped model computes what each model
+computes, and training it is training the models one by one, up to float rounding of the grouped kernels."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from privbench.core.images import ImageSet
+from privbench.models.batched import NotBatchable, stack_models, train_classifiers, unstack_into
+from privbench.models.nets import build_model
+from privbench.models.train import train_classifier
+
+# Tolerance of batched vs one-by-one training (float32, 9 Adam steps): the grouped kernels sum in another order and
+# Adam, dividing by sqrt(v), carries those ~1e-7 relative differences into the weights. Measured on 2026-12-06 (CPU):
+# max abs state difference 7.6e-4 (convnet, a batch-norm running variance, within rtol 1e-3), 7.6e-5 (lenet),
+# 6.6e-5 (resnet8); logits 2.6e-5, 3.7e-6, 1.6e-5; the weights moved by > 100 x PARAM_ATOL.
+PARAM_ATOL, LOGIT_ATOL = 2e-4, 2e-4
+
+
+def _data(seed: int, n: int = 96, shape: tuple[int, ...] = (1, 16, 16), classes: int = 4) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    images = (torch.rand((n, *shape), generator=g) * 0.5 + labels.view(-1, 1, 1, 1) / (2 * classes)).clamp(0, 1)
+    return ImageSet(images=images, labels=labels)
+
+
+def _models(arch: str, m: int, channels: int = 1, classes: int = 4) -> list[nn.Module]:
+    out = []
+    for i in range(m):
+        torch.manual_seed(100 + i)  # a test fixture's initialisation; the benchmark passes generators
+        out.append(build_model(arch, channels, classes))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["convnet", "lenet", "resnet8"])
+def test_the_grouped_model_computes_each_models_output(arch) -> None:
+    models = [x.eval() for x in _models(arch, 3)]
+    xs = [_data(i).images[:8] for i in range(3)]
+    grouped = stack_models(models).eval()
+    with torch.no_grad():
+        out = grouped(torch.cat(xs, 1)).reshape(8, 3, -1)
+        for i, (model, x) in enumerate(zip(models, xs)):
+            torch.testing.assert_close(out[:, i], model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["convnet", "lenet", "resnet8"])
+def test_batched_training_equals_training_one_by_one(arch) -> None:
+    """The task model's families: ConvNet with batch norm, LeNet without, ResNet-8 (residual blocks); three models
+    on three data sets, each with its own generator, Adam and the cosine schedule."""
+    m = 3
+    datas = [_data(10 + i) for i in range(m)]
+    one = _models(arch, m)
+    many = copy.deepcopy(one)
+    dev = torch.device("cpu")
+    for x, d, i in zip(one, datas, range(m)):
+        train_classifier(x, d, epochs=3, batch_size=32, lr=1e-2, generator=torch.Generator().manual_seed(i),
+                         device=dev)
+    train_classifiers(many, datas, epochs=3, batch_size=32, lr=1e-2,
+                      generators=[torch.Generator().manual_seed(i) for i in range(m)], device=dev)
+    moved = 0.0
+    for a, b, init in zip(one, many, _models(arch, m)):
+        for (name, p), q, p0 in zip(a.state_dict().items(), b.state_dict().values(), init.state_dict().values()):
+            if p.is_floating_point():
+                torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)
+                moved = max(moved, float((p - p0).abs().max()))
+            else:
+                assert torch.equal(p, q), name  # num_batches_tracked
+        x = datas[0].images[:16]
+        with torch.no_grad():
+            torch.testing.assert_close(b(x), a(x), atol=LOGIT_ATOL, rtol=1e-3)
+    assert moved > 100 * PARAM_ATOL  # training moved the weights far more than the tolerance
+
+
+def test_sgd_with_momentum_and_lenet_batch_norm_also_match() -> None:
+    m = 2
+    datas = [_data(20 + i) for i in range(m)]
+    one = [build_model("lenet", 1, 4, bn=True) for _ in range(m)]
+    many = copy.deepcopy(one)
+    sgd = lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)  # noqa: E731
+    for x, d, i in zip(one, datas, range(m)):
+        train_classifier(x, d, epochs=2, batch_size=24, lr=0.05, generator=torch.Generator().manual_seed(i),
+                         device=torch.device("cpu"), optimizer=sgd)
+    train_classifiers(many, datas, epochs=2, batch_size=24, lr=0.05, optimizer=sgd, device=torch.device("cpu"),
+                      generators=[torch.Generator().manual_seed(i) for i in range(m)])
+    for a, b in zip(one, many):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)
+
+
+def test_what_cannot_be_batched_is_refused_and_trains_one_by_one() -> None:
+    drop = [nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256, 4)) for _ in range(2)]
+    with pytest.raises(NotBatchable, match="Dropout"):
+        stack_models(drop)
+    with pytest.raises(NotBatchable, match="Motion"):
+        stack_models([build_model("clipnet", 3, 4) for _ in range(2)])
+    with pytest.raises(NotBatchable, match="differ"):
+        stack_models([build_model("convnet", 1, 4), build_model("convnet", 1, 4, width=8)])
+    datas = [_data(30 + i) for i in range(2)]
+    one = copy.deepcopy(drop)
+    for x, d, i in zip(one, datas, range(2)):
+        torch.manual_seed(7)  # dropout draws from the global stream in both runs
+        train_classifier(x, d, epochs=1, batch_size=32, lr=1e-2, generator=torch.Generator().manual_seed(i),
+                         device=torch.device("cpu"))
+    torch.manual_seed(7)
+    first = copy.deepcopy(drop[0])
+    train_classifier(first, datas[0], epochs=1, batch_size=32, lr=1e-2, generator=torch.Generator().manual_seed(0),
+                     device=torch.device("cpu"))
+    torch.manual_seed(7)
+    train_classifiers(drop, datas, epochs=1, batch_size=32, lr=1e-2, device=torch.device("cpu"),
+                      generators=[torch.Generator().manual_seed(i) for i in range(2)])
+    for p, q in zip(first.state_dict().values(), drop[0].state_dict().values()):
+        assert torch.equal(p, q)  # the fallback is the one-by-one loop itself
+
+
+def test_unstack_round_trips() -> None:
+    models = _models("convnet", 3)
+    grouped = stack_models(models)
+    copies = _models("convnet", 3)
+    for c in copies:
+        for p in c.parameters():
+            p.data.zero_()
+    unstack_into(grouped, copies)
+    for a, b in zip(models, copies):
+        for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+            assert torch.equal(p, q)
