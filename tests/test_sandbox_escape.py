@@ -428,3 +428,34 @@ def test_without_a_private_root_landlock_and_seccomp_still_confine(tmp_path) -> 
     if applied["namespaces"]:
         assert applied["root"] == "" and "no private root" in done.stderr
     assert applied["landlock"] >= 1 and applied["seccomp"] is True and applied["secret"] == "refused"
+
+
+def test_a_defense_id_with_a_trailing_newline_is_refused() -> None:
+    """Red-team finding (2026-12-06): ``re.match`` with ``$`` accepts ``"blur\\n"``, which a submission could register
+    beside the built-in ``blur`` and which prints like it. The id rule is a full match, on both sides."""
+    from privbench.core.registry import Registry, valid_id
+    from privbench.submit.protocol import SandboxError
+    from privbench.submit.proxies import validate_description
+
+    assert valid_id("blur") and not valid_id("blur\n") and not valid_id("\nblur") and not valid_id("a" * 65)
+    with pytest.raises(ValueError, match="lowercase and hyphenated"):
+        Registry("defense").register("blur\n")
+    with pytest.raises(SandboxError, match="defense id"):
+        validate_description({"blur\n": {"surfaces": ["data"], "claims": [], "modalities": ["image"], "params": []}})
+
+
+def test_the_bootstrap_compiles_its_filters_from_source(tmp_path) -> None:
+    """Red-team note (2026-12-06): run by path, the bootstrap loads ``filters.py`` beside it; a ``.pyc`` planted in
+    ``__pycache__`` (by an unconfined child) must not be what runs. The by-path loader compiles the source."""
+    import subprocess
+    import sys
+
+    from privbench.submit import confine
+
+    code = ("import runpy, sys; g = runpy.run_path(sys.argv[1], run_name='not_main'); "
+            "f = g['_filters']; print(f.__file__, getattr(f, '__cached__', None), f.DEVICES)")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, confine.__file__], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    path, cached, _ = done.stdout.split(" ", 2)
+    assert path == str(Path(confine.__file__).with_name("filters.py")) and cached == "None"

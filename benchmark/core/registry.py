@@ -20,7 +20,7 @@ MAX_ID_LENGTH = 64
 
 def valid_id(id: object) -> bool:
     """Whether ``id`` is a plugin id: lowercase alphanumerics joined by single hyphens, at most 64 characters."""
-    return isinstance(id, str) and len(id) <= MAX_ID_LENGTH and _ID_RE.match(id) is not None
+    return isinstance(id, str) and len(id) <= MAX_ID_LENGTH and _ID_RE.fullmatch(id) is not None  # no "blur\n"
 
 
 class Registry(Generic[T]):

@@ -77,16 +77,18 @@ _CAPABILITY_VERSION_3 = 0x20080522
 
 def _sibling(name: str):
     """The module ``name`` of this package: imported normally, or (run by path in ``python -I -S``, where the
-    package is not importable) loaded from the file beside this one."""
+    package is not importable) compiled from the source file beside this one: never from a cached ``.pyc``, which an
+    unconfined child (``--allow-unconfined``) could have planted, and writing none."""
     if __package__:
         import importlib
         return importlib.import_module(f"{__package__}.{name}")
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"privbench_confine_{name}",
-                                                  os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                               f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    import types
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    module = types.ModuleType(f"privbench_confine_{name}")
+    module.__file__ = path
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), module.__dict__)  # noqa: S102 - the project's own file, by path
     return module
 
 
