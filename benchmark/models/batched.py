@@ -91,7 +91,7 @@ def _stack(mods: Sequence[nn.Module], where: str) -> nn.Module:
     if type(first) is nn.Linear:
         return GroupedLinear(torch.stack([x.weight.detach() for x in mods]),
                              None if first.bias is None else torch.stack([x.bias.detach() for x in mods]))
-    if isinstance(first, CHANNELWISE) and type(first) in CHANNELWISE:
+    if type(first) in CHANNELWISE:  # exact types: a subclass may redefine forward
         if isinstance(first, nn.Flatten) and (first.start_dim, first.end_dim) != (1, -1):
             raise NotBatchable(f"{where}: Flatten({first.start_dim}, {first.end_dim}) mixes the models' blocks")
         return copy.deepcopy(first)
@@ -121,7 +121,6 @@ def stack_models(models: Sequence[nn.Module]) -> nn.Module:
 
 
 def _unstack(grouped: nn.Module, mods: Sequence[nn.Module]) -> None:
-    m = len(mods)
     if isinstance(grouped, nn.Conv2d):
         for i, x in enumerate(mods):
             d = x.out_channels
@@ -146,7 +145,6 @@ def _unstack(grouped: nn.Module, mods: Sequence[nn.Module]) -> None:
         for n, child in grouped._modules.items():
             if child is not None:
                 _unstack(child, [x._modules[n] for x in mods])
-    assert m == len(mods)
 
 
 def unstack_into(grouped: nn.Module, models: Sequence[nn.Module]) -> None:
