@@ -34,7 +34,8 @@ from privbench.core.images import Access, ImageSet, Modality, Surface
 from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
-from privbench.models import build_model, input_channels, map_batched, train_classifier
+from privbench.models import build_model, input_channels, map_batched
+from privbench.models.batched import train_classifiers
 
 
 def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
@@ -88,23 +89,29 @@ class Membership(Attack):
         m, k = len(cand), self.params.shadows
         n_in, n_aux = shadow_sizes(m, len(aux), view.train_size)
         g = ctx.generator(salt=313)
-        phi = torch.empty(k, m)
         inside = torch.zeros(k, m, dtype=torch.bool)
+        trains = []
         for i in range(k):
             pick_c = torch.randperm(m, generator=g)[:n_in]
             pick_a = torch.randperm(len(aux), generator=g)[:n_aux]
             inside[i, pick_c] = True
-            train = _joined(cand.subset(pick_c), aux.subset(pick_a))
-            if self.params.adaptive:
-                assert view.release.pipeline is not None and view.release.model is not None
+            trains.append(_joined(cand.subset(pick_c), aux.subset(pick_a)))
+        if self.params.adaptive:
+            assert view.release.pipeline is not None and view.release.model is not None
+            models = []
+            for train in trains:
                 model = copy.deepcopy(view.release.model).cpu()
                 model.load_state_dict(view.release.pipeline(train))
-            else:
+                models.append(model)
+        else:  # the K shadows share architecture and data size: trained together (models/batched)
+            models = []
+            for i, train in enumerate(trains):
                 with seeded(ctx.generator(f"shadow-init-{i}")):
-                    model = build_model(t.model, input_channels(train.shape), view.num_classes, width=t.width)
-                train_classifier(model, train, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
-                                 generator=ctx.generator(salt=400 + i), device=ctx.device)
-            phi[i] = logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels)
+                    models.append(build_model(t.model, input_channels(train.shape), view.num_classes, width=t.width))
+            train_classifiers(models, trains, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
+                              generators=[ctx.generator(salt=400 + i) for i in range(k)], device=ctx.device)
+        phi = torch.stack([logit_confidence(map_batched(x.eval(), cand.images, ctx.device), cand.labels)
+                           for x in models])
         return {"phi": phi, "inside": inside}
 
     def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:

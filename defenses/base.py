@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -136,3 +136,20 @@ class ModelReleaser(Defense):
             model = self.task_model(input_channels(train.shape), splits.info.num_classes, t)
         return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
                                 generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer)
+
+    def train_task_models(self, trains: Sequence[ImageSet], splits: Sequence[Splits],
+                          ctxs: Sequence[RunContext]) -> list[nn.Module]:
+        """:meth:`train_task_model` of each ``(trains[i], splits[i], ctxs[i])``, trained together as one grouped model
+        (``privbench.models.batched``; one by one where that cannot be batched)."""
+        from privbench.models.batched import train_classifiers
+
+        t = ctxs[0].task
+        if any(c.task != t or c.device != ctxs[0].device for c in ctxs):
+            return [self.train_task_model(x, s, c) for x, s, c in zip(trains, splits, ctxs)]
+        models = []
+        for x, s, c in zip(trains, splits, ctxs):
+            with seeded(c.generator("task-init")):
+                models.append(self.task_model(input_channels(x.shape), s.info.num_classes, t))
+        return train_classifiers(models, trains, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                                 generators=[c.generator("task-train") for c in ctxs], device=ctxs[0].device,
+                                 optimizer=self.optimizer)

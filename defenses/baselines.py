@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -43,6 +44,14 @@ class NoDefense(ModelReleaser, InputDefense):
         model = self.train_task_model(base.data, splits, ctx)
         return self.model_release(model, None, splits, ctx, data=base.data, transform=base.transform,
                                   inference_transform=base.inference_transform, meta=base.meta)
+
+    def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
+        """The seeds' task models trained together (``ModelReleaser.train_task_models``)."""
+        bases = [InputDefense.build(self, s, c) for s, c in zip(splits, ctxs)]
+        models = self.train_task_models([b.data for b in bases], splits, ctxs)
+        return [self.model_release(m, None, s, c, data=b.data, transform=b.transform,
+                                   inference_transform=b.inference_transform, meta=b.meta)
+                for m, b, s, c in zip(models, bases, splits, ctxs)]
 
 
 @DEFENSES.register("blur")

@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
@@ -131,6 +132,51 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepDa
         if scheduler is not None:
             scheduler.step()
     return time.perf_counter() - start
+
+
+def grouped_step(grouped: nn.Module, m: int, steps: Sequence[DPSGDStep], datas: Sequence[StepData],
+                 sampling: Sequence[torch.Generator], noise: Sequence[torch.Generator]) -> tuple[Tensor, ...]:
+    """One :class:`DPSGDStep` of each of ``m`` models trained as one grouped model (``privbench.models.batched``):
+    model ``k`` draws its Poisson batch from ``datas[k]`` with ``sampling[k]`` and its noise from ``noise[k]``, as
+    ``steps[k]`` alone would. Batches of different sizes are padded with zero-weight samples; each sample's
+    gradient is clipped over model ``k``'s parameters only (the per-sample ``vmap`` runs over the grouped model, so
+    a row's gradient holds one sample of every model, each in its model's block). Returns the grouped update."""
+    from torch.func import functional_call, grad, vmap
+
+    from privbench.models.batched import per_model
+
+    batches = [d.take(poisson_batch(len(d), s.sample_rate, g)) for d, s, g in zip(datas, steps, sampling)]
+    params = {n: p.detach() for n, p in grouped.named_parameters() if p.requires_grad}
+    size = max(len(b) for b in batches)
+    if size == 0:
+        totals = {n: torch.zeros_like(p) for n, p in params.items()}
+    else:
+        dev = next(grouped.parameters()).device
+        x = torch.zeros(size, m, *datas[0].images.shape[1:], dtype=datas[0].images.dtype)
+        y = torch.zeros(size, m, dtype=torch.long)
+        w = torch.zeros(size, m)
+        for k, b in enumerate(batches):
+            x[:len(b), k], y[:len(b), k], w[:len(b), k] = b.images, b.labels, 1.0
+        x, y, w = x.flatten(1, 2).to(dev), y.to(dev), w.to(dev)
+        buffers = dict(grouped.named_buffers())
+
+        def loss_one(p: dict[str, Tensor], xi: Tensor, yi: Tensor, wi: Tensor) -> Tensor:
+            logits = functional_call(grouped, (p, buffers), (xi[None],)).reshape(m, -1)
+            return (F.cross_entropy(logits, yi, reduction="none") * wi).sum()
+
+        per = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(params, x, y, w)
+        norms = torch.sqrt(sum(per_model(g, m, batch=True).pow(2).sum(2) for g in per.values()))  # (B, M)
+        clip = torch.tensor([s.max_grad_norm for s in steps], device=dev)
+        factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+        totals = {n: torch.einsum("bm,bmf->mf", factor, per_model(g, m, batch=True)).reshape(params[n].shape)
+                  for n, g in per.items()}
+    out = []
+    for t in totals.values():  # each model's noise from its own stream, parameter by parameter, as one by one
+        blocks = per_model(t, m)
+        noisy = [(blocks[k] + (torch.randn(blocks[k].shape, generator=noise[k]) * s.noise_multiplier
+                               * s.max_grad_norm).to(t.device)) / s.denominator for k, s in enumerate(steps)]
+        out.append(torch.stack(noisy).reshape(t.shape))
+    return tuple(out)
 
 
 def _without_batchnorm(module: nn.Module) -> nn.Module:
@@ -275,3 +321,48 @@ class DPSGD(ModelReleaser):
         seconds = train_steps(model, opt, step, data, plan.steps, ctx, self.scheduler(opt, plan.steps))
         return self.model_release(model.eval(), own, splits, ctx, public=data.public,
                                   meta=self.dp_meta(plan, step, seconds))
+
+    def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
+        """The seeds' DP-SGD runs as one grouped model (:func:`grouped_step`), when their steps are plain
+        :class:`DPSGDStep` s with one schedule (same data size, hence the same rate, steps and divisor) on one
+        device; otherwise one by one. Each seed keeps its own initialisation, batch and noise streams, so the
+        models equal those of :meth:`build` within float tolerance (``tests/test_batched.py``)."""
+        from privbench.models.batched import NotBatchable, stack_models, unstack_into
+
+        runs = []
+        for sp, ctx in zip(splits, ctxs):
+            data, own = self.training_data(sp)
+            plan = self.plan(len(data), sp.private.identities, ctx.task)
+            runs.append((data, own, plan, self.training_step(plan, len(data))))
+        schedule = {(r[2].steps, r[2].sample_rate, len(r[0]), r[0].images.shape[1:]) for r in runs}
+        if (len(runs) < 2 or any(type(r[3]) is not DPSGDStep for r in runs) or len(schedule) != 1
+                or len({c.device for c in ctxs}) != 1 or len({c.task for c in ctxs}) != 1):
+            return super().build_many(splits, ctxs)
+        models = []
+        for sp, ctx in zip(splits, ctxs):
+            with seeded(ctx.generator("task-init")):
+                models.append(self.task_model(input_channels(sp.info.shape), sp.info.num_classes,
+                                              ctx.task).to(ctx.device))
+        try:
+            grouped = stack_models(models)
+        except NotBatchable:
+            return super().build_many(splits, ctxs)
+        m, steps = len(models), [r[3] for r in runs]
+        sampling, noise = [c.generator("task-train") for c in ctxs], [c.generator("dp-noise") for c in ctxs]
+        opt = self.optimizer(grouped.parameters(), self.params.lr)
+        sched = self.scheduler(opt, runs[0][2].steps)
+        trainable = [p for p in grouped.parameters() if p.requires_grad]
+        start = time.perf_counter()
+        grouped.train()
+        for _ in range(runs[0][2].steps):
+            update = grouped_step(grouped, m, steps, [r[0] for r in runs], sampling, noise)
+            opt.zero_grad(set_to_none=True)
+            for prm, g in zip(trainable, update):
+                prm.grad = g
+            opt.step()
+            if sched is not None:
+                sched.step()
+        seconds = (time.perf_counter() - start) / m  # each seed's share of the grouped run
+        unstack_into(grouped.eval(), models)
+        return [self.model_release(x.eval(), r[1], sp, ctx, public=r[0].public, meta=self.dp_meta(r[2], r[3], seconds))
+                for x, r, sp, ctx in zip(models, runs, splits, ctxs)]

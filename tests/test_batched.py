@@ -95,8 +95,8 @@ def test_what_cannot_be_batched_is_refused_and_trains_one_by_one() -> None:
     drop = [nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256, 4)) for _ in range(2)]
     with pytest.raises(NotBatchable, match="Dropout"):
         stack_models(drop)
-    with pytest.raises(NotBatchable, match="Motion"):
-        stack_models([build_model("clipnet", 3, 4) for _ in range(2)])
+    with pytest.raises(NotBatchable, match="Conv1d"):
+        stack_models([nn.Sequential(nn.Conv1d(2, 2, 3)) for _ in range(2)])
     with pytest.raises(NotBatchable, match="differ"):
         stack_models([build_model("convnet", 1, 4), build_model("convnet", 1, 4, width=8)])
     datas = [_data(30 + i) for i in range(2)]
@@ -122,3 +122,32 @@ def test_unstack_round_trips() -> None:
     for a, b in zip(models, copies):
         for p, q in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(p, q)
+
+
+def _clips(seed: int, n: int = 48, classes: int = 3) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    clips = (torch.rand((n, 4, 1, 12, 12), generator=g) * 0.5
+             + torch.arange(4).view(1, 4, 1, 1, 1) * labels.view(-1, 1, 1, 1, 1) / 16).clamp(0, 1)
+    return ImageSet(images=clips, labels=labels)
+
+
+def test_clip_models_batch_along_time_and_match_one_by_one() -> None:
+    """clipnet (Motion: each clip minus its mean frame, frames as channels) on clips (B, T, C, H, W)."""
+    m = 3
+    datas = [_clips(40 + i) for i in range(m)]
+    one = [build_model("clipnet", 4, 3, width=8) for _ in range(m)]
+    many = copy.deepcopy(one)
+    grouped = stack_models([copy.deepcopy(x).eval() for x in one]).eval()
+    with torch.no_grad():
+        out = grouped(torch.cat([d.images[:6] for d in datas], 1)).reshape(6, m, -1)
+        for i, (x, d) in enumerate(zip(one, datas)):
+            torch.testing.assert_close(out[:, i], copy.deepcopy(x).eval()(d.images[:6]), atol=1e-5, rtol=1e-5)
+    for x, d, i in zip(one, datas, range(m)):
+        train_classifier(x, d, epochs=2, batch_size=16, lr=1e-2, generator=torch.Generator().manual_seed(i),
+                         device=torch.device("cpu"))
+    train_classifiers(many, datas, epochs=2, batch_size=16, lr=1e-2, device=torch.device("cpu"),
+                      generators=[torch.Generator().manual_seed(i) for i in range(m)])
+    for a, b in zip(one, many):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +124,12 @@ class Defense(Plugin):
     @abstractmethod
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         """Produce the release of ``splits.private``. Expensive parts are cached by the runner."""
+
+    def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
+        """:meth:`build` of each ``(splits[i], ctxs[i])`` (the seeds of one configuration). A defense may override it
+        to train its seeds' models together (``privbench.models.batched``), with the same results as one by one
+        within float tolerance; the default builds them one by one."""
+        return [self.build(s, c) for s, c in zip(splits, ctxs)]
 
     def transform(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """The public algorithm applied to attacker-chosen images ``(N,C,H,W)`` in [0, 1]."""

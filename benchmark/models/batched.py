@@ -8,14 +8,16 @@ pooling, flattening from dimension 1) stay as they are. Row ``b`` of a grouped b
 ``b`` of every model's own batch, so model ``m``'s outputs depend on model ``m``'s parameters and samples alone, and
 the sum of the M losses has, for each model, exactly that model's gradient. Adam, SGD and the cosine schedule act
 element-wise, so training the grouped model is training the M models one by one, up to the floating-point order of
-the grouped kernels (``tests/test_batched.py`` states the tolerance). The gain: one wide kernel call instead of M
-narrow ones, which keeps a CPU's vector units busy (docs/BENCHMARKS.md, batched training).
+the grouped kernels (``tests/test_batched.py`` states the tolerance). One wide kernel call replaces M narrow ones:
+on a 2-core CPU, where one small ConvNet already keeps the cores busy, that is about as fast as one by one
+(0.98×, profiled in docs/BENCHMARKS.md, batched training); the gain is on wide devices and in fewer Python steps.
 
 Only layers whose meaning in the grouped layout is known are batched (:data:`CHANNELWISE`, convolutions, batch norm,
 linear layers, and the containers :class:`~privbench.models.nets.SplitModel`, ``nn.Sequential`` and
 :class:`~privbench.models.nets.BasicBlock`, whose residual sum is element-wise); anything else (dropout, whose
 draws would differ, or a custom forward that mixes channels) raises :class:`NotBatchable`, and the caller trains one
-by one (:func:`train_classifiers` does so itself).
+by one (:func:`train_classifiers` does so itself). Clips ``(B, T, C, H, W)`` are grouped along ``T`` and their
+:class:`~privbench.models.nets.Motion` becomes :class:`GroupedMotion`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch.nn import functional as F
 
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet
-from privbench.models.nets import BasicBlock, SplitModel
+from privbench.models.nets import BasicBlock, Motion, SplitModel
 from privbench.models.train import train_classifier
 
 #: Layers that act on each channel separately (or flatten from dimension 1, which keeps each model's block
@@ -59,6 +61,28 @@ class GroupedLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(len(x), m * k)
+
+
+class GroupedMotion(nn.Module):
+    """:class:`~privbench.models.nets.Motion` of ``M`` models' clips side by side: ``(B, M·T, C, H, W)`` →
+    ``(B, M·T·C, H, W)``, each model's clip minus its own mean frame (model ``m``'s frames stay block ``m``)."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise InputError(f"clipnet expects clips (N, T, C, H, W), got {tuple(x.shape)}")
+        b, mt = x.shape[:2]
+        y = x.reshape(b, self.m, mt // self.m, *x.shape[2:])
+        return (y - y.mean(2, keepdim=True)).flatten(1, 3)
+
+
+def per_model(t: Tensor, m: int, batch: bool = False) -> Tensor:
+    """A grouped parameter (or its per-sample gradients ``(B, ...)`` with ``batch``) as ``(M, -1)`` (``(B, M, -1)``):
+    every grouped parameter holds the ``M`` models' blocks contiguously along its first (non-batch) dimension."""
+    return t.reshape(len(t), m, -1) if batch else t.reshape(m, -1)
 
 
 def _cat(tensors: Sequence[Optional[Tensor]]) -> Optional[Tensor]:
@@ -91,6 +115,8 @@ def _stack(mods: Sequence[nn.Module], where: str) -> nn.Module:
     if type(first) is nn.Linear:
         return GroupedLinear(torch.stack([x.weight.detach() for x in mods]),
                              None if first.bias is None else torch.stack([x.bias.detach() for x in mods]))
+    if type(first) is Motion:
+        return GroupedMotion(m)
     if type(first) in CHANNELWISE:  # exact types: a subclass may redefine forward
         if isinstance(first, nn.Flatten) and (first.start_dim, first.end_dim) != (1, -1):
             raise NotBatchable(f"{where}: Flatten({first.start_dim}, {first.end_dim}) mixes the models' blocks")
