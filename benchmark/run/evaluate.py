@@ -116,27 +116,39 @@ def load_splits_cached(cache: ArtifactCache, suite: SuiteConfig, dataset: str, s
     return Splits(*parts, state["targets"], DatasetInfo(**info))
 
 
+def shown_test(release: Release, splits: Splits, ctx: RunContext) -> ImageSet:
+    """The test split as the utility model sees it: through the release's ``inference_transform`` (input-side
+    defenses act at inference too; annotated clips keep their annotations for person estimators)."""
+    test = splits.test
+    if release.inference_transform is not None:
+        shown = test if test.is_video else test.images
+        test = ImageSet(release.inference_transform(shown, ctx.generator("inference")), test.labels)
+    return test
+
+
+def utility_model(defense: Defense, release: Release, splits: Splits, task: TaskConfig,
+                  ctx: RunContext) -> torch.nn.Module:
+    """The defense's ``task_model``, initialised from the seed's ``utility-init`` stream, untrained."""
+    if release.data is None:
+        raise InputError("release exposes neither a model nor data to train one on")
+    with seeded(ctx.generator("utility-init")):
+        return defense.task_model(input_channels(release.data.shape), splits.info.num_classes, task)
+
+
 def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
     """Top-1 test accuracy of the task model the defense prescribes.
 
     A released model is evaluated as is; otherwise the defense's ``task_model`` is trained from scratch on the
-    released data with the defense's ``optimizer``. Test images pass through the release's
-    ``inference_transform`` (input-side defenses act at inference too).
+    released data with the defense's ``optimizer`` (:func:`utility_model`). Test images pass through the release's
+    ``inference_transform`` (:func:`shown_test`).
     """
-    test = splits.test
-    if release.inference_transform is not None:  # annotated clips keep their annotations for person estimators
-        shown = test if test.is_video else test.images
-        test = ImageSet(release.inference_transform(shown, ctx.generator("inference")), test.labels)
     model = release.model
     if model is None:
-        if release.data is None:
-            raise InputError("release exposes neither a model nor data to train one on")
-        with seeded(ctx.generator("utility-init")):
-            model = defense.task_model(input_channels(release.data.shape), splits.info.num_classes, task)
-        model = train_classifier(model, release.data, epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
+        model = train_classifier(utility_model(defense, release, splits, task, ctx), release.data,
+                                 epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
                                  generator=ctx.generator("utility-train"), device=ctx.device,
                                  optimizer=defense.optimizer)
-    return accuracy(model.to(ctx.device), test, ctx.device)
+    return accuracy(model.to(ctx.device), shown_test(release, splits, ctx), ctx.device)
 
 
 def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, core: str) -> str:
@@ -146,47 +158,65 @@ def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, c
         "code": [plugin_hash(DEFENSES.get(spec.id)), core], "libraries": library_versions()})[:40]
 
 
+def audit_plan(seed: int, trials: int, seeds: int) -> tuple[Any, dict[str, Any]]:
+    """The DP audit's plan of one seed and its JSON form (stored with the audit: another plan is redone). A
+    configuration is flagged if any of its ``seeds`` seeds' audits fires, so each runs at 1 − 0.05/seeds."""
+    from privbench.ops.dpaudit import AuditPlan
+
+    plan = AuditPlan(trials=trials, seed=seed, confidence=1 - 0.05 / max(1, seeds))
+    return plan, {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(plan).items()}
+
+
+def audit_into(state: dict[str, Any], defense: Defense, release: Release, splits: Splits, task: TaskConfig,
+               plan: Any, plan_dict: dict[str, Any]) -> None:
+    """Every ε claim is audited (docs/METHODS.md, DP accounting and audits): the audit goes into ``state``."""
+    from privbench.ops.dpaudit import audit_defense
+
+    if release.meta.epsilon is not None and hasattr(defense, "training_step"):
+        state["dp_audit"] = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
+                                          splits.private.identities, task, plan)
+        state["dp_audit"]["plan"] = plan_dict
+
+
+def release_entry(defense: Defense, release: Release, defense_seconds: float, utility: float,
+                  utility_seconds: float, batched: int = 1) -> dict[str, Any]:
+    """The cache entry of a built release: its state, costs and utility (``batched``: how many seeds were built
+    together, each charged its share of the time)."""
+    state = defense.release_state(release)
+    state["meta"]["defense_seconds"] = defense_seconds
+    state["utility"], state["utility_seconds"], state["batched_seeds"] = utility, utility_seconds, batched
+    return state
+
+
 def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache: ArtifactCache,
             device: torch.device, core: str, dp_audit_trials: int = 20_000, dp_audit_seeds: int = 1) -> Prepared:
-    """Build (or load from cache) the release of ``spec``, measure its utility, and audit its ε claim if it makes
-    one (``dp_audit_trials`` steps per world; an audit cached with another plan is redone). A configuration is
-    flagged if any of its ``dp_audit_seeds`` seeds' audits fires, so each seed's runs at 1 − 0.05/seeds: a correct
-    mechanism is flagged with probability at most 5% per configuration."""
-    from privbench.ops.dpaudit import AuditPlan, audit_defense
-
-    plan = AuditPlan(trials=dp_audit_trials, seed=seed, confidence=1 - 0.05 / max(1, dp_audit_seeds))
-    plan_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(plan).items()}
+    """Build (or load from cache, where ``privbench.run.prebuild`` may have put the seeds of this configuration
+    built together) the release of ``spec``, measure its utility, and audit its ε claim if it makes one
+    (``dp_audit_trials`` steps per world; :func:`audit_plan`)."""
+    plan, plan_dict = audit_plan(seed, dp_audit_trials, dp_audit_seeds)
     defense = DEFENSES.get(spec.id)(spec.params)
     ctx = RunContext(seed=seed, device=device, task=task)
 
     def make() -> dict[str, Any]:
         with CostMeter() as cost:
             release = defense.build(splits, ctx)
-        state = defense.release_state(release)
-        state["meta"]["defense_seconds"] = cost.seconds
         with CostMeter() as ucost:
-            state["utility"] = measure_utility(defense, release, splits, task, ctx)
-        state["utility_seconds"] = ucost.seconds
-        audit(state, release)
+            utility = measure_utility(defense, release, splits, task, ctx)
+        state = release_entry(defense, release, cost.seconds, utility, ucost.seconds)
+        audit_into(state, defense, release, splits, task, plan, plan_dict)
         return state
-
-    def audit(state: dict[str, Any], release: Release) -> None:
-        """Every ε claim is audited (docs/METHODS.md, DP accounting and audits)."""
-        if release.meta.epsilon is not None and hasattr(defense, "training_step"):
-            state["dp_audit"] = audit_defense(defense, len(splits.private), tuple(splits.info.shape),
-                                              splits.private.identities, task, plan)
-            state["dp_audit"]["plan"] = plan_dict
 
     key = release_key(spec, splits, seed, task, core)
     state, _ = cache.get_or_create(key, make)
     release = defense.restore(state, splits, ctx)
     if release.meta.epsilon is not None and hasattr(defense, "training_step") and (
             "dp_audit" not in state or state["dp_audit"].get("plan") != plan_dict):
-        audit(state, release)
+        audit_into(state, defense, release, splits, task, plan, plan_dict)
         cache.put(key, state)
     return Prepared(defense, release, float(state["utility"]),
                     {"defense_seconds": float(state["meta"]["defense_seconds"]),
                      "utility_seconds": float(state["utility_seconds"]),
+                     "batched_seeds": float(state.get("batched_seeds", 1)),
                      **({"dp_audit_seconds": float(state["dp_audit"]["step"]["seconds"]
                                                    + state["dp_audit"]["one_run"]["seconds"])}
                         if "dp_audit" in state else {})},

@@ -16,7 +16,7 @@ from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.specs import PluginSpec, SuiteConfig
 
 #: The core modules whose source determines a cell's numbers: evaluation, scoring and what they import.
-CORE_MODULES = ("privbench.run.evaluate", "privbench.run.scoring")
+CORE_MODULES = ("privbench.run.evaluate", "privbench.run.scoring", "privbench.run.prebuild")
 #: Where the core hash stops (docs/DESIGN.md, code hashes): the dataset loaders, whose output is hashed as data
 #: (content and split hashes are in every config hash), and the run machinery that stores, isolates, loads or
 #: describes a cell without deciding its numbers. A plugin's own hash is not cut: it covers what the plugin imports.

@@ -26,6 +26,7 @@ from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import CellResult, load_splits_cached
 from privbench.run.executors import Executor, InlineExecutor, ProcessPoolExecutor
 from privbench.run.plan import cell_key, code_versions, config_hash, core_hash, plan
+from privbench.run.prebuild import PrebuildSummary, groups_of, prebuild
 from privbench.run.worker import JobTask, RunOptions, resolve_device
 
 
@@ -37,6 +38,7 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     failed_cells: list[str] = field(default_factory=list)
+    prebuilt: Optional[PrebuildSummary] = None  # the releases built seeds-together before the cells
 
 
 
@@ -111,6 +113,16 @@ def write_result(out: Path, result: CellResult) -> None:
     write_record(out / "records" / result.file_name, result.record)
 
 
+def prebuild_releases(suite: SuiteConfig, opts: RunOptions, tasks: list[JobTask], cache: ArtifactCache
+                      ) -> PrebuildSummary:
+    """The pending seeds of each defense configuration built together (``privbench.run.prebuild``)."""
+    groups = groups_of(tasks, suite.reference)
+    with tqdm(total=len(groups), unit="config", desc="building releases, seeds together",
+              disable=not opts.progress, dynamic_ncols=True) as bar:
+        return prebuild(suite, groups, cache, torch.device(opts.device), tasks[0].core, opts.dp_audit_trials,
+                        lambda d, s: load_splits_cached(cache, suite, d, s), bar.update)
+
+
 def run_suite(suite: SuiteConfig, opts: RunOptions, executor: Optional[Executor] = None) -> RunSummary:
     """Run every pending cell of ``suite`` and write records under ``opts.out/records``.
 
@@ -128,6 +140,8 @@ def run_suite(suite: SuiteConfig, opts: RunOptions, executor: Optional[Executor]
             data[(dataset, seed)] = {"hash": info.hash, "splits": dict(info.split_hashes), "sizes": dict(info.sizes)}
     summary = RunSummary()
     tasks = pending_tasks(suite, opts, summary, data)
+    if opts.batch_seeds and len(suite.seeds) > 1 and tasks:
+        summary.prebuilt = prebuild_releases(suite, opts, tasks, cache)
     total = sum(len(t.job.attacks) for t in tasks)
     if executor is None:
         executor = InlineExecutor() if opts.jobs <= 1 or len(tasks) <= 1 else ProcessPoolExecutor(opts.jobs,

@@ -33,6 +33,7 @@ class RunOptions:
     use_lpips: bool = True
     plugins: tuple[str, ...] = ()  # plugin files every worker and attack process loads
     dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit of every ε claim
+    batch_seeds: bool = True  # build the seeds of each defense configuration together (privbench.run.prebuild)
 
     def __post_init__(self) -> None:
         if self.dp_audit_trials < 200:
