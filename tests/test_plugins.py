@@ -82,6 +82,7 @@ def test_plugin_file_with_any_jobs_and_a_failing_plugin_cell(tmp_path, jobs: int
     assert "2 failed" in done.stdout and "failed: digits/invert-test" in done.stdout
 
 
+@pytest.mark.slow  # 23 s (a pip install); the installed package itself is tested in tests/test_layout.py
 def test_entry_point_plugin_of_an_installed_package(tmp_path) -> None:
     site = tmp_path / "site"
     pkg = site / "pb_tiny_plugin"

@@ -20,7 +20,7 @@ import torch
 
 from privbench.core.contracts import Defense, RunContext, TaskConfig
 from privbench.core.images import Modality, Splits
-from privbench.core.registry import DEFENSES
+from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.release import Release
 from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.models import accuracy
@@ -116,11 +116,15 @@ def prebuild(suite: SuiteConfig, groups: Iterable[tuple[str, PluginSpec, Sequenc
 
 def groups_of(tasks: Iterable[Any], reference: str) -> list[tuple[str, PluginSpec, list[int]]]:
     """``(dataset, defense spec, seeds)`` of the pending jobs ``tasks`` (:class:`~privbench.run.worker.JobTask`),
-    the suite's ``reference`` defense included for every dataset with a pending job."""
+    the suite's ``reference`` defense included for every dataset with a pending job; jobs whose every cell is
+    skipped (no attack compatible with the defense's surfaces) are left out."""
     found: dict[tuple[str, str], tuple[PluginSpec, set[int]]] = {}
     ref = PluginSpec(reference, DEFENSES.get(reference).Params())
     for task in tasks:
         job = task.job
+        surfaces = DEFENSES.get(job.defense.id).surfaces
+        if all(ATTACKS.get(a.id)(a.params).compatible(surfaces) for a in job.attacks):
+            continue  # every cell is skipped: nothing to build
         for spec in (job.defense, ref):
             key = (job.dataset, json_key(spec))
             found.setdefault(key, (spec, set()))[1].add(job.seed)
