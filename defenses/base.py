@@ -125,31 +125,34 @@ class ModelReleaser(Defense):
                                   transform=base.transform, inference_transform=base.inference_transform,
                                   synthetic=synthetic, meta=base.meta)
 
-    def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext,
-                         epochs: Optional[int] = None) -> nn.Module:
+    def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext, epochs: Optional[int] = None,
+                         log: Optional[dict[str, Any]] = None) -> nn.Module:
         """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget unless
-        ``epochs`` is given."""
-        from privbench.models import train_classifier
+        ``epochs`` is given, the task's early stopping; ``log`` receives ``train_classifier``'s log."""
+        from privbench.models import early_stopping_of, train_classifier
 
         t = ctx.task
         with seeded(ctx.generator("task-init")):
             model = self.task_model(input_channels(train.shape), splits.info.num_classes, t)
         return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer)
+                                generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer,
+                                early_stopping=early_stopping_of(t), log=log)
 
-    def train_task_models(self, trains: Sequence[ImageSet], splits: Sequence[Splits],
-                          ctxs: Sequence[RunContext]) -> list[nn.Module]:
+    def train_task_models(self, trains: Sequence[ImageSet], splits: Sequence[Splits], ctxs: Sequence[RunContext],
+                          logs: Optional[Sequence[dict[str, Any]]] = None) -> list[nn.Module]:
         """:meth:`train_task_model` of each ``(trains[i], splits[i], ctxs[i])``, trained together as one grouped model
         (``privbench.models.batched``; one by one where that cannot be batched)."""
+        from privbench.models import early_stopping_of
         from privbench.models.batched import train_classifiers
 
         t = ctxs[0].task
+        logs = list(logs) if logs is not None else [{} for _ in ctxs]
         if any(c.task != t or c.device != ctxs[0].device for c in ctxs):
-            return [self.train_task_model(x, s, c) for x, s, c in zip(trains, splits, ctxs)]
+            return [self.train_task_model(x, s, c, log=lg) for x, s, c, lg in zip(trains, splits, ctxs, logs)]
         models = []
         for x, s, c in zip(trains, splits, ctxs):
             with seeded(c.generator("task-init")):
                 models.append(self.task_model(input_channels(x.shape), s.info.num_classes, t))
         return train_classifiers(models, trains, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                                  generators=[c.generator("task-train") for c in ctxs], device=ctxs[0].device,
-                                 optimizer=self.optimizer)
+                                 optimizer=self.optimizer, early_stopping=early_stopping_of(t), logs=logs)

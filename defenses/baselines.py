@@ -14,7 +14,7 @@ from privbench.core.contracts import RunContext
 from privbench.core.errors import InputError
 from privbench.core.images import Modality, Splits, Surface
 from privbench.core.registry import DEFENSES
-from privbench.core.release import Release
+from privbench.core.release import Release, ReleaseMeta
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import InputDefense, ModelReleaser
 
@@ -24,6 +24,12 @@ def _per_image(images: Tensor, fn) -> Tensor:
     arr = images.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
     out = np.stack([fn(a).reshape(a.shape) for a in arr])
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def training_meta(log: dict[str, float]) -> ReleaseMeta:
+    """The released model's training log (``train_top1``; with early stopping ``epochs_run``, ``best_epoch``,
+    ``val_top1``) as the release's ``task_*`` metadata (``metrics.release`` of the records)."""
+    return ReleaseMeta(extra={f"task_{k}": v for k, v in log.items()})
 
 
 @DEFENSES.register("none")
@@ -41,17 +47,19 @@ class NoDefense(ModelReleaser, InputDefense):
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         base = InputDefense.build(self, splits, ctx)
         assert base.data is not None
-        model = self.train_task_model(base.data, splits, ctx)
+        log: dict[str, float] = {}
+        model = self.train_task_model(base.data, splits, ctx, log=log)
         return self.model_release(model, None, splits, ctx, data=base.data, transform=base.transform,
-                                  inference_transform=base.inference_transform, meta=base.meta)
+                                  inference_transform=base.inference_transform, meta=training_meta(log))
 
     def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
         """The seeds' task models trained together (``ModelReleaser.train_task_models``)."""
         bases = [InputDefense.build(self, s, c) for s, c in zip(splits, ctxs)]
-        models = self.train_task_models([b.data for b in bases], splits, ctxs)
+        logs: list[dict[str, float]] = [{} for _ in ctxs]
+        models = self.train_task_models([b.data for b in bases], splits, ctxs, logs)
         return [self.model_release(m, None, s, c, data=b.data, transform=b.transform,
-                                   inference_transform=b.inference_transform, meta=b.meta)
-                for m, b, s, c in zip(models, bases, splits, ctxs)]
+                                   inference_transform=b.inference_transform, meta=training_meta(lg))
+                for m, b, s, c, lg in zip(models, bases, splits, ctxs, logs)]
 
 
 @DEFENSES.register("blur")

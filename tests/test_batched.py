@@ -151,3 +151,31 @@ def test_clip_models_batch_along_time_and_match_one_by_one() -> None:
     for a, b in zip(one, many):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch_batched_as_one_by_one() -> None:
+    """Patience 2 on a 25% validation split: each model stops on its own, with its best epoch's weights, and the
+    grouped run (which trains until every model has stopped) returns the same models and logs."""
+    from privbench.models.train import EarlyStopping, accuracy
+
+    m, rule = 3, EarlyStopping(patience=2, fraction=0.25)
+    datas = [_data(50 + i, n=64) for i in range(m)]
+    one = _models("lenet", m)
+    many = copy.deepcopy(one)
+    logs_one, logs_many = [{} for _ in range(m)], [{} for _ in range(m)]
+    for x, d, i, lg in zip(one, datas, range(m), logs_one):
+        train_classifier(x, d, epochs=12, batch_size=16, lr=3e-2, generator=torch.Generator().manual_seed(i),
+                         device=torch.device("cpu"), early_stopping=rule, log=lg)
+    train_classifiers(many, datas, epochs=12, batch_size=16, lr=3e-2, device=torch.device("cpu"),
+                      generators=[torch.Generator().manual_seed(i) for i in range(m)], early_stopping=rule,
+                      logs=logs_many)
+    for a, b in zip(one, many):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)
+    for la, lb, x, d, i in zip(logs_one, logs_many, one, datas, range(m)):
+        assert la.keys() == {"epochs_run", "best_epoch", "val_top1", "train_top1"}
+        assert la["epochs_run"] == lb["epochs_run"] and la["best_epoch"] == lb["best_epoch"]
+        assert abs(la["val_top1"] - lb["val_top1"]) < 1e-9 and la["epochs_run"] - la["best_epoch"] <= 2
+        _, val = rule.carve(d, torch.Generator().manual_seed(i))  # the same split, the best epoch's weights
+        assert accuracy(x, val, torch.device("cpu")) == la["val_top1"]
+    assert any(lg["epochs_run"] < 12 for lg in logs_one)  # it stopped before the budget

@@ -15,7 +15,7 @@ name: seeds-together
 datasets: [digits]
 seeds: [0, 1]
 splits: {private: 240, aux: 240, test: 200, targets: 24}
-task: {model: convnet, width: 8, epochs: 2}
+task: {model: convnet, width: 8, epochs: 3, patience: 1}
 defenses:
   - id: none
   - id: blur
@@ -30,9 +30,9 @@ attacks:
 """
 
 
-def _utilities(out) -> dict[str, tuple[float, float]]:
-    return {r["cell_id"]: (r["metrics"]["utility"]["top1"], r["metrics"]["cost"]["batched_seeds"])
-            for _, r in iter_records(out / "records") if r["status"] == "ok"}
+def _utilities(out) -> dict[str, tuple[float, float, dict]]:
+    return {r["cell_id"]: (r["metrics"]["utility"]["top1"], r["metrics"]["cost"]["batched_seeds"],
+                           r["metrics"]["utility"]) for _, r in iter_records(out / "records") if r["status"] == "ok"}
 
 
 def test_seeds_built_together_give_the_cells_the_same_numbers(tmp_path) -> None:
@@ -47,5 +47,10 @@ def test_seeds_built_together_give_the_cells_the_same_numbers(tmp_path) -> None:
     for cell in a:
         assert a[cell][1] == 2.0 and b[cell][1] == 1.0, cell  # how each release was built is recorded
         assert abs(a[cell][0] - b[cell][0]) <= 0.015, (cell, a[cell][0], b[cell][0])  # <= 3 of 200 test images
+        ua, ub = a[cell][2], b[cell][2]
+        if "dp-sgd" not in cell:  # the task recipe's early stopping, recorded with the generalisation gap
+            assert {"train_top1", "gap", "epochs_run", "best_epoch", "val_top1"} <= ua.keys(), ua
+            assert (ua["epochs_run"], ua["best_epoch"]) == (ub["epochs_run"], ub["best_epoch"]) and ua["epochs_run"] <= 3
+            assert abs(ua["gap"] - (ua["train_top1"] - ua["top1"])) < 1e-12
     again = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200))
     assert again.reused == again.planned and again.prebuilt is None  # nothing pending, nothing rebuilt

@@ -104,7 +104,7 @@ def test_text_release_metadata_is_kept_as_text_and_the_cell_record_validates() -
     import json
 
     from privbench.core.records import iter_records, validate
-    from privbench.run.evaluate import release_extra
+    from privbench.run.scoring import release_extra
 
     numbers, texts = release_extra({"self_reported_accountant": "rdp", "noise_multiplier": 1.5, "steps": 3,
                                     "unknown": None, "grid": [1, 2]})

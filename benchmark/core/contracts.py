@@ -70,13 +70,22 @@ class AttackContext:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The utility task model a defense's release is evaluated with."""
+    """The utility task model a defense's release is evaluated with. ``patience`` > 0: early stopping on a
+    ``validation`` fraction carved from the training data (``privbench.models.train.EarlyStopping``), with
+    ``epochs`` the largest budget; 0: a fixed ``epochs``."""
 
     model: str = "convnet"
     width: int = 32
     epochs: int = 6
     batch_size: int = 64
     lr: float = 3e-3
+    patience: int = 0
+    validation: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or self.patience < 0 or not 0 < self.validation < 0.5:
+            raise InputError(f"task: patience must be >= 0 and 0 < validation < 0.5, got {self.patience!r}, "
+                             f"{self.validation!r}")
 
 
 class Plugin(ABC):

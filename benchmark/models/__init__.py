@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from privbench.core.registry import MODELS
 from privbench.models.nets import SplitModel, build_model, input_channels
-from privbench.models.train import accuracy, map_batched, predict, train_classifier
+from privbench.models.train import EarlyStopping, accuracy, early_stopping_of, map_batched, predict, train_classifier
 
 __all__ = ["MODELS", "SplitModel", "build_model", "input_channels", "train_classifier", "accuracy", "predict",
-           "map_batched"]
+           "map_batched", "EarlyStopping", "early_stopping_of"]

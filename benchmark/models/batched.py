@@ -23,7 +23,7 @@ by one (:func:`train_classifiers` does so itself). Clips ``(B, T, C, H, W)`` are
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet
 from privbench.models.nets import BasicBlock, Motion, SplitModel
-from privbench.models.train import train_classifier
+from privbench.models.train import EarlyStopping, Tracker, accuracy, predict, train_classifier
 
 #: Layers that act on each channel separately (or flatten from dimension 1, which keeps each model's block
 #: contiguous): kept as they are in the grouped model.
@@ -181,17 +181,21 @@ def unstack_into(grouped: nn.Module, models: Sequence[nn.Module]) -> None:
 def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *, epochs: int, batch_size: int,
                       lr: float, generators: Sequence[torch.Generator], device: torch.device,
                       augments: Optional[Sequence[Optional[Callable[[Tensor], Tensor]]]] = None,
-                      optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None) -> list[nn.Module]:
+                      optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+                      early_stopping: Optional[EarlyStopping] = None,
+                      logs: Optional[Sequence[dict[str, Any]]] = None) -> list[nn.Module]:
     """:func:`~privbench.models.train.train_classifier` of model ``m`` on ``datas[m]`` with ``generators[m]`` (and
     ``augments[m]``) for every ``m``, as one grouped model: the same epochs, batches, optimizer and cosine schedule,
-    each model's batches drawn from its own generator in the same order. Models that cannot be batched
-    (:class:`NotBatchable`), or data of different sizes, train one by one. Returns the models in eval mode on
-    ``device``, trained in place."""
+    each model's batches drawn from its own generator in the same order; with ``early_stopping`` each model keeps
+    its own best validation epoch (the group trains until every model has stopped), and ``logs[m]`` receives what
+    ``train_classifier``'s ``log`` would. Models that cannot be batched (:class:`NotBatchable`), or data of
+    different sizes, train one by one. Returns the models in eval mode on ``device``, trained in place."""
     models = list(models)
     if not (len(models) == len(datas) == len(generators)) or (augments is not None and len(augments) != len(models)):
         raise InputError(f"{len(models)} models, {len(datas)} data sets, {len(generators)} generators"
                          + ("" if augments is None else f", {len(augments)} augmentations"))
     augments = list(augments) if augments is not None else [None] * len(models)
+    logs = list(logs) if logs is not None else [None] * len(models)
     n = len(datas[0])
     same = all(len(d) == n and d.images.shape[1:] == datas[0].images.shape[1:] for d in datas)
     try:
@@ -200,13 +204,20 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
         grouped = None
     if grouped is None:
         return [train_classifier(x, d, epochs=epochs, batch_size=batch_size, lr=lr, generator=g, device=device,
-                                 augment=a, optimizer=optimizer) for x, d, g, a in zip(models, datas, generators, augments)]
+                                 augment=a, optimizer=optimizer, early_stopping=early_stopping, log=lg)
+                for x, d, g, a, lg in zip(models, datas, generators, augments, logs)]
     m = len(models)
+    trackers = vals = None
+    if early_stopping is not None:
+        carved = [early_stopping.carve(d, g) for d, g in zip(datas, generators)]
+        datas, vals = [c[0] for c in carved], [c[1] for c in carved]
+        trackers = [Tracker(early_stopping) for _ in models]
+        n = len(datas[0])
     grouped.to(device).train()
     opt = (optimizer or torch.optim.Adam)(grouped.parameters(), lr=lr)
     steps = epochs * sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         perms = [torch.randperm(n, generator=g) for g in generators]
         for i in range(0, n, batch_size):
             idx = [p[i:i + batch_size] for p in perms]
@@ -224,6 +235,34 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
             loss.backward()
             opt.step()
             sched.step()
+        if trackers is not None and not _track(grouped, models, vals, trackers, epoch, device):
+            break
     grouped.eval()
     unstack_into(grouped, models)
+    for x, tr, lg, d in zip(models, trackers or [None] * m, logs, datas):
+        if tr is not None and tr.state is not None:
+            x.load_state_dict(tr.state)
+            if lg is not None:
+                lg.update(tr.log())
+        if lg is not None:
+            lg["train_top1"] = accuracy(x.to(device), d, device)
     return [x.to(device).eval() for x in models]
+
+
+def _track(grouped: nn.Module, models: Sequence[nn.Module], vals: Sequence[ImageSet], trackers: Sequence[Tracker],
+           epoch: int, device: torch.device) -> bool:
+    """One epoch's validation of every model still running (the grouped model on the models' validation sets side
+    by side); the improved ones' weights are copied out. Returns whether any model goes on."""
+    m = len(models)
+    logits = predict(grouped, torch.cat([v.images for v in vals], 1), device).reshape(len(vals[0]), m, -1)
+    grouped.train()
+    scratch = None
+    for k, tr in enumerate(trackers):
+        if tr.stopped:
+            continue
+        acc = float((logits[:, k].argmax(1) == vals[k].labels).float().mean())
+        if acc > tr.best and scratch is None:
+            scratch = [copy.deepcopy(x) for x in models]
+            unstack_into(grouped, scratch)
+        tr.update(epoch, acc, scratch[k] if scratch is not None else models[k])
+    return not all(tr.stopped for tr in trackers)

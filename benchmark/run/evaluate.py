@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -32,7 +31,7 @@ from privbench.core.seeding import derive_seed, seeded
 from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.data import load_splits
 from privbench.metrics import CostMeter
-from privbench.models import accuracy, build_model, input_channels, train_classifier
+from privbench.models import accuracy, build_model, early_stopping_of, input_channels, train_classifier
 from privbench.run.attack_child import AttackError, AttackJob
 from privbench.run.cache import ArtifactCache
 from privbench.run.isolation import DefenderServices, attack_stream, attack_view_release, run_attack_isolated
@@ -41,9 +40,11 @@ from privbench.run.scoring import (
     gallery_permutation,
     membership_candidates,
     nearest_released,
+    release_extra,
     release_vfe,
     sample_arrays,
     score,
+    training_metrics,
 )
 
 
@@ -65,6 +66,7 @@ class Prepared:
     utility: float
     costs: dict[str, float]
     dp_audit: Optional[dict[str, Any]] = None  # privbench.ops.dpaudit.audit_defense's result, for a DP claim
+    training: dict[str, Any] = field(default_factory=dict)  # the utility model's training log, if trained here
 
 
 @dataclass
@@ -135,19 +137,20 @@ def utility_model(defense: Defense, release: Release, splits: Splits, task: Task
         return defense.task_model(input_channels(release.data.shape), splits.info.num_classes, task)
 
 
-def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext) -> float:
+def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext,
+                    log: Optional[dict[str, Any]] = None) -> float:
     """Top-1 test accuracy of the task model the defense prescribes.
 
     A released model is evaluated as is; otherwise the defense's ``task_model`` is trained from scratch on the
     released data with the defense's ``optimizer`` (:func:`utility_model`). Test images pass through the release's
-    ``inference_transform`` (:func:`shown_test`).
+    ``inference_transform`` (:func:`shown_test`); ``log`` receives that training's log (``train_classifier``).
     """
     model = release.model
     if model is None:
         model = train_classifier(utility_model(defense, release, splits, task, ctx), release.data,
                                  epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
                                  generator=ctx.generator("utility-train"), device=ctx.device,
-                                 optimizer=defense.optimizer)
+                                 optimizer=defense.optimizer, early_stopping=early_stopping_of(task), log=log)
     return accuracy(model.to(ctx.device), shown_test(release, splits, ctx), ctx.device)
 
 
@@ -179,12 +182,14 @@ def audit_into(state: dict[str, Any], defense: Defense, release: Release, splits
 
 
 def release_entry(defense: Defense, release: Release, defense_seconds: float, utility: float,
-                  utility_seconds: float, batched: int = 1) -> dict[str, Any]:
-    """The cache entry of a built release: its state, costs and utility (``batched``: how many seeds were built
-    together, each charged its share of the time)."""
+                  utility_seconds: float, batched: int = 1, training: Optional[dict[str, Any]] = None
+                  ) -> dict[str, Any]:
+    """The cache entry of a built release: its state, costs, utility and the utility model's training log
+    (``batched``: how many seeds were built together, each charged its share of the time)."""
     state = defense.release_state(release)
     state["meta"]["defense_seconds"] = defense_seconds
     state["utility"], state["utility_seconds"], state["batched_seeds"] = utility, utility_seconds, batched
+    state["utility_training"] = dict(training or {})
     return state
 
 
@@ -200,9 +205,10 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
     def make() -> dict[str, Any]:
         with CostMeter() as cost:
             release = defense.build(splits, ctx)
+        log: dict[str, Any] = {}
         with CostMeter() as ucost:
-            utility = measure_utility(defense, release, splits, task, ctx)
-        state = release_entry(defense, release, cost.seconds, utility, ucost.seconds)
+            utility = measure_utility(defense, release, splits, task, ctx, log)
+        state = release_entry(defense, release, cost.seconds, utility, ucost.seconds, training=log)
         audit_into(state, defense, release, splits, task, plan, plan_dict)
         return state
 
@@ -220,7 +226,7 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
                      **({"dp_audit_seconds": float(state["dp_audit"]["step"]["seconds"]
                                                    + state["dp_audit"]["one_run"]["seconds"])}
                         if "dp_audit" in state else {})},
-                    state.get("dp_audit"))
+                    state.get("dp_audit"), dict(state.get("utility_training", {})))
 
 
 def exposed_surfaces(attack: type[Attack] | Attack, surfaces: frozenset[Surface]) -> frozenset[Surface]:
@@ -301,22 +307,6 @@ def calibrated(units: Units, seed: int) -> dict[str, Any]:
             "se": float(np.sqrt(units.variance(seed))), "units": len(units)}
 
 
-def release_extra(extra: Mapping[str, Any]) -> tuple[dict[str, Optional[float]], dict[str, str]]:
-    """A release's ``meta.extra`` (self-reported by the defense) as ``(numbers, texts)``: numbers for
-    ``metrics.release`` (``None`` stays null), text for ``notes["release.<key>"]`` (strings as they are, lists and
-    mappings as JSON), so a string such as ``accountant: "rdp"`` is kept instead of failing the cell."""
-    numbers: dict[str, Optional[float]] = {}
-    texts: dict[str, str] = {}
-    for k, v in extra.items():
-        if isinstance(v, str):
-            texts[f"release.{k}"] = v
-        elif isinstance(v, (list, tuple, Mapping)):
-            texts[f"release.{k}"] = json.dumps(v, sort_keys=True)
-        else:
-            numbers[k] = None if v is None else float(v)
-    return numbers, texts
-
-
 def dp_audit_metrics(audit: Optional[Mapping[str, Any]]) -> dict[str, float]:
     """``metrics.dp`` fields of an audit: each method's ε̂ lower bound and claim, the one-run ceiling, and whether a
     lower bound exceeds its claim (1.0: a DP violation, which fails the cell)."""
@@ -357,7 +347,8 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
         "calibrated": cal,
         "leakage": cal["advantage"],
         "utility": {"top1": prepared.utility, "reference_top1": reference, "test_size": n_test,
-                    "drop": None if reference is None else reference - prepared.utility},
+                    "drop": None if reference is None else reference - prepared.utility,
+                    **training_metrics(prepared, extra_numbers)},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
         "release": {**extra_numbers, **release_vfe(release, splits)},
         "cost": {**prepared.costs, "attack_seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb},

@@ -23,7 +23,7 @@ from privbench.core.images import Modality, Splits
 from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.release import Release
 from privbench.core.specs import PluginSpec, SuiteConfig
-from privbench.models import accuracy
+from privbench.models import accuracy, early_stopping_of
 from privbench.models.batched import train_classifiers
 from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import (
@@ -48,9 +48,10 @@ class PrebuildSummary:
 
 
 def utilities(defense: Defense, releases: Sequence[Release], splits: Sequence[Splits], task: TaskConfig,
-              ctxs: Sequence[RunContext]) -> list[float]:
-    """:func:`~privbench.run.evaluate.measure_utility` of each seed; the utility models of data releases (no
-    released model) train together, each from its own ``utility-init`` and ``utility-train`` streams."""
+              ctxs: Sequence[RunContext], logs: Sequence[dict[str, Any]]) -> list[float]:
+    """:func:`~privbench.run.evaluate.measure_utility` of each seed (``logs[i]``: its training log); the utility
+    models of data releases (no released model) train together, each from its own ``utility-init`` and
+    ``utility-train`` streams."""
     pending = [i for i, r in enumerate(releases) if r.model is None]
     trained = {}
     if pending:
@@ -58,7 +59,8 @@ def utilities(defense: Defense, releases: Sequence[Release], splits: Sequence[Sp
         models = train_classifiers(models, [releases[i].data for i in pending], epochs=task.epochs,
                                    batch_size=task.batch_size, lr=task.lr, device=ctxs[0].device,
                                    generators=[ctxs[i].generator("utility-train") for i in pending],
-                                   optimizer=defense.optimizer)
+                                   optimizer=defense.optimizer, early_stopping=early_stopping_of(task),
+                                   logs=[logs[i] for i in pending])
         trained = dict(zip(pending, models))
     out = []
     for i, (r, sp, ctx) in enumerate(zip(releases, splits, ctxs)):
@@ -76,10 +78,11 @@ def build_group(spec: PluginSpec, splits: Sequence[Splits], seeds: Sequence[int]
     start = time.perf_counter()
     releases = defense.build_many(splits, ctxs)
     built = time.perf_counter()
-    utility = utilities(defense, releases, splits, task, ctxs)
+    logs: list[dict[str, Any]] = [{} for _ in seeds]
+    utility = utilities(defense, releases, splits, task, ctxs, logs)
     each_build, each_utility = (built - start) / len(seeds), (time.perf_counter() - built) / len(seeds)
-    for release, sp, seed, u in zip(releases, splits, seeds, utility):
-        state = release_entry(defense, release, each_build, u, each_utility, batched=len(seeds))
+    for release, sp, seed, u, log in zip(releases, splits, seeds, utility, logs):
+        state = release_entry(defense, release, each_build, u, each_utility, batched=len(seeds), training=log)
         plan, plan_dict = audit_plan(seed, dp_audit_trials, dp_audit_seeds)
         audit_into(state, defense, release, sp, task, plan, plan_dict)
         cache.put(release_key(spec, sp, seed, task, core), state)

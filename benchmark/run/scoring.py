@@ -7,7 +7,8 @@ membership truth); no attack code runs here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import json
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -325,3 +326,31 @@ def gallery_permutation(splits: Splits, seed: int) -> tuple[torch.Tensor | Image
     gallery = ImageSet(annotated.images, torch.zeros(len(members), dtype=torch.int64), None, annotated.masks,
                        annotated.keypoints)
     return gallery, relevance
+
+
+def release_extra(extra: Mapping[str, Any]) -> tuple[dict[str, Optional[float]], dict[str, str]]:
+    """A release's ``meta.extra`` (self-reported by the defense) as ``(numbers, texts)``: numbers for
+    ``metrics.release`` (``None`` stays null), text for ``notes["release.<key>"]`` (strings as they are, lists and
+    mappings as JSON), so a string such as ``accountant: "rdp"`` is kept instead of failing the cell."""
+    numbers: dict[str, Optional[float]] = {}
+    texts: dict[str, str] = {}
+    for k, v in extra.items():
+        if isinstance(v, str):
+            texts[f"release.{k}"] = v
+        elif isinstance(v, (list, tuple, Mapping)):
+            texts[f"release.{k}"] = json.dumps(v, sort_keys=True)
+        else:
+            numbers[k] = None if v is None else float(v)
+    return numbers, texts
+
+
+def training_metrics(prepared: Any, release_numbers: Mapping[str, Optional[float]]) -> dict[str, float]:
+    """The utility model's training log for ``metrics.utility``: ``train_top1`` and ``gap`` (train − test top-1,
+    the generalisation gap) and, with early stopping, ``epochs_run``, ``best_epoch``, ``val_top1``; from the
+    runner's utility training or, for a released model, the defense's ``task_*`` metadata."""
+    log = dict(prepared.training) or {k[5:]: v for k, v in release_numbers.items()
+                                      if k.startswith("task_") and v is not None}
+    out = {k: float(log[k]) for k in ("train_top1", "epochs_run", "best_epoch", "val_top1") if k in log}
+    if "train_top1" in out:
+        out["gap"] = out["train_top1"] - prepared.utility
+    return out
