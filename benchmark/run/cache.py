@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,12 +38,29 @@ class ArtifactCache:
 
     def get(self, key: str) -> Optional[dict[str, Any]]:
         p = self.path(key)
-        if p is None or not p.is_file():
+        if p is None:
             return None
+        value = None
+        if p.is_file():
+            try:
+                value = torch.load(p, map_location="cpu", weights_only=True)
+            except (RuntimeError, EOFError, OSError):
+                value = None  # unreadable entry (e.g. disk full mid-write elsewhere): recompute and overwrite
+        self._log("hit" if value is not None else "miss", key)
+        return value
+
+    def _log(self, what: str, key: str) -> None:
+        """One line ``hit|miss KIND`` per lookup in ``root/access.log`` (appended whole by every process that shares
+        the cache; ``benchmarks/seeds_together.py`` prints the hit rates). KIND: the key up to its first hash."""
+        assert self.root is not None
+        parts = key.split("-")
+        kind = "-".join(itertools.takewhile(lambda x: not re.fullmatch(r"[0-9a-f]{16,}", x), parts)) or "other"
         try:
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError):
-            return None  # unreadable entry (e.g. disk full mid-write elsewhere): recompute and overwrite
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / "access.log", "a", encoding="utf-8") as f:
+                f.write(f"{what} {kind}\n")
+        except OSError:
+            pass  # the log is a statistic, never a reason to fail a cell
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         p = self.path(key)
