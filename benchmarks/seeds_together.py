@@ -48,9 +48,11 @@ attacks:
 
 def _run(seeds: list[int], out: Path, together: bool, jobs: int) -> float:
     from privbench.run.config import load_suite
+    from privbench.run.plugins import load_builtins
     from privbench.run.runner import run_suite
     from privbench.run.worker import RunOptions
 
+    load_builtins()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     path = out.parent / f"{out.name}.yaml"

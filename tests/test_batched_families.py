@@ -143,3 +143,19 @@ def test_train_classifiers_rejects_mismatched_lists() -> None:
     with pytest.raises(InputError, match="2 models, 1 data sets"):
         train_classifiers([build_model("lenet", 1, 4)] * 2, [_set(0, 8)], epochs=1, batch_size=4, lr=1e-3,
                           generators=[torch.Generator()] * 2, device=CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_training_on_cuda_equals_the_cpu_run_within_float_tolerance() -> None:
+    """--device cuda: the grouped model, its batches and its DP noise (drawn on the CPU, moved) live on the device;
+    the models come back equal to the CPU run within float tolerance."""
+    cuda = torch.device("cuda")
+    dp = DEFENSES.get("dp-sgd")(DEFENSES.get("dp-sgd").Params(noise_multiplier=1.0, max_grad_norm=0.5, lr=0.2,
+                                                               epochs=1))
+    splits = [_splits(s) for s in range(2)]
+    for defense in (DEFENSES.get("none")(None), dp):
+        cpu = defense.build_many(splits, [RunContext(seed=s, device=CPU, task=TASK) for s in range(2)])
+        gpu = defense.build_many(splits, [RunContext(seed=s, device=cuda, task=TASK) for s in range(2)])
+        for a, b in zip(cpu, gpu):
+            for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+                torch.testing.assert_close(q.cpu(), p, atol=1e-3, rtol=1e-3, msg=name)

@@ -37,7 +37,8 @@ def _utilities(out) -> dict[str, tuple[float, float, dict]]:
 
 def test_seeds_built_together_give_the_cells_the_same_numbers(tmp_path) -> None:
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
-    together = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200))
+    together = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200,
+                                            batch_seeds=True))
     alone = run_suite(suite, RunOptions(out=tmp_path / "b", progress=False, dp_audit_trials=200, batch_seeds=False))
     assert together.prebuilt is not None and alone.prebuilt is None
     assert (together.prebuilt.groups, together.prebuilt.seeds, together.prebuilt.failed) == (3, 6, [])
@@ -52,5 +53,5 @@ def test_seeds_built_together_give_the_cells_the_same_numbers(tmp_path) -> None:
             assert {"train_top1", "gap", "epochs_run", "best_epoch", "val_top1"} <= ua.keys(), ua
             assert (ua["epochs_run"], ua["best_epoch"]) == (ub["epochs_run"], ub["best_epoch"]) and ua["epochs_run"] <= 3
             assert abs(ua["gap"] - (ua["train_top1"] - ua["top1"])) < 1e-12
-    again = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200))
+    again = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200, batch_seeds=True))
     assert again.reused == again.planned and again.prebuilt is None  # nothing pending, nothing rebuilt

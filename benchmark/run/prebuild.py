@@ -7,6 +7,8 @@ model (``privbench.models.batched``), and the utility models of data releases ar
 entry goes into the artifact cache under the key :func:`~privbench.run.evaluate.prepare` looks up, so the cells
 then find their releases built; the results equal one-by-one builds within float tolerance (tests/test_batched.py).
 A configuration whose batched build fails is left to the cells, which build it one by one and record the error.
+The runner does this by default on a GPU only (``RunOptions.batch_seeds``): on a 2-core CPU the grouped kernels
+cost what the separate ones cost and the run measured 1.15× slower (docs/BENCHMARKS.md, seeds together).
 """
 
 from __future__ import annotations

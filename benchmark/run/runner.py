@@ -140,7 +140,8 @@ def run_suite(suite: SuiteConfig, opts: RunOptions, executor: Optional[Executor]
             data[(dataset, seed)] = {"hash": info.hash, "splits": dict(info.split_hashes), "sizes": dict(info.sizes)}
     summary = RunSummary()
     tasks = pending_tasks(suite, opts, summary, data)
-    if opts.batch_seeds and len(suite.seeds) > 1 and tasks:
+    together = opts.batch_seeds if opts.batch_seeds is not None else torch.device(opts.device).type == "cuda"
+    if together and len(suite.seeds) > 1 and tasks:
         summary.prebuilt = prebuild_releases(suite, opts, tasks, cache)
     total = sum(len(t.job.attacks) for t in tasks)
     if executor is None:

@@ -33,7 +33,9 @@ class RunOptions:
     use_lpips: bool = True
     plugins: tuple[str, ...] = ()  # plugin files every worker and attack process loads
     dp_audit_trials: int = 20_000  # steps per world of the step-level DP audit of every ε claim
-    batch_seeds: bool = True  # build the seeds of each defense configuration together (privbench.run.prebuild)
+    # build the seeds of each defense configuration together (privbench.run.prebuild); None: on a GPU only (on a
+    # 2-core CPU it measured 1.15x slower than one by one: docs/BENCHMARKS.md, seeds together)
+    batch_seeds: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.dp_audit_trials < 200:
