@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -120,13 +120,20 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepDa
     """Run ``steps`` of ``step`` (a :class:`~privbench.core.release.TrainingStep`) on ``data`` with the run's
     ``task-train`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
     batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
+    return optimise(model, opt, lambda: step(model, data, batches, noise), steps, scheduler)
+
+
+def optimise(model: nn.Module, opt: torch.optim.Optimizer, update: Callable[[], tuple[Tensor, ...]], steps: int,
+             scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> float:
+    """``steps`` optimiser steps of ``model`` (train mode), each with the gradients ``update()`` returns (one
+    tensor per trainable parameter, in order); returns the seconds it took."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
     model.train()
     for _ in range(steps):
-        update = step(model, data, batches, noise)
+        grads = update()
         opt.zero_grad(set_to_none=True)
-        for prm, g in zip(trainable, update):
+        for prm, g in zip(trainable, grads):
             prm.grad = g
         opt.step()
         if scheduler is not None:
@@ -350,19 +357,9 @@ class DPSGD(ModelReleaser):
         m, steps = len(models), [r[3] for r in runs]
         sampling, noise = [c.generator("task-train") for c in ctxs], [c.generator("dp-noise") for c in ctxs]
         opt = self.optimizer(grouped.parameters(), self.params.lr)
-        sched = self.scheduler(opt, runs[0][2].steps)
-        trainable = [p for p in grouped.parameters() if p.requires_grad]
-        start = time.perf_counter()
-        grouped.train()
-        for _ in range(runs[0][2].steps):
-            update = grouped_step(grouped, m, steps, [r[0] for r in runs], sampling, noise)
-            opt.zero_grad(set_to_none=True)
-            for prm, g in zip(trainable, update):
-                prm.grad = g
-            opt.step()
-            if sched is not None:
-                sched.step()
-        seconds = (time.perf_counter() - start) / m  # each seed's share of the grouped run
+        datas = [r[0] for r in runs]
+        seconds = optimise(grouped, opt, lambda: grouped_step(grouped, m, steps, datas, sampling, noise),
+                           runs[0][2].steps, self.scheduler(opt, runs[0][2].steps)) / m  # each seed's share
         unstack_into(grouped.eval(), models)
         return [self.model_release(x.eval(), r[1], sp, ctx, public=r[0].public, meta=self.dp_meta(r[2], r[3], seconds))
                 for x, r, sp, ctx in zip(models, runs, splits, ctxs)]
