@@ -125,6 +125,10 @@ class ModelReleaser(Defense):
                                   transform=base.transform, inference_transform=base.inference_transform,
                                   synthetic=synthetic, meta=base.meta)
 
+    def _initial_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext) -> nn.Module:
+        with seeded(ctx.generator("task-init")):
+            return self.task_model(input_channels(train.shape), splits.info.num_classes, ctx.task)
+
     def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext, epochs: Optional[int] = None,
                          log: Optional[dict[str, Any]] = None) -> nn.Module:
         """The suite's recipe (the same as the runner's utility training): seeded, ``ctx.task`` budget unless
@@ -132,9 +136,7 @@ class ModelReleaser(Defense):
         from privbench.models import early_stopping_of, train_classifier
 
         t = ctx.task
-        with seeded(ctx.generator("task-init")):
-            model = self.task_model(input_channels(train.shape), splits.info.num_classes, t)
-        return train_classifier(model, train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
+        return train_classifier(self._initial_task_model(train, splits, ctx), train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
                                 generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer,
                                 early_stopping=early_stopping_of(t), log=log)
 
@@ -149,10 +151,7 @@ class ModelReleaser(Defense):
         logs = list(logs) if logs is not None else [{} for _ in ctxs]
         if any(c.task != t or c.device != ctxs[0].device for c in ctxs):
             return [self.train_task_model(x, s, c, log=lg) for x, s, c, lg in zip(trains, splits, ctxs, logs)]
-        models = []
-        for x, s, c in zip(trains, splits, ctxs):
-            with seeded(c.generator("task-init")):
-                models.append(self.task_model(input_channels(x.shape), s.info.num_classes, t))
+        models = [self._initial_task_model(x, s, c) for x, s, c in zip(trains, splits, ctxs)]
         return train_classifiers(models, trains, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                                  generators=[c.generator("task-train") for c in ctxs], device=ctxs[0].device,
                                  optimizer=self.optimizer, early_stopping=early_stopping_of(t), logs=logs)

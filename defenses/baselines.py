@@ -45,12 +45,7 @@ class NoDefense(ModelReleaser, InputDefense):
         return images.clone()
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
-        base = InputDefense.build(self, splits, ctx)
-        assert base.data is not None
-        log: dict[str, float] = {}
-        model = self.train_task_model(base.data, splits, ctx, log=log)
-        return self.model_release(model, None, splits, ctx, data=base.data, transform=base.transform,
-                                  inference_transform=base.inference_transform, meta=training_meta(log))
+        return self.build_many([splits], [ctx])[0]
 
     def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
         """The seeds' task models trained together (``ModelReleaser.train_task_models``)."""

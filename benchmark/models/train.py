@@ -43,16 +43,15 @@ def early_stopping_of(task: Any) -> Optional[EarlyStopping]:
 
 class Tracker:
     """Best validation accuracy so far of one model (:class:`EarlyStopping`): ``update(epoch, acc, model)``
-    keeps a copy of the weights on a strict improvement and says whether training may go on."""
+    keeps a copy of the weights on a strict improvement; :attr:`stopped` once ``patience`` epochs brought none."""
 
     def __init__(self, rule: EarlyStopping) -> None:
         self.rule, self.best, self.best_epoch, self.epochs, self.state = rule, -1.0, 0, 0, None
 
-    def update(self, epoch: int, acc: float, model: nn.Module) -> bool:
+    def update(self, epoch: int, acc: float, model: nn.Module) -> None:
         self.epochs = epoch
         if acc > self.best:
             self.best, self.best_epoch, self.state = acc, epoch, copy.deepcopy(model.state_dict())
-        return epoch - self.best_epoch < self.rule.patience
 
     @property
     def stopped(self) -> bool:
@@ -102,9 +101,9 @@ def train_classifier(model: nn.Module, data: ImageSet, *, epochs: int, batch_siz
             opt.step()
             sched.step()
         if tracker is not None:
-            go_on = tracker.update(epoch, accuracy(model, val, device), model)
+            tracker.update(epoch, accuracy(model, val, device), model)
             model.train()
-            if not go_on:
+            if tracker.stopped:
                 break
     if tracker is not None and tracker.state is not None:
         model.load_state_dict(tracker.state)

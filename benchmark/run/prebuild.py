@@ -101,10 +101,9 @@ def prebuild(suite: SuiteConfig, groups: Iterable[tuple[str, PluginSpec, Sequenc
     for dataset, spec, seeds in groups:
         splits = {s: load(dataset, s) for s in seeds}
         cls = DEFENSES.get(spec.id)
-        if any(cls.handles(Modality.of(tuple(sp.info.shape))) for sp in splits.values()):
-            continue  # its cells are skipped
-        todo = [s for s in seeds
-                if cache.get(release_key(spec, splits[s], s, suite.task, core)) is None]
+        handled = not any(cls.handles(Modality.of(tuple(sp.info.shape))) for sp in splits.values())  # else skipped
+        todo = [s for s in seeds if handled
+                and cache.get(release_key(spec, splits[s], s, suite.task, core)) is None]
         if len(todo) >= 2:
             try:
                 build_group(spec, [splits[s] for s in todo], todo, suite.task, cache, device, core,
