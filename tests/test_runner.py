@@ -95,6 +95,65 @@ def test_killing_the_driver_ends_its_workers(tmp_path, tiny_suite) -> None:
     assert not left, f"processes outlived the killed driver: {names}"
 
 
+SLEEPER = """
+import time
+from privbench.core.contracts import Attack
+from privbench.core.images import Access, Surface
+from privbench.core.registry import ATTACKS
+
+
+@ATTACKS.register("sleeper-test")
+class Sleeper(Attack):
+    requires = frozenset({Surface.DATA})
+    access = Access.BLACK_BOX
+
+    def run(self, view, ctx):
+        time.sleep(600)
+"""
+
+
+def _attack_children(sid: int) -> list[int]:
+    """Processes of session ``sid`` whose parent is a fork server (attack and platform children)."""
+    out = []
+    for pid in _session_processes(sid):
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if b"forkserver" in Path(f"/proc/{ppid}/cmdline").read_bytes():
+                out.append(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_the_driver_ends_attack_children_of_the_fork_server(tmp_path) -> None:
+    """An attack child's parent is the fork server, which outlived a killed worker: the child (here one that
+    sleeps for 10 minutes) watches the worker that asked for it and exits within seconds of the driver's death
+    (found in the video suite: LiRA's shadows trained on for minutes after the run was killed)."""
+    plugin = tmp_path / "sleeper.py"
+    plugin.write_text(SLEEPER)
+    suite = write_suite(tmp_path / "s.yaml", "name: s\ndatasets: [digits]\nseeds: [0, 1]\n"
+                        "splits: {private: 60, aux: 60, test: 40, targets: 10}\n"
+                        "task: {model: convnet, width: 4, epochs: 1}\ndefenses: [none]\nattacks: [sleeper-test]\n")
+    cmd = [sys.executable, "-m", "privbench", "--plugin", str(plugin), "run", "--suite", str(suite), "--out",
+           str(tmp_path / "out"), "--jobs", "2", "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not _attack_children(proc.pid) and proc.poll() is None:
+        time.sleep(0.2)
+    children = _attack_children(proc.pid)
+    assert children, "the sleeping attack's child should have started"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 90
+    while time.time() < deadline and _attack_children(proc.pid):
+        time.sleep(0.2)
+    left = _attack_children(proc.pid)
+    for pid in _session_processes(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"attack children outlived the killed driver: {left}"
+
+
 def test_same_seed_same_metrics_and_identical_reports(tmp_path, tiny_suite) -> None:
     _run(tiny_suite, tmp_path / "a")
     _run(tiny_suite, tmp_path / "b")

@@ -169,12 +169,12 @@ def _bind(view: AttackView, channel: _Channel) -> None:
 
 
 @contextlib.contextmanager
-def _child_environment(threads: int, plugins: tuple[str, ...]) -> Iterator[None]:
-    """Threads, determinism, plugins, and an empty working directory (removed afterwards), so no relative path
-    reaches the run's directory."""
+def _child_environment(threads: int, plugins: tuple[str, ...], requester: Optional[int]) -> Iterator[None]:
+    """Threads, determinism, plugins, an exit when the requesting worker dies (``requester``: its pid), and an
+    empty working directory (removed afterwards), so no relative path reaches the run's directory."""
     from privbench.run.startup import start_process
 
-    start_process(threads, plugins)
+    start_process(threads, plugins, requester=requester)
     with tempfile.TemporaryDirectory(prefix="privbench-child-") as tmp:
         os.chdir(tmp)
         yield
@@ -188,8 +188,8 @@ def _send_error(conn: Any, e: BaseException) -> None:
 def attack_child_main(conn: Any) -> None:
     """Child entry: receive an :class:`AttackJob`, run the attack, send its output as plain tensors."""
     try:
-        threads, plugins = pickle.loads(conn.recv_bytes())  # from the runner: trusted
-        with _child_environment(threads, plugins):
+        threads, plugins, requester = pickle.loads(conn.recv_bytes())  # from the runner: trusted
+        with _child_environment(threads, plugins, requester):
             from privbench.core.registry import ATTACKS
 
             job: AttackJob = pickle.loads(conn.recv_bytes())  # after the plugins: their classes must resolve
@@ -214,7 +214,7 @@ def platform_child_main(conn: Any) -> None:
     """Child entry for the malicious-training threat: run attacker code on the training set, return weights."""
     try:
         msg = pickle.loads(conn.recv_bytes())  # the runner's envelope (trusted); ``code`` is the attacker's bytes
-        with _child_environment(msg["threads"], msg["plugins"]):
+        with _child_environment(msg["threads"], msg["plugins"], msg.get("requester")):
             code = pickle.loads(msg["code"])
             state = code(msg["train"])
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):

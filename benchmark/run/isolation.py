@@ -17,6 +17,7 @@ made by attack code. An attack that mutates its view changes only its own copy.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
@@ -187,7 +188,7 @@ def run_platform(code: bytes, oracle: GradientOracle, plugins: tuple[str, ...], 
     """Run pickled attacker training ``code`` on the oracle's training set in a platform child; its state dict."""
     train = oracle.training_set
     envelope = pickle.dumps({"code": bytes(code), "train": ImageSet(train.images, train.labels),
-                             "plugins": plugins, "threads": threads})
+                             "plugins": plugins, "threads": threads, "requester": os.getpid()})
 
     def refuse(op: str, msg: Mapping[str, Any]) -> dict:
         raise InputError("training code has no access to the runner")
@@ -222,7 +223,8 @@ def attack_view_release(release: Release, exposed: frozenset[Surface], public: M
 
 def run_attack_isolated(job: AttackJob, services: DefenderServices) -> AttackOutput:
     """Run ``job`` in an isolated child, serving its queries with ``services``; the attack's output."""
-    done = _run_child(attack_child_main, [pickle.dumps((job.threads, job.plugins)), pickle.dumps(job)], services.handle)
+    start = pickle.dumps((job.threads, job.plugins, os.getpid()))  # the child also ends when this worker dies
+    done = _run_child(attack_child_main, [start, pickle.dumps(job)], services.handle)
     out = done["output"]
     return AttackOutput(**{k: out.get(k) for k in OUTPUT_FIELDS if k != "extra"}, extra=dict(out.get("extra", {})))
 
