@@ -35,7 +35,7 @@ from privbench.core.registry import ATTACKS
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.models import build_model, input_channels, map_batched
-from privbench.models.batched import train_classifiers
+from privbench.models.batched import group_slices, train_classifiers
 
 
 def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
@@ -90,29 +90,38 @@ class Membership(Attack):
         n_in, n_aux = shadow_sizes(m, len(aux), view.train_size)
         g = ctx.generator(salt=313)
         inside = torch.zeros(k, m, dtype=torch.bool)
-        trains = []
+        picks = []
         for i in range(k):
             pick_c = torch.randperm(m, generator=g)[:n_in]
             pick_a = torch.randperm(len(aux), generator=g)[:n_aux]
             inside[i, pick_c] = True
-            trains.append(_joined(cand.subset(pick_c), aux.subset(pick_a)))
+            picks.append((pick_c, pick_a))
+
+        def train_of(i: int) -> ImageSet:
+            return _joined(cand.subset(picks[i][0]), aux.subset(picks[i][1]))
+
+        phis = []
         if self.params.adaptive:
             assert view.release.pipeline is not None and view.release.model is not None
-            models = []
-            for train in trains:
+            for i in range(k):
                 model = copy.deepcopy(view.release.model).cpu()
-                model.load_state_dict(view.release.pipeline(train))
-                models.append(model)
-        else:  # the K shadows share architecture and data size: trained together (models/batched)
-            models = []
-            for i, train in enumerate(trains):
-                with seeded(ctx.generator(f"shadow-init-{i}")):
-                    models.append(build_model(t.model, input_channels(train.shape), view.num_classes, width=t.width))
-            train_classifiers(models, trains, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
-                              generators=[ctx.generator(salt=400 + i) for i in range(k)], device=ctx.device)
-        phi = torch.stack([logit_confidence(map_batched(x.eval(), cand.images, ctx.device), cand.labels)
-                           for x in models])
-        return {"phi": phi, "inside": inside}
+                model.load_state_dict(view.release.pipeline(train_of(i)))
+                phis.append(logit_confidence(map_batched(model.eval(), cand.images, ctx.device), cand.labels))
+        else:  # same architecture and data size: trained together, in groups within memory (models/batched)
+            for sl in group_slices(k, n_in + n_aux, cand.images.shape[1:], t.batch_size):
+                trains = [train_of(i) for i in range(sl.start, sl.stop)]  # one group's training sets at a time
+                models = []
+                for i, train in zip(range(sl.start, sl.stop), trains):
+                    with seeded(ctx.generator(f"shadow-init-{i}")):
+                        models.append(build_model(t.model, input_channels(train.shape), view.num_classes,
+                                                  width=t.width))
+                train_classifiers(models, trains, epochs=epochs, batch_size=t.batch_size, lr=t.lr,
+                                  generators=[ctx.generator(salt=400 + i) for i in range(sl.start, sl.stop)],
+                                  device=ctx.device)
+                del trains
+                phis += [logit_confidence(map_batched(x.eval(), cand.images, ctx.device), cand.labels)
+                         for x in models]
+        return {"phi": torch.stack(phis), "inside": inside}
 
     def run(self, view: AttackView, ctx: AttackContext) -> AttackOutput:
         cand = view.candidates

@@ -41,6 +41,13 @@ CHANNELWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.
 #: Containers whose forward only chains its children (or adds them element-wise).
 CONTAINERS = (SplitModel, nn.Sequential, nn.ModuleDict, BasicBlock)
 
+#: Bytes one grouped training may hold for its models' training sets and activations: a larger family trains in
+#: several consecutive groups (the same results, since each model's batches come from its own stream). 16 LiRA
+#: shadows of 1,000 video clips each held 7 GB at once before this bound (docs/BENCHMARKS.md, video memory).
+GROUP_BYTES = 1 << 30
+#: Activation bytes of a training step per input byte (measured: clipnet width 16 holds ≈ 6× its batch).
+ACTIVATION_FACTOR = 8
+
 
 class NotBatchable(InputError):
     """The models cannot be trained as one grouped model (an unknown layer, or models that differ in shape)."""
@@ -178,6 +185,21 @@ def unstack_into(grouped: nn.Module, models: Sequence[nn.Module]) -> None:
     _unstack(grouped, list(models))
 
 
+def group_slices(m: int, n: int, sample_shape: Sequence[int], batch_size: int,
+                 budget: Optional[int] = None) -> list[slice]:
+    """Consecutive groups of ``m`` models, each group within ``budget`` bytes: a model holds its ``n`` float32
+    training samples of ``sample_shape`` plus about :data:`ACTIVATION_FACTOR` inputs' worth of activations per
+    batch sample (``budget`` defaults to :data:`GROUP_BYTES`). Image families (a few MB each) form one group;
+    families of video clips train one by one."""
+    budget = GROUP_BYTES if budget is None else budget
+    sample = 4
+    for d in sample_shape:
+        sample *= int(d)
+    per_model = sample * (n + ACTIVATION_FACTOR * batch_size)
+    size = max(1, min(m, budget // max(1, per_model)))
+    return [slice(i, min(m, i + size)) for i in range(0, m, size)]
+
+
 def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *, epochs: int, batch_size: int,
                       lr: float, generators: Sequence[torch.Generator], device: torch.device,
                       augments: Optional[Sequence[Optional[Callable[[Tensor], Tensor]]]] = None,
@@ -190,7 +212,7 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
     its own best validation epoch (the group trains until every model has stopped), and ``logs[m]`` receives what
     ``train_classifier``'s ``log`` would. Models that cannot be batched (:class:`NotBatchable`), or data of
     different sizes, train one by one. Returns the models in eval mode on ``device``, trained in place."""
-    models = list(models)
+    models, datas, generators = list(models), list(datas), list(generators)
     if not (len(models) == len(datas) == len(generators)) or (augments is not None and len(augments) != len(models)):
         raise InputError(f"{len(models)} models, {len(datas)} data sets, {len(generators)} generators"
                          + ("" if augments is None else f", {len(augments)} augmentations"))
@@ -198,6 +220,11 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
     logs = list(logs) if logs is not None else [None] * len(models)
     n = len(datas[0])
     same = all(len(d) == n and d.images.shape[1:] == datas[0].images.shape[1:] for d in datas)
+    groups = group_slices(len(models), n, datas[0].images.shape[1:], batch_size) if same else []
+    if len(groups) > 1:  # within the memory bound, group by group
+        return [x for sl in groups for x in train_classifiers(
+            models[sl], datas[sl], epochs=epochs, batch_size=batch_size, lr=lr, generators=generators[sl],
+            device=device, augments=augments[sl], optimizer=optimizer, early_stopping=early_stopping, logs=logs[sl])]
     try:
         grouped = stack_models(models) if same and len(models) > 1 else None
     except NotBatchable:
