@@ -132,3 +132,13 @@ def test_one_top_level_import_name() -> None:
 
     assert json.loads(out.stdout) == {"privbench": True, "privbench.defenses": True, "privbench.attacks": True,
                                       "benchmark": False, "defenses": False, "attacks": False}
+
+
+def test_the_queue_managers_start_up_does_not_import_torch() -> None:
+    """The run's queue manager is a spawned process that unpickles only ``exit_with_parent``: importing torch
+    there cost 290 MB of private memory per run (docs/BENCHMARKS.md, video memory)."""
+    import subprocess
+
+    code = "import sys, privbench.run.startup; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -43,7 +43,9 @@ class ArtifactCache:
         value = None
         if p.is_file():
             try:
-                value = torch.load(p, map_location="cpu", weights_only=True)
+                # memory-mapped: the processes of a run that read one entry (its workers read every split) share
+                # its pages instead of holding a copy each; writes to a loaded tensor are copy-on-write
+                value = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
             except (RuntimeError, EOFError, OSError):
                 value = None  # unreadable entry (e.g. disk full mid-write elsewhere): recompute and overwrite
         self._log("hit" if value is not None else "miss", key)

@@ -159,10 +159,11 @@ def _run_child(target: Callable[[Any], None], payloads: list[bytes],
     child.close()
     try:
         try:
-            for payload in payloads:
-                parent.send_bytes(payload)
+            while payloads:  # each message is dropped once sent: a video cell's view pickles to about 1 GB, which
+                parent.send_bytes(payloads.pop(0))  # the worker would otherwise hold for the whole attack
         except (BrokenPipeError, ConnectionResetError):
             pass  # the child died early; its error report (if any) is read below
+        payloads.clear()
         return _serve(parent, proc, on_request)
     finally:
         parent.close()
@@ -187,13 +188,13 @@ def check_state_dict(state: Mapping[str, Tensor], expected: Optional[Mapping[str
 def run_platform(code: bytes, oracle: GradientOracle, plugins: tuple[str, ...], threads: int) -> dict[str, Tensor]:
     """Run pickled attacker training ``code`` on the oracle's training set in a platform child; its state dict."""
     train = oracle.training_set
-    envelope = pickle.dumps({"code": bytes(code), "train": ImageSet(train.images, train.labels),
-                             "plugins": plugins, "threads": threads, "requester": os.getpid()})
+    envelope = [pickle.dumps({"code": bytes(code), "train": ImageSet(train.images, train.labels),
+                             "plugins": plugins, "threads": threads, "requester": os.getpid()})]
 
     def refuse(op: str, msg: Mapping[str, Any]) -> dict:
         raise InputError("training code has no access to the runner")
 
-    return _run_child(platform_child_main, [envelope], refuse)["state"]
+    return _run_child(platform_child_main, envelope, refuse)["state"]
 
 
 def attack_view_release(release: Release, exposed: frozenset[Surface], public: Mapping[str, Any],

@@ -6,10 +6,6 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import torch
-
-from privbench.core.seeding import set_deterministic
-
 
 def _alive(pid: int) -> bool:
     try:
@@ -52,6 +48,9 @@ def start_process(threads: int, plugins: Optional[tuple[str, ...]] = (), parent:
     ``threads`` intra-op threads (at least 1), deterministic kernels, then the built-in plugins with ``plugins``
     (``--plugin`` files), or the built-ins and installed entry points only when ``plugins`` is ``None`` (a sandbox
     child, which imports its submission itself)."""
+    import torch  # here, not at the top: the run's queue manager imports this module for exit_with_parent only
+
+    from privbench.core.seeding import set_deterministic
     from privbench.run.plugins import load_builtins, load_plugins
 
     exit_with_parent(parent, requester)
