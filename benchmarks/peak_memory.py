@@ -55,6 +55,24 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _role(pid: int) -> str:
+    """What a process of the tree is, from its command line (pid and a short name)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid} (exited)"
+    if "forkserver import main" in cmd:
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            parent = b""
+        return f"{pid} {'attack/platform child' if b'forkserver' in parent else 'fork server'}"
+    if "spawn_main" in cmd:
+        return f"{pid} spawned (pool worker or queue manager)"
+    return f"{pid} {cmd[:60]}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
@@ -68,12 +86,14 @@ def main() -> int:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
     peak = (0, 0, 0, 0)  # summed PSS, summed RSS, largest RSS, processes
+    breakdown: list[tuple[int, str]] = []
     while proc.poll() is None:
         pids = [proc.pid, *_children(proc.pid)]
         mem = [_memory_kib(p) for p in pids]
         total = (sum(m[0] for m in mem), sum(m[1] for m in mem), max(m[1] for m in mem), len(pids))
         if total[0] > peak[0]:
             peak = total
+            breakdown = [(m[0], _role(p)) for p, m in zip(pids, mem)]
         time.sleep(args.interval)
     wall = time.perf_counter() - t0
     mib = [v / 1024 for v in peak[:3]]
@@ -81,6 +101,8 @@ def main() -> int:
           f"wall {wall:.0f} s, exit {proc.returncode}")
     print(f"peak summed PSS {mib[0]:.0f} MiB (summed RSS {mib[1]:.0f} MiB; largest process {mib[2]:.0f} MiB; "
           f"{peak[3]} processes at that moment)")
+    for pss, role in sorted(breakdown, reverse=True):
+        print(f"  {pss / 1024:7.0f} MiB PSS  {role}")
     print("command: python benchmarks/peak_memory.py -- " + " ".join(cmd))
     return proc.returncode
 

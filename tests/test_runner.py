@@ -134,7 +134,8 @@ def test_killing_the_driver_ends_attack_children_of_the_fork_server(tmp_path) ->
     plugin.write_text(SLEEPER)
     suite = write_suite(tmp_path / "s.yaml", "name: s\ndatasets: [digits]\nseeds: [0, 1]\n"
                         "splits: {private: 60, aux: 60, test: 40, targets: 10}\n"
-                        "task: {model: convnet, width: 4, epochs: 1}\ndefenses: [none]\nattacks: [sleeper-test]\n")
+                        "task: {model: convnet, width: 4, epochs: 1}\ndefenses: [none]\n"
+                        "attacks: [nearest-neighbour, sleeper-test]\n")
     cmd = [sys.executable, "-m", "privbench", "--plugin", str(plugin), "run", "--suite", str(suite), "--out",
            str(tmp_path / "out"), "--jobs", "2", "--no-progress", "--no-report"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -143,6 +144,22 @@ def test_killing_the_driver_ends_attack_children_of_the_fork_server(tmp_path) ->
         time.sleep(0.2)
     children = _attack_children(proc.pid)
     assert children, "the sleeping attack's child should have started"
+    # the queue manager (the spawned process without children) has stored a finished cell by now without
+    # unpickling it, so it never loaded torch (290 MB of private memory)
+    records = tmp_path / "out" / "records"
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(records.iterdir()):
+        time.sleep(0.2)
+    parents = set()
+    for pid in _session_processes(proc.pid):
+        try:
+            parents.add(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+    managers = [pid for pid in _session_processes(proc.pid) if pid not in parents
+                and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(managers) == 1 and any(records.iterdir())
+    assert b"libtorch" not in Path(f"/proc/{managers[0]}/maps").read_bytes()
     proc.kill()
     proc.wait()
     deadline = time.time() + 90

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -185,9 +186,10 @@ def _drain(results: Any, seen: dict[str, set[str]]) -> Iterator[CellResult]:
 
     while True:
         try:
-            task_id, result = results.get_nowait()
+            task_id, blob = results.get_nowait()
         except queue.Empty:
             return
+        result = pickle.loads(blob)  # pickled by this run's own worker (trusted): records and sample arrays
         seen.setdefault(task_id, set()).add(result.file_name)
         yield result
 
@@ -196,6 +198,8 @@ def stream_job(task: JobTask, results: Any) -> int:
     """Worker side of :class:`ProcessPoolExecutor`: evaluate a job, putting each finished cell in ``results``."""
     n = 0
     for result in execute_job(task):
-        results.put((_task_id(task), result))
+        # as bytes: the queue's manager process then stores them without unpickling, so it never imports torch
+        # or the record's classes (290 MB of private memory for a queue; docs/BENCHMARKS.md, video memory)
+        results.put((_task_id(task), pickle.dumps(result)))
         n += 1
     return n
