@@ -4,6 +4,8 @@ within the float tolerance of batched training."""
 
 from __future__ import annotations
 
+import pytest
+
 from privbench.core.records import iter_records
 from privbench.run.config import load_suite
 from privbench.run.runner import run_suite
@@ -35,6 +37,7 @@ def _utilities(out) -> dict[str, tuple[float, float, dict]]:
                            r["metrics"]["utility"]) for _, r in iter_records(out / "records") if r["status"] == "ok"}
 
 
+@pytest.mark.slow  # seeds are built together by default only on a GPU; the families' equality tests run by default
 def test_seeds_built_together_give_the_cells_the_same_numbers(tmp_path) -> None:
     suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE))
     together = run_suite(suite, RunOptions(out=tmp_path / "a", progress=False, dp_audit_trials=200,

@@ -64,37 +64,6 @@ def _session_processes(sid: int) -> list[int]:
     return out
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_killing_the_driver_ends_its_workers(tmp_path, tiny_suite) -> None:
-    """SIGKILL on the driver alone (not its group): pool workers, the queue manager and attack children notice and
-    exit within seconds instead of computing orphaned cells."""
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "privbench", "run", "--suite", str(tiny_suite), "--out", str(out), "--jobs", "2",
-           "--no-progress", "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(_session_processes(proc.pid)) < 4:  # driver, manager, 2 workers
-        time.sleep(0.1)
-    assert len(_session_processes(proc.pid)) >= 4, "the pool should have started"
-    proc.kill()
-    proc.wait()
-    # they poll every second; under a fully loaded xdist run 20 s and once 45 s were too short, so allow 90 s (an
-    # orphaned cell computes for minutes) and name the survivors if any
-    deadline = time.time() + 90
-    while time.time() < deadline and _session_processes(proc.pid):
-        time.sleep(0.2)
-    left = _session_processes(proc.pid)
-    names = {}
-    for pid in left:
-        try:
-            names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200].decode(errors="replace")
-        except OSError:
-            names[pid] = "?"
-    for pid in left:  # do not leave them behind even when the test fails
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes outlived the killed driver: {names}"
-
-
 SLEEPER = """
 import time
 from privbench.core.contracts import Attack
@@ -126,9 +95,10 @@ def _attack_children(sid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_killing_the_driver_ends_attack_children_of_the_fork_server(tmp_path) -> None:
-    """An attack child's parent is the fork server, which outlived a killed worker: the child (here one that
-    sleeps for 10 minutes) watches the worker that asked for it and exits within seconds of the driver's death
+def test_killing_the_driver_ends_its_workers_and_their_attack_children(tmp_path) -> None:
+    """SIGKILL on the driver alone (not its group): pool workers, the queue manager and attack children notice and
+    exit within seconds instead of computing orphaned cells. An attack child's parent is the fork server, which
+    outlived a killed worker: the child (here one that sleeps for 10 minutes) watches the worker that asked for it
     (found in the video suite: LiRA's shadows trained on for minutes after the run was killed)."""
     plugin = tmp_path / "sleeper.py"
     plugin.write_text(SLEEPER)
@@ -162,13 +132,21 @@ def test_killing_the_driver_ends_attack_children_of_the_fork_server(tmp_path) ->
     assert b"libtorch" not in Path(f"/proc/{managers[0]}/maps").read_bytes()
     proc.kill()
     proc.wait()
+    # they poll every second; under a fully loaded xdist run 20 s and once 45 s were too short, so allow 90 s (an
+    # orphaned cell computes for minutes) and name the survivors if any
     deadline = time.time() + 90
-    while time.time() < deadline and _attack_children(proc.pid):
+    while time.time() < deadline and _session_processes(proc.pid):
         time.sleep(0.2)
-    left = _attack_children(proc.pid)
-    for pid in _session_processes(proc.pid):
+    left = _session_processes(proc.pid)
+    names = {}
+    for pid in left:
+        try:
+            names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200].decode(errors="replace")
+        except OSError:
+            names[pid] = "?"
+    for pid in left:  # do not leave them behind even when the test fails
         os.kill(pid, signal.SIGKILL)
-    assert not left, f"attack children outlived the killed driver: {left}"
+    assert not left, f"processes outlived the killed driver: {names}"
 
 
 def test_same_seed_same_metrics_and_identical_reports(tmp_path, tiny_suite) -> None:

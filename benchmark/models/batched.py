@@ -200,6 +200,17 @@ def group_slices(m: int, n: int, sample_shape: Sequence[int], batch_size: int,
     return [slice(i, min(m, i + size)) for i in range(0, m, size)]
 
 
+def _checked(models: Sequence[nn.Module], datas: Sequence[ImageSet], generators: Sequence[torch.Generator],
+             augments: Optional[Sequence[Any]], logs: Optional[Sequence[Any]]) -> tuple[list, list, list, list, list]:
+    """:func:`train_classifiers`' per-model arguments as lists of one length (``None`` for absent augments, logs)."""
+    models, datas, generators = list(models), list(datas), list(generators)
+    if not (len(models) == len(datas) == len(generators)) or (augments is not None and len(augments) != len(models)):
+        raise InputError(f"{len(models)} models, {len(datas)} data sets, {len(generators)} generators"
+                         + ("" if augments is None else f", {len(augments)} augmentations"))
+    return (models, datas, generators, list(augments) if augments is not None else [None] * len(models),
+            list(logs) if logs is not None else [None] * len(models))
+
+
 def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *, epochs: int, batch_size: int,
                       lr: float, generators: Sequence[torch.Generator], device: torch.device,
                       augments: Optional[Sequence[Optional[Callable[[Tensor], Tensor]]]] = None,
@@ -212,12 +223,7 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
     its own best validation epoch (the group trains until every model has stopped), and ``logs[m]`` receives what
     ``train_classifier``'s ``log`` would. Models that cannot be batched (:class:`NotBatchable`), or data of
     different sizes, train one by one. Returns the models in eval mode on ``device``, trained in place."""
-    models, datas, generators = list(models), list(datas), list(generators)
-    if not (len(models) == len(datas) == len(generators)) or (augments is not None and len(augments) != len(models)):
-        raise InputError(f"{len(models)} models, {len(datas)} data sets, {len(generators)} generators"
-                         + ("" if augments is None else f", {len(augments)} augmentations"))
-    augments = list(augments) if augments is not None else [None] * len(models)
-    logs = list(logs) if logs is not None else [None] * len(models)
+    models, datas, generators, augments, logs = _checked(models, datas, generators, augments, logs)
     n = len(datas[0])
     same = all(len(d) == n and d.images.shape[1:] == datas[0].images.shape[1:] for d in datas)
     groups = group_slices(len(models), n, datas[0].images.shape[1:], batch_size) if same else []
