@@ -183,14 +183,16 @@ def test_early_stopping_keeps_the_best_validation_epoch_batched_as_one_by_one() 
 
 def test_a_family_over_the_memory_bound_trains_in_groups_with_the_same_results(monkeypatch) -> None:
     """16 video shadows once held 7 GB at once: :func:`group_slices` bounds a group's data and activations; a
-    family split into groups (here 5 models in groups of 2, 2, 1) trains exactly as one group would."""
+    family split into groups (here 5 models in groups of 3 and 2) trains exactly as one group would."""
     from privbench.models import batched
 
     shape, n, batch = (1, 16, 16), 96, 32
     per_model = 4 * 256 * (n + batched.ACTIVATION_FACTOR * batch)
     assert batched.group_slices(5, n, shape, batch, budget=2 * per_model) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert batched.group_slices(5, n, shape, batch, budget=3 * per_model) == [slice(0, 3), slice(3, 5)]  # balanced
     assert batched.group_slices(5, n, shape, batch, budget=1) == [slice(i, i + 1) for i in range(5)]
     assert batched.group_slices(16, 1000, (16, 3, 48, 48), 32) == [slice(i, i + 1) for i in range(16)]  # clips
+    assert len(batched.group_slices(16, 0, (16, 3, 48, 48), 32)) == 2  # their activations alone: 8 + 8
     assert batched.group_slices(16, 1000, (1, 28, 28), 32) == [slice(0, 16)]  # mnist: one group
 
     datas = [_data(30 + i) for i in range(5)]
@@ -200,9 +202,10 @@ def test_a_family_over_the_memory_bound_trains_in_groups_with_the_same_results(m
     monkeypatch.setattr(batched, "stack_models", lambda ms: calls.append(len(ms)) or real(ms))
     kw = dict(epochs=2, batch_size=batch, lr=1e-2, device=torch.device("cpu"))
     train_classifiers(together, datas, generators=[torch.Generator().manual_seed(i) for i in range(5)], **kw)
-    monkeypatch.setattr(batched, "GROUP_BYTES", 2 * per_model)
+    activations = 4 * 256 * batched.ACTIVATION_FACTOR * batch  # train_classifiers bounds activations only
+    monkeypatch.setattr(batched, "GROUP_BYTES", 3 * activations)
     train_classifiers(grouped, datas, generators=[torch.Generator().manual_seed(i) for i in range(5)], **kw)
-    assert calls == [5, 2, 2]  # one group of 5, then groups of 2, 2 (the last model alone trains one by one)
+    assert calls == [5, 3, 2]  # one group of 5, then groups of 3 and 2
     for a, b in zip(together, grouped):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)

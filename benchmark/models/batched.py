@@ -187,16 +187,18 @@ def unstack_into(grouped: nn.Module, models: Sequence[nn.Module]) -> None:
 
 def group_slices(m: int, n: int, sample_shape: Sequence[int], batch_size: int,
                  budget: Optional[int] = None) -> list[slice]:
-    """Consecutive groups of ``m`` models, each group within ``budget`` bytes: a model holds its ``n`` float32
-    training samples of ``sample_shape`` plus about :data:`ACTIVATION_FACTOR` inputs' worth of activations per
-    batch sample (``budget`` defaults to :data:`GROUP_BYTES`). Image families (a few MB each) form one group;
-    families of video clips train one by one."""
+    """Consecutive groups of ``m`` models, each group within ``budget`` bytes (default :data:`GROUP_BYTES`), of
+    sizes as equal as possible: a model holds ``n`` float32 training samples of ``sample_shape`` (``n = 0`` when the
+    caller holds the data anyway) plus about :data:`ACTIVATION_FACTOR` inputs' worth of activations per batch
+    sample. Image families (a few MB each) form one group; 16 sets of 1,000 video clips one group each."""
     budget = GROUP_BYTES if budget is None else budget
     sample = 4
     for d in sample_shape:
         sample *= int(d)
     per_model = sample * (n + ACTIVATION_FACTOR * batch_size)
     size = max(1, min(m, budget // max(1, per_model)))
+    count = -(-m // size)
+    size = -(-m // count)  # balanced: 5 models at most 3 per group are 3 + 2, not 3 + 1 + 1
     return [slice(i, min(m, i + size)) for i in range(0, m, size)]
 
 
@@ -226,7 +228,8 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
     models, datas, generators, augments, logs = _checked(models, datas, generators, augments, logs)
     n = len(datas[0])
     same = all(len(d) == n and d.images.shape[1:] == datas[0].images.shape[1:] for d in datas)
-    groups = group_slices(len(models), n, datas[0].images.shape[1:], batch_size) if same else []
+    # the caller holds the data already: the bound here is on the grouped step's activations
+    groups = group_slices(len(models), 0, datas[0].images.shape[1:], batch_size) if same else []
     if len(groups) > 1:  # within the memory bound, group by group
         return [x for sl in groups for x in train_classifiers(
             models[sl], datas[sl], epochs=epochs, batch_size=batch_size, lr=lr, generators=generators[sl],

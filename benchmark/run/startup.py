@@ -8,13 +8,17 @@ from typing import Optional
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie (exited, not reaped: a killed run's workers under an init that does not
+    reap, as in many containers) counts as gone, and so does a pid owned by someone else (recycled)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:  # exists, owned by someone else (a recycled pid): the requester is gone
-        return False
-    return True
+    try:
+        state = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal probe is all there is
+    return state not in (b"Z", b"X")
 
 
 def exit_with_parent(parent: Optional[int] = None, requester: Optional[int] = None) -> None:
