@@ -15,7 +15,8 @@ def _alive(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     try:
-        state = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True  # no /proc (macOS): the signal probe is all there is
     return state not in (b"Z", b"X")
