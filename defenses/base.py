@@ -126,7 +126,7 @@ class ModelReleaser(Defense):
                                   synthetic=synthetic, meta=base.meta)
 
     def _initial_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext) -> nn.Module:
-        with seeded(ctx.generator("task-init")):
+        with seeded(ctx.init_generator()):
             return self.task_model(input_channels(train.shape), splits.info.num_classes, ctx.task)
 
     def train_task_model(self, train: ImageSet, splits: Splits, ctx: RunContext, epochs: Optional[int] = None,
@@ -137,7 +137,7 @@ class ModelReleaser(Defense):
 
         t = ctx.task
         return train_classifier(self._initial_task_model(train, splits, ctx), train, epochs=epochs or t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                generator=ctx.generator("task-train"), device=ctx.device, optimizer=self.optimizer,
+                                generator=ctx.order_generator(), device=ctx.device, optimizer=self.optimizer,
                                 early_stopping=early_stopping_of(t), log=log)
 
     def train_task_models(self, trains: Sequence[ImageSet], splits: Sequence[Splits], ctxs: Sequence[RunContext],
@@ -153,5 +153,5 @@ class ModelReleaser(Defense):
             return [self.train_task_model(x, s, c, log=lg) for x, s, c, lg in zip(trains, splits, ctxs, logs)]
         models = [self._initial_task_model(x, s, c) for x, s, c in zip(trains, splits, ctxs)]
         return train_classifiers(models, trains, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                                 generators=[c.generator("task-train") for c in ctxs], device=ctxs[0].device,
+                                 generators=[c.order_generator() for c in ctxs], device=ctxs[0].device,
                                  optimizer=self.optimizer, early_stopping=early_stopping_of(t), logs=logs)

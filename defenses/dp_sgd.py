@@ -118,8 +118,8 @@ class DPPlan:
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, step, data: StepData, steps: int, ctx: RunContext,
                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> float:
     """Run ``steps`` of ``step`` (a :class:`~privbench.core.release.TrainingStep`) on ``data`` with the run's
-    ``task-train`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
-    batches, noise = ctx.generator("task-train"), ctx.generator("dp-noise")
+    ``order_generator`` (batches) and ``dp-noise`` streams; returns the seconds it took."""
+    batches, noise = ctx.order_generator(), ctx.generator("dp-noise")
     return optimise(model, opt, lambda: step(model, data, batches, noise), steps, scheduler)
 
 
@@ -321,7 +321,7 @@ class DPSGD(ModelReleaser):
         data, own = self.training_data(splits)
         plan = self.plan(len(data), splits.private.identities, ctx.task)
         step = self.training_step(plan, len(data))
-        with seeded(ctx.generator("task-init")):
+        with seeded(ctx.init_generator()):
             model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes,
                                     ctx.task).to(ctx.device)
         opt = self.optimizer(model.parameters(), self.params.lr)
@@ -347,7 +347,7 @@ class DPSGD(ModelReleaser):
             return super().build_many(splits, ctxs)
         models = []
         for sp, ctx in zip(splits, ctxs):
-            with seeded(ctx.generator("task-init")):
+            with seeded(ctx.init_generator()):
                 models.append(self.task_model(input_channels(sp.info.shape), sp.info.num_classes,
                                               ctx.task).to(ctx.device))
         try:
@@ -355,7 +355,7 @@ class DPSGD(ModelReleaser):
         except NotBatchable:
             return super().build_many(splits, ctxs)
         m, steps = len(models), [r[3] for r in runs]
-        sampling, noise = [c.generator("task-train") for c in ctxs], [c.generator("dp-noise") for c in ctxs]
+        sampling, noise = [c.order_generator() for c in ctxs], [c.generator("dp-noise") for c in ctxs]
         opt = self.optimizer(grouped.parameters(), self.params.lr)
         datas = [r[0] for r in runs]
         seconds = optimise(grouped, opt, lambda: grouped_step(grouped, m, steps, datas, sampling, noise),

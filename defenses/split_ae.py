@@ -156,10 +156,10 @@ class SplitAE(Defense):
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         p, t, dev = self.params, ctx.task, ctx.device
-        with seeded(ctx.generator("task-init")):
+        with seeded(ctx.init_generator()):
             model, head, tail, fshape = self._parts(splits, t)
         train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                         generator=ctx.generator("task-train"), device=dev)
+                         generator=ctx.order_generator(), device=dev)
         for m in (head, tail):
             m.to(dev).eval().requires_grad_(False)
         x_all, y_all = splits.private.images, splits.private.labels
@@ -296,10 +296,10 @@ class SplitNone(SplitAE):
 
     def build(self, splits: Splits, ctx: RunContext) -> Release:
         t, dev = ctx.task, ctx.device
-        with seeded(ctx.generator("task-init")):
+        with seeded(ctx.init_generator()):
             model, head, tail, fshape = self._parts(splits, t)
         train_classifier(model, splits.private, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                         generator=ctx.generator("task-train"), device=dev)
+                         generator=ctx.order_generator(), device=dev)
         for m in (head, tail):
             m.eval().requires_grad_(False)
         raw = map_batched(head, splits.private.images, dev)

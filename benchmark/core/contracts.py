@@ -38,6 +38,17 @@ class RunContext:
 
         return torch.Generator().manual_seed(derive_seed(self.seed, "defense-secret", salt))
 
+    def init_generator(self) -> torch.Generator:
+        """The task model's initialisation stream. One stream for every defense of a seed (the reference's model,
+        a released model, the utility model trained on a released dataset), so that a seed's defended and
+        reference models start from the same weights wherever their architectures agree (common random numbers:
+        their paired utility difference measures the defense, not the draw)."""
+        return self.generator("task-init")
+
+    def order_generator(self) -> torch.Generator:
+        """The task training's data-order stream (batches, Poisson samples), shared like :meth:`init_generator`."""
+        return self.generator("task-train")
+
     def secret(self, salt: int | str) -> int:
         """A secret integer of the defense's stream ``salt`` (e.g. the seed of an oracle's noise)."""
         from privbench.core.seeding import derive_seed

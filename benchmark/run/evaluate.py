@@ -130,10 +130,10 @@ def shown_test(release: Release, splits: Splits, ctx: RunContext) -> ImageSet:
 
 def utility_model(defense: Defense, release: Release, splits: Splits, task: TaskConfig,
                   ctx: RunContext) -> torch.nn.Module:
-    """The defense's ``task_model``, initialised from the seed's ``utility-init`` stream, untrained."""
+    """The defense's ``task_model``, initialised from the seed's shared ``init_generator`` stream, untrained."""
     if release.data is None:
         raise InputError("release exposes neither a model nor data to train one on")
-    with seeded(ctx.generator("utility-init")):
+    with seeded(ctx.init_generator()):
         return defense.task_model(input_channels(release.data.shape), splits.info.num_classes, task)
 
 
@@ -149,7 +149,7 @@ def measure_utility(defense: Defense, release: Release, splits: Splits, task: Ta
     if model is None:
         model = train_classifier(utility_model(defense, release, splits, task, ctx), release.data,
                                  epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
-                                 generator=ctx.generator("utility-train"), device=ctx.device,
+                                 generator=ctx.order_generator(), device=ctx.device,
                                  optimizer=defense.optimizer, early_stopping=early_stopping_of(task), log=log)
     return accuracy(model.to(ctx.device), shown_test(release, splits, ctx), ctx.device)
 

@@ -52,15 +52,15 @@ class PrebuildSummary:
 def utilities(defense: Defense, releases: Sequence[Release], splits: Sequence[Splits], task: TaskConfig,
               ctxs: Sequence[RunContext], logs: Sequence[dict[str, Any]]) -> list[float]:
     """:func:`~privbench.run.evaluate.measure_utility` of each seed (``logs[i]``: its training log); the utility
-    models of data releases (no released model) train together, each from its own ``utility-init`` and
-    ``utility-train`` streams."""
+    models of data releases (no released model) train together, each from its own initialisation and
+    data-order streams (``RunContext.init_generator``)."""
     pending = [i for i, r in enumerate(releases) if r.model is None]
     trained = {}
     if pending:
         models = [utility_model(defense, releases[i], splits[i], task, ctxs[i]) for i in pending]
         models = train_classifiers(models, [releases[i].data for i in pending], epochs=task.epochs,
                                    batch_size=task.batch_size, lr=task.lr, device=ctxs[0].device,
-                                   generators=[ctxs[i].generator("utility-train") for i in pending],
+                                   generators=[ctxs[i].order_generator() for i in pending],
                                    optimizer=defense.optimizer, early_stopping=early_stopping_of(task),
                                    logs=[logs[i] for i in pending])
         trained = dict(zip(pending, models))
