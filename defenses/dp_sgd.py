@@ -29,14 +29,46 @@ from torch.nn import functional as F
 from privbench.core.contracts import RunContext, TaskConfig
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet, Modality, Splits, Surface
-from privbench.core.registry import DEFENSES
+from privbench.core.registry import DEFENSES, MODELS
 from privbench.core.release import GradientMechanism, Release, ReleaseMeta, StepData
 from privbench.core.seeding import seeded
 from privbench.core.threats import ThreatModel
 from privbench.defenses.base import ModelReleaser
 from privbench.models import input_channels
 from privbench.ops import accounting
-from privbench.ops.persample import per_sample_gradients
+from privbench.ops.persample import linear_clipped_sum, per_sample_gradients
+
+#: Per-sample gradients are computed this many samples at a time (a batch of 8,192 ScatterNet features would hold
+#: 1.3 GB of them at once); the clipped sum is the same up to float summation order.
+CHUNK = 1024
+
+
+def clipped_total(model: nn.Module, images: Tensor, labels: Tensor, max_grad_norm: float) -> dict[str, Tensor]:
+    """:func:`clipped_sum` of the per-sample gradients of ``images (B, ...)``, computed :data:`CHUNK` samples at a
+    time (``B`` ≥ 1); in closed form for a linear model (:func:`~privbench.ops.persample.linear_clipped_sum`)."""
+    fast = linear_clipped_sum(model, images, labels, max_grad_norm)
+    if fast is not None:
+        return fast
+    total: dict[str, Tensor] = {}
+    for i in range(0, len(images), CHUNK):
+        part = clipped_sum(per_sample_gradients(model, images[i:i + CHUNK], labels[i:i + CHUNK]), max_grad_norm)
+        total = part if not total else {n: total[n] + t for n, t in part.items()}
+    return total
+
+
+def fixed_features(model: nn.Module, data: StepData, device: torch.device) -> tuple[nn.Module, StepData]:
+    """``(what to train, what it trains on)``: for a model with fixed leading stages (``SplitModel.fixed_split``,
+    e.g. ScatterNet's scattering transform, which has no parameters and no randomness) the stages after them and
+    the data passed once through the fixed stages; otherwise ``model`` and ``data`` unchanged. The trained stages
+    share the model's parameters, so training them trains the model; per-sample gradients are the same."""
+    from privbench.models import map_batched
+
+    split = model.fixed_split() if hasattr(model, "fixed_split") else None
+    if split is None:
+        return model, data
+    fixed, rest = split
+    public = None if data.public is None else map_batched(fixed, data.public, device)
+    return rest, StepData(map_batched(fixed, data.images, device), data.labels, public)
 
 
 def clipped_sum(per: dict[str, Tensor], max_grad_norm: float) -> dict[str, Tensor]:
@@ -84,8 +116,8 @@ class DPSGDStep:
                  noise: torch.Generator) -> tuple[Tensor, ...]:
         batch = data.take(poisson_batch(len(data), self.sample_rate, sampling))
         dev = _device(model)
-        total = (clipped_sum(per_sample_gradients(model, batch.images.to(dev), batch.labels.to(dev)),
-                             self.max_grad_norm) if len(batch) else zeros_like_params(model))
+        total = (clipped_total(model, batch.images.to(dev), batch.labels.to(dev), self.max_grad_norm)
+                 if len(batch) else zeros_like_params(model))
         return add_noise(total, self.noise_multiplier * self.max_grad_norm, noise, self.denominator)
 
     def neighbour(self, data: StepData, changed: Tensor) -> StepData:
@@ -98,7 +130,7 @@ def dp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientMecha
     public): ``(Σ_i clip_C(g_i) + N(0, σ²C²I)) / B`` per parameter; one sample replaced moves it by at most 2C/B."""
 
     def mechanism(model: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
-        total = clipped_sum(per_sample_gradients(model, images, labels), max_grad_norm)
+        total = clipped_total(model, images, labels, max_grad_norm)
         return add_noise(total, noise_multiplier * max_grad_norm, generator, float(len(images)))
 
     return mechanism
@@ -186,6 +218,13 @@ def grouped_step(grouped: nn.Module, m: int, steps: Sequence[DPSGDStep], datas: 
     return tuple(out)
 
 
+def _default_width(model: str) -> int:
+    """The ``width`` default of a registered model builder."""
+    import inspect
+
+    return int(inspect.signature(MODELS.get(model)).parameters["width"].default)
+
+
 def _without_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
@@ -216,6 +255,9 @@ class DPSGD(ModelReleaser):
         delta: float = 1e-5
         epochs: int = 0  # 0 = the suite's task epochs
         lr: float = 0.5  # SGD with momentum 0.9 (Adam at the suite's lr stayed near chance under noise)
+        batch_size: int = 0  # expected Poisson batch size; 0 = the suite's task batch size
+        model: str = ""  # a registered model (e.g. tanh-cnn, scatternet); "" = the suite's task model
+        width: int = 0  # the model's width; 0 = the suite's task width for its model, else the model's default
 
         def __post_init__(self) -> None:
             if self.target_epsilon is not None and not self.target_epsilon > 0:
@@ -225,8 +267,10 @@ class DPSGD(ModelReleaser):
                                  f"{self.max_grad_norm})")
             if not 0 < self.delta < 1:
                 raise InputError(f"delta must lie in (0, 1), got {self.delta}")
-            if self.epochs < 0 or not self.lr > 0:
-                raise InputError("epochs must be >= 0 and lr > 0")
+            if self.epochs < 0 or not self.lr > 0 or self.batch_size < 0 or self.width < 0:
+                raise InputError("epochs, batch_size and width must be >= 0 and lr > 0")
+            if self.model:
+                MODELS.get(self.model)  # an unknown name fails here, naming the registered ones
             if self.unit not in ("sample", "person"):
                 raise InputError(f"unit must be 'sample' or 'person', got {self.unit!r}")
 
@@ -250,6 +294,11 @@ class DPSGD(ModelReleaser):
         on mnist5k without any noise) and in-place activations off (they break per-sample gradients)."""
         from opacus.validators import ModuleValidator
 
+        p = self.params
+        if p.model:
+            task = dataclasses.replace(task, model=p.model, width=p.width or _default_width(p.model))
+        elif p.width:
+            task = dataclasses.replace(task, width=p.width)
         model = _without_batchnorm(super().task_model(in_channels, num_classes, task))
         for m in model.modules():
             if hasattr(m, "inplace"):
@@ -276,7 +325,7 @@ class DPSGD(ModelReleaser):
         p = self.params
         if n < 1:
             raise InputError(f"{type(self).__name__}: the training set is empty")
-        q = min(1.0, task.batch_size / n)
+        q = min(1.0, (p.batch_size or task.batch_size) / n)
         steps = max(1, round((p.epochs or task.epochs) / q))
         group = accounting.largest_group(identities)
         sigma = p.noise_multiplier
@@ -324,8 +373,9 @@ class DPSGD(ModelReleaser):
         with seeded(ctx.init_generator()):
             model = self.task_model(input_channels(splits.info.shape), splits.info.num_classes,
                                     ctx.task).to(ctx.device)
+        trained, features = fixed_features(model, data, ctx.device)
         opt = self.optimizer(model.parameters(), self.params.lr)
-        seconds = train_steps(model, opt, step, data, plan.steps, ctx, self.scheduler(opt, plan.steps))
+        seconds = train_steps(trained, opt, step, features, plan.steps, ctx, self.scheduler(opt, plan.steps))
         return self.model_release(model.eval(), own, splits, ctx, public=data.public,
                                   meta=self.dp_meta(plan, step, seconds))
 
@@ -351,6 +401,8 @@ class DPSGD(ModelReleaser):
                 models.append(self.task_model(input_channels(sp.info.shape), sp.info.num_classes,
                                               ctx.task).to(ctx.device))
         try:
+            if any(getattr(x, "fixed_split", lambda: None)() is not None for x in models):
+                raise NotBatchable("fixed leading stages train on their features, one model at a time")
             grouped = stack_models(models)
         except NotBatchable:
             return super().build_many(splits, ctxs)

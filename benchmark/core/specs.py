@@ -22,8 +22,11 @@ class SplitConfig:
     test: int = 1000
     targets: int = 100
     scale: str = "exact"
+    fixed_aux: bool = False  # the aux split is the same for every seed (hyperparameters tuned on it: the dp board)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fixed_aux, bool):
+            raise InputError(f"fixed_aux must be true or false, got {self.fixed_aux!r}")
         if self.scale not in ("exact", "fit"):
             raise InputError(f"scale must be 'exact' or 'fit', got {self.scale!r}")
         for name in ("private", "aux", "test", "targets"):

@@ -109,3 +109,86 @@ def verdict(difference: Interval, claimed_positive: bool = True) -> str:
     if not difference.excludes_zero():
         return "inconclusive"
     return "confirmed" if (difference.lo > 0) == claimed_positive else "refuted"
+
+
+def unpack_correct(hex_bits: str, n: int) -> np.ndarray:
+    """The ``(n,)`` bool vector a record stores as hex of its packed bits (``privbench.run.scoring.pack_correct``)."""
+    raw = np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"{len(raw)} bytes of answers for {n} test samples")
+    return np.unpackbits(raw)[:n].astype(bool)
+
+
+def paired_variance(a: np.ndarray, b: np.ndarray) -> float:
+    """Sampling variance of ``mean(a) − mean(b)`` for two models' answers ``(n,)`` bool on the same test samples
+    (the variance of the mean of the per-sample differences; what a paired bootstrap converges to)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(d.var() / len(d))
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """Exact two-sided McNemar p-value for ``lost`` and ``gained`` discordant pairs (binomial test at 1/2)."""
+    from scipy.stats import binomtest
+
+    n = lost + gained
+    return 1.0 if n == 0 else float(binomtest(lost, n, 0.5).pvalue)
+
+
+def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n``: never ``[p, p]`` at 0 or 1 (unlike ``p ± z·se``)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson: {successes} of {n}")
+    z = _quantile(level, 0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def standard_error(i: Interval, level: float = LEVEL) -> float:
+    """The standard error an interval of :func:`combine` was built from (its half-width over the quantile)."""
+    q = _quantile(level, max(0, i.seeds - 1))
+    return i.half_width / q if math.isfinite(i.half_width) else math.inf
+
+
+def p_value(i: Interval, claimed_positive: bool = True, level: float = LEVEL) -> float:
+    """One-sided p-value of ``mean ≤ 0`` (``claimed_positive``) or ``mean ≥ 0`` against the claim, from the
+    t statistic behind :func:`combine`'s interval (``S − 1`` degrees of freedom; normal for one seed)."""
+    from scipy.special import ndtr, stdtr
+
+    se = standard_error(i, level)
+    if not math.isfinite(se):
+        return 1.0
+    if se == 0:
+        return 0.0 if (i.mean > 0) == claimed_positive and i.mean != 0 else 1.0
+    t = i.mean / se if claimed_positive else -i.mean / se
+    df = max(0, i.seeds - 1)
+    return float(1 - (ndtr(t) if df == 0 else stdtr(df, t)))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down; family-wise error over the sequence)."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    out = np.zeros(m)
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[idx])))
+        out[idx] = running
+    return out.tolist()
+
+
+def equivalence_p(i: Interval, margin: float, level: float = LEVEL) -> float:
+    """TOST p-value that ``|mean| < margin`` (two one-sided tests; the larger of the two p-values): equivalence is
+    shown at level α when it is below α, i.e. when the (1 − 2α) interval lies inside ``(−margin, margin)``."""
+    lower = p_value(Interval(i.mean + margin, i.lo + margin, i.hi + margin, i.seeds), True, level)
+    upper = p_value(Interval(i.mean - margin, i.lo - margin, i.hi - margin, i.seeds), False, level)
+    return max(lower, upper)
+
+
+def detectable_effect(i: Interval, power: float = 0.8, alpha: float = 0.05, level: float = LEVEL) -> float:
+    """The smallest true effect this design detects with probability ``power`` in a one-sided test at ``alpha``:
+    ``(t_{1−α} + t_{power}) · se`` with the interval's standard error and degrees of freedom."""
+    se = standard_error(i, level)
+    df = max(0, i.seeds - 1)
+    return (_quantile(1 - 2 * alpha, df) + _quantile(2 * power - 1, df)) * se

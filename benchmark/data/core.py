@@ -75,6 +75,19 @@ def _scaled_sizes(name: str, cfg: SplitConfig, available: int, has_fixed_test: b
     return {k: max(1, int(v * scale)) for k, v in want.items()}
 
 
+def _order(n: int, sizes: dict[str, int], fixed_aux: bool, g: torch.Generator) -> torch.Tensor:
+    """A permutation of ``range(n)`` read as ``sizes["private"]`` private, ``sizes["aux"]`` aux, then the rest
+    (``load_splits``'s layout). With ``fixed_aux`` the aux indices are the same for every seed and run key (drawn
+    from a fixed generator) and the seed's generator orders the others, so that what is tuned on aux is disjoint
+    from every seed's private split."""
+    if not fixed_aux:
+        return torch.randperm(n, generator=g)
+    fixed = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(0, "fixed-aux")))
+    aux_idx, rest = fixed[:sizes["aux"]], fixed[sizes["aux"]:]
+    rest = rest[torch.randperm(len(rest), generator=g)]
+    return torch.cat([rest[:sizes["private"]], aux_idx, rest[sizes["private"]:]])
+
+
 def _identity_disjoint(name: str, cfg: SplitConfig, identities: torch.Tensor, g: torch.Generator
                        ) -> tuple[dict[str, int], torch.Tensor, torch.Tensor]:
     """Split by person: identities are shuffled and dealt to private, aux and test in proportion to the requested
@@ -139,11 +152,14 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
     if pool.fixed_test is not None and pool.identities is not None:
         raise InputError(f"dataset {name!r} has both a fixed test split and identities; identity-disjoint splits "
                          "cannot keep a predefined test split")
+    if cfg.fixed_aux and pool.identities is not None:
+        raise InputError(f"dataset {name!r} has identities: splits.fixed_aux is not supported with identity-disjoint "
+                         "splits")
     if pool.fixed_test is not None:
         train_idx = torch.nonzero(~pool.fixed_test).flatten()
         test_all = torch.nonzero(pool.fixed_test).flatten()
         sizes = _scaled_sizes(name, cfg, len(train_idx), True)
-        perm = train_idx[torch.randperm(len(train_idx), generator=g)]
+        perm = train_idx[_order(len(train_idx), sizes, cfg.fixed_aux, g)]
         if cfg.test > len(test_all) and cfg.scale != "fit":
             raise InputError(f"dataset {name!r} has {len(test_all)} test images for splits.test ({cfg.test}); "
                              "request fewer, or set splits.scale: fit")
@@ -153,7 +169,7 @@ def load_splits(name: str, cfg: SplitConfig, seed: int, options: Mapping[str, An
         sizes, perm, test_idx = _identity_disjoint(name, cfg, pool.identities, g)
     else:
         sizes = _scaled_sizes(name, cfg, len(pool.images), False)
-        perm = torch.randperm(len(pool.images), generator=g)
+        perm = _order(len(pool.images), sizes, cfg.fixed_aux, g)
         test_idx = perm[sizes["private"] + sizes["aux"]: sizes["private"] + sizes["aux"] + sizes["test"]]
     priv_idx = perm[: sizes["private"]]
     aux_idx = perm[sizes["private"]: sizes["private"] + sizes["aux"]]

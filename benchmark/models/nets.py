@@ -11,6 +11,12 @@ from privbench.core.errors import InputError
 from privbench.core.registry import MODELS
 
 
+class FixedFeatures(nn.Module):
+    """A stage without trainable parameters and without randomness (e.g. a scattering transform): its output on a
+    training set can be computed once, and per-sample gradients need only the stages after it
+    (:meth:`SplitModel.fixed_split`). Subclasses must not register parameters."""
+
+
 class SplitModel(nn.Module):
     """A classifier made of named stages run in order.
 
@@ -30,6 +36,16 @@ class SplitModel(nn.Module):
         for stage in self.stages.values():
             x = stage(x)
         return x
+
+    def fixed_split(self) -> tuple[nn.Sequential, nn.Sequential] | None:
+        """``(fixed, rest)``: the leading :class:`FixedFeatures` stages and the stages after them (sharing this model's
+        modules, so ``rest``'s parameters are all of the model's, in order), or ``None`` if the model has none.
+        Training ``rest`` on ``fixed(x)`` computed once equals training the model on ``x`` (ScatterNet features)."""
+        stages = list(self.stages.values())
+        k = 0
+        while k < len(stages) - 1 and isinstance(stages[k], FixedFeatures):
+            k += 1
+        return (nn.Sequential(*stages[:k]), nn.Sequential(*stages[k:])) if k else None
 
     def _check_point(self, point: str) -> int:
         names = list(self.stages)
@@ -104,6 +120,22 @@ def convnet(in_channels: int, num_classes: int, width: int = 32, bn: bool = True
         ("block2", nn.Sequential(*_conv_bn(w, 2 * w, bn=bn), nn.MaxPool2d(2, ceil_mode=True))),
         ("block3", nn.Sequential(*_conv_bn(2 * w, 4 * w, bn=bn), nn.AdaptiveAvgPool2d(1), nn.Flatten())),
         ("classifier", nn.Linear(4 * w, num_classes)),
+    ])
+
+
+@MODELS.register("tanh-cnn")
+def tanh_cnn(in_channels: int, num_classes: int, width: int = 16) -> SplitModel:
+    """The DP-SGD CNN of Papernot et al. (AAAI 2021, tempered sigmoids) as Tramèr & Boneh (ICLR 2021) train it on
+    MNIST and Fashion-MNIST: conv ``width`` 8×8 stride 2 pad 2, max-pool 2 stride 1, conv ``2·width`` 4×4 stride 2,
+    max-pool 2 stride 1, linear 32, linear; tanh activations, no normalisation (26,010 parameters at width 16 on
+    28×28). Input ``(N, C, 28, 28)``; other sizes go through an adaptive pool to 4×4 (**privbench addition**)."""
+    w = width
+    return SplitModel([
+        ("conv1", nn.Sequential(nn.Conv2d(in_channels, w, 8, 2, 2), nn.Tanh(), nn.MaxPool2d(2, 1))),
+        ("conv2", nn.Sequential(nn.Conv2d(w, 2 * w, 4, 2, 0), nn.Tanh(), nn.MaxPool2d(2, 1),
+                                nn.AdaptiveAvgPool2d(4), nn.Flatten())),
+        ("fc", nn.Sequential(nn.Linear(2 * w * 16, 32), nn.Tanh())),
+        ("classifier", nn.Linear(32, num_classes)),
     ])
 
 

@@ -127,4 +127,9 @@ def predict(model: nn.Module, images: Tensor, device: torch.device, batch_size: 
 
 def accuracy(model: nn.Module, data: ImageSet, device: torch.device) -> float:
     """Top-1 accuracy in [0, 1]."""
-    return float((predict(model, data.images, device).argmax(1) == data.labels).float().mean())
+    return float(correct(model, data, device).float().mean())
+
+
+def correct(model: nn.Module, data: ImageSet, device: torch.device) -> Tensor:
+    """``(N,)`` bool: whether each sample's top-1 prediction is its label (paired tests compare two of these)."""
+    return predict(model, data.images, device).argmax(1) == data.labels

@@ -64,6 +64,10 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "prior": m.get("calibrated", {}).get("prior"),
             "statistic": rec.get("notes", {}).get("calibrated.statistic"),
             "test_size": m.get("utility", {}).get("test_size"),
+            "test_correct": rec.get("answers", {}).get("test_correct"),
+            "drop_var": m.get("utility", {}).get("drop_var"),
+            "lost": m.get("utility", {}).get("lost"),
+            "gained": m.get("utility", {}).get("gained"),
             "pixels": _pixels(rec["dataset"].get("shape")),
             "defense_seconds": m.get("cost", {}).get("defense_seconds"),
             "attack_seconds": m.get("cost", {}).get("attack_seconds"),
@@ -83,7 +87,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
         })
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "role", "control_bar", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
-            "test_size", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
+            "test_size", "test_correct", "drop_var", "lost", "gained", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
             "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples",
             *[f"dp_{k}" for k in DP_FIELDS], "dp_per_update"]
     df = pd.DataFrame(rows, columns=cols)

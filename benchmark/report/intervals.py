@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from privbench.core.stats import Interval, binomial_variance, combine
+from privbench.core.stats import Interval, binomial_variance, combine, paired_variance, unpack_correct
 
 
 def _per_seed(g: pd.DataFrame, *columns: str) -> tuple[np.ndarray, ...]:
@@ -41,9 +41,19 @@ def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
     return combine(tpr, [binomial_variance(p, k) for p, k in zip(tpr, members)])
 
 
+def _answers(g: pd.DataFrame, seed: int) -> Optional[np.ndarray]:
+    """The utility model's per-test-sample answers of ``g``'s config on ``seed`` (``None`` if not recorded)."""
+    rows = g[(g.seed == seed) & g.test_correct.notna()] if "test_correct" in g else g.iloc[:0]
+    if rows.empty:
+        return None
+    return unpack_correct(rows.test_correct.iloc[0], int(rows.test_size.iloc[0]))
+
+
 def paired_interval(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: bool = False) -> Optional[Interval]:
-    """``a - b`` of ``column`` on the seeds both ran (same splits): within-seed variance binomial for accuracies
-    (``binomial``), else unknown (NaN: the interval rests on the spread across seeds, unbounded with one seed)."""
+    """``a - b`` of ``column`` on the seeds both ran (same splits). Accuracies (``binomial``): the within-seed
+    variance of the paired difference on the same test samples where both configs' answers are recorded
+    (:func:`~privbench.core.stats.paired_variance`), else the sum of the two binomial variances (independent, wider);
+    other columns: unknown (NaN: the interval rests on the spread across seeds, unbounded with one seed)."""
     x = a.dropna(subset=[column]).groupby("seed")[column].mean()
     y = b.dropna(subset=[column]).groupby("seed")[column].mean()
     seeds = sorted(set(x.index) & set(y.index))
@@ -54,6 +64,10 @@ def paired_interval(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: boo
     if binomial:
         n = a.groupby("seed").test_size.first().loc[seeds].to_numpy(int)
         var = np.array([binomial_variance(p, k) + binomial_variance(q, k) for p, q, k in zip(x, y, n)])
+        for i, seed in enumerate(seeds):
+            ra, rb = _answers(a, seed), _answers(b, seed)
+            if ra is not None and rb is not None and len(ra) == len(rb):
+                var[i] = paired_variance(ra, rb)
     return combine(x - y, var)
 
 
@@ -70,16 +84,19 @@ def recipe_drop_interval(g: pd.DataFrame, ok: pd.DataFrame) -> Optional[Interval
 def utility_interval(g: pd.DataFrame, column: str = "utility", shift: float = 0.0) -> Optional[Interval]:
     """Test accuracy over seeds (binomial within-seed variance); ``column="drop"``: reference minus defense.
     ``shift`` is subtracted from every seed's value (e.g. a claimed tolerance)."""
-    needed = list(dict.fromkeys([column, "utility", "drop", "test_size"]))
+    g = g if "drop_var" in g else g.assign(drop_var=np.nan)  # frames built by hand may lack the paired column
+    needed = list(dict.fromkeys([column, "utility", "drop", "test_size", "drop_var"]))
     per = g.dropna(subset=[column]).groupby("seed")[needed].first()
     if per.empty or per.test_size.isna().any():
         return None
     n = per.test_size.to_numpy(int)
     u = per.utility.to_numpy(float)
     var = np.array([binomial_variance(p, k) for p, k in zip(u, n)])
-    if column == "drop":
+    if column == "drop":  # paired on the same test samples where recorded (drop_var), else independent
         ref = (per["drop"] + per["utility"]).to_numpy(float)
-        var = var + np.array([binomial_variance(p, k) for p, k in zip(ref, n)])
+        independent = var + np.array([binomial_variance(p, k) for p, k in zip(ref, n)])
+        paired = per.drop_var.to_numpy(float)
+        var = np.where(np.isnan(paired), independent, paired)
     return combine(per[column].to_numpy(float) - shift, var)
 
 

@@ -31,7 +31,7 @@ from privbench.core.seeding import derive_seed, seeded
 from privbench.core.specs import PluginSpec, SuiteConfig
 from privbench.data import load_splits
 from privbench.metrics import CostMeter
-from privbench.models import accuracy, build_model, early_stopping_of, input_channels, train_classifier
+from privbench.models import build_model, correct, early_stopping_of, input_channels, train_classifier
 from privbench.run.attack_child import AttackError, AttackJob
 from privbench.run.cache import ArtifactCache
 from privbench.run.isolation import DefenderServices, attack_stream, attack_view_release, run_attack_isolated
@@ -40,11 +40,13 @@ from privbench.run.scoring import (
     gallery_permutation,
     membership_candidates,
     nearest_released,
+    pack_correct,
     release_extra,
     release_vfe,
     sample_arrays,
     score,
     training_metrics,
+    utility_metrics,
 )
 
 
@@ -67,6 +69,7 @@ class Prepared:
     costs: dict[str, float]
     dp_audit: Optional[dict[str, Any]] = None  # privbench.ops.dpaudit.audit_defense's result, for a DP claim
     training: dict[str, Any] = field(default_factory=dict)  # the utility model's training log, if trained here
+    correct: Optional[torch.Tensor] = None  # (N_test,) bool: which test samples the utility model gets right
 
 
 @dataclass
@@ -138,8 +141,9 @@ def utility_model(defense: Defense, release: Release, splits: Splits, task: Task
 
 
 def measure_utility(defense: Defense, release: Release, splits: Splits, task: TaskConfig, ctx: RunContext,
-                    log: Optional[dict[str, Any]] = None) -> float:
-    """Top-1 test accuracy of the task model the defense prescribes.
+                    log: Optional[dict[str, Any]] = None) -> tuple[float, torch.Tensor]:
+    """Top-1 test accuracy of the task model the defense prescribes, and which test samples it gets right
+    (``(N_test,)`` bool, for paired tests against the reference).
 
     A released model is evaluated as is; otherwise the defense's ``task_model`` is trained from scratch on the
     released data with the defense's ``optimizer`` (:func:`utility_model`). Test images pass through the release's
@@ -151,7 +155,8 @@ def measure_utility(defense: Defense, release: Release, splits: Splits, task: Ta
                                  epochs=task.epochs, batch_size=task.batch_size, lr=task.lr,
                                  generator=ctx.order_generator(), device=ctx.device,
                                  optimizer=defense.optimizer, early_stopping=early_stopping_of(task), log=log)
-    return accuracy(model.to(ctx.device), shown_test(release, splits, ctx), ctx.device)
+    right = correct(model.to(ctx.device), shown_test(release, splits, ctx), ctx.device).cpu()
+    return float(right.float().mean()), right
 
 
 def release_key(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, core: str) -> str:
@@ -181,14 +186,15 @@ def audit_into(state: dict[str, Any], defense: Defense, release: Release, splits
         state["dp_audit"]["plan"] = plan_dict
 
 
-def release_entry(defense: Defense, release: Release, defense_seconds: float, utility: float,
+def release_entry(defense: Defense, release: Release, defense_seconds: float, utility: tuple[float, torch.Tensor],
                   utility_seconds: float, batched: int = 1, training: Optional[dict[str, Any]] = None
                   ) -> dict[str, Any]:
-    """The cache entry of a built release: its state, costs, utility and the utility model's training log
-    (``batched``: how many seeds were built together, each charged its share of the time)."""
+    """The cache entry of a built release: its state, costs, utility (top-1 and per-test-sample correctness) and
+    the utility model's training log (``batched``: how many seeds were built together, each charged its share)."""
     state = defense.release_state(release)
     state["meta"]["defense_seconds"] = defense_seconds
-    state["utility"], state["utility_seconds"], state["batched_seeds"] = utility, utility_seconds, batched
+    state["utility"], state["utility_correct"] = utility[0], utility[1].to(torch.bool)
+    state["utility_seconds"], state["batched_seeds"] = utility_seconds, batched
     state["utility_training"] = dict(training or {})
     return state
 
@@ -226,7 +232,7 @@ def prepare(spec: PluginSpec, splits: Splits, seed: int, task: TaskConfig, cache
                      **({"dp_audit_seconds": float(state["dp_audit"]["step"]["seconds"]
                                                    + state["dp_audit"]["one_run"]["seconds"])}
                         if "dp_audit" in state else {})},
-                    state.get("dp_audit"), dict(state.get("utility_training", {})))
+                    state.get("dp_audit"), dict(state.get("utility_training", {})), state.get("utility_correct"))
 
 
 def exposed_surfaces(attack: type[Attack] | Attack, surfaces: frozenset[Surface]) -> frozenset[Surface]:
@@ -320,7 +326,7 @@ def dp_audit_metrics(audit: Optional[Mapping[str, Any]]) -> dict[str, float]:
                 "confidence", step["confidence"]))}
 
 
-def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[float],
+def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, reference: Optional[Prepared],
                use_lpips: bool, seed: int
                ) -> tuple[dict[str, Any], Optional[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Central scoring of one attack result: ``({metrics, notes}, sample images or None, units arrays)``."""
@@ -346,9 +352,7 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
         "privacy": privacy,
         "calibrated": cal,
         "leakage": cal["advantage"],
-        "utility": {"top1": prepared.utility, "reference_top1": reference, "test_size": n_test,
-                    "drop": None if reference is None else reference - prepared.utility,
-                    **training_metrics(prepared, extra_numbers)},
+        "utility": {**utility_metrics(prepared, reference, n_test), **training_metrics(prepared, extra_numbers)},
         "bitrate": {"bits_per_image": release.meta.bits_per_image},
         "release": {**extra_numbers, **release_vfe(release, splits)},
         "cost": {**prepared.costs, "attack_seconds": result.seconds, "peak_rss_mb": result.peak_rss_mb},
@@ -364,7 +368,8 @@ def score_cell(result: AttackResult, prepared: Prepared, splits: Splits, referen
     if aligned is not None:
         samples = sample_arrays(splits, release, aligned.rec, aligned.originals,
                                 out.sources is None and out.class_labels is None)
-    return {"metrics": metrics, "notes": notes}, samples, units.arrays()
+    answers = {} if prepared.correct is None else {"test_correct": pack_correct(prepared.correct)}
+    return {"metrics": metrics, "notes": notes, "answers": answers}, samples, units.arrays()
 
 
 def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, attacks: tuple[PluginSpec, ...],
@@ -382,7 +387,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
     defense_cls = DEFENSES.get(defense.id)
     modality = Modality.of(tuple(splits.info.shape))
     prepared: Optional[Prepared] = None
-    reference: Optional[float] = None
+    reference: Optional[Prepared] = None
     defense_error: Optional[str] = None
     for spec in attacks:
         record = make_record(spec, splits)
@@ -406,7 +411,7 @@ def iter_job(suite: SuiteConfig, dataset: str, seed: int, defense: PluginSpec, a
                     built = prepare(defense, splits, seed, suite.task, cache, device, core, opts.dp_audit_trials,
                                     len(suite.seeds))
                     ref = PluginSpec(suite.reference, DEFENSES.get(suite.reference).Params())
-                    reference = prepare(ref, splits, seed, suite.task, cache, device, core).utility
+                    reference = prepare(ref, splits, seed, suite.task, cache, device, core)
                     prepared = built  # only once both the defense and the reference are built
                 result = attack_release(spec, prepared.release, splits, seed, suite.task, opts, cache,
                                         prepared.defense.public_info(splits.info.shape), prepared.defense)

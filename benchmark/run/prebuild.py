@@ -25,7 +25,7 @@ from privbench.core.images import Modality, Splits
 from privbench.core.registry import ATTACKS, DEFENSES
 from privbench.core.release import Release
 from privbench.core.specs import PluginSpec, SuiteConfig
-from privbench.models import accuracy, early_stopping_of
+from privbench.models import correct, early_stopping_of
 from privbench.models.batched import train_classifiers
 from privbench.run.cache import ArtifactCache
 from privbench.run.evaluate import (
@@ -50,7 +50,7 @@ class PrebuildSummary:
 
 
 def utilities(defense: Defense, releases: Sequence[Release], splits: Sequence[Splits], task: TaskConfig,
-              ctxs: Sequence[RunContext], logs: Sequence[dict[str, Any]]) -> list[float]:
+              ctxs: Sequence[RunContext], logs: Sequence[dict[str, Any]]) -> list[tuple[float, torch.Tensor]]:
     """:func:`~privbench.run.evaluate.measure_utility` of each seed (``logs[i]``: its training log); the utility
     models of data releases (no released model) train together, each from its own initialisation and
     data-order streams (``RunContext.init_generator``)."""
@@ -67,7 +67,8 @@ def utilities(defense: Defense, releases: Sequence[Release], splits: Sequence[Sp
     out = []
     for i, (r, sp, ctx) in enumerate(zip(releases, splits, ctxs)):
         model = trained.get(i, r.model)
-        out.append(accuracy(model.to(ctx.device), shown_test(r, sp, ctx), ctx.device))
+        right = correct(model.to(ctx.device), shown_test(r, sp, ctx), ctx.device).cpu()
+        out.append((float(right.float().mean()), right))
     return out
 
 

@@ -344,6 +344,33 @@ def release_extra(extra: Mapping[str, Any]) -> tuple[dict[str, Optional[float]],
     return numbers, texts
 
 
+def pack_correct(right: Any) -> str:
+    """A ``(N,)`` bool vector as hex of its packed bits (``numpy.packbits``, big-endian bit order), the form records
+    keep it in; :func:`privbench.core.stats.unpack_correct` inverts it given ``N``."""
+    return np.packbits(np.asarray(right, dtype=bool)).tobytes().hex()
+
+
+def utility_metrics(prepared: Any, reference: Any, n_test: int) -> dict[str, Any]:
+    """``metrics.utility``'s accuracy fields: ``top1``, ``test_size`` and, against the reference (a ``Prepared`` of the suite's reference on the same
+    seed and test set, or ``None``): ``reference_top1``, ``drop`` and the paired statistics of the drop, from the
+    two models' answers on the same test samples: ``lost`` (the reference right, this wrong) and ``gained`` (the
+    reverse), McNemar's discordant counts, and ``drop_var`` = the sampling variance of the paired mean
+    difference, ``(lost + gained)/n² − drop²/n`` (what a bootstrap over the test samples converges to)."""
+    out: dict[str, Any] = {"top1": prepared.utility, "test_size": n_test,
+                           "reference_top1": None if reference is None else reference.utility,
+                           "drop": None if reference is None else reference.utility - prepared.utility}
+    right = prepared.correct
+    if right is None:
+        return out
+    right = np.asarray(right, dtype=bool)
+    ref = None if reference is None or reference.correct is None else np.asarray(reference.correct, dtype=bool)
+    if ref is not None and len(ref) == len(right) == n_test:
+        lost, gained = int((ref & ~right).sum()), int((~ref & right).sum())
+        drop = (lost - gained) / n_test
+        out.update(lost=lost, gained=gained, drop_var=max(0.0, (lost + gained) / n_test ** 2 - drop ** 2 / n_test))
+    return out
+
+
 def training_metrics(prepared: Any, release_numbers: Mapping[str, Optional[float]]) -> dict[str, float]:
     """The utility model's training log for ``metrics.utility``: ``train_top1`` and ``gap`` (train − test top-1,
     the generalisation gap) and, with early stopping, ``epochs_run``, ``best_epoch``, ``val_top1``; from the
