@@ -29,13 +29,16 @@ CTX = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig(model="conv
 @pytest.fixture(scope="module")
 def digits_release():
     splits = load_splits("mnist5k", SplitConfig(private=400, aux=200, test=100, targets=50), 0)
-    defense = InterpretationMasking(InterpretationMasking.Params(masked=0.5))  # as in the quick suite; fill aux-mean
+    # class templates: the fill and mask properties below are those of a mask that depends on the predicted class
+    # only (a per-image Grad-CAM mask also depends on the removed pixels: test_per_image_masks_are_each_images_own)
+    defense = InterpretationMasking(InterpretationMasking.Params(masked=0.5, masks="class-template"))
     return splits, defense, defense.build(splits, CTX)
 
 
 def _with_fill(defense: InterpretationMasking, fill) -> InterpretationMasking:
     """The built ``defense`` (same templates and aux mean) with another fill."""
-    other = InterpretationMasking(InterpretationMasking.Params(masked=defense.params.masked, fill=fill))
+    other = InterpretationMasking(InterpretationMasking.Params(masked=defense.params.masked, fill=fill,
+                                                               masks=defense.params.masks))
     other._interp, other._templates, other._aux_mean = defense._interp, defense._templates, defense._aux_mean
     return other
 
@@ -209,3 +212,22 @@ def test_diffusion_without_model_is_skipped_with_reason_and_missing_dir_is_an_er
     assert reason is not None and "model_dir" in reason
     with pytest.raises(InputError, match="does not exist"):
         DiffusionInpainting.Params(model_dir=str(tmp_path / "missing"))
+
+
+def test_per_image_masks_are_each_images_own() -> None:
+    """Issue 29: with class templates a mask names its class (10 distinct masks on 10 classes); per-image Grad-CAM
+    masks differ image by image, and the template mode still gives one mask per predicted class."""
+    import torch
+
+    from privbench.core.contracts import RunContext, TaskConfig
+    from privbench.core.registry import DEFENSES
+    from privbench.core.specs import SplitConfig
+    from privbench.data.core import load_splits
+
+    splits = load_splits("mnist5k", SplitConfig(private=200, aux=100, test=50, targets=10), 0)
+    ctx = RunContext(seed=0, device=torch.device("cpu"), task=TaskConfig(epochs=2, width=8))
+    cls = DEFENSES.get("masking")
+    per_image = cls(cls.Params(masknet=False)).build(splits, ctx).mask.flatten(1)
+    template = cls(cls.Params(masknet=False, masks="class-template")).build(splits, ctx).mask.flatten(1)
+    assert len({tuple(m.tolist()) for m in per_image}) > 150
+    assert len({tuple(m.tolist()) for m in template}) <= 10

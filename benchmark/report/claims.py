@@ -1,46 +1,120 @@
-"""Verdicts on the papers' claims (docs/METHODS.md), computed from a suite's records.
+"""Verdicts on the papers' claims (docs/METHODS.md), tested as the papers state them, from a suite's records.
 
-Each claim is a difference whose sign the paper asserts, measured per seed on paired configs (same seeds, so same
-splits and targets) and combined over seeds with :func:`privbench.core.stats.combine`. The verdict is ``confirmed`` or
-``refuted`` only when the 95% CI of that difference excludes 0, else ``inconclusive``
-(:func:`privbench.core.stats.verdict`). A claim whose configs the suite did not run is simply absent.
+Each row is one statement of a paper, with the paper's number beside the measured one, and a test of the kind the
+statement makes (:class:`ClaimTest`):
 
-A claim that an attack *fails* is tested as ``advantage − MARGIN < 0``: a truly uninformative release (advantage ≈ 0)
-can then be confirmed, and an attack that merely does worse than its prior confirms nothing, because the attack
-must also have passed its competence gate on the reference defense (otherwise the verdict is ``inconclusive``).
+- ``greater`` / ``less``: a direction against a bound (``advantage < 0.05``: "the attack fails"; ``> 0``: "improves");
+- ``about``: a magnitude ("about 0.8 dB", "about 2.35 pp", "comparable"): equivalence to the paper's number within a
+  stated margin, by two one-sided tests (TOST).
+
+Measured differences are paired by seed (same splits, targets and initialisation), with within-seed variances from
+the same test samples (:mod:`privbench.report.intervals`), combined over seeds (:func:`privbench.core.stats.combine`).
+A board's rows form one family: each row's p-value of its statement (``p``) and of the statement's opposite
+(``p_refute``: the measured value lies beyond the bound, or outside the margin) are Holm-adjusted over the board.
+``confirmed``: the adjusted ``p`` < 0.05; ``refuted``: the adjusted ``p_refute`` < 0.05; else ``inconclusive``. A
+claim resting on an attack that failed its competence gate is ``inconclusive (attack failed)``; a sub-claim the
+records cannot test is listed with the reason. ``detects`` is the effect the row's design detects with 80% power
+(one-sided, α = 0.05): a note of what an inconclusive row could have seen.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
-from privbench.core.stats import Interval, verdict
+from privbench.core.stats import Interval, detectable_effect, equivalence_p, holm, p_value
 from privbench.report.intervals import advantage_interval, competence, paired_interval, utility_interval
 
-#: Largest calibrated advantage that still counts as "the attack fails" (the issue's |mean| ≤ 0.05 tolerance).
+#: Largest calibrated advantage that still counts as "the attack fails".
 MARGIN = 0.05
+#: "At equal accuracy" (C1's condition): the paired accuracy difference is equivalent to 0 within 1 pp.
+EQUAL_ACCURACY = 0.01
+#: "Comparable accuracy" (C5): the drop against the reference is equivalent to 0 within 2 pp.
+COMPARABLE = 0.02
+ALPHA = 0.05
+
+
+def _shift(i: Interval, by: float) -> Interval:
+    return Interval(i.mean + by, i.lo + by, i.hi + by, i.seeds)
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    """How a statement is tested: ``greater`` (value > ``bound``), ``less`` (value < ``bound``) or ``about``
+    (``|value − bound| < margin``)."""
+
+    kind: str
+    bound: float = 0.0
+    margin: float = 0.0
+
+    def p(self, i: Interval) -> float:
+        """One-sided p-value of the statement."""
+        if self.kind == "about":
+            return equivalence_p(_shift(i, -self.bound), self.margin)
+        return p_value(_shift(i, -self.bound), self.kind == "greater")
+
+    def p_refute(self, i: Interval) -> float:
+        """One-sided p-value of the opposite (beyond the bound; outside the margin on the nearer side)."""
+        if self.kind == "about":
+            return min(p_value(_shift(i, -(self.bound + self.margin)), True),
+                       p_value(_shift(i, -(self.bound - self.margin)), False))
+        return p_value(_shift(i, -self.bound), self.kind != "greater")
+
+    def describe(self, unit: str) -> str:
+        if self.kind == "about":
+            return f"|x − {self.bound:g}| < {self.margin:g} (TOST)"
+        return f"x {'>' if self.kind == 'greater' else '<'} {self.bound:g}"
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """One tested statement: ``difference`` is claimed ``> 0`` (``positive``) or ``< 0``."""
+    """One tested statement. ``difference`` is the measured value (``None``: not tested, ``note`` says why);
+    ``paper``: the paper's number as it states it; ``verdict`` and the adjusted p-values are set by :func:`judge`."""
 
     claim: str
     statement: str
     dataset: str
-    difference: Interval
-    positive: bool
+    difference: Optional[Interval]
     unit: str
+    test: Optional[ClaimTest] = None
+    paper: str = ""
     gated: bool = True  # False: the attack the claim rests on failed its competence gate
+    note: str = ""
+    p: float = float("nan")  # Holm-adjusted over the board
+    p_refute: float = float("nan")
+    verdict: str = "not judged"
 
     @property
-    def verdict(self) -> str:
-        return verdict(self.difference, self.positive) if self.gated else "inconclusive (attack failed)"
+    def testable(self) -> bool:
+        return self.difference is not None and self.test is not None and self.gated and self.difference.seeds >= 2
+
+    @property
+    def detects(self) -> Optional[float]:
+        return None if self.difference is None else detectable_effect(self.difference)
+
+
+def judge(results: list[ClaimResult], alpha: float = ALPHA) -> list[ClaimResult]:
+    """Holm-adjust the board's p-values (module docstring) and set each row's verdict."""
+    idx = [k for k, r in enumerate(results) if r.testable]
+    raw = [results[k].test.p(results[k].difference) for k in idx]
+    raw_r = [results[k].test.p_refute(results[k].difference) for k in idx]
+    adj, adj_r = holm(raw) if idx else [], holm(raw_r) if idx else []
+    out = list(results)
+    for k, p, pr in zip(idx, adj, adj_r):
+        v = "confirmed" if p < alpha else "refuted" if pr < alpha else "inconclusive"
+        out[k] = replace(results[k], p=p, p_refute=pr, verdict=v)
+    for k, r in enumerate(results):
+        if k in idx:
+            continue
+        why = ("inconclusive (attack failed)" if not r.gated else
+               f"not tested: {r.note}" if r.difference is None else
+               "inconclusive (one seed decides no verdict)")
+        out[k] = replace(r, verdict=why)
+    return out
 
 
 def _params(df: pd.DataFrame) -> list[dict]:
@@ -61,36 +135,89 @@ def _competent(ok: pd.DataFrame, dataset: str, attack_name: str) -> bool:
     return gate is not None and gate.competent
 
 
-def _drop_claim(claim: str, d: pd.DataFrame, dataset: str, label: str) -> list[ClaimResult]:
-    """``drop vs the reference − 5 pp < 0`` for one config (binomial within-seed variances of both accuracies)."""
-    i = utility_interval(d, "drop", shift=0.05) if d["drop"].notna().all() else None
-    return [] if i is None else [ClaimResult(claim, f"drop vs none − 5 pp < 0 [{label}]", dataset, i, False, "top-1")]
+def _fails(claim: str, g: pd.DataFrame, ok: pd.DataFrame, dataset: str, label: str, what: str, paper: str
+           ) -> list[ClaimResult]:
+    """``the strongest attack of g fails``: its calibrated advantage < MARGIN (one row, the attack named)."""
+    per = [(a, i) for a, h in g.groupby("attack_name", sort=True) if (i := advantage_interval(h)) is not None]
+    if not per:
+        return []
+    attack, best = max(per, key=lambda x: x[1].mean)
+    return [ClaimResult(claim, f"{what} fails [{label}; {attack}]", dataset, best, "advantage",
+                        ClaimTest("less", MARGIN), paper, _competent(ok, dataset, attack))]
+
+
+def _one_per_seed(g: pd.DataFrame) -> pd.DataFrame:
+    return g.sort_values("seed").groupby("seed", as_index=False).first()
+
+
+def _ratio_interval(a: pd.DataFrame, b: pd.DataFrame, column: str) -> Optional[Interval]:
+    """``1 − a/b`` of ``column`` per seed (both on the same seeds), over seeds (no within-seed variance: coded
+    bits are counts, not estimates)."""
+    x, y = _one_per_seed(a).set_index("seed")[column], _one_per_seed(b).set_index("seed")[column]
+    seeds = sorted(set(x.dropna().index) & set(y.dropna().index))
+    if len(seeds) < 1:
+        return None
+    from privbench.core.stats import combine
+
+    saving = 1.0 - x.loc[seeds].to_numpy(float) / y.loc[seeds].to_numpy(float)
+    return combine(saving, np.zeros(len(seeds)))
 
 
 def claim_c1(ok: pd.DataFrame) -> list[ClaimResult]:
-    """C1 (Azizian & Bajić): adversarial training (w_rec = 1) lowers inversion PSNR against the plain autoencoder
-    (w_rec = 0) of the same bottleneck and bits (paper: about 0.8 dB)."""
-    out = []
+    """C1 (Azizian & Bajić, PCS 2022): against a plain autoencoder (``w_rec = 0``) of the same bottleneck and bits, at
+    equal accuracy, adversarial training lowers inversion PSNR by about 0.8 dB, lowers edge-PSNR more than PSNR,
+    and codes about 30% fewer bits than the raw split features. "Equal accuracy" is the largest ``w_rec`` of the
+    sweep whose paired accuracy difference is equivalent to 0 within :data:`EQUAL_ACCURACY`."""
+    out: list[ClaimResult] = []
     inv = ok[ok.attack == "inversion-decoder"]
-    for (dataset, _), d in inv.groupby(["dataset", "attack_name"], sort=True):
-        adv = _select(d, "split-ae", w_rec=1.0)
-        for config in sorted({json.dumps({k: v for k, v in p.items() if k != "w_rec"}, sort_keys=True)
-                              for p in _params(adv)}):
+    for (dataset, attack), d in inv.groupby(["dataset", "attack_name"], sort=True):
+        configs = sorted({json.dumps({k: v for k, v in p.items() if k != "w_rec"}, sort_keys=True)
+                          for p in _params(_select(d, "split-ae"))})
+        for config in configs:
             rest = json.loads(config)
+            label = ", ".join(f"{k}={v}" for k, v in rest.items() if k in ("bottleneck", "bits"))
             plain = _select(d, "split-ae", w_rec=0.0, **rest)
-            mine = _select(adv, "split-ae", **rest)
-            i = paired_interval(plain, mine, "primary")
-            if i is not None and len(plain) and len(mine):
-                label = ", ".join(f"{k}={v}" for k, v in rest.items() if k in ("bottleneck", "bits"))
-                out.append(ClaimResult("C1", f"PSNR(plain AE) − PSNR(split-ae) > 0 [{label}]", dataset, i, True,
-                                       "dB"))
+            if plain.empty:
+                continue
+            weights = sorted({p["w_rec"] for p in _params(_select(d, "split-ae", **rest))} - {0.0})
+            equal, closest = None, None
+            for w in weights:
+                mine = _select(d, "split-ae", w_rec=w, **rest)
+                acc = paired_interval(mine, plain, "utility", binomial=True)
+                if acc is None:
+                    continue
+                if closest is None or abs(acc.mean) < abs(closest[2].mean):
+                    closest = (w, mine, acc)
+                if acc.seeds >= 2 and equivalence_p(acc, EQUAL_ACCURACY) < ALPHA:
+                    equal = (w, mine, acc)  # the largest such w_rec (weights ascend)
+            if closest is None:
+                continue
+            w, mine, acc = equal or closest
+            cond = (f"w_rec={w:g}, Δacc {100 * acc.mean:+.1f} pp" + ("" if equal else
+                    f": no w_rec of the sweep is within {100 * EQUAL_ACCURACY:g} pp"))
+            gated = _competent(ok, dataset, attack)
+            psnr = paired_interval(plain, mine, "primary")
+            out.append(ClaimResult("C1", f"PSNR(plain AE) − PSNR(adversarial) ≈ 0.8 dB at equal accuracy [{label}; "
+                                         f"{cond}]", dataset, psnr if equal else None, "dB", ClaimTest("about", 0.8, 0.4),
+                                   "0.8 dB", gated, "" if equal else f"accuracy not equal ({cond})"))
+            if "edge_psnr" in d:
+                edge = paired_interval(plain.assign(x=plain.edge_psnr - plain.primary),
+                                       mine.assign(x=mine.edge_psnr - mine.primary), "x")
+                out.append(ClaimResult("C1", f"edge-PSNR drop − PSNR drop > 0 [{label}; w_rec={w:g}]", dataset, edge,
+                                       "dB", ClaimTest("greater"), "edge drop > PSNR drop", gated))
+            raw = _select(ok[(ok.dataset == dataset) & (ok.attack == "inversion-decoder")], "split-none",
+                          bits=rest.get("bits"))
+            saving = _ratio_interval(mine, raw, "bits_per_image") if not raw.empty else None
+            out.append(ClaimResult("C1", f"bit saving vs coding the raw split features ≈ 30% [{label}; w_rec={w:g}]",
+                                   dataset, saving, "fraction", ClaimTest("about", 0.30, 0.15), "30%", True,
+                                   "the suite coded no raw features (split-none) at these bits"))
     return out
 
 
 def claim_c2(ok: pd.DataFrame) -> list[ClaimResult]:
-    """C2 (Schneider et al.): at the same ε, avatar + MaskDP keeps more action accuracy than DP-SGD on the whole
-    input; and identity attacks on the anonymised video fall to chance (linker advantage not above 0)."""
-    out = []
+    """C2 (Schneider et al.): at the same ε < 1, avatar + MaskDP keeps more action accuracy than DP-SGD on the whole
+    input; and identity attacks on the anonymised video fall to chance (advantage < :data:`MARGIN`)."""
+    out: list[ClaimResult] = []
     for dataset, d in ok.groupby("dataset", sort=True):
         configs = sorted({json.dumps(p, sort_keys=True) for p in _params(_select(d, "maskdp", anonymise="avatar"))})
         for mine in map(json.loads, configs):
@@ -100,46 +227,42 @@ def claim_c2(ok: pd.DataFrame) -> list[ClaimResult]:
             ours, theirs = _select(d, "maskdp", **mine), _select(d, "dp-sgd", target_epsilon=eps)
             i = paired_interval(ours, theirs, "utility", binomial=True) if len(ours) and len(theirs) else None
             if i is not None:
-                # the privacy unit of the video attacks is the person: say what ε a person has (issue 24)
                 person = pd.to_numeric(pd.concat([ours.dp_epsilon_person, theirs.dp_epsilon_person]),
                                        errors="coerce").max() if "dp_epsilon_person" in ours else float("nan")
                 unit = f"ε={eps:g}" if pd.isna(person) else f"ε={eps:g} per clip, ≤ {person:.1f} per person"
                 out.append(ClaimResult("C2", f"utility(avatar+MaskDP) − utility(DP-SGD) > 0 [{unit}]", dataset,
-                                       i, True, "top-1"))
+                                       i, "top-1", ClaimTest("greater"), "better utility at ε < 1"))
         for params, g in d[d.defense == "avatar"].groupby("defense_params", sort=True):
-            link = g[g.threat == "linker"]
-            per = [(a, i) for a, h in link.groupby("attack_name", sort=True)
-                   if (i := advantage_interval(h, shift=MARGIN)) is not None]
-            if per:
-                attack, best = max(per, key=lambda x: x[1].mean)
-                out.append(ClaimResult("C2", f"re-identification advantage − {MARGIN} < 0 "
-                                             f"[{g.config.iloc[0]}; {attack}]", dataset, best, False, "advantage",
-                                       _competent(ok, dataset, attack)))
+            out += _fails("C2", g[g.threat == "linker"], ok, dataset, g.config.iloc[0], "re-identification",
+                          "near chance")
     return out
 
 
 def claim_c3(ok: pd.DataFrame) -> list[ClaimResult]:
-    """C3 (Li et al., VisualMixer): identity (linkage) attacks fail, i.e. the linker's calibrated advantage is
-    not above 0; and the accuracy loss is small (paper: about 2.35 pp; tested: drop < 5 pp)."""
-    out = []
+    """C3 (Li et al., VisualMixer): an average accuracy loss of about 2.35 pp (tested: within ±1.2 pp of it) at a
+    strength where reconstruction and identity attacks fail. Identity is read two ways: the strong reading links
+    each release to its exact original in a gallery (``linkage``; stronger than the abstract's identity attacks,
+    which do not hold the original), the weaker one asks a reconstruction (``inversion-decoder``) to restore the
+    content."""
+    out: list[ClaimResult] = []
     for dataset, d in ok[ok.defense == "visualmixer"].groupby("dataset", sort=True):
         for params, g in d.groupby("defense_params", sort=True):
             label = g.config.iloc[0]
-            link = g[g.threat == "linker"]
-            per = [(a, i) for a, h in link.groupby("attack_name", sort=True)
-                   if (i := advantage_interval(h, shift=MARGIN)) is not None]
-            if per:
-                attack, best = max(per, key=lambda x: x[1].mean)
-                out.append(ClaimResult("C3", f"linker advantage − {MARGIN} < 0 [{label}; {attack}]", dataset, best,
-                                       False, "advantage", _competent(ok, dataset, attack)))
-            out += _drop_claim("C3", g, dataset, label)
+            drop = utility_interval(g, "drop") if g["drop"].notna().all() else None
+            out.append(ClaimResult("C3", f"accuracy loss ≈ 2.35 pp [{label}]", dataset, drop, "top-1",
+                                   ClaimTest("about", 0.0235, 0.0118), "2.35 pp", True, "no reference accuracy"))
+            out += _fails("C3", g[g.threat == "linker"], ok, dataset, label,
+                          "identity, strong reading (exact original in the gallery)", "attacks fail")
+            recon = g[(g.threat == "observer") & (g.attack == "inversion-decoder")]
+            out += _fails("C3", recon, ok, dataset, label, "identity, weaker reading (reconstruction)",
+                          "attacks fail")
     return out
 
 
 def claim_c4(ok: pd.DataFrame) -> list[ClaimResult]:
-    """C4 (Li et al., masking): masknet improves accuracy on masked images over plain retraining (paper: up to
-    +9.34 pp), at each masked share."""
-    out = []
+    """C4 (Li et al., masking): the masknet improves accuracy on masked images over plain retraining (paper: up to
+    +9.34 pp), at each masked share and mask mode."""
+    out: list[ClaimResult] = []
     for dataset, d in ok[ok.defense == "masking"].groupby("dataset", sort=True):
         rests = sorted({json.dumps({k: v for k, v in p.items() if k != "masknet"}, sort_keys=True)
                         for p in _params(d)})
@@ -148,25 +271,36 @@ def claim_c4(ok: pd.DataFrame) -> list[ClaimResult]:
             on, off = _select(d, "masking", masknet=True, **other), _select(d, "masking", masknet=False, **other)
             i = paired_interval(on, off, "utility", binomial=True) if len(on) and len(off) else None
             if i is not None:
-                label = f"masked={other.get('masked')}" + (f", fill={other['fill']}" if "fill" in other else "")
-                out.append(ClaimResult("C4", f"utility(masknet) − utility(plain) > 0 [{label}]", dataset,
-                                       i, True, "top-1"))
+                label = ", ".join(f"{k}={v}" for k, v in sorted(other.items()))
+                out.append(ClaimResult("C4", f"utility(masknet) − utility(plain) > 0 [{label}]", dataset, i, "top-1",
+                                       ClaimTest("greater"), "up to +9.34 pp"))
     return out
 
 
+#: The attacks Soufleri et al. run against the synthetic release (C5: "attacks recover synthetic content, not
+#: originals"), by privbench attack id.
+C5_ATTACKS = ("gradient-dlg", "gradient-idlg", "gradient-ig", "memorization", "gan-attack", "membership")
+
+
 def claim_c5(ok: pd.DataFrame) -> list[ClaimResult]:
-    """C5 (Soufleri et al.): training on the synthetic set is comparable to training on real data (tested: within
-    5 pp of `none`), and originals are far from every synthetic image (nearest-neighbour best-match advantage over
-    held-out non-members not above 0)."""
-    out = []
+    """C5 (Soufleri et al.): training from scratch on the synthetic set reaches accuracy comparable to real data
+    (tested: the drop against the reference is equivalent to 0 within :data:`COMPARABLE`); originals are far from
+    every synthetic image (nearest-neighbour advantage < :data:`MARGIN`); and each attack the paper names recovers
+    synthetic content, not originals (its advantage < :data:`MARGIN`; memorisation included)."""
+    out: list[ClaimResult] = []
     for (dataset, _), d in ok[ok.defense == "bn-synthetic"].groupby(["dataset", "defense_params"], sort=True):
         label = d.config.iloc[0]
-        out += _drop_claim("C5", d, dataset, label)
-        for attack, h in d[d.attack == "nearest-neighbour"].groupby("attack_name", sort=True):
-            nn = advantage_interval(h, shift=MARGIN)
-            if nn is not None:
-                out.append(ClaimResult("C5", f"nearest-synthetic advantage − {MARGIN} < 0 [{label}]", dataset, nn,
-                                       False, "advantage", _competent(ok, dataset, attack)))
+        drop = utility_interval(d, "drop") if d["drop"].notna().all() else None
+        out.append(ClaimResult("C5", f"accuracy comparable to real data [{label}]", dataset, drop, "top-1",
+                               ClaimTest("about", 0.0, COMPARABLE), "comparable", True, "no reference accuracy"))
+        out += _fails("C5", d[d.attack == "nearest-neighbour"], ok, dataset, label, "nearest synthetic image",
+                      "originals are far")
+        for attack in C5_ATTACKS:
+            g = d[d.attack == attack]
+            rows = _fails("C5", g, ok, dataset, label, attack, "recovers synthetic content")
+            out += rows or [ClaimResult("C5", f"{attack} fails [{label}]", dataset, None, "advantage",
+                                        paper="recovers synthetic content",
+                                        note="the suite did not run this attack on bn-synthetic")]
     return out
 
 
@@ -175,5 +309,5 @@ CLAIMS: dict[str, Callable[[pd.DataFrame], list[ClaimResult]]] = {
 
 
 def evaluate_claims(ok: pd.DataFrame) -> list[ClaimResult]:
-    """Every claim the suite's records can test, in claim order."""
-    return [r for key in sorted(CLAIMS) for r in CLAIMS[key](ok)]
+    """Every claim the suite's records can test, in claim order, judged together (:func:`judge`)."""
+    return judge([r for key in sorted(CLAIMS) for r in CLAIMS[key](ok)])

@@ -80,6 +80,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
             "primary": prim[2] if prim else None,
             "chance_top1": m.get("privacy", {}).get("chance_top1"),
             "masked_psnr": m.get("privacy", {}).get("masked-psnr"),
+            "edge_psnr": m.get("privacy", {}).get("edge-psnr"),
             "bits_per_image": m.get("bitrate", {}).get("bits_per_image"),
             "samples": rec.get("artifacts", {}).get("samples"),
             **{f"dp_{k}": m.get("dp", {}).get(k) for k in DP_FIELDS},
@@ -88,7 +89,7 @@ def load_frame(out_dir: Path) -> pd.DataFrame:
     cols = ["file", "suite", "dataset", "defense", "reference", "defense_label", "defense_params", "strength_name", "strength",
             "attack", "attack_label", "attack_params", "seed", "status", "reason", "utility", "drop", "leakage", "threat", "claims", "role", "control_bar", "recipe_reference", "advantage", "advantage_se", "raw", "prior", "statistic",
             "test_size", "test_correct", "drop_var", "lost", "gained", "pixels", "defense_seconds", "attack_seconds", "units", "n_units", "tpr_1pct", "min_fpr", "primary_key", "primary_label",
-            "primary", "chance_top1", "masked_psnr", "bits_per_image", "samples",
+            "primary", "chance_top1", "masked_psnr", "edge_psnr", "bits_per_image", "samples",
             *[f"dp_{k}" for k in DP_FIELDS], "dp_per_update"]
     df = pd.DataFrame(rows, columns=cols)
     df["control_bar"] = pd.to_numeric(df.control_bar, errors="coerce")  # NaN: not one of the attack's controls
