@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from privbench.core.errors import InputError
 from privbench.core.images import ImageSet
 from privbench.models.nets import BasicBlock, Motion, SplitModel
-from privbench.models.train import EarlyStopping, Tracker, accuracy, predict, train_classifier
+from privbench.models.train import EarlyStopping, Tracker, accuracy, memory_format, predict, train_classifier
 
 #: Layers that act on each channel separately (or flatten from dimension 1, which keeps each model's block
 #: contiguous): kept as they are in the grouped model.
@@ -218,7 +218,7 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
                       augments: Optional[Sequence[Optional[Callable[[Tensor], Tensor]]]] = None,
                       optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
                       early_stopping: Optional[EarlyStopping] = None,
-                      logs: Optional[Sequence[dict[str, Any]]] = None) -> list[nn.Module]:
+                      logs: Optional[Sequence[dict[str, Any]]] = None, channels_last: bool = True) -> list[nn.Module]:
     """:func:`~privbench.models.train.train_classifier` of model ``m`` on ``datas[m]`` with ``generators[m]`` (and
     ``augments[m]``) for every ``m``, as one grouped model: the same epochs, batches, optimizer and cosine schedule,
     each model's batches drawn from its own generator in the same order; with ``early_stopping`` each model keeps
@@ -233,14 +233,16 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
     if len(groups) > 1:  # within the memory bound, group by group
         return [x for sl in groups for x in train_classifiers(
             models[sl], datas[sl], epochs=epochs, batch_size=batch_size, lr=lr, generators=generators[sl],
-            device=device, augments=augments[sl], optimizer=optimizer, early_stopping=early_stopping, logs=logs[sl])]
+            device=device, augments=augments[sl], optimizer=optimizer, early_stopping=early_stopping, logs=logs[sl],
+            channels_last=channels_last)]
     try:
         grouped = stack_models(models) if same and len(models) > 1 else None
     except NotBatchable:
         grouped = None
     if grouped is None:
         return [train_classifier(x, d, epochs=epochs, batch_size=batch_size, lr=lr, generator=g, device=device,
-                                 augment=a, optimizer=optimizer, early_stopping=early_stopping, log=lg)
+                                 augment=a, optimizer=optimizer, early_stopping=early_stopping, log=lg,
+                                 channels_last=channels_last)
                 for x, d, g, a, lg in zip(models, datas, generators, augments, logs)]
     m = len(models)
     trackers = vals = None
@@ -249,7 +251,8 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
         datas, vals = [c[0] for c in carved], [c[1] for c in carved]
         trackers = [Tracker(early_stopping) for _ in models]
         n = len(datas[0])
-    grouped.to(device).train()
+    layout = memory_format(datas[0].images, channels_last)
+    grouped.to(device).to(memory_format=layout).train()
     opt = (optimizer or torch.optim.Adam)(grouped.parameters(), lr=lr)
     steps = epochs * sum(1 for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
@@ -264,7 +267,7 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
                 x = d.images[j].to(device)
                 xs.append(a(x) if a is not None else x)
             y = torch.stack([d.labels[j] for d, j in zip(datas, idx)], 1).to(device)  # (B, M)
-            logits = grouped(torch.cat(xs, 1))
+            logits = grouped(torch.cat(xs, 1).contiguous(memory_format=layout))
             logits = logits.reshape(len(y), m, -1).permute(0, 2, 1)  # (B, K, M)
             loss = F.cross_entropy(logits, y) * m  # the sum over models of each model's mean loss
             opt.zero_grad(set_to_none=True)
