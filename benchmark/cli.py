@@ -83,9 +83,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from privbench.report import write_report
 
     if args.check:
-        from privbench.run.check import check_records
+        from privbench.run.check import board_problems
 
-        problems = check_records(Path(args.dir))
+        problems = board_problems(Path(args.dir))
         for line in problems:
             print(line)
         if problems:

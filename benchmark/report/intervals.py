@@ -166,3 +166,19 @@ def competence(ok: pd.DataFrame) -> dict[tuple[str, str], Competence]:
         out[(dataset, attack)] = Competence(best[0], f"{best[1]} (reference not applicable)" if best[1] else "",
                                             controls)
     return out
+
+
+def utility_above_reference(ok: pd.DataFrame) -> list[str]:
+    """Every ranked defense config whose utility exceeds its reference's beyond the CI (the paired drop's CI lies
+    below 0): the reference is then not the strongest baseline of the board (issue 29), one line per config."""
+    out = []
+    ranked_rows = ranked(ok)
+    for (dataset, config), g in ranked_rows[ranked_rows.defense != ranked_rows.reference].groupby(
+            ["dataset", "config"], sort=True):
+        if g["drop"].isna().any():
+            continue
+        i = utility_interval(g, "drop")
+        if i is not None and i.seeds >= 2 and i.hi < 0:
+            out.append(f"{dataset} {config}: utility above the reference's by {-i.mean:.3f} "
+                       f"(drop CI [{i.lo:.3f}, {i.hi:.3f}])")
+    return out

@@ -1,4 +1,5 @@
-"""``privbench report --check``: records must come from the checkout's code, at a clean tree.
+"""``privbench report --check``: records must come from the checkout's code, at a clean tree, and no defense may
+beat the board's reference beyond its CI (:func:`board_problems`).
 
 A record is stale when the code that would produce its cell today (its defense's and attack's import closures,
 the core's evaluation and scoring code, the numeric libraries' versions) hashes differently from what the record
@@ -42,3 +43,15 @@ def check_records(directory: Path) -> list[str]:
             problems.append(f"{path.name}: produced by a {'dirty' if commit != 'unknown' else 'non-git'} tree "
                             f"({commit})")
     return problems
+
+
+def board_problems(directory: Path) -> list[str]:
+    """:func:`check_records`, then every defense config whose utility is above the reference's beyond its CI
+    (``privbench.report.intervals.utility_above_reference``): a board whose reference is not its strongest
+    baseline fails the check too."""
+    from privbench.report.frame import load_frame
+    from privbench.report.intervals import utility_above_reference
+
+    problems = check_records(directory)
+    df = load_frame(Path(directory))
+    return problems + utility_above_reference(df[df.status == "ok"])
