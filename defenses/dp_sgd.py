@@ -218,6 +218,17 @@ def grouped_step(grouped: nn.Module, m: int, steps: Sequence[DPSGDStep], datas: 
     return tuple(out)
 
 
+def with_train_top1(meta: ReleaseMeta, model: nn.Module, data: StepData, device: torch.device) -> ReleaseMeta:
+    """``meta`` with the released model's accuracy on the data it trained on (``task_train_top1``, so the record
+    shows the generalisation gap; ``model`` takes ``data.images``, e.g. ScatterNet features for its trained part)."""
+    from privbench.models import predict
+
+    was_training = model.training
+    right = predict(model.eval(), data.images, device).argmax(1) == data.labels
+    model.train(was_training)
+    return dataclasses.replace(meta, extra={**meta.extra, "task_train_top1": float(right.float().mean())})
+
+
 def _default_width(model: str) -> int:
     """The ``width`` default of a registered model builder."""
     import inspect
@@ -376,8 +387,8 @@ class DPSGD(ModelReleaser):
         trained, features = fixed_features(model, data, ctx.device)
         opt = self.optimizer(model.parameters(), self.params.lr)
         seconds = train_steps(trained, opt, step, features, plan.steps, ctx, self.scheduler(opt, plan.steps))
-        return self.model_release(model.eval(), own, splits, ctx, public=data.public,
-                                  meta=self.dp_meta(plan, step, seconds))
+        meta = with_train_top1(self.dp_meta(plan, step, seconds), trained, features, ctx.device)
+        return self.model_release(model.eval(), own, splits, ctx, public=data.public, meta=meta)
 
     def build_many(self, splits: Sequence[Splits], ctxs: Sequence[RunContext]) -> list[Release]:
         """The seeds' DP-SGD runs as one grouped model (:func:`grouped_step`), when their steps are plain
@@ -413,5 +424,6 @@ class DPSGD(ModelReleaser):
         seconds = optimise(grouped, opt, lambda: grouped_step(grouped, m, steps, datas, sampling, noise),
                            runs[0][2].steps, self.scheduler(opt, runs[0][2].steps)) / m  # each seed's share
         unstack_into(grouped.eval(), models)
-        return [self.model_release(x.eval(), r[1], sp, ctx, public=r[0].public, meta=self.dp_meta(r[2], r[3], seconds))
+        return [self.model_release(x.eval(), r[1], sp, ctx, public=r[0].public,
+                                   meta=with_train_top1(self.dp_meta(r[2], r[3], seconds), x, r[0], ctx.device))
                 for x, r, sp, ctx in zip(models, runs, splits, ctxs)]
