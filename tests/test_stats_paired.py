@@ -113,3 +113,16 @@ def test_paired_drop_resolves_what_independent_binomials_cannot() -> None:
     assert independent.lo < 0 < independent.hi
     diff = paired_interval(ref, dfn, "utility", binomial=True)
     assert diff.mean == pytest.approx(0.005) and diff.lo > 0
+
+
+def test_all_hits_are_not_certainty() -> None:
+    """Issue 29: a seed whose attack hits every target had bootstrap variance 0 (a ± 0.000 interval); its
+    within-seed variance is now at least what the Wilson interval of the hit rate gives."""
+    from privbench.core.calibration import Units
+
+    units = Units("top1", np.ones(50), np.array([0.1]))
+    lo, hi = wilson(50, 50)
+    assert units.variance() > 0
+    assert math.sqrt(units.variance()) == pytest.approx((hi - lo) / (2 * 1.959964) / 0.9, rel=1e-4)
+    mixed = Units("top1", (np.arange(400) % 2).astype(float), np.array([0.1]))
+    assert units.variance() != mixed.variance() and mixed.variance() > 0

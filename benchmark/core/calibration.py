@@ -103,8 +103,18 @@ class Units:
                                neg[rng.integers(0, len(neg), size=(b, len(neg)))]], axis=1)
 
     def variance(self, seed: int = 0) -> float:
-        """Within-seed sampling variance of the advantage (bootstrap over units)."""
-        return float(np.var(self.replicates(np.random.default_rng(seed)), ddof=1))
+        """Within-seed sampling variance of the advantage (bootstrap over units). For 0/1 units (hits) it is at
+        least the variance a Wilson interval of the hit rate implies: a seed on which every target is hit (or
+        missed) has bootstrap variance 0, which is not certainty about the rate (``± 0.000`` on the boards)."""
+        v = float(np.var(self.replicates(np.random.default_rng(seed)), ddof=1))
+        if self.statistic != "auc" and np.isin(self.score, (0.0, 1.0)).all():
+            from privbench.core.stats import LEVEL, _quantile, wilson
+
+            lo, hi = wilson(int(self.score.sum()), len(self.score))
+            gap = self.ideal - float(self.prior.mean())
+            if abs(gap) > 1e-12:
+                v = max(v, ((hi - lo) / (2 * _quantile(LEVEL, 0))) ** 2 / gap ** 2)
+        return v
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The units as plain arrays (stored in the cell's ``units`` artifact)."""

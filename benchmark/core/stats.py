@@ -99,6 +99,14 @@ def binomial_variance(p: float, n: int) -> float:
     return p * (1.0 - p) / n
 
 
+def proportion_variance(p: float, n: int) -> float:
+    """Sampling variance of a proportion ``p`` measured on ``n`` trials, at least what its Wilson interval implies
+    (so ``p = 0`` or ``1`` is not certainty: a TPR of 0 on 500 members is not ``± 0.000``)."""
+    k = int(round(p * n))
+    lo, hi = wilson(min(max(k, 0), n), n)
+    return max(binomial_variance(p, n), ((hi - lo) / (2 * _quantile(LEVEL, 0))) ** 2)
+
+
 def verdict(difference: Interval, claimed_positive: bool = True) -> str:
     """``confirmed`` / ``refuted`` when the CI of the claimed difference excludes 0, else ``inconclusive``.
 

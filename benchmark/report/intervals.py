@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from privbench.core.stats import Interval, binomial_variance, combine, paired_variance, unpack_correct
+from privbench.core.stats import Interval, combine, paired_variance, proportion_variance, unpack_correct
 
 
 def _per_seed(g: pd.DataFrame, *columns: str) -> tuple[np.ndarray, ...]:
@@ -38,7 +38,7 @@ def tpr_interval(per: pd.DataFrame) -> Optional[Interval]:
         return None
     tpr = per.tpr_1pct.to_numpy(float)
     members = np.maximum(1, per.n_units.to_numpy(float) // 2).astype(int)
-    return combine(tpr, [binomial_variance(p, k) for p, k in zip(tpr, members)])
+    return combine(tpr, [proportion_variance(p, k) for p, k in zip(tpr, members)])
 
 
 def _answers(g: pd.DataFrame, seed: int) -> Optional[np.ndarray]:
@@ -63,7 +63,7 @@ def paired_interval(a: pd.DataFrame, b: pd.DataFrame, column: str, binomial: boo
     var = np.full(len(seeds), np.nan)
     if binomial:
         n = a.groupby("seed").test_size.first().loc[seeds].to_numpy(int)
-        var = np.array([binomial_variance(p, k) + binomial_variance(q, k) for p, q, k in zip(x, y, n)])
+        var = np.array([proportion_variance(p, k) + proportion_variance(q, k) for p, q, k in zip(x, y, n)])
         for i, seed in enumerate(seeds):
             ra, rb = _answers(a, seed), _answers(b, seed)
             if ra is not None and rb is not None and len(ra) == len(rb):
@@ -91,10 +91,10 @@ def utility_interval(g: pd.DataFrame, column: str = "utility", shift: float = 0.
         return None
     n = per.test_size.to_numpy(int)
     u = per.utility.to_numpy(float)
-    var = np.array([binomial_variance(p, k) for p, k in zip(u, n)])
+    var = np.array([proportion_variance(p, k) for p, k in zip(u, n)])
     if column == "drop":  # paired on the same test samples where recorded (drop_var), else independent
         ref = (per["drop"] + per["utility"]).to_numpy(float)
-        independent = var + np.array([binomial_variance(p, k) for p, k in zip(ref, n)])
+        independent = var + np.array([proportion_variance(p, k) for p, k in zip(ref, n)])
         paired = per.drop_var.to_numpy(float)
         var = np.where(np.isnan(paired), independent, paired)
     return combine(per[column].to_numpy(float) - shift, var)
