@@ -97,12 +97,14 @@ def test_proxy_keeps_the_noise_on_the_mean_gradient() -> None:
     assert grid[0] == params and len(grid) == 6 and {c.lr for c in grid} == {0.25, 0.5, 1.0}
 
 
-def test_the_dp_suite_carries_its_tuning_winners() -> None:
-    """Every tuned dp-sgd entry of the dp suite uses the learning rate and epochs its aux-only search chose."""
-    suite = load_suite("dp")
-    searches = json.loads((SUITES_DIR / "dp.tuning.json").read_text())["searches"]
+@pytest.mark.parametrize("name,count", [("dp", 12), ("quick", 1)])
+def test_suites_carry_their_tuning_winners(name: str, count: int) -> None:
+    """Every tuned dp-sgd entry (a target ε) of the suite uses the learning rate and epochs its aux-only search
+    chose (``python -m privbench.run.tune <suite>``), and the search's winner is its best candidate."""
+    suite = load_suite(name)
+    searches = json.loads((SUITES_DIR / f"{name}.tuning.json").read_text())["searches"]
     tuned = [s for s in suite.defenses if s.id == "dp-sgd" and s.params.target_epsilon is not None]
-    assert len(searches) == len(tuned) == 12
+    assert len(searches) == len(tuned) == count
     for spec in tuned:
         (dataset,) = spec.datasets
         match = [s for s in searches if s["dataset"] == dataset and s["config"]["model"] == spec.params.model

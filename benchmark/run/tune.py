@@ -6,7 +6,8 @@ is disjoint from every seed's private split and the choice costs no privacy. Aux
 recipe) is planned for the *private* run: its sample rate q, its steps and the σ that meets the target ε there. The
 proxy then trains on proxy-train with the same q and steps and σ scaled by ``n_proxy / n_private``, so that each
 step's noise on the *mean* clipped gradient (σ·C / (q·n)) is the private run's; only the pool the batches come from
-is smaller. The best validation accuracy wins (ties: the earlier candidate). The search and its winner are written
+is smaller. The best validation accuracy wins (ties: the earlier candidate); a winner on the grid's edge in ``lr``
+extends the grid outwards (at most :data:`EXTEND` times). The search and its winner are written
 to JSON next to the suite (``<suite>.tuning.json``), and the suite's ``dp-sgd`` entries carry the winners (a test
 checks that they agree).
 """
@@ -35,6 +36,8 @@ from privbench.models import accuracy
 #: The grid around a configured recipe: learning rate × {½, 1, 2} and epochs × {½, 1}.
 LR_FACTORS = (0.5, 1.0, 2.0)
 EPOCH_FACTORS = (0.5, 1.0)
+#: How many times the grid extends outwards when the best learning rate lies on its edge.
+EXTEND = 2
 #: The share of aux the proxy trains on (the rest validates).
 PROXY_TRAIN = 0.8
 
@@ -100,11 +103,26 @@ def tune_suite(suite: SuiteConfig, device: torch.device, only: Optional[Sequence
             if spec.id != "dp-sgd" or spec.params.target_epsilon is None or (
                     spec.datasets and dataset not in spec.datasets):
                 continue
-            rows = []
-            for c in candidates(spec.params):
-                rows.append(proxy_accuracy(c, len(splits.private), train, val, splits.info, suite.task, device))
-                log(f"{dataset} {spec.label} lr={c.lr:g} epochs={c.epochs}: val {rows[-1]['val_top1']:.4f} "
-                    f"({rows[-1]['seconds']:.0f} s)")
+            rows: list[dict[str, float]] = []
+
+            def run(grid: list[Any]) -> None:
+                for c in grid:
+                    rows.append(proxy_accuracy(c, len(splits.private), train, val, splits.info, suite.task, device))
+                    log(f"{dataset} {spec.label} lr={c.lr:g} epochs={c.epochs}: val {rows[-1]['val_top1']:.4f} "
+                        f"({rows[-1]['seconds']:.0f} s)")
+
+            grid = candidates(spec.params)
+            run(grid)
+            for _ in range(EXTEND):  # a winner on the grid's edge in lr: one more step outwards, at most EXTEND
+                best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
+                lrs = sorted({r["lr"] for r in rows})
+                if rows[best]["lr"] not in (lrs[0], lrs[-1]):
+                    break
+                f = 0.5 if rows[best]["lr"] == lrs[0] else 2.0
+                more = [dataclasses.replace(spec.params, lr=rows[best]["lr"] * f, epochs=e)
+                        for e in sorted({r["epochs"] for r in rows})]
+                grid += more
+                run(more)
             best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
             searches.append({"dataset": dataset, "config": spec.params_dict, "aux_hash": splits.info.split_hashes["aux"],
                              "n_private": len(splits.private), "n_proxy_train": len(train), "n_proxy_val": len(val),
