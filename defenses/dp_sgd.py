@@ -130,6 +130,8 @@ def dp_gradients(max_grad_norm: float, noise_multiplier: float) -> GradientMecha
     public): ``(Σ_i clip_C(g_i) + N(0, σ²C²I)) / B`` per parameter; one sample replaced moves it by at most 2C/B."""
 
     def mechanism(model: nn.Module, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, ...]:
+        if len(images) == 0:
+            raise InputError("dp-sgd gradients: the named batch is empty")
         total = clipped_total(model, images, labels, max_grad_norm)
         return add_noise(total, noise_multiplier * max_grad_norm, generator, float(len(images)))
 

@@ -114,3 +114,18 @@ def test_suites_carry_their_tuning_winners(name: str, count: int) -> None:
         assert max(c["val_top1"] for c in match[0]["candidates"]) == next(
             c["val_top1"] for c in match[0]["candidates"]
             if (c["lr"], c["epochs"]) == (spec.params.lr, spec.params.epochs))
+
+
+def test_a_winner_on_the_grid_edge_extends_the_search() -> None:
+    params = DEFENSES.get("dp-sgd").Params(target_epsilon=3.0, lr=1.0, epochs=40, model="tanh-cnn")
+    grid = tune.candidates(params)
+
+    def rows(best_lr: float, best_epochs: int) -> list[dict]:
+        return [{"lr": c.lr, "epochs": c.epochs, "val_top1": 0.9 if (c.lr, c.epochs) == (best_lr, best_epochs)
+                 else 0.5} for c in grid]
+
+    assert tune._outwards(rows(1.0, 40), params, grid) == []  # an interior winner: the search is done
+    low = tune._outwards(rows(0.5, 40), params, grid)
+    assert {(c.lr, c.epochs) for c in low} == {(0.25, 20), (0.25, 40)}
+    short = tune._outwards(rows(2.0, 20), params, grid)
+    assert {(c.lr, c.epochs) for c in short} == {(4.0, 20), (4.0, 40), (2.0, 10)}

@@ -44,6 +44,9 @@ class SplitModel(nn.Module):
         stages = list(self.stages.values())
         k = 0
         while k < len(stages) - 1 and isinstance(stages[k], FixedFeatures):
+            if any(True for _ in stages[k].parameters()):
+                raise InputError(f"{type(stages[k]).__name__} is a FixedFeatures stage but has parameters: a fixed "
+                                 "stage must be data-independent (its output is computed once, outside DP)")
             k += 1
         return (nn.Sequential(*stages[:k]), nn.Sequential(*stages[k:])) if k else None
 

@@ -63,17 +63,18 @@ def linear_clipped_sum(model: nn.Module, images: Tensor, labels: Tensor, max_gra
     if any(p.requires_grad for m in leaves[:-1] for p in m.parameters()):
         return None
     linear = leaves[-1]
+    bias = linear.bias is not None and linear.bias.requires_grad  # a frozen bias is neither clipped nor returned
     with torch.no_grad():
         h = nn.Sequential(*leaves[:-1])(images) if len(leaves) > 1 else images
         if h.dim() != 2:
             return None
         delta = torch.softmax(linear(h), 1)
         delta[torch.arange(len(labels)), labels] -= 1.0
-        sq = h.pow(2).sum(1) + (1.0 if linear.bias is not None else 0.0)
+        sq = h.pow(2).sum(1) + (1.0 if bias else 0.0)
         norms = delta.norm(dim=1) * sq.sqrt()
         factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         weighted = delta * factor[:, None]
         out = {"weight": weighted.T @ h}
-        if linear.bias is not None:
+        if bias:
             out["bias"] = weighted.sum(0)
     return out

@@ -289,7 +289,9 @@ def claims_table(ok: pd.DataFrame) -> Optional[Table]:
     rows = tuple(Row({"claim": Cell.of_text(r.claim), "dataset": Cell.of_text(r.dataset),
                       "statement": Cell.of_text(r.statement), "paper": Cell.of_text(r.paper),
                       "difference": Cell.of(r.difference) if r.difference is not None else Cell.of_text("—"),
-                      "unit": Cell.of_text(r.unit), "test": Cell.of_text(r.test.describe(r.unit) if r.test else ""),
+                      "unit": Cell.of_text(r.unit),
+                      "test": Cell.of_text((r.test.describe(r.unit) if r.test else "")
+                                           + ("" if r.mcnemar != r.mcnemar else f"; McNemar p {_p(r.mcnemar)}")),
                       "p": Cell.of_text(_p(r.p) if r.verdict != "refuted" else f"{_p(r.p_refute)} (opposite)"),
                       "detects": Cell.of_text("" if r.detects is None or r.detects != r.detects
                                               or r.detects == float("inf") else f"{r.detects:.3g}"),

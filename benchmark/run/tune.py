@@ -5,9 +5,10 @@ is disjoint from every seed's private split and the choice costs no privacy. Aux
 80% proxy-train and 20% proxy-validation. Each candidate (a grid over ``lr`` and ``epochs`` around the configured
 recipe) is planned for the *private* run: its sample rate q, its steps and the σ that meets the target ε there. The
 proxy then trains on proxy-train with the same q and steps and σ scaled by ``n_proxy / n_private``, so that each
-step's noise on the *mean* clipped gradient (σ·C / (q·n)) is the private run's; only the pool the batches come from
-is smaller. The best validation accuracy wins (ties: the earlier candidate); a winner on the grid's edge in ``lr``
-extends the grid outwards (at most :data:`EXTEND` times). The search and its winner are written
+step's noise on the *mean* clipped gradient (σ·C / (q·n)) is the private run's; the pool the batches come from
+and the batches themselves are smaller (so minibatch sampling noise is larger), and the proxy's step count may
+differ by one from rounding. The best validation accuracy wins (ties: the earlier candidate); a winner on the grid's edge extends it outwards
+(``lr`` either way, epochs downwards only; at most :data:`EXTEND` times, :func:`_outwards`). The search and its winner are written
 to JSON next to the suite (``<suite>.tuning.json``), and the suite's ``dp-sgd`` entries carry the winners (a test
 checks that they agree).
 """
@@ -64,6 +65,21 @@ def candidates(params: Any) -> list[Any]:
     return out
 
 
+def _outwards(rows: list[dict[str, float]], params: Any, grid: list[Any]) -> list[Any]:
+    """The candidates one step beyond the grid's edge where the best so far lies on it: ``lr`` × ½ or × 2 (at
+    every epoch count tried), epochs × ½ at the best ``lr`` (never above the recipe's epochs, the budget cap)."""
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
+    lr, epochs = rows[best]["lr"], int(rows[best]["epochs"])
+    lrs, eps = sorted({r["lr"] for r in rows}), sorted({int(r["epochs"]) for r in rows})
+    more = []
+    if lr in (lrs[0], lrs[-1]) and len(lrs) > 1:
+        f = 0.5 if lr == lrs[0] else 2.0
+        more += [dataclasses.replace(params, lr=lr * f, epochs=e) for e in eps]
+    if epochs == eps[0] and epochs > 1:
+        more.append(dataclasses.replace(params, lr=lr, epochs=max(1, epochs // 2)))
+    return [c for c in dict.fromkeys(more) if c not in grid]
+
+
 def proxy_accuracy(params: Any, n_private: int, train: ImageSet, val: ImageSet, info: DatasetInfo, task: Any,
                    device: torch.device) -> dict[str, float]:
     """One candidate: the private run's plan, then the proxy run on ``train`` at the same q and steps with σ scaled
@@ -113,14 +129,10 @@ def tune_suite(suite: SuiteConfig, device: torch.device, only: Optional[Sequence
 
             grid = candidates(spec.params)
             run(grid)
-            for _ in range(EXTEND):  # a winner on the grid's edge in lr: one more step outwards, at most EXTEND
-                best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
-                lrs = sorted({r["lr"] for r in rows})
-                if rows[best]["lr"] not in (lrs[0], lrs[-1]):
+            for _ in range(EXTEND):  # a winner on the grid's edge: one more step outwards, at most EXTEND times
+                more = _outwards(rows, spec.params, grid)
+                if not more:
                     break
-                f = 0.5 if rows[best]["lr"] == lrs[0] else 2.0
-                more = [dataclasses.replace(spec.params, lr=rows[best]["lr"] * f, epochs=e)
-                        for e in sorted({r["epochs"] for r in rows})]
                 grid += more
                 run(more)
             best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
