@@ -191,10 +191,10 @@ def test_early_stopping_keeps_the_best_validation_epoch_batched_as_one_by_one() 
     logs_one, logs_many = [{} for _ in range(m)], [{} for _ in range(m)]
     for x, d, i, lg in zip(one, datas, range(m), logs_one):
         train_classifier(x, d, epochs=12, batch_size=16, lr=3e-2, generator=torch.Generator().manual_seed(i),
-                         device=torch.device("cpu"), early_stopping=rule, log=lg)
+                         device=torch.device("cpu"), early_stopping=rule, log=lg, channels_last=False)
     train_classifiers(many, datas, epochs=12, batch_size=16, lr=3e-2, device=torch.device("cpu"),
                       generators=[torch.Generator().manual_seed(i) for i in range(m)], early_stopping=rule,
-                      logs=logs_many)
+                      logs=logs_many, channels_last=False)  # the default layout: test_channels_last_grouped_...
     for a, b in zip(one, many):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(q, p, atol=PARAM_ATOL, rtol=1e-3, msg=name)

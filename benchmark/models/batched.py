@@ -276,9 +276,17 @@ def train_classifiers(models: Sequence[nn.Module], datas: Sequence[ImageSet], *,
             sched.step()
         if trackers is not None and not _track(grouped, models, vals, trackers, epoch, device):
             break
+    return _finish(grouped, models, trackers, logs, datas, device)
+
+
+def _finish(grouped: nn.Module, models: Sequence[nn.Module], trackers: Optional[list[Tracker]],
+            logs: Sequence[Optional[dict[str, Any]]], datas: Sequence[ImageSet], device: torch.device
+            ) -> list[nn.Module]:
+    """The trained grouped model back into ``models`` (each at its best validation epoch under early stopping),
+    with each model's log; the models in eval mode on ``device``."""
     grouped.eval()
     unstack_into(grouped, models)
-    for x, tr, lg, d in zip(models, trackers or [None] * m, logs, datas):
+    for x, tr, lg, d in zip(models, trackers or [None] * len(models), logs, datas):
         if tr is not None and tr.state is not None:
             x.load_state_dict(tr.state)
             if lg is not None:

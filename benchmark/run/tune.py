@@ -101,9 +101,11 @@ def proxy_accuracy(params: Any, n_private: int, train: ImageSet, val: ImageSet, 
 
 
 def tune_suite(suite: SuiteConfig, device: torch.device, only: Optional[Sequence[str]] = None,
-               log=print) -> dict[str, Any]:
+               log=print, previous: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Tune every ``dp-sgd`` config with a ``target_epsilon`` of ``suite`` on each of its datasets (``only``:
-    these datasets); returns ``{"searches": [...]}``, one entry per (dataset, config) with every candidate."""
+    these datasets); returns ``{"searches": [...]}``, one entry per (dataset, config) with every candidate.
+    ``previous``: an earlier result of the same code, whose candidates (same dataset, config, aux and code) are
+    reused instead of retrained (``--resume``)."""
     from privbench.data import load_splits
 
     if not suite.splits.fixed_aux:
@@ -121,9 +123,15 @@ def tune_suite(suite: SuiteConfig, device: torch.device, only: Optional[Sequence
                 continue
             rows: list[dict[str, float]] = []
 
+            done = {(r["lr"], r["epochs"]): r for old in (previous or {}).get("searches", [])
+                    if old["dataset"] == dataset and old["config"] == spec.params_dict
+                    and old["aux_hash"] == splits.info.split_hashes["aux"] and old.get("code") == _code()
+                    for r in old["candidates"]}
+
             def run(grid: list[Any]) -> None:
                 for c in grid:
-                    rows.append(proxy_accuracy(c, len(splits.private), train, val, splits.info, suite.task, device))
+                    rows.append(done.get((c.lr, c.epochs)) or proxy_accuracy(c, len(splits.private), train, val,
+                                                                              splits.info, suite.task, device))
                     log(f"{dataset} {spec.label} lr={c.lr:g} epochs={c.epochs}: val {rows[-1]['val_top1']:.4f} "
                         f"({rows[-1]['seconds']:.0f} s)")
 
@@ -136,10 +144,19 @@ def tune_suite(suite: SuiteConfig, device: torch.device, only: Optional[Sequence
                 grid += more
                 run(more)
             best = max(range(len(rows)), key=lambda i: (rows[i]["val_top1"], -i))
-            searches.append({"dataset": dataset, "config": spec.params_dict, "aux_hash": splits.info.split_hashes["aux"],
+            searches.append({"dataset": dataset, "config": spec.params_dict, "code": _code(), "aux_hash": splits.info.split_hashes["aux"],
                              "n_private": len(splits.private), "n_proxy_train": len(train), "n_proxy_val": len(val),
                              "candidates": rows, "best": {"lr": rows[best]["lr"], "epochs": rows[best]["epochs"]}})
     return {"searches": searches}
+
+
+def _code() -> str:
+    """The hash of the code a proxy run depends on (the core and dp-sgd's closure): candidates are reused only
+    under it."""
+    from privbench.core.codehash import plugin_hash
+    from privbench.run.plan import core_hash
+
+    return f"{core_hash()}:{plugin_hash(DEFENSES.get('dp-sgd'))}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -151,14 +168,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", type=Path, help="where to write the search (default: <suite>.tuning.json beside it)")
     ap.add_argument("--dataset", action="append", help="tune on this dataset only (repeatable)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the candidates of the existing tuning file made by the same code")
     args = ap.parse_args(argv)
     plugins.load_builtins()
     suite = load_suite(args.suite)
-    result = tune_suite(suite, torch.device(args.device), args.dataset)
     from privbench.run.config import SUITES_DIR
 
     out = args.out or (Path(args.suite).with_suffix(".tuning.json") if Path(args.suite).suffix
                        else SUITES_DIR / f"{suite.name}.tuning.json")
+    previous = json.loads(out.read_text()) if args.resume and out.is_file() else None
+    result = tune_suite(suite, torch.device(args.device), args.dataset, previous=previous)
     if out.is_file() and args.dataset:  # keep the other datasets' searches
         kept = [s for s in json.loads(out.read_text())["searches"] if s["dataset"] not in args.dataset]
         result["searches"] = kept + result["searches"]
