@@ -108,12 +108,11 @@ class Units:
         missed) has bootstrap variance 0, which is not certainty about the rate (``± 0.000`` on the boards)."""
         v = float(np.var(self.replicates(np.random.default_rng(seed)), ddof=1))
         if self.statistic != "auc" and np.isin(self.score, (0.0, 1.0)).all():
-            from privbench.core.stats import LEVEL, _quantile, wilson
+            from privbench.core.stats import wilson_variance
 
-            lo, hi = wilson(int(self.score.sum()), len(self.score))
             gap = self.ideal - float(self.prior.mean())
             if abs(gap) > 1e-12:
-                v = max(v, ((hi - lo) / (2 * _quantile(LEVEL, 0))) ** 2 / gap ** 2)
+                v = max(v, wilson_variance(int(self.score.sum()), len(self.score)) / gap ** 2)
         return v
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -102,9 +102,13 @@ def binomial_variance(p: float, n: int) -> float:
 def proportion_variance(p: float, n: int) -> float:
     """Sampling variance of a proportion ``p`` measured on ``n`` trials, at least what its Wilson interval implies
     (so ``p = 0`` or ``1`` is not certainty: a TPR of 0 on 500 members is not ``± 0.000``)."""
-    k = int(round(p * n))
-    lo, hi = wilson(min(max(k, 0), n), n)
-    return max(binomial_variance(p, n), ((hi - lo) / (2 * _quantile(LEVEL, 0))) ** 2)
+    return max(binomial_variance(p, n), wilson_variance(min(max(int(round(p * n)), 0), n), n))
+
+
+def wilson_variance(successes: int, n: int) -> float:
+    """The variance a 95% Wilson interval of ``successes / n`` implies: ``(half-width / z)²``."""
+    lo, hi = wilson(successes, n)
+    return ((hi - lo) / (2 * _quantile(LEVEL, 0))) ** 2
 
 
 def verdict(difference: Interval, claimed_positive: bool = True) -> str:
